@@ -1,0 +1,66 @@
+"""Typed failures shared by every surface (CLI, HTTP, IM, SIP).
+
+Each carries a stable ``code`` and a one-line ``message``; ``details`` lists individual problems
+(for example every configuration error, each with the YAML path it concerns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in an input, located by a path such as ``queues[2].select``."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+
+@dataclass
+class ExpertlineError(Exception):
+    message: str
+    details: list[Problem] = field(default_factory=list)
+    code: str = "error"
+    http_status: int = 400
+
+    def __str__(self) -> str:
+        return self.message
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = [p.as_dict() for p in self.details]
+        return {"error": body}
+
+
+class InvalidInput(ExpertlineError):
+    def __init__(self, message: str, details: list[Problem] | None = None) -> None:
+        super().__init__(message, details or [], "invalid", 422)
+
+
+class NotFound(ExpertlineError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [], "not_found", 404)
+
+
+class Conflict(ExpertlineError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [], "conflict", 409)
+
+
+class Unauthorized(ExpertlineError):
+    def __init__(self, message: str = "a bearer token is required") -> None:
+        super().__init__(message, [], "unauthorized", 401)
+
+
+class Forbidden(ExpertlineError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [], "forbidden", 403)

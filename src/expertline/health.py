@@ -1,0 +1,50 @@
+"""Readiness of the parts of a node (database, presence sources, SIP listener, HA lease).
+
+Components report their own state; ``/readyz``, ``/metrics`` and ``/api/v1/status`` read it.
+A node is ready when it is the active node and every *required* component is up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+
+from prometheus_client import Gauge
+
+COMPONENT_UP = Gauge(
+    "expertline_component_up", "1 when a component of this node is up", ["component"]
+)
+
+
+@dataclass(frozen=True)
+class ComponentState:
+    name: str
+    up: bool
+    detail: str = ""
+    required: bool = True
+
+
+class Health:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._components: dict[str, ComponentState] = {}
+        self.active = True  # single node: active; HA nodes flip this from the lease loop
+
+    def report(self, name: str, up: bool, detail: str = "", required: bool = True) -> None:
+        with self._lock:
+            self._components[name] = ComponentState(name, up, detail, required)
+        COMPONENT_UP.labels(component=name).set(1 if up else 0)
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._components.pop(name, None)
+        with contextlib.suppress(KeyError):
+            COMPONENT_UP.remove(name)
+
+    def components(self) -> list[ComponentState]:
+        with self._lock:
+            return sorted(self._components.values(), key=lambda c: c.name)
+
+    def ready(self) -> bool:
+        return self.active and all(c.up for c in self.components() if c.required)

@@ -1,0 +1,98 @@
+"""Bearer tokens with roles. Only a SHA-256 hash of each token is stored.
+
+Tokens are 256-bit random values; a fast hash is enough (no password stretching is needed for
+high-entropy secrets) and keeps per-request verification cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, get_args
+
+from sqlalchemy import Engine, insert, select, update
+
+from expertline.db.tables import api_tokens
+from expertline.errors import InvalidInput, NotFound, Problem
+
+Role = Literal["admin", "routing-client", "reporting", "expert"]
+ROLES: tuple[str, ...] = get_args(Role)
+PREFIX = "elt_"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(engine: Engine, name: str, role: str) -> str:
+    """Create a token; the clear value is returned once and never stored."""
+    problems = []
+    if role not in ROLES:
+        problems.append(
+            Problem("role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        )
+    if not name.strip() or len(name) > 255:
+        problems.append(Problem("name", "a token name of 1 to 255 characters is required"))
+    if problems:
+        raise InvalidInput("cannot create token", problems)
+    token = PREFIX + secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(api_tokens).values(
+                name=name, role=role, token_hash=hash_token(token), created_at=datetime.now(UTC)
+            )
+        )
+    return token
+
+
+def list_tokens(engine: Engine) -> list[TokenInfo]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(api_tokens).order_by(api_tokens.c.id)).all()
+    return [
+        TokenInfo(
+            r.id, r.name, r.role, _utc(r.created_at), _utc(r.revoked_at) if r.revoked_at else None
+        )
+        for r in rows
+    ]
+
+
+def revoke_token(engine: Engine, name: str) -> int:
+    """Revoke every live token with this name; NotFound if there is none."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(api_tokens)
+            .where(api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+    if result.rowcount == 0:
+        raise NotFound(f"no live token named {name!r}")
+    return int(result.rowcount)
+
+
+def verify_token(engine: Engine, token: str) -> TokenInfo | None:
+    """The live token with this value, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(api_tokens).where(
+                api_tokens.c.token_hash == hash_token(token), api_tokens.c.revoked_at.is_(None)
+            )
+        ).first()
+    if row is None:
+        return None
+    return TokenInfo(row.id, row.name, row.role, _utc(row.created_at), None)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were written in UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

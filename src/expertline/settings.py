@@ -1,0 +1,109 @@
+"""Layered settings: built-in defaults < settings file < environment (``EXPERTLINE_*``) < flags.
+
+The settings file is TOML (``--settings FILE``, ``EXPERTLINE_SETTINGS``, or
+``expertline.toml`` in the working directory). It holds *where and how* the process runs; the
+routing configuration (experts, queues...) lives in the database and is imported from YAML.
+Secrets are never read from files: only environment variables named in the configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Role = Literal["runtime", "reporting", "admin", "all"]
+SipMode = Literal["redirect", "proxy"]
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "expertline"
+
+
+def settings_file() -> Path | None:
+    explicit = os.environ.get("EXPERTLINE_SETTINGS")
+    if explicit:
+        return Path(explicit)
+    local = Path("expertline.toml")
+    return local if local.exists() else None
+
+
+class Settings(BaseSettings):
+    """Everything a node needs to start. Field names map to ``EXPERTLINE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EXPERTLINE_", extra="forbid")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    db: str | None = None
+    reporting_db: str | None = None
+    node: str = Field(default_factory=lambda: os.uname().nodename)
+    role: Role = "all"
+    http: str = "127.0.0.1:8080"
+    sip: str | None = None
+    sip_mode: SipMode = "redirect"
+    log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("http", "sip")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parse_host_port(value)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = settings_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def db_url(self) -> str:
+        """The database URL; by default a SQLite file in the data directory."""
+        if self.db:
+            return normalize_db_url(self.db)
+        return f"sqlite:///{self.data_dir / 'expertline.db'}"
+
+    @property
+    def reporting_db_url(self) -> str:
+        return normalize_db_url(self.reporting_db) if self.reporting_db else self.db_url
+
+
+def normalize_db_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` and use the psycopg 3 driver for them."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) -> (host, port); ValueError with a clear message."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Build settings from every layer; ``flags`` are the command-line values actually given."""
+    return Settings(**{k: v for k, v in flags.items() if v is not None})

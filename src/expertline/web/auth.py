@@ -1,0 +1,68 @@
+"""Bearer-token authentication and role checks for the HTTP API.
+
+``admin`` may call everything; other roles only the endpoints that name them. Verified tokens
+are cached for a few seconds so a busy routing client does not cost a database read per call;
+a revocation takes effect within that bound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi import Request
+from sqlalchemy import Engine
+
+from expertline.errors import Forbidden, Unauthorized
+from expertline.security.tokens import TokenInfo, verify_token
+
+CACHE_SECONDS = 5.0
+
+
+class TokenVerifier:
+    def __init__(self, engine: Engine, ttl: float = CACHE_SECONDS) -> None:
+        self._engine = engine
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, TokenInfo | None]] = {}
+
+    def __call__(self, token: str) -> TokenInfo | None:
+        now = time.monotonic()
+        hit = self._cache.get(token)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        info = verify_token(self._engine, token)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[token] = (now + self._ttl, info)
+        return info
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+
+def bearer(request: Request) -> TokenInfo:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
+    verifier: TokenVerifier = request.app.state.verify_token
+    info = verifier(token.strip())
+    if info is None:
+        raise Unauthorized("the bearer token is unknown or revoked")
+    request.state.token = info
+    return info
+
+
+def require(*roles: str) -> Callable[[Request], TokenInfo]:
+    """A FastAPI dependency admitting ``admin`` and the given roles."""
+    allowed = {"admin", *roles}
+
+    def dependency(request: Request) -> TokenInfo:
+        info = bearer(request)
+        if info.role not in allowed:
+            raise Forbidden(
+                f"role {info.role!r} may not call this endpoint (needs {' or '.join(sorted(allowed))})"
+            )
+        return info
+
+    return dependency

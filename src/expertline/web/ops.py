@@ -1,0 +1,59 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics and node status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from expertline import __version__
+from expertline.health import Health
+from expertline.web.app import AppContext
+from expertline.web.auth import bearer
+
+
+def router(ctx: AppContext) -> APIRouter:
+    r = APIRouter()
+    health: Health = ctx.services.setdefault("health", Health())
+
+    @r.get("/healthz", tags=["operations"], summary="The process is alive")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @r.get("/readyz", tags=["operations"], summary="This node is active and its parts are up")
+    def readyz() -> JSONResponse:
+        body = _health_body(health)
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    @r.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @r.get(
+        "/api/v1/status", tags=["operations"], summary="Node, role, active/standby, config version"
+    )
+    def status(request: Request, _: Any = Depends(bearer)) -> dict[str, Any]:
+        version_of = ctx.services.get("config_version")
+        return {
+            "node": ctx.settings.node,
+            "role": ctx.settings.role,
+            "version": __version__,
+            "state": "active" if health.active else "standby",
+            "config_version": version_of() if callable(version_of) else None,
+            **_health_body(health),
+        }
+
+    return r
+
+
+def _health_body(health: Health) -> dict[str, Any]:
+    return {
+        "ready": health.ready(),
+        "active": health.active,
+        "components": {
+            c.name: {"up": c.up, "detail": c.detail, "required": c.required}
+            for c in health.components()
+        },
+    }

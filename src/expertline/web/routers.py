@@ -1,0 +1,11 @@
+"""The ordered list of router factories that make up the HTTP API."""
+
+from __future__ import annotations
+
+from expertline.web.app import RouterFactory
+
+
+def default_factories() -> list[RouterFactory]:
+    from expertline.web import ops
+
+    return [ops.router]
