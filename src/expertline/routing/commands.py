@@ -1,0 +1,115 @@
+"""Outputs of the routing core: effects the runtime carries out after persisting them.
+
+The runtime writes every command of a transition to its outbox in the same database
+transaction as the new state, then performs them (IM texts, label to the routing client,
+records, timers). Records (RCD/TCD) and feed events are data here; their storage is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class SendOffer:
+    """Offer a task to an expert. ``notice_only``: the expert may not decline, no question asked."""
+
+    offer_id: str
+    task_id: str
+    expert_id: str
+    code: str
+    expires_at: float | None
+    notice_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawOffer:
+    offer_id: str
+    task_id: str
+    expert_id: str
+    code: str
+    reason: Literal["taken", "ended", "presence", "timeout", "overflow", "config"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmAccepted:
+    """Tell the winner the task is theirs (the IM ``Accepted #code`` line)."""
+
+    offer_id: str
+    task_id: str
+    expert_id: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRefused:
+    """An accept/decline that changes nothing (late, unknown, already decided)."""
+
+    offer_id: str
+    expert_id: str | None
+    reason: Literal["unknown", "closed", "capacity"]
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyExpert:
+    """An IM notice to an expert, e.g. set to away after ``max_no_answer`` unanswered offers."""
+
+    expert_id: str
+    message: Literal["set_away"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnLabel:
+    """The routing result: deliver the task to ``label`` (the core also writes the RCD)."""
+
+    task_id: str
+    label: str
+    expert_id: str | None  # None for a fallback label at max wait
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRecord:
+    """A routing record: ``rcd``, ``tcd``, or ``attempt`` (a requeued delivery, disposition 19/8).
+
+    Exactly one ``tcd`` per task, written when the task ends; ``data`` holds the SPEC §7 fields
+    the core knows (times as core-clock seconds, durations in seconds).
+    """
+
+    kind: Literal["rcd", "tcd", "attempt"]
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """A named transition for the events feed (task.created, offer.accepted, expert.state...)."""
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """Fire ``TimerFired(key)`` at ``at`` (core clock seconds). Setting a key again moves it."""
+
+    key: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    key: str
+
+
+Command = (
+    SendOffer
+    | WithdrawOffer
+    | ConfirmAccepted
+    | AnswerRefused
+    | NotifyExpert
+    | ReturnLabel
+    | WriteRecord
+    | Emit
+    | SetTimer
+    | CancelTimer
+)

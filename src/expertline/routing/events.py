@@ -1,0 +1,122 @@
+"""Inputs of the routing core: everything that can happen to it.
+
+The core is ``RoutingCore.handle(event, now) -> list[Command]``. Events come from the runtime
+(which got them from HTTP, SIP, IM, timers, configuration changes). Ids of tasks are chosen
+outside the core (so a request can be retried idempotently); offer ids and codes are chosen by
+the core, deterministically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from expertline.routing.model import Channel, Presence, RoutingConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChanged:
+    """A new configuration version (also the first event a fresh core receives)."""
+
+    config: RoutingConfig
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    expert_id: str
+    status: Presence
+    source: str = "rest"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCreated:
+    task_id: str
+    queue_id: str
+    channel: Channel = "voice"
+    priority: int | None = None  # None: the queue's priority
+    caller: str | None = None
+    dialed_number: str | None = None
+    external_id: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OfferAccepted:
+    offer_id: str
+    phone: str | None = None  # the expert asks for the call on another number
+
+
+@dataclass(frozen=True, slots=True)
+class OfferDeclined:
+    offer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallConnected:
+    """The routing client (or SIP proxy) says the call reached the expert and was answered."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """The call or chat ended normally after being connected (or the client ends an assigned task)."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAbandoned:
+    """The caller gave up (routing client cancel, SIP CANCEL)."""
+
+    task_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed:
+    """The routing client reports a failure; ``disposition`` overrides the TCD code if given."""
+
+    task_id: str
+    disposition: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFailed:
+    """SIP proxy: the expert's phone did not answer (19) or was busy (8); the task is requeued."""
+
+    task_id: str
+    disposition: int  # 19 ring no answer, 8 busy
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer set by a ``SetTimer`` command is due. Stale timers are ignored by the core."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """The runtime restored the core from the database after a restart or failover.
+
+    ``lost_tasks`` are tasks whose outcome cannot be known (for example SIP calls whose legs
+    died with the old process): they end with TCD 27.
+    """
+
+    lost_tasks: frozenset[str] = frozenset()
+
+
+Event = (
+    ConfigChanged
+    | PresenceChanged
+    | TaskCreated
+    | OfferAccepted
+    | OfferDeclined
+    | CallConnected
+    | CallEnded
+    | TaskAbandoned
+    | TaskFailed
+    | DeliveryFailed
+    | TimerFired
+    | Recovered
+)

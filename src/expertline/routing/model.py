@@ -1,0 +1,77 @@
+"""The routing core's view of the configuration: plain frozen data, no CEL, no I/O.
+
+The configuration domain (``expertline.config``) validates YAML and compiles CEL; the
+eligibility engine (``expertline.routing.eligibility``) evaluates each queue's selection (and
+each escalation step's) over the experts' attributes. The core receives the result as sets of
+matching expert ids and never evaluates an expression itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Order = Literal["longest_idle", "most_skilled", "least_busy", "round_robin", "random", "closest_match"]
+Presence = Literal["available", "away", "dnd", "offline"]
+Channel = Literal["voice", "chat"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertSpec:
+    id: str
+    name: str
+    phone: str
+    im: str | None = None
+    max_tasks: int = 1
+    may_decline: bool = True
+    enabled: bool = True
+    locale: str = "en"
+    # Numeric attributes (proficiency, number) for most_skilled and closest_match.
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OnMaxWait:
+    """What happens at max wait: exactly one of overflow / label / reject."""
+
+    kind: Literal["overflow", "label", "reject"] = "reject"
+    target: str | None = None  # queue id for overflow, label for label
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationStep:
+    after: float  # seconds waited (since the task entered this queue) before this step applies
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    id: str
+    name: str
+    order: Order = "longest_idle"
+    skill: str | None = None
+    offer_to: int | None = 1  # None = all
+    offer_timeout: float = 20.0
+    max_wait: float = 300.0
+    on_max_wait: OnMaxWait = OnMaxWait()
+    wrap_up: float = 0.0
+    decline_cooldown: float = 0.0
+    max_no_answer: int = 0
+    ring_timeout: float = 20.0
+    service_level: float = 20.0
+    priority: int = 0
+    escalate: tuple[EscalationStep, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """One configuration version as the core needs it.
+
+    ``matches[queue_id][step]`` is the set of expert ids whose attributes satisfy the queue's
+    selection at escalation ``step`` (0 = the queue's own ``select``, 1.. = ``escalate`` steps).
+    """
+
+    version: int
+    experts: dict[str, ExpertSpec]
+    queues: dict[str, QueueSpec]
+    matches: dict[str, tuple[frozenset[str], ...]]
+    entry_points: dict[str, str] = field(default_factory=dict)  # dialed number -> queue id
