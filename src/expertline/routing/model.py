@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Order = Literal["longest_idle", "most_skilled", "least_busy", "round_robin", "random", "closest_match"]
+Order = Literal[
+    "longest_idle", "most_skilled", "least_busy", "round_robin", "random", "closest_match"
+]
 Presence = Literal["available", "away", "dnd", "offline"]
 Channel = Literal["voice", "chat"]
 
