@@ -89,3 +89,48 @@ class ExpertChannel(Protocol):
     async def async_accepted(self, offer: OfferView) -> None: ...
 
     async def async_notice(self, expert: ExpertSpec, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """A routing request from a routing client (HTTP) or the SIP front."""
+
+    entry_point: str | None = None  # dialed number / route key
+    queue: str | None = None
+    caller: str | None = None
+    channel: Literal["voice", "chat"] = "voice"
+    attributes: dict[str, Any] = field(default_factory=dict)
+    priority: int | None = None
+    external_id: str | None = None
+    callback_url: str | None = None
+    origin: Literal["http", "sip"] = "http"
+
+
+class TaskPort(Protocol):
+    """What routing clients (HTTP API, SIP front) ask of the runtime.
+
+    Errors are typed: ``NotFound`` for an unknown entry point/queue/task, ``InvalidInput`` for
+    bad requests, ``Conflict`` for an event that does not apply to the task's status.
+    """
+
+    async def async_create_task(self, request: TaskRequest) -> TaskView: ...
+
+    async def async_task_event(
+        self, task_id: str, type: TaskEventType, disposition: int | None = None
+    ) -> TaskView: ...
+
+    async def async_delivery_failed(self, task_id: str, disposition: int) -> TaskView:
+        """SIP proxy: the expert's phone did not answer (19) or was busy (8); requeue."""
+        ...
+
+    def task(self, task_id: str) -> TaskView | None: ...
+
+    async def async_wait_change(
+        self, task_id: str, seen_status: str, timeout: float
+    ) -> TaskView | None:
+        """Return the task as soon as its status differs from ``seen_status`` (or at timeout)."""
+        ...
+
+    def queue(self, queue_id: str) -> Any | None:
+        """The queue's ``QueueSpec`` (ring_timeout etc.), or None."""
+        ...
