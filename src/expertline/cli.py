@@ -156,6 +156,7 @@ def _register_parts() -> None:
     import importlib
 
     for module in (
+        "expertline.node_cli",
         "expertline.config.cli",
         "expertline.runtime.cli",
         "expertline.reporting.cli",

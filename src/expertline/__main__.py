@@ -1,0 +1,3 @@
+from expertline.cli import main
+
+main()

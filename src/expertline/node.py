@@ -1,0 +1,217 @@
+"""One expertline process: which services run for each role, and their lifecycle.
+
+``serve`` builds a ``Node`` from settings: it checks the database, creates the services of the
+requested role (runtime with its presence sources and SIP front; reporting), starts them in
+order, serves HTTP with uvicorn, and on SIGTERM/SIGINT stops HTTP first, then the services in
+reverse order, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import uvicorn
+from sqlalchemy import Engine
+
+from expertline.db import migrate
+from expertline.db.engine import DatabaseError, is_sqlite, make_engine
+from expertline.health import Health
+from expertline.settings import Settings, parse_host_port
+from expertline.web.app import AppContext, create_app
+
+log = logging.getLogger("expertline.node")
+
+
+class Service(Protocol):
+    async def async_start(self) -> None: ...
+
+    async def async_stop(self) -> None: ...
+
+
+class StartupError(Exception):
+    """The node cannot start; the message is one line for the operator."""
+
+
+def _optional(module: str, attr: str) -> Callable[..., Any] | None:
+    """A factory from a part of the product, or None when that part is not installed."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        raise
+    return getattr(mod, attr, None)
+
+
+def runs_runtime(settings: Settings) -> bool:
+    return settings.role in ("runtime", "all")
+
+
+def runs_reporting(settings: Settings) -> bool:
+    return settings.role in ("reporting", "all")
+
+
+def prepare_database(settings: Settings, auto_migrate: bool | None = None) -> Engine:
+    """An engine on a reachable, current schema. SQLite is migrated on the spot (single node);
+    PostgreSQL must be upgraded explicitly with ``expertline db upgrade``."""
+    engine = make_engine(settings.db_url)
+    if auto_migrate is None:
+        auto_migrate = is_sqlite(settings.db_url)
+    if auto_migrate:
+        migrate.upgrade(engine)
+    migrate.require_current(engine)
+    return engine
+
+
+@dataclass
+class Node:
+    settings: Settings
+    engine: Engine
+    ctx: AppContext = field(init=False)
+    services: list[tuple[str, Service]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ctx = AppContext(self.settings, self.engine)
+        self.ctx.services["health"] = Health()
+        self.ctx.services["node"] = self
+
+    @property
+    def health(self) -> Health:
+        health: Health = self.ctx.services["health"]
+        return health
+
+    def build(self) -> None:
+        """Create the services of this node's role (not started yet)."""
+        s = self.settings
+        if runs_runtime(s):
+            create_runtime = _optional("expertline.runtime.service", "create_runtime")
+            if create_runtime is None:
+                log.warning("no routing runtime in this installation; serving the API only")
+                return
+            runtime = create_runtime(self.ctx)
+            self.ctx.services["runtime"] = runtime
+            self.services.append(("runtime", runtime))
+            create_sources = _optional("expertline.presence.service", "create_presence_sources")
+            if create_sources is not None:
+                for source in create_sources(self.ctx, runtime):
+                    self.services.append((f"presence:{getattr(source, 'id', '?')}", source))
+            if s.sip:
+                create_front = _optional("expertline.sip.front", "create_sip_front")
+                if create_front is None:
+                    raise StartupError("--sip was given but this installation has no SIP front")
+                front = create_front(self.ctx, runtime)
+                self.ctx.services["sip"] = front
+                self.services.append(("sip", front))
+        if runs_reporting(s):
+            create_reporting = _optional("expertline.reporting.service", "create_reporting")
+            if create_reporting is not None:
+                reporting = create_reporting(self.ctx)
+                self.ctx.services["reporting"] = reporting
+                self.services.append(("reporting", reporting))
+
+    async def async_start(self) -> None:
+        self.health.report("database", True, self.engine.url.get_backend_name())
+        started: list[tuple[str, Service]] = []
+        try:
+            for name, service in self.services:
+                await service.async_start()
+                started.append((name, service))
+                log.info("service started name=%s", name)
+        except BaseException:
+            for name, service in reversed(started):
+                with contextlib.suppress(Exception):
+                    await service.async_stop()
+                log.info("service stopped name=%s reason=startup-failed", name)
+            raise
+
+    async def async_stop(self) -> None:
+        for name, service in reversed(self.services):
+            try:
+                await asyncio.wait_for(service.async_stop(), timeout=15)
+                log.info("service stopped name=%s", name)
+            except Exception as exc:  # keep stopping the others
+                log.warning("service stop failed name=%s error=%r", name, exc)
+
+
+async def async_serve(settings: Settings) -> int:
+    """Run a node until SIGTERM/SIGINT; returns the exit code."""
+    host, port = parse_host_port(settings.http)
+    sock = bind_http(host, port)
+    try:
+        engine = prepare_database(settings)
+    except DatabaseError as exc:
+        sock.close()
+        raise StartupError(str(exc)) from exc
+    node = Node(settings, engine)
+    node.build()
+    app = create_app(node.ctx)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    await node.async_start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        config.load()
+        server.lifespan = config.lifespan_class(config)
+        try:
+            await server.startup(sockets=[sock])
+        except SystemExit as exc:
+            raise StartupError(f"HTTP server failed to start on {settings.http}") from exc
+        log.info(
+            "node ready node=%s role=%s http=%s:%d sip=%s db=%s",
+            settings.node,
+            settings.role,
+            host,
+            port,
+            settings.sip or "-",
+            engine.url.get_backend_name(),
+        )
+        main_loop = asyncio.create_task(server.main_loop())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({main_loop, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("stopping node=%s reason=signal", settings.node)
+        server.should_exit = True
+        await main_loop
+        await server.shutdown()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await node.async_stop()
+        engine.dispose()
+    return 0
+
+
+def bind_http(host: str, port: int) -> socket.socket:
+    """Bind the HTTP socket up front so a busy port is one clear error, before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> int:
+    return asyncio.run(async_serve(settings))

@@ -1,0 +1,100 @@
+"""``expertline serve`` and ``expertline demo``."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from expertline.settings import parse_host_port
+
+
+def register(app: typer.Typer) -> None:
+    from expertline.cli import GLOBALS, fail, out
+
+    @app.command("serve")
+    def serve(
+        role: Annotated[
+            str | None, typer.Option(help="runtime | reporting | admin | all (default all)")
+        ] = None,
+        node: Annotated[str | None, typer.Option(help="Node name (default: host name).")] = None,
+        http: Annotated[
+            str | None, typer.Option(help="HTTP listen address HOST:PORT (default 127.0.0.1:8080).")
+        ] = None,
+        sip: Annotated[
+            str | None, typer.Option(help="SIP listen address HOST:PORT (UDP and TCP).")
+        ] = None,
+        sip_mode: Annotated[
+            str | None, typer.Option(help="redirect | proxy (default redirect).")
+        ] = None,
+        log_level: Annotated[
+            str | None, typer.Option(help="debug | info | warning | error")
+        ] = None,
+        log_format: Annotated[str | None, typer.Option(help="text | json")] = None,
+    ) -> None:
+        """Run a node: HTTP API, routing runtime, presence, SIP, reporting (per role)."""
+        _run(
+            GLOBALS.settings(
+                role=role,
+                node=node,
+                http=http,
+                sip=sip,
+                sip_mode=sip_mode,
+                log_level=log_level,
+                log_format=log_format,
+            ),
+            fail,
+        )
+
+    @app.command("demo")
+    def demo(
+        config: Annotated[
+            Path, typer.Option(help="Configuration YAML to import when the database has none.")
+        ] = Path("examples/demo.yaml"),
+        http: Annotated[str | None, typer.Option(help="HTTP listen address HOST:PORT.")] = None,
+    ) -> None:
+        """Run on embedded defaults: SQLite in the data directory, the demo configuration, an admin token."""
+        from expertline.db import migrate
+        from expertline.security.tokens import create_token, list_tokens, revoke_token
+
+        settings = GLOBALS.settings(http=http)
+        engine = GLOBALS.engine(settings)
+        migrate.upgrade(engine)
+        try:
+            from expertline.config.store import current_version, import_file
+        except ImportError:
+            current_version = import_file = None  # type: ignore[assignment]
+        if current_version is not None and current_version(engine) == 0:
+            if not config.exists():
+                fail(f"demo configuration {config} not found")
+            import_file(engine, config, actor=f"cli:{getpass.getuser()}")
+            out.print(f"imported {config}", highlight=False)
+        if any(t.name == "demo-admin" and t.revoked_at is None for t in list_tokens(engine)):
+            revoke_token(engine, "demo-admin")
+        token = create_token(engine, "demo-admin", "admin")
+        engine.dispose()
+        host, port = parse_host_port(settings.http)
+        out.print(
+            f"expertline demo on http://{host}:{port}  data: {settings.data_dir}", highlight=False
+        )
+        out.print(
+            f'try: curl -H "Authorization: Bearer {token}" http://{host}:{port}/api/v1/experts',
+            highlight=False,
+        )
+        out.print("admin token:", highlight=False)
+        print(token, flush=True)
+        _run(settings, fail)
+
+
+def _run(settings, fail) -> None:  # type: ignore[no-untyped-def]
+    from expertline.logs import setup_logging
+    from expertline.node import StartupError, serve
+
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        code = serve(settings)
+    except StartupError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
