@@ -83,3 +83,153 @@ api_tokens = Table(
     UniqueConstraint("token_hash"),
 )
 Index("ix_api_tokens_name", api_tokens.c.name)
+
+# --- runtime: routing state, feed, records, outbox -----------------------------------------
+# The active runtime node is the only writer of these tables. It assigns ``id`` and
+# ``recovery_key`` values itself (ascending, from the highest stored at start), so ids ascend in
+# commit order and a reader's cursor never skips a row that commits later.
+from sqlalchemy import Boolean, Float  # noqa: E402
+
+# Every transition, in order (see expertline.records.feed).
+routing_feed = Table(
+    "routing_feed",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", String(64), nullable=False),
+    Column("task_id", String(64)),
+    Column("expert_id", String(255)),
+    Column("data", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_routing_feed_type_id", routing_feed.c.type, routing_feed.c.id)
+Index("ix_routing_feed_task_id", routing_feed.c.task_id)
+
+# Current state of each task (in flight and ended). ``state`` is the routing core's export;
+# the other columns are for queries and the API.
+runtime_tasks = Table(
+    "runtime_tasks",
+    metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("code", String(32), nullable=False),
+    Column("external_id", String(255)),
+    Column("status", String(16), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("queue_id", String(255), nullable=False),
+    Column("expert_id", String(255)),
+    Column("label", Text),
+    Column("origin", String(16), nullable=False),
+    Column("callback_url", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("state", JSON, nullable=False),
+    UniqueConstraint("external_id"),
+)
+Index("ix_runtime_tasks_active", runtime_tasks.c.active)
+
+# Current state of each offer.
+runtime_offers = Table(
+    "runtime_offers",
+    metadata,
+    Column("offer_id", String(64), primary_key=True),
+    Column("task_id", String(64), nullable=False),
+    Column("expert_id", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("state", JSON, nullable=False),
+)
+Index("ix_runtime_offers_expert_id", runtime_offers.c.expert_id, runtime_offers.c.status)
+Index("ix_runtime_offers_task_id", runtime_offers.c.task_id)
+
+# Current state of each expert the core has seen (presence, load, wrap-up, idle since...).
+runtime_experts = Table(
+    "runtime_experts",
+    metadata,
+    Column("expert_id", String(255), primary_key=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("state", JSON, nullable=False),
+)
+
+# Small named values of the runtime (e.g. the core's counters).
+runtime_meta = Table(
+    "runtime_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", JSON, nullable=False),
+)
+
+# Route call detail: one row per label returned.
+rcd = Table(
+    "rcd",
+    metadata,
+    Column("recovery_key", BigInteger, primary_key=True, autoincrement=False),
+    Column("datetime", DateTime(timezone=True), nullable=False),
+    Column("task_id", String(64), nullable=False),
+    Column("peripheral_call_key", String(32)),
+    Column("router_call_key", String(255)),
+    Column("dialed_number", String(255)),
+    Column("ani", String(255)),
+    Column("label", Text),
+    Column("expert_id", String(255)),
+    Column("queue_id", String(255)),
+    Column("node", String(255), nullable=False),
+    Column("data", JSON, nullable=False),
+)
+Index("ix_rcd_task_id", rcd.c.task_id)
+
+# Termination call detail: exactly one row per task (the unique task_id enforces it).
+tcd = Table(
+    "tcd",
+    metadata,
+    Column("recovery_key", BigInteger, primary_key=True, autoincrement=False),
+    Column("datetime", DateTime(timezone=True), nullable=False),
+    Column("task_id", String(64), nullable=False),
+    Column("peripheral_call_key", String(32)),
+    Column("router_call_key", String(255)),
+    Column("dialed_number", String(255)),
+    Column("ani", String(255)),
+    Column("call_disposition", Integer, nullable=False),
+    Column("duration", Float, nullable=False),
+    Column("delay_time", Float, nullable=False),
+    Column("ring_time", Float, nullable=False),
+    Column("talk_time", Float, nullable=False),
+    Column("work_time", Float, nullable=False),
+    Column("expert_id", String(255)),
+    Column("queue_id", String(255)),
+    Column("node", String(255), nullable=False),
+    Column("data", JSON, nullable=False),
+    UniqueConstraint("task_id"),
+)
+
+# Effects for expert channels (offer texts, withdrawals, confirmations, notices), written with
+# the transition that caused them, removed once performed.
+runtime_outbox = Table(
+    "runtime_outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("channel", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("expert_id", String(255), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Task status notifications to routing clients' ``callback_url``, retried with backoff.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("task_id", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("failed_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+)
+Index(
+    "ix_webhook_deliveries_pending",
+    webhook_deliveries.c.delivered_at,
+    webhook_deliveries.c.failed_at,
+)
