@@ -1,0 +1,71 @@
+"""Named timers for the routing core: a heap keyed by the core's timer keys.
+
+The core says ``SetTimer(key, at)`` / ``CancelTimer(key)``; setting a key again moves it. The
+heap keeps stale entries until they surface (lazy deletion) and compacts itself when they
+outnumber the live ones, so memory stays bounded by the number of live timers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+
+class TimerHeap:
+    """Pure data structure, no clock: the service asks what is due at a given time."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str]] = []
+        self._live: dict[str, tuple[float, int]] = {}
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._live
+
+    def set(self, key: str, at: float) -> None:
+        seq = next(self._seq)
+        self._live[key] = (at, seq)
+        heapq.heappush(self._heap, (at, seq, key))
+        if len(self._heap) > 64 and len(self._heap) > 2 * len(self._live):
+            self._compact()
+
+    def cancel(self, key: str) -> None:
+        self._live.pop(key, None)
+
+    def due_at(self, key: str) -> float | None:
+        entry = self._live.get(key)
+        return entry[0] if entry else None
+
+    def next_due(self) -> float | None:
+        """When the earliest live timer is due, or None when there is none."""
+        self._drop_stale()
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float, limit: int = 10_000) -> list[str]:
+        """Keys due at ``now`` in due order (at most ``limit``); they are removed."""
+        fired: list[str] = []
+        while self._heap and len(fired) < limit:
+            at, seq, key = self._heap[0]
+            if self._live.get(key) != (at, seq):
+                heapq.heappop(self._heap)
+                continue
+            if at > now:
+                break
+            heapq.heappop(self._heap)
+            del self._live[key]
+            fired.append(key)
+        return fired
+
+    def _drop_stale(self) -> None:
+        while self._heap:
+            at, seq, key = self._heap[0]
+            if self._live.get(key) == (at, seq):
+                return
+            heapq.heappop(self._heap)
+
+    def _compact(self) -> None:
+        self._heap = [(at, seq, key) for key, (at, seq) in self._live.items()]
+        heapq.heapify(self._heap)
