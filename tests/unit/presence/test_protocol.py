@@ -1,0 +1,293 @@
+"""The IM offer protocol without a network: rendering, parsing, deciding (SPEC §5.3)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from expertline.presence.protocol import (
+    DEFAULT_SET,
+    NO_WORDS,
+    YES_WORDS,
+    Accept,
+    Answer,
+    Ask,
+    Decline,
+    MessageSet,
+    Say,
+    Unclear,
+    answer_outcome,
+    apply_show,
+    decide,
+    format_wait,
+    mask,
+    parse_reply,
+    render_accepted,
+    render_offer,
+    render_withdrawn,
+)
+from expertline.runtime.ports import AnswerResult, OfferView
+
+NOW = 1_000_000.0
+
+
+def offer(code: str = "4821", oid: str = "o1", **kw: object) -> OfferView:
+    base = OfferView(
+        id=oid,
+        task_id="t1",
+        code=code,
+        expert_id="alice",
+        status="open",
+        queue_id="billing-es",
+        queue_name="Billing (Spanish)",
+        caller="+15551230000",
+        created_at=NOW - 5,
+        expires_at=NOW + 15,
+        task_created_at=NOW - 42,
+        notice_only=False,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+# -- render ------------------------------------------------------------------------------
+
+
+def test_offer_first_line_follows_the_spec_and_default_template() -> None:
+    text = render_offer(offer(), DEFAULT_SET, NOW)
+    assert text == (
+        "Offer #4821: Billing (Spanish) call from +15551230000, waiting 42s. Reply yes or no (15s)."
+    )
+
+
+def test_offer_lists_shown_attributes_after_the_first_line_sorted() -> None:
+    o = offer(shown_attributes={"language": "es", "account": "****6789"})
+    lines = render_offer(o, DEFAULT_SET, NOW).splitlines()
+    assert lines[0].startswith("Offer #4821: ")
+    assert lines[1:] == ["account: ****6789", "language: es"]
+
+
+def test_show_rules_mask_and_hide_attributes_and_caller() -> None:
+    o = offer(shown_attributes={"account": "123456789", "notes": "vip", "language": "es"})
+    text = render_offer(
+        o, DEFAULT_SET, NOW, show={"caller": "masked", "account": "masked", "notes": "hidden"}
+    )
+    assert "call from ****0000" in text
+    assert "account: ****6789" in text
+    assert "vip" not in text and "notes" not in text
+    assert "language: es" in text
+    hidden_caller = render_offer(o, DEFAULT_SET, NOW, show={"caller": "hidden"})
+    assert "15551230000" not in hidden_caller and "withheld" in hidden_caller
+
+
+def test_values_cannot_inject_lines_before_the_offer_line() -> None:
+    o = offer(queue_name="Billing\nOffer #9999: fake", shown_attributes={"x": "a\nb"})
+    lines = render_offer(o, DEFAULT_SET, NOW).splitlines()
+    assert lines[0].startswith("Offer #4821: Billing Offer #9999")
+    assert lines[1] == "x: a b"
+    assert len(lines) == 2
+
+
+def test_notice_for_experts_who_may_not_decline_asks_nothing() -> None:
+    text = render_offer(offer(notice_only=True), DEFAULT_SET, NOW)
+    assert text.startswith("Offer #4821: ")
+    assert "Reply yes or no" not in text
+    assert "no reply needed" in text
+
+
+def test_locale_templates_override_defaults_and_keep_the_rest() -> None:
+    es = MessageSet.build("es", {"offer": "Oferta #{code}: {queue}, espera {waited} ({timeout}s)."})
+    assert render_offer(offer(), es, NOW) == "Oferta #4821: Billing (Spanish), espera 42s (15s)."
+    assert render_accepted(offer(), es) == "Accepted #4821: please stand by for the call."
+
+
+def test_broken_or_unknown_placeholders_never_raise() -> None:
+    odd = MessageSet.build("en", {"offer": "Offer #{code} {nope} {0} {", "accepted": "A #{code.x}"})
+    assert render_offer(offer(), odd, NOW).startswith("Offer #4821: Billing")  # fell back
+    assert (
+        MessageSet.build("en", {"offer": "#{code} {nope}"}).render("offer", code="1") == "#1 {nope}"
+    )
+    assert render_accepted(offer(), odd).startswith("Accepted #4821")
+
+
+def test_withdrawn_names_the_reason_in_words() -> None:
+    assert (
+        render_withdrawn(offer(), "taken", DEFAULT_SET)
+        == "Withdrawn #4821: another expert took it."
+    )
+    assert render_withdrawn(offer(), "presence", DEFAULT_SET).endswith("no longer available.")
+    assert render_withdrawn(offer(), "whatever", DEFAULT_SET) == "Withdrawn #4821: whatever"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (59.9, "59s"), (60, "1m00s"), (125, "2m05s"), (3720, "1h02m"), (-3, "0s")],
+)
+def test_format_wait(seconds: float, text: str) -> None:
+    assert format_wait(seconds) == text
+
+
+def test_mask_keeps_last_four_and_is_idempotent() -> None:
+    assert mask("123456789") == "****6789"
+    assert mask("1234") == "****"
+    assert mask(mask("123456789")) == "****6789"
+    assert apply_show({"a": ["en", "es"], "b": True, "c": None}, {}) == {"a": "en, es", "b": "yes"}
+
+
+# -- parse -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("yes", Answer(True)),
+        ("Y", Answer(True)),
+        ("accept", Answer(True)),
+        ("  Yes.  ", Answer(True)),
+        ("no", Answer(False)),
+        ("N", Answer(False)),
+        ("decline", Answer(False)),
+        ("yes 4821", Answer(True, "4821")),
+        ("yes #4821", Answer(True, "4821")),
+        ("no #4821", Answer(False, "4821")),
+        ("no 4821.", Answer(False, "4821")),
+        ("yes ab12", Answer(True, "AB12")),
+        ("yes 4821 +15551234567", Answer(True, "4821", "+15551234567")),
+        ("yes #4821 sip:1001@pbx.example.test", Answer(True, "4821", "sip:1001@pbx.example.test")),
+        ("yes +15551234567", Answer(True, None, "+15551234567")),
+        ("help", Ask("help")),
+        ("?", Ask("help")),
+        ("HELP me", Ask("help")),
+        ("status", Ask("status")),
+    ],
+)
+def test_parse_answers_and_commands(text: str, expected: object) -> None:
+    assert parse_reply(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "maybe",
+        "yess",
+        "sure",
+        "no 4821 +15551234567",
+        "yes 4821 later",
+        "yes #",
+        "yes 12-34",
+        "status please",
+        "yes " + "1" * 17,
+        "y" * 400,
+        "ok",
+        "yes\u200b",
+    ],
+)
+def test_parse_anything_else_is_unclear(text: str) -> None:
+    assert isinstance(parse_reply(text), Unclear)
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=400))
+def test_arbitrary_text_never_crashes_and_never_accepts_without_a_yes_word(text: str) -> None:
+    reply = parse_reply(text)
+    assert isinstance(reply, Answer | Ask | Unclear)
+    if isinstance(reply, Answer):
+        first = text.split()[0].lower().rstrip(".,;:!")
+        assert first in (YES_WORDS if reply.accept else NO_WORDS)
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(sorted(YES_WORDS | NO_WORDS)),
+    st.from_regex(r"#?[A-Za-z0-9]{1,8}", fullmatch=True),
+)
+def test_any_answer_with_a_code_parses_back(word: str, code: str) -> None:
+    reply = parse_reply(f"{word} {code}")
+    assert reply == Answer(word in YES_WORDS, code.lstrip("#").upper())
+
+
+@settings(max_examples=300)
+@given(
+    st.text(max_size=200),
+    st.lists(st.sampled_from(["4821", "5530", "AB12"]), max_size=3, unique=True),
+)
+def test_decide_never_raises_and_accepts_only_open_offers_of_yes_answers(
+    text: str, codes: list[str]
+) -> None:
+    offers = [offer(code=c, oid=f"o{c}") for c in codes]
+    decision = decide(parse_reply(text), offers, DEFAULT_SET)
+    if isinstance(decision, Accept):
+        assert text.split()[0].lower().rstrip(".,;:!") in YES_WORDS
+        assert decision.offer_id in {o.id for o in offers}
+
+
+# -- decide ------------------------------------------------------------------------------
+
+
+def test_single_open_offer_needs_no_code() -> None:
+    assert decide(parse_reply("yes"), [offer()], DEFAULT_SET) == Accept("o1", "4821")
+    assert decide(parse_reply("n"), [offer()], DEFAULT_SET) == Decline("o1", "4821")
+    assert decide(parse_reply("yes +15550001111"), [offer()], DEFAULT_SET) == Accept(
+        "o1", "4821", "+15550001111"
+    )
+
+
+def test_several_open_offers_require_the_code() -> None:
+    offers = [offer("4821", "o1"), offer("5530", "o2", created_at=NOW)]
+    said = decide(parse_reply("yes"), offers, DEFAULT_SET)
+    assert isinstance(said, Say)
+    assert "2 open offers" in said.text and "#4821" in said.text and "#5530" in said.text
+    assert decide(parse_reply("yes 5530"), offers, DEFAULT_SET) == Accept("o2", "5530")
+    assert decide(parse_reply("no #4821"), offers, DEFAULT_SET) == Decline("o1", "4821")
+
+
+def test_unknown_or_late_code_gets_a_clear_line() -> None:
+    said = decide(parse_reply("yes 9999"), [offer()], DEFAULT_SET)
+    assert said == Say("There is no open offer #9999: it was taken, withdrawn or timed out.")
+    closed = decide(parse_reply("yes 4821"), [offer(status="timeout")], DEFAULT_SET)
+    assert isinstance(closed, Say) and "#4821" in closed.text
+
+
+def test_no_open_offers() -> None:
+    assert decide(parse_reply("yes"), [], DEFAULT_SET) == Say("You have no open offers.")
+    assert decide(parse_reply("no"), [offer(status="withdrawn")], DEFAULT_SET) == Say(
+        "You have no open offers."
+    )
+
+
+def test_notice_only_offers_cannot_be_declined() -> None:
+    notice = offer(notice_only=True)
+    said = decide(parse_reply("no 4821"), [notice], DEFAULT_SET)
+    assert isinstance(said, Say) and "cannot be declined" in said.text
+    assert decide(parse_reply("no"), [notice], DEFAULT_SET) == Say("You have no open offers.")
+    # a notice beside a real offer: "yes" without a code means the offer
+    assert decide(parse_reply("yes"), [notice, offer("5530", "o2")], DEFAULT_SET) == Accept(
+        "o2", "5530"
+    )
+
+
+def test_help_status_and_unclear() -> None:
+    help_line = decide(parse_reply("help"), [], DEFAULT_SET)
+    assert isinstance(help_line, Say) and "yes 4821" in help_line.text
+    status = decide(parse_reply("status"), [offer()], DEFAULT_SET, presence="available")
+    assert status == Say("You are available. Open offers: #4821.")
+    idle = decide(parse_reply("status"), [], DEFAULT_SET, presence="away")
+    assert idle == Say("You are away. You have no open offers.")
+    unclear = decide(parse_reply("what?"), [offer()], DEFAULT_SET)
+    assert isinstance(unclear, Say) and "did not understand" in unclear.text
+
+
+def test_answer_outcome_lines() -> None:
+    acc, dec = Accept("o1", "4821"), Decline("o1", "4821")
+    assert answer_outcome(acc, AnswerResult(True, offer()), DEFAULT_SET) is None
+    assert answer_outcome(dec, AnswerResult(True, offer()), DEFAULT_SET) == "Declined #4821."
+    late = answer_outcome(acc, AnswerResult(False, None, "closed"), DEFAULT_SET)
+    assert late == "Offer #4821 is no longer open: it was taken, withdrawn or timed out."
+    full = answer_outcome(acc, AnswerResult(False, None, "capacity"), DEFAULT_SET)
+    assert full is not None and "as many tasks" in full
+    unknown = answer_outcome(acc, AnswerResult(False, None, "unknown"), DEFAULT_SET)
+    assert unknown is not None and "no open offer #4821" in unknown
