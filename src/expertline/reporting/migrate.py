@@ -1,0 +1,66 @@
+"""Reporting schema migrations: a chain of their own, so the runtime's and ours never collide.
+
+``expertline db upgrade`` calls :func:`upgrade` on the reporting database
+(``settings.reporting_db_url``), which may be the runtime's database or another one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from expertline.db.engine import DatabaseError
+from expertline.reporting.tables import VERSION_TABLE
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            return ctx.get_current_revision()
+    except OperationalError as exc:
+        text = str(getattr(exc, "orig", exc)).strip().splitlines()
+        raise DatabaseError(
+            f"cannot reach the reporting database: {text[0] if text else exc}"
+        ) from exc
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Bring the reporting schema to ``revision``; returns (before, after)."""
+    before = current_revision(engine)
+    cfg = _config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    return before, head_revision() if revision == "head" else revision
+
+
+def require_current(engine: Engine) -> None:
+    """Raise DatabaseError unless the reporting schema is at the latest revision."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current != head:
+        state = "empty (never migrated)" if current is None else f"at revision {current}"
+        raise DatabaseError(
+            f"reporting schema is {state}, this version needs {head}: run `expertline db upgrade`"
+        )
