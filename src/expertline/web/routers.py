@@ -6,6 +6,7 @@ from expertline.web.app import RouterFactory
 
 
 def default_factories() -> list[RouterFactory]:
+    from expertline.runtime import http as runtime_http
     from expertline.web import ops
 
-    return [ops.router]
+    return [ops.router, runtime_http.router]

@@ -1,0 +1,398 @@
+"""The routing-client and presence/offer REST API (SPEC §5.2).
+
+Routing clients create tasks, follow them (long-poll), report call progress and read the
+RCD/TCD and event feeds. Experts (or an integration acting for them) set presence and answer
+offers. Tokens are not bound to one expert yet: any ``expert`` (or ``admin``) token may act
+for any expert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound
+from expertline.runtime import store
+from expertline.runtime.ports import OfferView, TaskRequest
+from expertline.web.app import AppContext
+from expertline.web.auth import require
+
+ROUTING_CLIENT = require("routing-client")
+FEED_READER = require("routing-client", "reporting")
+EXPERT = require("expert")
+STATE_READER = require("routing-client", "expert", "reporting")
+
+MAX_LIMIT = 1000
+
+
+class ServiceUnavailable(ExpertlineError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [], "unavailable", 503)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+AttributeValue = str | int | float | bool | list[str]
+
+
+class TaskCreate(_Body):
+    entry_point: str | None = Field(
+        default=None, min_length=1, max_length=128, description="Dialed number / route key."
+    )
+    queue: str | None = Field(default=None, min_length=1, max_length=255)
+    caller: str | None = Field(default=None, max_length=255)
+    channel: Literal["voice", "chat"] = "voice"
+    attributes: dict[Annotated[str, Field(max_length=64)], AttributeValue] = Field(
+        default_factory=dict, max_length=100
+    )
+    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    external_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="The routing client's id: the same value again returns the same task.",
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^https?://\S+$",
+        description="Receives a POST at every status change (retried until a 2xx answer).",
+    )
+
+
+class TaskEvent(_Body):
+    type: Literal["connected", "ended", "abandoned", "failed"]
+    disposition: int | None = Field(default=None, ge=0, le=999)
+
+
+class PresenceBody(_Body):
+    status: Literal["available", "away", "dnd", "offline"]
+
+
+class AcceptBody(_Body):
+    phone: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^\S+$",
+        description="Take the call on this number instead of the configured phone.",
+    )
+
+
+def router(ctx: AppContext) -> APIRouter:
+    r = APIRouter(prefix="/api/v1")
+
+    def runtime() -> Any:
+        service = ctx.services.get("runtime")
+        if service is None or not getattr(service, "running", False):
+            raise ServiceUnavailable("the routing runtime is not running on this node")
+        return service
+
+    # --- tasks ---------------------------------------------------------------------------
+
+    @r.post(
+        "/tasks",
+        tags=["routing client"],
+        summary="Create a task (route request)",
+        status_code=201,
+        responses={
+            200: {"description": "The task with this external_id already existed"},
+            404: {"description": "Unknown entry point or queue"},
+            422: {"description": "Invalid request"},
+        },
+    )
+    async def create_task(
+        body: TaskCreate, response: Response, _: Any = Depends(ROUTING_CLIENT)
+    ) -> dict[str, Any]:
+        from expertline.runtime.service import task_json
+
+        if (body.entry_point is None) == (body.queue is None):
+            raise InvalidInput("give exactly one of entry_point or queue")
+        service = runtime()
+        view, created = await service.async_create_task_ex(
+            TaskRequest(
+                entry_point=body.entry_point,
+                queue=body.queue,
+                caller=body.caller,
+                channel=body.channel,
+                attributes=dict(body.attributes),
+                priority=body.priority,
+                external_id=body.external_id,
+                callback_url=body.callback_url,
+                origin="http",
+            )
+        )
+        response.status_code = 201 if created else 200
+        return task_json(view)
+
+    @r.get("/tasks/{task_id}", tags=["routing client"], summary="A task; long-polls with ?wait=S")
+    async def get_task(
+        task_id: str,
+        wait: Annotated[float, Query(ge=0, le=60, description="Long-poll seconds")] = 0,
+        status: Annotated[
+            str | None,
+            Query(description="Long-poll while the task still has this status (default: current)"),
+        ] = None,
+        _: Any = Depends(STATE_READER),
+    ) -> dict[str, Any]:
+        from expertline.runtime.service import WAITING_STATUSES, task_json
+
+        service = runtime()
+        view = await service.async_task(task_id)
+        if view is None:
+            raise NotFound(f"unknown task {task_id!r}")
+        seen = status or view.status
+        if wait > 0 and view.status == seen and view.status in WAITING_STATUSES:
+            view = await service.async_wait_change(task_id, seen, wait) or view
+        return task_json(view)
+
+    @r.post(
+        "/tasks/{task_id}/events",
+        tags=["routing client"],
+        summary="Report call progress: connected, ended, abandoned, failed",
+        responses={404: {"description": "Unknown task"}, 409: {"description": "Not applicable"}},
+    )
+    async def task_event(
+        task_id: str, body: TaskEvent, _: Any = Depends(ROUTING_CLIENT)
+    ) -> dict[str, Any]:
+        from expertline.runtime.service import task_json
+
+        if body.disposition is not None and body.type != "failed":
+            raise InvalidInput("disposition applies only to type 'failed'")
+        view = await runtime().async_task_event(task_id, body.type, body.disposition)
+        return task_json(view)
+
+    # --- feeds ---------------------------------------------------------------------------
+
+    @r.get(
+        "/records/{kind}",
+        tags=["records"],
+        summary="RCD or TCD records in commit order, resumable by cursor",
+    )
+    async def records(
+        kind: Literal["rcd", "tcd"],
+        after: Annotated[str | None, Query(description="Cursor from a previous `next`")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+        _: Any = Depends(FEED_READER),
+    ) -> dict[str, Any]:
+        cursor = _cursor(after)
+        rows = await asyncio.to_thread(store.read_records, ctx.engine, kind, cursor, limit)
+        items = [_record_json(row) for row in rows]
+        last = rows[-1]["recovery_key"] if rows else cursor
+        return {"items": items, "next": str(last)}
+
+    @r.get("/events", tags=["events"], summary="Every transition in commit order, by cursor")
+    async def events(
+        after: Annotated[str | None, Query(description="Cursor from a previous `next`")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+        type: Annotated[list[str] | None, Query(description="Only these event types")] = None,
+        task_id: Annotated[str | None, Query(description="Only this task's events")] = None,
+        _: Any = Depends(FEED_READER),
+    ) -> dict[str, Any]:
+        cursor = _cursor(after)
+        rows = await asyncio.to_thread(store.read_feed, ctx.engine, cursor, limit, type, task_id)
+        last = rows[-1]["id"] if rows else cursor
+        return {"items": [_event_json(row) for row in rows], "next": str(last)}
+
+    @r.get(
+        "/events/stream",
+        tags=["events"],
+        summary="Live events as Server-Sent Events (resume with Last-Event-ID or ?after=)",
+        response_class=StreamingResponse,
+    )
+    async def event_stream(
+        request: Request,
+        after: Annotated[str | None, Query()] = None,
+        type: Annotated[list[str] | None, Query()] = None,
+        _: Any = Depends(FEED_READER),
+    ) -> StreamingResponse:
+        cursor = _cursor(after or request.headers.get("last-event-id"))
+
+        async def stream() -> AsyncIterator[bytes]:
+            nonlocal cursor
+            yield b"retry: 2000\n\n"
+            while not await request.is_disconnected():
+                rows = await asyncio.to_thread(store.read_feed, ctx.engine, cursor, 500, type, None)
+                for row in rows:
+                    cursor = row["id"]
+                    payload = json.dumps(_event_json(row), separators=(",", ":"))
+                    yield f"id: {row['id']}\nevent: {row['type']}\ndata: {payload}\n\n".encode()
+                if rows:
+                    continue
+                service = ctx.services.get("runtime")
+                if service is not None and getattr(service, "running", False):
+                    before = cursor
+                    await service.async_wait_feed(cursor, 15.0)
+                    if service.last_feed_id <= before:
+                        yield b": keep-alive\n\n"
+                else:
+                    await asyncio.sleep(1.0)
+                    yield b": keep-alive\n\n"
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    # --- presence and offers ---------------------------------------------------------------
+
+    @r.put(
+        "/experts/{expert_id}/presence",
+        tags=["experts"],
+        summary="Set an expert's presence (the REST presence channel)",
+    )
+    async def set_presence(
+        expert_id: str, body: PresenceBody, _: Any = Depends(EXPERT)
+    ) -> dict[str, Any]:
+        service = runtime()
+        await service.async_set_presence(expert_id, body.status, "rest")
+        state = service.expert_state(expert_id)
+        if state is None:
+            raise NotFound(f"unknown expert {expert_id!r}")
+        return state
+
+    @r.get("/experts/{expert_id}/state", tags=["experts"], summary="An expert's live state")
+    async def expert_state(expert_id: str, _: Any = Depends(STATE_READER)) -> dict[str, Any]:
+        state = runtime().expert_state(expert_id)
+        if state is None:
+            raise NotFound(f"unknown expert {expert_id!r}")
+        return state
+
+    @r.get("/queues/{queue_id}/state", tags=["queues"], summary="A queue's live state")
+    async def queue_state(queue_id: str, _: Any = Depends(STATE_READER)) -> dict[str, Any]:
+        state = runtime().queue_state(queue_id)
+        if state is None:
+            raise NotFound(f"unknown queue {queue_id!r}")
+        return state
+
+    @r.get("/offers", tags=["experts"], summary="An expert's offers (open by default)")
+    async def offers(
+        expert: Annotated[str, Query(min_length=1, description="Expert id")],
+        status: Annotated[
+            Literal["open", "accepted", "declined", "timeout", "withdrawn", "all"], Query()
+        ] = "open",
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+        _: Any = Depends(EXPERT),
+    ) -> dict[str, Any]:
+        service = runtime()
+        if service.expert(expert) is None:
+            raise NotFound(f"unknown expert {expert!r}")
+        if status == "open":
+            return {"items": [_offer_json(o) for o in service.open_offers(expert)[:limit]]}
+        rows = await asyncio.to_thread(
+            store.offers_of_expert, ctx.engine, expert, None if status == "all" else status, limit
+        )
+        return {"items": [_offer_row_json(service, row) for row in rows]}
+
+    @r.post(
+        "/offers/{offer_id}/accept",
+        tags=["experts"],
+        summary="Accept an offer (first accept wins)",
+        responses={404: {"description": "Unknown offer"}, 409: {"description": "Not open"}},
+    )
+    async def accept(
+        offer_id: str, body: AcceptBody | None = None, _: Any = Depends(EXPERT)
+    ) -> dict[str, Any]:
+        result = await runtime().async_accept(offer_id, body.phone if body else None)
+        return _answer_json(offer_id, result)
+
+    @r.post(
+        "/offers/{offer_id}/decline",
+        tags=["experts"],
+        summary="Decline an offer",
+        responses={404: {"description": "Unknown offer"}, 409: {"description": "Not open"}},
+    )
+    async def decline(offer_id: str, _: Any = Depends(EXPERT)) -> dict[str, Any]:
+        result = await runtime().async_decline(offer_id)
+        return _answer_json(offer_id, result)
+
+    return r
+
+
+def _cursor(after: str | None) -> int:
+    if after is None or after == "":
+        return 0
+    if not after.isdigit() or len(after) > 18:
+        raise InvalidInput(f"bad cursor {after!r}: use the `next` value of a previous page")
+    return int(after)
+
+
+def _when(value: Any) -> str | None:
+    if isinstance(value, datetime):
+        return store.as_utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value
+
+
+def _record_json(row: dict[str, Any]) -> dict[str, Any]:
+    body = {k: v for k, v in (row.get("data") or {}).items() if k not in row}
+    body.update({k: _when(v) for k, v in row.items() if k != "data"})
+    return body
+
+
+def _event_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "type": row["type"],
+        "task_id": row["task_id"],
+        "expert_id": row["expert_id"],
+        "at": _when(row["created_at"]),
+        "data": row["data"],
+    }
+
+
+def _offer_json(o: OfferView) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "task_id": o.task_id,
+        "code": o.code,
+        "expert": o.expert_id,
+        "status": o.status,
+        "queue": o.queue_id,
+        "queue_name": o.queue_name,
+        "caller": o.caller,
+        "created_at": store.iso(o.created_at),
+        "expires_at": store.iso(o.expires_at),
+        "task_created_at": store.iso(o.task_created_at),
+        "notice_only": o.notice_only,
+        "attributes": o.shown_attributes,
+    }
+
+
+def _offer_row_json(service: Any, row: dict[str, Any]) -> dict[str, Any]:
+    view = service.offer(row["offer_id"])
+    if view is not None:
+        return _offer_json(view)
+    s = row.get("state") or {}
+    return {
+        "id": row["offer_id"],
+        "task_id": row["task_id"],
+        "code": s.get("code"),
+        "expert": row["expert_id"],
+        "status": row["status"],
+        "queue": s.get("queue_id"),
+        "created_at": store.iso(s.get("created_at")),
+        "expires_at": store.iso(s.get("expires_at")),
+        "ended_at": store.iso(s.get("ended_at")),
+        "notice_only": bool(s.get("notice_only")),
+    }
+
+
+def _answer_json(offer_id: str, result: Any) -> dict[str, Any]:
+    if not result.ok:
+        if result.reason == "unknown" or result.offer is None:
+            raise NotFound(f"unknown offer {offer_id!r}")
+        if result.reason == "capacity":
+            raise Conflict(f"offer {offer_id} cannot be accepted: the expert has no free capacity")
+        raise Conflict(f"offer {offer_id} is {result.offer.status}; it can no longer be answered")
+    assert result.offer is not None
+    return _offer_json(result.offer)
