@@ -141,16 +141,17 @@ def parse_range(
 # --- queues --------------------------------------------------------------------------------
 
 
-def queue_report(engine: Engine, rng: ReportRange) -> list[dict[str, Any]]:
-    """Queue figures per interval; 30/60-minute rows add up the stored 15-minute rows."""
+def queue_figures(engine: Engine, rng: ReportRange) -> dict[tuple[datetime, str], QueueFigures]:
+    """Sums per (interval start, queue id); 30/60-minute rows add up the stored 15-minute
+    rows, in time order so the latest name wins."""
     q = report_queue_intervals
+    totals: dict[tuple[datetime, str], QueueFigures] = {}
     with engine.connect() as conn:
         rows = conn.execute(
             select(q)
             .where(and_(q.c.interval_start >= rng.start, q.c.interval_start < rng.end))
             .order_by(q.c.interval_start, q.c.queue_id)
         ).mappings()
-        totals: dict[tuple[datetime, str], QueueFigures] = {}
         for r in rows:
             key = (interval_start(utc(r["interval_start"]), rng.interval), r["queue_id"])
             fig = QueueFigures(r["queue_name"], **{c: r[c] for c in QueueFigures.COUNTS})
@@ -158,7 +159,12 @@ def queue_report(engine: Engine, rng: ReportRange) -> list[dict[str, Any]]:
                 totals[key].merge(fig)
             else:
                 totals[key] = fig
-    return [queue_row(start, qid, fig) for (start, qid), fig in sorted(totals.items())]
+    return dict(sorted(totals.items()))
+
+
+def queue_report(engine: Engine, rng: ReportRange) -> list[dict[str, Any]]:
+    """Queue figures per interval, oldest first, then by queue id."""
+    return [queue_row(start, qid, fig) for (start, qid), fig in queue_figures(engine, rng).items()]
 
 
 # --- experts -------------------------------------------------------------------------------

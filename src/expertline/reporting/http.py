@@ -1,0 +1,273 @@
+"""HTTP surface of reporting: ``/api/v1/reports/*`` (JSON or CSV) and the ``/reports`` pages.
+
+Both need a token with role ``reporting`` or ``admin``. The API takes it as a bearer header;
+the pages take it once (``?token=`` or the sign-in form) and keep it in an HTTP-only cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import Engine
+
+from expertline.errors import InvalidInput, Problem
+from expertline.reporting.core import QueueFigures, iso, utc
+from expertline.reporting.reports import (
+    ReportRange,
+    expert_report,
+    parse_range,
+    queue_figures,
+    queue_report,
+    task_report,
+    to_csv,
+)
+from expertline.reporting.service import reporting_engine
+from expertline.reporting.web.charts import VolumePoint, utilization_chart, volume_chart
+from expertline.security.tokens import TokenInfo
+from expertline.web.app import AppContext
+from expertline.web.auth import TokenVerifier, require
+
+log = logging.getLogger(__name__)
+
+COOKIE = "expertline_reports"
+PAGE_ROLES = frozenset({"reporting", "admin"})
+TASK_PAGE_LIMIT = 500
+CSV_PAGE = 5000
+
+ReportName = Literal["queues", "experts", "tasks"]
+Format = Literal["json", "csv"]
+
+_templates = Environment(
+    loader=PackageLoader("expertline.reporting", "web/templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+
+def router(ctx: AppContext) -> APIRouter:
+    r = APIRouter()
+
+    def engine() -> Engine:
+        return reporting_engine(ctx)
+
+    # --- REST --------------------------------------------------------------------------------
+
+    @r.get(
+        "/api/v1/reports/{name}",
+        tags=["reporting"],
+        summary="Queue, expert or task report (JSON, or CSV with format=csv)",
+        response_model=None,
+    )
+    def report(
+        name: ReportName,
+        start: Annotated[
+            str | None, Query(alias="from", description="ISO 8601; default to - 24h")
+        ] = None,
+        end: Annotated[str | None, Query(alias="to", description="ISO 8601; default now")] = None,
+        interval: Annotated[str | None, Query(description="15m | 30m | 60m (queues)")] = None,
+        format: Annotated[Format, Query(description="json or csv")] = "json",
+        limit: Annotated[int, Query(ge=1, le=10000, description="tasks per page (JSON)")] = 1000,
+        after: Annotated[
+            str | None, Query(description="tasks: `next` of the previous page")
+        ] = None,
+        _: TokenInfo = Depends(require("reporting")),
+    ) -> Any:
+        rng = parse_range(start, end, interval)
+        eng = engine()
+        if format == "csv":
+            rows = _all_rows(eng, name, rng)
+            stamp = rng.start.strftime("%Y%m%dT%H%M")
+            return StreamingResponse(
+                to_csv(name, rows),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}-{stamp}.csv"'},
+            )
+        if name == "queues":
+            return {"items": queue_report(eng, rng)}
+        if name == "experts":
+            return {"items": expert_report(eng, rng)}
+        items, nxt = task_report(eng, rng, limit=limit, after=after)
+        return {"items": items, "next": nxt}
+
+    # --- pages -------------------------------------------------------------------------------
+
+    @r.get("/reports/sign-in", include_in_schema=False)
+    def sign_in_form(next: str = "/reports") -> HTMLResponse:
+        return _page("signin.html", next=_safe_next(next), error=None)
+
+    @r.post("/reports/sign-in", include_in_schema=False)
+    async def sign_in(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0].strip()
+        target = _safe_next((form.get("next") or ["/reports"])[0])
+        info = _verify(request, token)
+        if info is None:
+            log.info("reports sign-in refused reason=unknown token or role")
+            return _page(
+                "signin.html",
+                status=401,
+                next=target,
+                error="That token is unknown, revoked, or not a reporting or admin token.",
+            )
+        return _signed_in(target, token)
+
+    @r.get("/reports/sign-out", include_in_schema=False)
+    def sign_out() -> Response:
+        resp = RedirectResponse("/reports/sign-in", status_code=303)
+        resp.delete_cookie(COOKIE, path="/reports")
+        return resp
+
+    @r.get("/reports", include_in_schema=False)
+    def overview(request: Request) -> Response:
+        gate = _gate(request)
+        if gate is not None:
+            return gate
+        form, rng, problems = _range_from(request)
+        eng = engine()
+        queue_rows = queue_report(eng, rng) if rng else []
+        expert_rows = expert_report(eng, rng) if rng else []
+        chart = volume_chart(
+            _volume_points(queue_figures(eng, rng)) if rng else [], "Queue volume and service level"
+        )
+        util = utilization_chart(
+            [(r["expert_name"], r["utilization"]) for r in expert_rows], "Expert utilization"
+        )
+        return _page(
+            "overview.html",
+            form=form,
+            problems=problems,
+            queue_rows=queue_rows,
+            expert_rows=expert_rows,
+            volume_svg=chart,
+            utilization_svg=util,
+            query=_query(form),
+        )
+
+    @r.get("/reports/tasks", include_in_schema=False)
+    def tasks_page(request: Request) -> Response:
+        gate = _gate(request)
+        if gate is not None:
+            return gate
+        form, rng, problems = _range_from(request)
+        items: list[dict[str, Any]] = []
+        more = False
+        if rng:
+            items, nxt = task_report(engine(), rng, limit=TASK_PAGE_LIMIT)
+            more = nxt is not None
+        return _page(
+            "tasks.html",
+            form=form,
+            problems=problems,
+            items=items,
+            more=more,
+            limit=TASK_PAGE_LIMIT,
+            query=_query(form),
+        )
+
+    return r
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _all_rows(engine: Engine, name: str, rng: ReportRange) -> Iterator[dict[str, Any]]:
+    if name == "queues":
+        yield from queue_report(engine, rng)
+    elif name == "experts":
+        yield from expert_report(engine, rng)
+    else:
+        after = None
+        while True:
+            items, after = task_report(engine, rng, limit=CSV_PAGE, after=after)
+            yield from items
+            if after is None:
+                return
+
+
+def _page(template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    html = _templates.get_template(template).render(**values)
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _verify(request: Request, token: str) -> TokenInfo | None:
+    if not token:
+        return None
+    verifier: TokenVerifier = request.app.state.verify_token
+    info = verifier(token)
+    return info if info is not None and info.role in PAGE_ROLES else None
+
+
+def _signed_in(target: str, token: str) -> Response:
+    resp = RedirectResponse(target, status_code=303)
+    resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/reports")
+    return resp
+
+
+def _gate(request: Request) -> Response | None:
+    """None when the request carries a good token; else a redirect (setting the cookie from
+    ``?token=``, or to the sign-in form)."""
+    query_token = request.query_params.get("token")
+    if query_token is not None:
+        rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+        target = request.url.path + ("?" + urlencode(rest) if rest else "")
+        if _verify(request, query_token.strip()) is not None:
+            return _signed_in(target, query_token.strip())
+        return RedirectResponse("/reports/sign-in?" + urlencode({"next": target}), status_code=303)
+    if _verify(request, request.cookies.get(COOKIE, "")) is not None:
+        return None
+    target = request.url.path + ("?" + request.url.query if request.url.query else "")
+    return RedirectResponse("/reports/sign-in?" + urlencode({"next": target}), status_code=303)
+
+
+def _safe_next(target: str) -> str:
+    """Only our own pages (no open redirect)."""
+    return target if target.startswith("/reports") and "//" not in target else "/reports"
+
+
+def _range_from(request: Request) -> tuple[dict[str, str], ReportRange | None, list[Problem]]:
+    p = request.query_params
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    form = {"from": p.get("from", ""), "to": p.get("to", ""), "interval": p.get("interval", "15m")}
+    try:
+        rng = parse_range(form["from"] or None, form["to"] or None, form["interval"], now=now)
+    except InvalidInput as exc:
+        return form, None, exc.details
+    form["from"] = form["from"] or _local(rng.start)
+    form["to"] = form["to"] or _local(rng.end)
+    return form, rng, []
+
+
+def _local(at: datetime) -> str:
+    """The value of an ``<input type=datetime-local>`` (UTC)."""
+    return utc(at).strftime("%Y-%m-%dT%H:%M")
+
+
+def _query(form: dict[str, str]) -> str:
+    return urlencode({k: v for k, v in form.items() if v})
+
+
+def _volume_points(figures: dict[tuple[datetime, str], QueueFigures]) -> list[VolumePoint]:
+    """All queues added up per interval, for the volume chart."""
+    per: dict[datetime, QueueFigures] = {}
+    for (start, _), fig in figures.items():
+        per.setdefault(start, QueueFigures("all")).merge(fig)
+    points = []
+    for start, f in sorted(per.items()):
+        label = (iso(start) or "")[11:16]
+        other = f.offered - f.handled - f.abandoned
+        points.append(
+            VolumePoint(
+                label,
+                f.handled,
+                f.abandoned,
+                max(0, other),
+                f.handled_within_sl / f.handled if f.handled else None,
+            )
+        )
+    return points

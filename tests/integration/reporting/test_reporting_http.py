@@ -1,0 +1,118 @@
+"""Reports over HTTP: JSON and CSV with the SPEC's columns, roles, bad input, pages."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from reporting_scenario import EXPERTS, QUEUES_15M, QUEUES_60M, write_all
+from sqlalchemy import Engine
+
+from expertline.reporting import http as reporting_http
+from expertline.reporting import migrate as reporting_migrate
+from expertline.reporting.ingest import Ingester
+from expertline.security.tokens import create_token
+from expertline.settings import Settings
+from expertline.web.app import AppContext, create_app
+
+HOUR = {"from": "2026-11-25T10:00:00Z", "to": "2026-11-25T11:00:00Z"}
+
+
+@pytest.fixture
+def client(engine: Engine, db_url: str, tmp_path) -> Iterator[TestClient]:
+    reporting_migrate.upgrade(engine)
+    write_all(engine)
+    Ingester(engine, engine).run_until_idle()
+    ctx = AppContext(Settings(db=db_url, data_dir=tmp_path), engine)
+    app = create_app(ctx, factories=[reporting_http.router])
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        yield c
+
+
+def auth(engine: Engine, role: str = "reporting") -> dict[str, str]:
+    return {"Authorization": f"Bearer {create_token(engine, f'{role}-user', role)}"}
+
+
+def test_queue_report_json_and_csv(client: TestClient, engine: Engine) -> None:
+    h = auth(engine)
+    r = client.get("/api/v1/reports/queues", params={**HOUR, "interval": "15m"}, headers=h)
+    assert r.status_code == 200
+    assert r.json() == {"items": QUEUES_15M}
+    r = client.get(
+        "/api/v1/reports/queues", params={**HOUR, "interval": "60m", "format": "csv"}, headers=h
+    )
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert list(rows[0]) == list(QUEUES_60M[0])
+    assert [(x["queue_id"], x["offered"], x["service_level"]) for x in rows] == [
+        ("billing", "6", "0.5"),
+        ("sales", "4", "1.0"),
+    ]
+
+
+def test_expert_and_task_reports(client: TestClient, engine: Engine) -> None:
+    h = auth(engine, "admin")
+    r = client.get("/api/v1/reports/experts", params=HOUR, headers=h)
+    assert r.status_code == 200
+    # Open states count up to `to` (the range is in the past).
+    assert r.json()["items"] == EXPERTS
+    r = client.get("/api/v1/reports/tasks", params={**HOUR, "limit": 5}, headers=h)
+    body = r.json()
+    assert [i["task_id"] for i in body["items"]] == ["t1", "t2", "t3", "t4", "t5"]
+    r2 = client.get(
+        "/api/v1/reports/tasks", params={**HOUR, "limit": 5, "after": body["next"]}, headers=h
+    )
+    assert [i["task_id"] for i in r2.json()["items"]] == ["t6", "t7", "t9", "t8"]
+    assert r2.json()["next"] is None
+    r = client.get("/api/v1/reports/tasks", params={**HOUR, "format": "csv"}, headers=h)
+    lines = r.text.splitlines()
+    assert lines[0] == (
+        "task_id,queue_id,queue_name,status,call_disposition,expert_id,created_at,ended_at,"
+        "wait,talk_time,offers"
+    )
+    assert len(lines) == 10
+
+
+def test_roles_and_bad_input(client: TestClient, engine: Engine) -> None:
+    assert client.get("/api/v1/reports/queues").status_code == 401
+    r = client.get("/api/v1/reports/queues", headers=auth(engine, "routing-client"))
+    assert r.status_code == 403
+    h = auth(engine)
+    r = client.get("/api/v1/reports/queues", params={"from": "soon", "interval": "5m"}, headers=h)
+    assert r.status_code == 422
+    assert [d["path"] for d in r.json()["error"]["details"]] == ["from", "interval"]
+    assert client.get("/api/v1/reports/agents", headers=h).status_code == 422
+    r = client.get("/api/v1/reports/queues", params={**HOUR, "format": "xml"}, headers=h)
+    assert r.status_code == 422
+
+
+def test_pages_need_a_token_and_keep_it_in_a_cookie(client: TestClient, engine: Engine) -> None:
+    r = client.get("/reports", params=HOUR, follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/reports/sign-in?next=")
+    r = client.post("/reports/sign-in", data={"token": "elt_wrong", "next": "/reports"})
+    assert r.status_code == 401
+    assert "unknown" in r.text
+    wrong_role = create_token(engine, "cc", "routing-client")
+    r = client.get("/reports", params={"token": wrong_role}, follow_redirects=False)
+    assert r.headers["location"].startswith("/reports/sign-in")
+    token = create_token(engine, "boss", "reporting")
+    r = client.get("/reports", params={**HOUR, "token": token}, follow_redirects=False)
+    assert r.status_code == 303
+    assert "token" not in r.headers["location"]
+    page = client.get(r.headers["location"])
+    assert page.status_code == 200
+    assert 'data-chart="queue-volume"' in page.text
+    assert 'data-chart="expert-utilization"' in page.text
+    assert "Billing Desk" in page.text and "Alice Ng-Smith" in page.text
+    tasks = client.get("/reports/tasks", params=HOUR)
+    assert tasks.status_code == 200
+    assert tasks.text.count('<tr data-task="') == 9
+    bad = client.get("/reports", params={"from": "nope"})
+    assert "expected an ISO 8601" in bad.text
+    client.get("/reports/sign-out")
+    assert client.get("/reports", follow_redirects=False).status_code == 303
