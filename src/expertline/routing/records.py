@@ -1,0 +1,158 @@
+"""Call dispositions (Unified ICM codes, SPEC §7) and the records the core writes.
+
+The core knows the task's timings on its own clock (epoch seconds); the runtime adds
+``recovery_key``, ``datetime`` and ``node`` when it stores an RCD/TCD. The task record sent to
+reporting (``records.feed.TaskRecord``) carries the same facts with ISO 8601 UTC times.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from expertline.records.feed import AttemptRecord, OfferRecord, TaskRecord
+from expertline.routing.live import Task
+from expertline.routing.states import TaskStatus
+
+HANDLED_VOICE = 13  # Disconnect/drop handled primary route
+HANDLED_CHAT = 38  # Normal End Task
+ABANDONED_QUEUE = 2  # Abandoned in Local Queue
+ABANDONED_RING = 3  # Abandoned Ring
+BUSY = 8
+FAILED_DEFAULT = 12  # Disconnect/drop reorder: the routing client says the delivery failed
+REDIRECTED = 15  # sent to a fallback label at max wait
+RING_NO_ANSWER = 19
+TIME_OUT = 22  # rejected: no expert and no fallback
+FAILED_SOFTWARE = 27  # outcome unknown because a node failed
+CHAT_ABANDONED_BEFORE_OFFER = 36
+CHAT_ABANDONED_WHILE_OFFERED = 37
+
+DELIVERY_FAILURES = frozenset({RING_NO_ANSWER, BUSY})
+
+
+def abandon_disposition(task: Task) -> int:
+    """SPEC §7: queued 2 (chat 36), offered 2 (chat 37), ringing at the expert 3 (chat 37)."""
+    chat = task.channel != "voice"
+    if task.status is TaskStatus.QUEUED:
+        return CHAT_ABANDONED_BEFORE_OFFER if chat else ABANDONED_QUEUE
+    if task.status is TaskStatus.OFFERED:
+        return CHAT_ABANDONED_WHILE_OFFERED if chat else ABANDONED_QUEUE
+    return CHAT_ABANDONED_WHILE_OFFERED if chat else ABANDONED_RING
+
+
+def handled_disposition(task: Task) -> int:
+    return HANDLED_VOICE if task.channel == "voice" else HANDLED_CHAT
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def timings(task: Task) -> dict[str, float]:
+    """Queue wait, ring, talk and work seconds of an ended task.
+
+    Ring time runs from the label to the answer when the call was reported connected; a task
+    that ends without ``connected`` (a chat, a redirected call) counts assigned-to-end as talk.
+    """
+    ended = task.ended_at if task.ended_at is not None else task.created_at
+    wait = (task.assigned_at if task.assigned_at is not None else ended) - task.created_at
+    ring = talk = 0.0
+    if task.assigned_at is not None:
+        if task.connected_at is not None:
+            ring = task.connected_at - task.assigned_at
+            talk = ended - task.connected_at
+        elif task.status is TaskStatus.ABANDONED:
+            ring = ended - task.assigned_at
+        else:
+            talk = ended - task.assigned_at
+    return {
+        "duration": round(ended - task.created_at, 3),
+        "delay_time": round(max(0.0, wait), 3),
+        "ring_time": round(max(0.0, ring), 3),
+        "talk_time": round(max(0.0, talk), 3),
+        "work_time": round(task.work_time, 3),
+    }
+
+
+def rcd(task: Task, label: str, expert_id: str | None, now: float) -> dict[str, Any]:
+    return {
+        "task_id": task.id,
+        "peripheral_call_key": task.code,
+        "router_call_key": task.external_id,
+        "dialed_number": task.dialed_number,
+        "ani": task.caller,
+        "label": label,
+        "expert_id": expert_id,
+        "queue_id": task.queue_id,
+        "channel": task.channel,
+        "delay_time": round(max(0.0, now - task.created_at), 3),
+        "at": now,
+    }
+
+
+def tcd(task: Task, disposition: int) -> dict[str, Any]:
+    return {
+        "task_id": task.id,
+        "peripheral_call_key": task.code,
+        "router_call_key": task.external_id,
+        "dialed_number": task.dialed_number,
+        "ani": task.caller,
+        "call_disposition": disposition,
+        **timings(task),
+        "expert_id": task.expert_id,
+        "queue_id": task.queue_id,
+        "channel": task.channel,
+        "status": str(task.status),
+        "started_at": task.created_at,
+        "ended_at": task.ended_at,
+    }
+
+
+def task_record(task: Task, disposition: int) -> TaskRecord:
+    t = timings(task)
+    offers: list[OfferRecord] = [
+        {
+            "offer_id": h["offer_id"],
+            "expert_id": h["expert_id"],
+            "queue_id": h["queue_id"],
+            "created_at": iso(h["created_at"]) or "",
+            "ended_at": iso(h.get("ended_at")),
+            "outcome": h["outcome"],
+        }
+        for h in task.history
+    ]
+    attempts: list[AttemptRecord] = [
+        {
+            "expert_id": a["expert_id"],
+            "disposition": int(a["disposition"]),
+            "at": iso(a["at"]) or "",
+        }
+        for a in task.attempts
+    ]
+    return {
+        "task_id": task.id,
+        "code": task.code,
+        "external_id": task.external_id,
+        "channel": task.channel,
+        "queue_id": task.queue_id,
+        "queues": list(task.queues),
+        "status": str(task.status),
+        "call_disposition": disposition,
+        "expert_id": task.expert_id,
+        "caller": task.caller,
+        "dialed_number": task.dialed_number,
+        "created_at": iso(task.created_at) or "",
+        "assigned_at": iso(task.assigned_at),
+        "connected_at": iso(task.connected_at),
+        "ended_at": iso(task.ended_at) or "",
+        "wait": t["delay_time"],
+        "ring_time": t["ring_time"],
+        "talk_time": t["talk_time"],
+        "work_time": t["work_time"],
+        "config_version": task.config_version,
+        "node": "",
+        "offers": offers,
+        "attempts": attempts,
+    }

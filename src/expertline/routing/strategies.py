@@ -1,0 +1,284 @@
+"""Choosing experts for a task: the queue orders over the set of *free* experts.
+
+A free expert can take one more offer now: enabled, available, not in wrap-up, active tasks +
+pending offers below ``max_tasks``. ``FreeIndex`` keeps the free experts in a few global
+orderings (longest idle, least busy, by each skill in use, by id) so that choosing costs about
+the number of experts looked at, not the number configured:
+
+- when the queue's match set is large compared with the free set, walk the global ordering and
+  test membership in the match set until enough are found;
+- when it is small, filter the match set and sort only those.
+
+Ties are broken by longest idle, then expert id. ``random`` is seeded from the task id and its
+offer counter, so replaying the same events gives the same choice. ``closest_match`` scores
+every candidate (Cisco's spatial routing): it costs the smaller of the match set and the free
+set.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from sortedcontainers import SortedList
+
+from expertline.routing.live import ExpertLive
+from expertline.routing.model import ExpertSpec, Order
+
+# Walk the global ordering unless the match set is this many times smaller than the free set.
+SMALL_FACTOR = 4
+
+UNTRIED = -math.inf
+
+Eligibility = Callable[[str], float | None]
+"""None: not eligible for this task; ``UNTRIED``; else the time the expert's cooldown for this
+task ended (they declined or ignored it before): those who had it longest ago come first."""
+
+
+def _skill_value(spec: ExpertSpec | None, skill: str) -> float:
+    if spec is None:
+        return math.inf
+    value = spec.numbers.get(skill)
+    return math.inf if value is None else -float(value)
+
+
+def numeric_attributes(attributes: dict[str, Any]) -> dict[str, float]:
+    """The task attributes ``closest_match`` compares (numbers only, booleans excluded)."""
+    return {
+        k: float(v)
+        for k, v in attributes.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def distance(target: dict[str, float], spec: ExpertSpec | None) -> float:
+    """Euclidean distance over the task's numeric attributes; a missing number is infinitely far."""
+    if not target:
+        return 0.0
+    if spec is None:
+        return math.inf
+    total = 0.0
+    for name, want in target.items():
+        have = spec.numbers.get(name)
+        if have is None:
+            return math.inf
+        total += (float(have) - want) ** 2
+    return math.sqrt(total)
+
+
+class FreeIndex:
+    """Global orderings of the free experts, updated as experts come and go."""
+
+    def __init__(self, specs: dict[str, ExpertSpec], skills: Iterable[str]) -> None:
+        self.specs = specs
+        self.members: set[str] = set()
+        self.idle: SortedList = SortedList()  # (idle_since, id)
+        self.busy: SortedList = SortedList()  # (handled, idle_since, id)
+        self.ids: SortedList = SortedList()  # id
+        self.skill: dict[str, SortedList] = {s: SortedList() for s in sorted(set(skills))}
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __contains__(self, expert_id: str) -> bool:
+        return expert_id in self.members
+
+    def add(self, e: ExpertLive) -> None:
+        if e.indexed is not None:
+            self.remove(e)
+        eid = e.id
+        spec = self.specs.get(eid)
+        self.members.add(eid)
+        self.idle.add((e.idle_since, eid))
+        self.busy.add((e.handled, e.idle_since, eid))
+        self.ids.add(eid)
+        for name, lst in self.skill.items():
+            lst.add((_skill_value(spec, name), e.idle_since, eid))
+        e.indexed = (e.idle_since, e.handled)
+
+    def remove(self, e: ExpertLive) -> None:
+        if e.indexed is None:
+            return
+        idle_since, handled = e.indexed
+        eid = e.id
+        spec = self.specs.get(eid)
+        self.members.discard(eid)
+        self.idle.remove((idle_since, eid))
+        self.busy.remove((handled, idle_since, eid))
+        self.ids.remove(eid)
+        for name, lst in self.skill.items():
+            lst.remove((_skill_value(spec, name), idle_since, eid))
+        e.indexed = None
+
+    def same_keys(self, e: ExpertLive) -> bool:
+        return e.indexed == (e.idle_since, e.handled)
+
+
+def choose(
+    index: FreeIndex,
+    live: dict[str, ExpertLive],
+    order: Order,
+    skill: str | None,
+    match: frozenset[str],
+    want: int,
+    eligible: Eligibility,
+    allow_tried: bool,
+    task_id: str,
+    seed_n: int,
+    attributes: dict[str, Any],
+    rr_last: str | None,
+) -> list[str]:
+    """Up to ``want`` expert ids for one task, best first: untried experts, then (when
+    ``allow_tried``) experts who declined or ignored it before and are out of cooldown."""
+    if want <= 0 or not index.members or not match:
+        return []
+    if order == "most_skilled" and (skill is None or skill not in index.skill):
+        order = "longest_idle"
+    if order == "random":
+        return _choose_random(index, match, want, eligible, allow_tried, task_id, seed_n)
+    if order == "closest_match":
+        target = numeric_attributes(attributes)
+        specs = index.specs
+
+        def key(eid: str) -> tuple[Any, ...]:
+            return (distance(target, specs.get(eid)), live[eid].idle_since, eid)
+
+        return _choose_scored(index, match, want, eligible, allow_tried, key)
+    small = len(match) * SMALL_FACTOR <= len(index.members)
+    if small:
+        return _choose_scored(
+            index, match, want, eligible, allow_tried, _key_fn(index, live, order, skill, rr_last)
+        )
+    return _choose_walk(_walk(index, order, skill, rr_last), match, want, eligible, allow_tried)
+
+
+def _key_fn(
+    index: FreeIndex,
+    live: dict[str, ExpertLive],
+    order: Order,
+    skill: str | None,
+    rr_last: str | None,
+) -> Callable[[str], tuple[Any, ...]]:
+    specs = index.specs
+    if order == "least_busy":
+        return lambda eid: (live[eid].handled, live[eid].idle_since, eid)
+    if order == "most_skilled" and skill is not None:
+        return lambda eid: (_skill_value(specs.get(eid), skill), live[eid].idle_since, eid)
+    if order == "round_robin":
+        last = rr_last
+        return lambda eid: (last is not None and eid <= last, eid)
+    return lambda eid: (live[eid].idle_since, eid)
+
+
+def _walk(index: FreeIndex, order: Order, skill: str | None, rr_last: str | None) -> Iterator[str]:
+    if order == "least_busy":
+        return (k[2] for k in index.busy)
+    if order == "most_skilled" and skill is not None:
+        return (k[2] for k in index.skill[skill])
+    if order == "round_robin":
+        if rr_last is None:
+            return iter(index.ids)
+        return _chain(
+            index.ids.irange(minimum=rr_last, inclusive=(False, True)),
+            index.ids.irange(maximum=rr_last, inclusive=(True, True)),
+        )
+    return (k[1] for k in index.idle)
+
+
+def _chain(*parts: Iterable[str]) -> Iterator[str]:
+    for part in parts:
+        yield from part
+
+
+def _choose_walk(
+    ordered: Iterable[str],
+    match: frozenset[str],
+    want: int,
+    eligible: Eligibility,
+    allow_tried: bool,
+) -> list[str]:
+    first: list[str] = []
+    tried: list[tuple[float, int, str]] = []
+    for pos, eid in enumerate(ordered):
+        if eid not in match:
+            continue
+        kind = eligible(eid)
+        if kind is None:
+            continue
+        if kind == UNTRIED:
+            first.append(eid)
+            if len(first) >= want:
+                break
+        elif allow_tried:
+            tried.append((kind, pos, eid))
+    if len(first) < want and tried:
+        first += [eid for _, _, eid in heapq.nsmallest(want - len(first), tried)]
+    return first
+
+
+def _candidates(index: FreeIndex, match: frozenset[str]) -> Iterable[str]:
+    """The free experts in the match set, found from whichever set is smaller."""
+    members = index.members
+    if len(match) <= len(members):
+        return [eid for eid in match if eid in members]
+    return [eid for eid in members if eid in match]
+
+
+def _choose_scored(
+    index: FreeIndex,
+    match: frozenset[str],
+    want: int,
+    eligible: Eligibility,
+    allow_tried: bool,
+    key: Callable[[str], tuple[Any, ...]],
+) -> list[str]:
+    first: list[str] = []
+    tried: list[tuple[float, tuple[Any, ...], str]] = []
+    for eid in _candidates(index, match):
+        kind = eligible(eid)
+        if kind is None:
+            continue
+        if kind == UNTRIED:
+            first.append(eid)
+        elif allow_tried:
+            tried.append((kind, key(eid), eid))
+    out = heapq.nsmallest(want, first, key=key)
+    if len(out) < want and tried:
+        out += [eid for _, _, eid in heapq.nsmallest(want - len(out), tried)]
+    return out
+
+
+def _choose_random(
+    index: FreeIndex,
+    match: frozenset[str],
+    want: int,
+    eligible: Eligibility,
+    allow_tried: bool,
+    task_id: str,
+    seed_n: int,
+) -> list[str]:
+    rng = random.Random(f"{task_id}:{seed_n}")
+    small = len(match) * SMALL_FACTOR <= len(index.members) or len(index.members) <= 4096
+    if small:
+        first: list[str] = []
+        tried: list[tuple[float, str]] = []
+        for eid in sorted(_candidates(index, match)):
+            kind = eligible(eid)
+            if kind is None:
+                continue
+            if kind == UNTRIED:
+                first.append(eid)
+            elif allow_tried:
+                tried.append((kind, eid))
+        out = rng.sample(first, min(want, len(first)))
+        if len(out) < want and tried:
+            out += [eid for _, eid in sorted(tried)[: want - len(out)]]
+        return out
+    # Many free experts and a broad match set: start the walk at a random place.
+    ids = index.ids
+    start = rng.randrange(len(ids))
+    ordered = _chain(ids.islice(start, None), ids.islice(0, start))
+    return _choose_walk(ordered, match, want, eligible, allow_tried)
