@@ -1,0 +1,736 @@
+"""SIP messages (RFC 3261 §7, §20, §25): parsing and serialization, no I/O.
+
+Why hand-written: no maintained Python SIP stack offers a sans-I/O parser together with
+proxy-grade transactions (see docs/sip.md). This module is the smallest correct piece: it
+turns bytes into ``Request``/``Response`` objects and back, expands compact header names,
+splits multi-valued headers (respecting quotes and ``<...>``), understands header parameters,
+name-addr/addr-spec, Via and CSeq, and frames messages on streams by Content-Length.
+
+Every failure to understand input is a ``ParseError`` (never another exception): the front
+answers ``400`` when the message got far enough to be answered, and drops it otherwise.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+SIP_VERSION = "SIP/2.0"
+BRANCH_COOKIE = "z9hG4bK"
+MAX_MESSAGE_BYTES = 65_535
+MAX_HEADERS = 128
+
+COMPACT_FORMS: dict[str, str] = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "n": "Identity-Info",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+
+_SPECIAL_CASE: dict[str, str] = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version",
+    "p-asserted-identity": "P-Asserted-Identity",
+    "p-preferred-identity": "P-Preferred-Identity",
+    "rack": "RAck",
+    "rseq": "RSeq",
+}
+
+# Headers whose value is a comma-separated list (RFC 3261 §7.3.1); others are single-valued
+# (From, To, Call-ID, CSeq...) or carry commas inside their values (dates, auth headers).
+MULTI_VALUED: frozenset[str] = frozenset(
+    {
+        "Via",
+        "Route",
+        "Record-Route",
+        "Contact",
+        "Allow",
+        "Supported",
+        "Require",
+        "Proxy-Require",
+        "Unsupported",
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Content-Encoding",
+        "Allow-Events",
+        "P-Asserted-Identity",
+        "Path",
+        "Service-Route",
+    }
+)
+
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+
+REASONS: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    302: "Moved Temporarily",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    486: "Busy Here",
+    487: "Request Terminated",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+}
+
+
+class ParseError(ValueError):
+    """The input is not a SIP message (or not a well-formed part of one)."""
+
+
+def canonical_name(name: str) -> str:
+    """``v`` -> ``Via``, ``call-id`` -> ``Call-ID``, ``x-foo-bar`` -> ``X-Foo-Bar``."""
+    lower = name.lower()
+    if len(lower) == 1 and lower in COMPACT_FORMS:
+        return COMPACT_FORMS[lower]
+    special = _SPECIAL_CASE.get(lower)
+    if special is not None:
+        return special
+    return "-".join(part[:1].upper() + part[1:] for part in lower.split("-"))
+
+
+def is_token(text: str) -> bool:
+    return bool(text) and all(ch in _TOKEN_CHARS for ch in text)
+
+
+def split_list(value: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside double quotes and angle brackets; strip blanks; drop empties."""
+    if sep not in value:
+        stripped = value.strip()
+        return [stripped] if stripped else []
+    parts: list[str] = []
+    depth = 0
+    quoted = False
+    escaped = False
+    start = 0
+    for i, ch in enumerate(value):
+        if quoted:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth = max(0, depth - 1)
+        elif ch == sep and depth == 0:
+            part = value[start:i].strip()
+            if part:
+                parts.append(part)
+            start = i + 1
+    part = value[start:].strip()
+    if part:
+        parts.append(part)
+    return parts
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """``;a=1;b;c="x y"`` (leading ``;`` optional) -> ``{"a": "1", "b": None, "c": '"x y"'}``.
+
+    Names are lowercased (parameter names are case-insensitive); values are kept as written.
+    """
+    params: dict[str, str | None] = {}
+    for item in split_list(text, ";"):
+        name, eq, val = item.partition("=")
+        name = name.strip().lower()
+        if not is_token(name):
+            raise ParseError(f"bad parameter name {name!r}")
+        params[name] = val.strip() if eq else None
+    return params
+
+
+def format_params(params: dict[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+# --- URIs -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SipUri:
+    """A ``sip:``/``sips:`` URI (RFC 3261 §19.1); ``tel:`` and others keep their text opaque."""
+
+    scheme: str
+    user: str | None = None
+    host: str = ""
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: str | None = None
+    password: str | None = None
+    opaque: str | None = None  # the part after ``scheme:`` for non-SIP schemes
+
+    @property
+    def is_sip(self) -> bool:
+        return self.opaque is None
+
+    @property
+    def transport(self) -> str:
+        value = self.params.get("transport")
+        return (value or ("tls" if self.scheme == "sips" else "udp")).lower()
+
+    def __str__(self) -> str:
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        userinfo = ""
+        if self.user is not None:
+            userinfo = self.user + (f":{self.password}" if self.password is not None else "") + "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port is not None else ""
+        headers = f"?{self.headers}" if self.headers is not None else ""
+        return f"{self.scheme}:{userinfo}{host}{port}{format_params(self.params)}{headers}"
+
+
+def parse_host_port(text: str) -> tuple[str, int | None]:
+    """``host``, ``host:5060``, ``[::1]:5060`` -> (host, port or None)."""
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ParseError(f"bad IPv6 reference {text!r}")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ParseError(f"bad host:port {text!r}")
+        port_text = rest[1:] if rest else ""
+    else:
+        host, sep, port_text = text.partition(":")
+        if sep and not port_text:
+            raise ParseError(f"bad host:port {text!r}")
+    if not host or any(ch in host for ch in ' \t<>"@;?,'):
+        raise ParseError(f"bad host {host!r}")
+    if not port_text:
+        return host, None
+    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+        raise ParseError(f"bad port {port_text!r}")
+    return host, int(port_text)
+
+
+def parse_uri(text: str) -> SipUri:
+    """Parse a URI. ``sip``/``sips`` are fully parsed; other schemes are kept opaque."""
+    text = text.strip()
+    scheme, colon, rest = text.partition(":")
+    scheme = scheme.lower()
+    if not colon or not scheme or not scheme[0].isalpha() or not rest:
+        raise ParseError(f"bad URI {text!r}")
+    if not all(ch.isalnum() or ch in "+-." for ch in scheme):
+        raise ParseError(f"bad URI scheme {scheme!r}")
+    if any(ch in rest for ch in ' \t\r\n<>"'):
+        raise ParseError(f"bad URI {text!r}")
+    if scheme not in ("sip", "sips"):
+        return SipUri(scheme=scheme, opaque=rest)
+    headers: str | None = None
+    if "?" in rest:
+        rest, _, headers = rest.partition("?")
+    user: str | None = None
+    password: str | None = None
+    if "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+        user, pcolon, pw = userinfo.partition(":")
+        if pcolon:
+            password = pw
+        if not user:
+            raise ParseError(f"empty user in {text!r}")
+    hostport, semi, param_text = rest.partition(";")
+    host, port = parse_host_port(hostport)
+    params = parse_params(param_text) if semi else {}
+    return SipUri(scheme, user, host.lower(), port, params, headers, password)
+
+
+# --- name-addr / addr-spec ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class NameAddr:
+    """``"Display" <uri>;tag=x`` or ``uri;tag=x`` (From, To, Contact, Route, P-Asserted-Identity)."""
+
+    uri: SipUri
+    display: str | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def __str__(self) -> str:
+        display = f"{self.display} " if self.display else ""
+        return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    value = value.strip()
+    if not value:
+        raise ParseError("empty address")
+    lt = _find_unquoted(value, "<")
+    if lt >= 0:
+        gt = value.find(">", lt)
+        if gt < 0:
+            raise ParseError(f"unterminated <...> in {value!r}")
+        display = value[:lt].strip() or None
+        if display and display.count('"') % 2:
+            raise ParseError(f"bad display name in {value!r}")
+        uri = parse_uri(value[lt + 1 : gt])
+        rest = value[gt + 1 :].strip()
+        if rest and not rest.startswith(";"):
+            raise ParseError(f"unexpected text after address in {value!r}")
+        return NameAddr(uri, display, parse_params(rest) if rest else {})
+    # addr-spec: parameters after the URI belong to the header (RFC 3261 §20.10).
+    uri_text, semi, param_text = value.partition(";")
+    if "?" in uri_text or "," in uri_text:
+        raise ParseError(f"addr-spec with reserved characters needs <...>: {value!r}")
+    return NameAddr(parse_uri(uri_text), None, parse_params(param_text) if semi else {})
+
+
+def _find_unquoted(text: str, ch: str) -> int:
+    quoted = False
+    escaped = False
+    for i, c in enumerate(text):
+        if quoted:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == ch:
+            return i
+    return -1
+
+
+# --- Via, CSeq --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Via:
+    transport: str  # UDP | TCP | TLS ...
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port is not None else ""
+        return f"SIP/2.0/{self.transport} {host}{port}{format_params(self.params)}"
+
+
+def parse_via(value: str) -> Via:
+    proto, _, rest = value.strip().partition(" ")
+    rest = rest.strip()
+    parts = proto.split("/")
+    if len(parts) != 3 or parts[0].upper() != "SIP" or parts[1] != "2.0" or not is_token(parts[2]):
+        raise ParseError(f"bad Via protocol {proto!r}")
+    if not rest:
+        raise ParseError("Via without sent-by")
+    sent_by, semi, param_text = rest.partition(";")
+    host, port = parse_host_port(sent_by)
+    return Via(parts[2].upper(), host, port, parse_params(param_text) if semi else {})
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_cseq(value: str) -> CSeq:
+    number, _, method = value.strip().partition(" ")
+    method = method.strip()
+    if not number.isdigit() or len(number) > 10 or int(number) >= 2**31 or not is_token(method):
+        raise ParseError(f"bad CSeq {value!r}")
+    return CSeq(int(number), method)
+
+
+# --- headers and messages ---------------------------------------------------------------------
+
+
+class Headers:
+    """Ordered header lines ``(canonical name, value)``; lookups are case-insensitive."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._items == other._items
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def copy(self) -> Headers:
+        new = Headers()
+        new._items = list(self._items)
+        return new
+
+    def get(self, name: str) -> str | None:
+        """The first value of ``name`` (for list headers: the first element)."""
+        name = canonical_name(name)
+        for n, v in self._items:
+            if n == name:
+                return split_list(v)[0] if name in MULTI_VALUED and "," in v else v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in order; list headers are split on top-level commas."""
+        name = canonical_name(name)
+        out: list[str] = []
+        multi = name in MULTI_VALUED
+        for n, v in self._items:
+            if n == name:
+                if multi:
+                    out.extend(split_list(v))
+                else:
+                    out.append(v)
+        return out
+
+    def has(self, name: str) -> bool:
+        name = canonical_name(name)
+        return any(n == name for n, _ in self._items)
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((canonical_name(name), value))
+
+    def add_first(self, name: str, value: str) -> None:
+        """Insert a value before every other line of the same name (Via, Record-Route)."""
+        name = canonical_name(name)
+        for i, (n, _) in enumerate(self._items):
+            if n == name:
+                self._items.insert(i, (name, value))
+                return
+        self._items.append((name, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every line of ``name`` with one line (or append)."""
+        name = canonical_name(name)
+        for i, (n, _) in enumerate(self._items):
+            if n == name:
+                self._items[i] = (name, value)
+                self._items = [
+                    item for j, item in enumerate(self._items) if j <= i or item[0] != name
+                ]
+                return
+        self._items.append((name, value))
+
+    def remove(self, name: str) -> None:
+        name = canonical_name(name)
+        self._items = [item for item in self._items if item[0] != name]
+
+    def pop_first(self, name: str) -> str | None:
+        """Remove and return the first element of a list header (the top Via, the top Route)."""
+        name = canonical_name(name)
+        for i, (n, v) in enumerate(self._items):
+            if n == name:
+                values = split_list(v)
+                if len(values) <= 1:
+                    del self._items[i]
+                    return values[0] if values else None
+                self._items[i] = (name, ", ".join(values[1:]))
+                return values[0]
+        return None
+
+
+@dataclass(slots=True)
+class Message:
+    headers: Headers
+    body: bytes
+
+    @property
+    def call_id(self) -> str:
+        return self.headers.get("Call-ID") or ""
+
+    @property
+    def cseq(self) -> CSeq:
+        return parse_cseq(self.headers.get("CSeq") or "")
+
+    @property
+    def top_via(self) -> Via:
+        value = self.headers.get("Via")
+        if value is None:
+            raise ParseError("no Via")
+        return parse_via(value)
+
+    @property
+    def from_(self) -> NameAddr:
+        return parse_name_addr(self.headers.get("From") or "")
+
+    @property
+    def to(self) -> NameAddr:
+        return parse_name_addr(self.headers.get("To") or "")
+
+    def _header_bytes(self) -> bytes:
+        lines = [f"{n}: {v}" for n, v in self.headers if n != "Content-Length"]
+        lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@dataclass(slots=True, eq=False)
+class Request(Message):
+    method: str = "OPTIONS"
+    uri: str = ""
+    version: str = SIP_VERSION
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Request) and (
+            self.method,
+            self.uri,
+            self.version,
+            self.headers,
+            self.body,
+        ) == (other.method, other.uri, other.version, other.headers, other.body)
+
+    def to_bytes(self) -> bytes:
+        return (
+            f"{self.method} {self.uri} {self.version}\r\n".encode()
+            + self._header_bytes()
+            + self.body
+        )
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri} call-id={self.call_id}>"
+
+
+@dataclass(slots=True, eq=False)
+class Response(Message):
+    status: int = 200
+    reason: str = "OK"
+    version: str = SIP_VERSION
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Response) and (
+            self.status,
+            self.reason,
+            self.version,
+            self.headers,
+            self.body,
+        ) == (other.status, other.reason, other.version, other.headers, other.body)
+
+    def to_bytes(self) -> bytes:
+        start = f"{self.version} {self.status} {self.reason}\r\n".encode()
+        return start + self._header_bytes() + self.body
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason} call-id={self.call_id}>"
+
+
+def parse_message(data: bytes, stream: bool = False) -> Request | Response:
+    """Parse one message. ``stream``: the bytes were framed by Content-Length already.
+
+    On datagrams, Content-Length (when present) cuts the body and must not exceed it.
+    """
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ParseError("message too large")
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        raise ParseError("no end of headers")
+    try:
+        head = data[:head_end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError("headers are not UTF-8") from exc
+    body = data[head_end + 4 :]
+    lines = head.split("\r\n")
+    start = lines[0]
+    headers = _parse_header_lines(lines[1:])
+    length_text = headers.get("Content-Length")
+    if length_text is not None:
+        length_text = length_text.strip()
+        if not length_text.isdigit() or len(length_text) > 6:
+            raise ParseError(f"bad Content-Length {length_text!r}")
+        length = int(length_text)
+        if length > len(body):
+            raise ParseError("body shorter than Content-Length")
+        body = body[:length]
+        headers.remove("Content-Length")  # framing only; recomputed when serialized
+    elif stream:
+        body = b""
+    message: Request | Response
+    if start.startswith("SIP/"):
+        version, _, rest = start.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if version != SIP_VERSION:
+            raise ParseError(f"unsupported version {version!r}")
+        if len(code) != 3 or not code.isdigit() or code[0] == "0":
+            raise ParseError(f"bad status code {code!r}")
+        if _has_control(reason):
+            raise ParseError("bad reason phrase")
+        message = Response(headers, body, int(code), reason)
+    else:
+        parts = start.split(" ")
+        if len(parts) != 3:
+            raise ParseError(f"bad request line {start[:80]!r}")
+        method, uri, version = parts
+        if not is_token(method):
+            raise ParseError(f"bad method {method[:40]!r}")
+        if not version.startswith("SIP/"):
+            raise ParseError(f"bad version {version[:40]!r}")
+        if not uri or any(ord(ch) < 33 for ch in uri):
+            raise ParseError("bad Request-URI")
+        message = Request(headers, body, method, uri, version)
+    return message
+
+
+def _parse_header_lines(lines: list[str]) -> Headers:
+    items: list[tuple[str, str]] = []
+    for line in lines:
+        if not line:
+            raise ParseError("empty header line")
+        if line[0] in " \t":
+            if not items:
+                raise ParseError("continuation line before any header")
+            name, value = items[-1]
+            folded = line.strip()
+            if _has_control(folded):
+                raise ParseError(f"control character in header {name}")
+            items[-1] = (name, f"{value} {folded}".strip())
+            continue
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not is_token(name):
+            raise ParseError(f"bad header line {line[:60]!r}")
+        if _has_control(value):
+            raise ParseError(f"control character in header {name}")
+        items.append((name, value.strip()))
+        if len(items) > MAX_HEADERS:
+            raise ParseError("too many headers")
+    headers = Headers()
+    headers._items = [(canonical_name(n), v) for n, v in items]
+    return headers
+
+
+_CONTROL = frozenset(chr(c) for c in range(32) if c != 9) | {"\x7f"}
+
+
+def _has_control(text: str) -> bool:
+    return not _CONTROL.isdisjoint(text)
+
+
+class StreamFramer:
+    """Cut a byte stream (TCP) into messages by Content-Length (RFC 3261 §18.3).
+
+    Leading CRLFs (keep-alives, RFC 5626 §4.4.1) are skipped. A bad frame raises ParseError:
+    the stream cannot be resynchronised and the connection should be closed.
+    """
+
+    def __init__(self, max_message: int = MAX_MESSAGE_BYTES) -> None:
+        self._buffer = bytearray()
+        self._max = max_message
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        frames: list[bytes] = []
+        while True:
+            while self._buffer[:2] == b"\r\n":
+                del self._buffer[:2]
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > self._max:
+                    raise ParseError("headers too long on stream")
+                return frames
+            length = _content_length(bytes(self._buffer[:end]))
+            total = end + 4 + length
+            if total > self._max:
+                raise ParseError("message too large on stream")
+            if len(self._buffer) < total:
+                return frames
+            frames.append(bytes(self._buffer[:total]))
+            del self._buffer[:total]
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() in (b"content-length", b"l"):
+            text = value.strip()
+            if not text.isdigit() or len(text) > 6:
+                raise ParseError(f"bad Content-Length {text[:20]!r}")
+            return int(text)
+    return 0
+
+
+# --- building messages -----------------------------------------------------------------------
+
+
+def new_branch() -> str:
+    return BRANCH_COOKIE + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """A response to ``request`` per RFC 3261 §8.2.6: Via, From, To (+tag), Call-ID, CSeq copied."""
+    headers = Headers()
+    items: list[tuple[str, str]] = []
+    for name, value in request.headers:
+        if name in ("Via", "From", "Call-ID", "CSeq") or (name == "To" and to_tag is None):
+            items.append((name, value))
+        elif name == "To":
+            tagged = ";tag=" in value.replace(" ", "").lower()
+            items.append((name, value if tagged else f"{value};tag={to_tag}"))
+    headers._items = items
+    for name, value in extra:
+        headers.add(name, value)
+    return Response(headers, body, status, reason or REASONS.get(status, "Unknown"))

@@ -1,0 +1,163 @@
+"""The call flow state machine: decisions for each SIP/task event, no I/O."""
+
+from __future__ import annotations
+
+from expertline.runtime.ports import TaskView
+from expertline.sip import calls
+from expertline.sip.calls import (
+    BranchFailed,
+    BranchResponse,
+    Bye,
+    CallerCancel,
+    CallFlow,
+    CancelBranch,
+    CreateFailed,
+    CreateTask,
+    Finished,
+    ForwardInvite,
+    HangUpBranch,
+    Invite,
+    RelayResponse,
+    ReportDeliveryFailed,
+    ReportEvent,
+    Respond,
+    StartCallTimer,
+    TaskChanged,
+    TaskCreated,
+    TimerFired,
+    WaitTask,
+)
+from expertline.sip.message import Headers, Response
+
+PHONE = "sip:1001@127.0.0.1:5071"
+
+
+def view(status: str, label: str | None = None, expert: str | None = None) -> TaskView:
+    return TaskView("t1", "1234", status, "billing", expert, label, "2026-01-01T00:00:00Z")
+
+
+def resp(status: int) -> Response:
+    return Response(Headers(), b"", status, "x")
+
+
+def started(mode: str) -> CallFlow:
+    flow = CallFlow(mode=mode, ring_timeout=20.0)  # type: ignore[arg-type]
+    assert flow.handle(Invite()) == [Respond(100), CreateTask()]
+    commands = flow.handle(TaskCreated(view("queued")))
+    assert commands == [
+        Respond(182),
+        StartCallTimer("refresh", calls.QUEUED_REFRESH),
+        WaitTask("t1", "queued"),
+    ]
+    return flow
+
+
+def test_redirect_answers_302_with_the_label_and_ends_the_task() -> None:
+    flow = started("redirect")
+    assert flow.handle(TaskChanged(None)) == [WaitTask("t1", "queued")]  # wait slice elapsed
+    commands = flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    assert Respond(302, contact=PHONE) in commands
+    assert ReportEvent("t1", "ended") in commands
+    assert commands[-1] == Finished("redirected") and flow.state == "done"
+
+
+def test_already_assigned_at_creation_is_redirected_at_once() -> None:
+    flow = CallFlow(mode="redirect")
+    flow.handle(Invite())
+    commands = flow.handle(TaskCreated(view("assigned", PHONE, "bob")))
+    assert commands[0] == Respond(302, contact=PHONE)
+
+
+def test_overflow_to_fallback_label_and_reject() -> None:
+    flow = started("redirect")
+    commands = flow.handle(TaskChanged(view("overflowed", "sip:agents@cc.example.test")))
+    assert Respond(302, contact="sip:agents@cc.example.test") in commands
+    assert flow.outcome == "overflowed"
+    flow = started("proxy")
+    assert Respond(480) in flow.handle(TaskChanged(view("rejected")))
+    assert flow.outcome == "rejected"
+
+
+def test_unknown_entry_point_is_404() -> None:
+    flow = CallFlow(mode="redirect")
+    flow.handle(Invite())
+    commands = flow.handle(CreateFailed(404, "Not Found"))
+    assert commands == [Respond(404, "Not Found"), Finished("refused-404")]
+
+
+def test_caller_cancel_while_queued_abandons() -> None:
+    flow = started("redirect")
+    commands = flow.handle(CallerCancel())
+    assert Respond(487) in commands and ReportEvent("t1", "abandoned") in commands
+    # A late task change is ignored.
+    assert flow.handle(TaskChanged(view("assigned", PHONE))) == []
+
+
+def test_caller_cancel_before_the_task_exists() -> None:
+    flow = CallFlow(mode="redirect")
+    flow.handle(Invite())
+    assert flow.handle(CallerCancel()) == [Respond(487)]
+    commands = flow.handle(TaskCreated(view("queued")))
+    assert commands == [ReportEvent("t1", "abandoned"), Finished("abandoned")]
+
+
+def test_proxy_answer_then_bye_completes() -> None:
+    flow = started("proxy")
+    commands = flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    assert ForwardInvite(1, PHONE) in commands and StartCallTimer("ring", 20.0) in commands
+    ringing = resp(180)
+    assert flow.handle(BranchResponse(1, resp(100))) == []
+    assert flow.handle(BranchResponse(1, ringing)) == [RelayResponse(ringing)]
+    ok = resp(200)
+    commands = flow.handle(BranchResponse(1, ok))
+    assert RelayResponse(ok) in commands and ReportEvent("t1", "connected") in commands
+    assert flow.handle(BranchResponse(1, ok)) == [RelayResponse(ok)]  # 2xx retransmission
+    commands = flow.handle(Bye(from_caller=False))
+    assert ReportEvent("t1", "ended") in commands and flow.outcome == "completed"
+
+
+def test_ring_timeout_cancels_the_branch_and_requeues_19() -> None:
+    flow = started("proxy")
+    flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    commands = flow.handle(TimerFired("ring"))
+    assert CancelBranch(1) in commands and ReportDeliveryFailed("t1", 19) in commands
+    assert not any(isinstance(c, Respond) for c in commands)  # the caller keeps ringing
+    # The runtime answers with the requeued task, then a new expert accepts.
+    assert flow.handle(TaskChanged(view("queued"))) == [WaitTask("t1", "queued")]
+    commands = flow.handle(TaskChanged(view("assigned", "sip:1002@127.0.0.1:5072", "bob")))
+    assert ForwardInvite(2, "sip:1002@127.0.0.1:5072") in commands
+    # The old branch answers late: it is hung up, the call goes on with branch 2.
+    late = resp(200)
+    assert flow.handle(BranchResponse(1, late)) == [HangUpBranch(1, late)]
+    assert flow.state == "ringing" and flow.branch == 2
+
+
+def test_busy_requeues_8_and_other_failures_19() -> None:
+    flow = started("proxy")
+    flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    commands = flow.handle(BranchResponse(1, resp(486)))
+    assert ReportDeliveryFailed("t1", 8) in commands and CancelBranch(1) not in commands
+    flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    assert ReportDeliveryFailed("t1", 19) in flow.handle(BranchFailed(2))
+
+
+def test_caller_cancel_while_ringing_cancels_the_branch() -> None:
+    flow = started("proxy")
+    flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    commands = flow.handle(CallerCancel())
+    assert CancelBranch(1) in commands and Respond(487) in commands
+    assert ReportEvent("t1", "abandoned") in commands
+    late = resp(200)
+    assert flow.handle(BranchResponse(1, late)) == [HangUpBranch(1, late)]
+
+
+def test_proxy_with_a_non_sip_label_falls_back_to_redirect() -> None:
+    flow = started("proxy")
+    commands = flow.handle(TaskChanged(view("assigned", "+15551234567", "alice")))
+    assert Respond(302, contact="+15551234567") in commands
+
+
+def test_every_table_row_has_a_handler() -> None:
+    for (state, _), handler in calls.TABLE.items():
+        assert state in calls.STATES
+        assert hasattr(CallFlow, f"_{handler}")

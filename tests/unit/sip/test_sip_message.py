@@ -1,0 +1,256 @@
+"""SIP message parsing and serialization: examples from RFC 3261/4475 shapes, properties, fuzz."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from expertline.sip.message import (
+    Headers,
+    ParseError,
+    Request,
+    Response,
+    StreamFramer,
+    canonical_name,
+    make_response,
+    parse_cseq,
+    parse_message,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    split_list,
+)
+
+INVITE = (
+    b"INVITE sip:+18005550100@127.0.0.1:5060 SIP/2.0\r\n"
+    b"v: SIP/2.0/UDP 10.0.0.1:5061;branch=z9hG4bK776asdhds;rport\r\n"
+    b"Via: SIP/2.0/TCP proxy.example.test;branch=z9hG4bK1, SIP/2.0/UDP [2001:db8::9]:5070;branch=z9hG4bK2\r\n"
+    b"Max-Forwards: 70\r\n"
+    b't: "Billing, Spanish" <sip:+18005550100@example.test>\r\n'
+    b"f: Caller <sip:+15551234567@example.test>;tag=1928301774\r\n"
+    b"i: a84b4c76e66710@pc33.example.test\r\n"
+    b"CSeq: 314159 INVITE\r\n"
+    b"m: <sip:caller@10.0.0.1:5061>\r\n"
+    b"X-Expertline-Account: 12345678\r\n"
+    b"Subject: multi\r\n"
+    b"  line folded\r\n"
+    b"c: application/sdp\r\n"
+    b"l: 4\r\n"
+    b"\r\n"
+    b"v=0\r\nEXTRA"
+)
+
+
+def test_parses_compact_forms_multi_values_and_folding() -> None:
+    msg = parse_message(INVITE)
+    assert isinstance(msg, Request)
+    assert msg.method == "INVITE"
+    assert msg.uri == "sip:+18005550100@127.0.0.1:5060"
+    assert msg.call_id == "a84b4c76e66710@pc33.example.test"
+    assert msg.cseq.seq == 314159 and msg.cseq.method == "INVITE"
+    vias = msg.headers.get_all("via")
+    assert len(vias) == 3
+    assert parse_via(vias[2]).host == "2001:db8::9" and parse_via(vias[2]).port == 5070
+    assert msg.top_via.branch == "z9hG4bK776asdhds"
+    assert msg.top_via.params["rport"] is None
+    assert msg.to.display == '"Billing, Spanish"'
+    assert msg.from_.tag == "1928301774"
+    assert msg.headers.get("Subject") == "multi line folded"
+    assert msg.headers.get("Content-Type") == "application/sdp"
+    # Content-Length cuts the datagram's body.
+    assert msg.body == b"v=0\r"
+
+
+def test_serialization_uses_long_names_and_recomputes_length() -> None:
+    msg = parse_message(INVITE)
+    data = msg.to_bytes()
+    assert b"\r\nCall-ID: a84b4c76e66710@pc33.example.test\r\n" in data
+    assert b"\r\nContent-Length: 4\r\n\r\nv=0\r" in data
+    assert parse_message(data) == msg
+
+
+def test_response_start_line_and_status() -> None:
+    raw = (
+        b"SIP/2.0 182 Queued\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@h>;tag=1\r\n"
+        b"To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(raw)
+    assert isinstance(msg, Response)
+    assert (msg.status, msg.reason) == (182, "Queued")
+
+
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        (b"", "no end of headers"),
+        (b"INVITE sip:a@b SIP/2.0\r\n", "no end of headers"),
+        (b"INVITE sip:a@b\r\n\r\n", "bad request line"),
+        (b"INV(ITE sip:a@b SIP/2.0\r\n\r\n", "bad method"),
+        (b"SIP/2.0 1000 Huge\r\n\r\n", "bad status code"),
+        (b"SIP/3.0 200 OK\r\n\r\n", "unsupported version"),
+        (b"OPTIONS sip:a@b SIP/2.0\r\nBad Header\r\n\r\n", "bad header line"),
+        (b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n", "bad Content-Length"),
+        (b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nabc", "shorter"),
+        (b"OPTIONS sip:a@b SIP/2.0\r\nX: \xff\r\n\r\n", "UTF-8"),
+        (b" continuation\r\n\r\n", "bad request line"),
+    ],
+)
+def test_malformed_input_is_a_parse_error(raw: bytes, problem: str) -> None:
+    with pytest.raises(ParseError, match=problem):
+        parse_message(raw)
+
+
+def test_uris() -> None:
+    uri = parse_uri("sip:alice:secret@Example.TEST:5070;transport=TCP;lr?subject=x")
+    assert (uri.user, uri.password, uri.host, uri.port) == ("alice", "secret", "example.test", 5070)
+    assert uri.params == {"transport": "TCP", "lr": None}
+    assert uri.transport == "tcp"
+    assert uri.headers == "subject=x"
+    assert str(parse_uri("sip:[::1]:5060")) == "sip:[::1]:5060"
+    tel = parse_uri("tel:+15551234567;phone-context=example.test")
+    assert not tel.is_sip and tel.opaque == "+15551234567;phone-context=example.test"
+    for bad in ("", "sip", "sip:", "sip:a@", "sip:a@h:99999", "sip:a b@h", "1sip:x"):
+        with pytest.raises(ParseError):
+            parse_uri(bad)
+
+
+def test_name_addr_forms() -> None:
+    a = parse_name_addr('"A, B" <sip:a@h;transport=udp>;tag=9')
+    assert a.display == '"A, B"' and a.uri.params == {"transport": "udp"} and a.tag == "9"
+    b = parse_name_addr("sip:a@h;tag=9")  # addr-spec: the parameter belongs to the header
+    assert b.uri.params == {} and b.tag == "9"
+    with pytest.raises(ParseError):
+        parse_name_addr("<sip:a@h")
+    with pytest.raises(ParseError):
+        parse_name_addr("<sip:a@h> junk")
+
+
+def test_split_list_respects_quotes_and_brackets() -> None:
+    assert split_list('"a,b" <sip:x@h;p=1,2>, <sip:y@h> ,') == [
+        '"a,b" <sip:x@h;p=1,2>',
+        "<sip:y@h>",
+    ]
+
+
+def test_cseq_and_via_errors() -> None:
+    assert str(parse_cseq("1 INVITE")) == "1 INVITE"
+    for bad in ("x INVITE", "1", "99999999999 INVITE", "1 IN VITE"):
+        with pytest.raises(ParseError):
+            parse_cseq(bad)
+    for bad in ("SIP/2.0/UDP", "SIP/1.0/UDP h", "HTTP/2.0/UDP h", "SIP/2.0/UDP h:x"):
+        with pytest.raises(ParseError):
+            parse_via(bad)
+
+
+def test_headers_editing() -> None:
+    h = Headers([("Via", "a, b"), ("Route", "<sip:r1>"), ("Via", "c")])
+    assert h.pop_first("Via") == "a"
+    assert h.get_all("Via") == ["b", "c"]
+    h.add_first("Via", "z")
+    assert h.get_all("Via") == ["z", "b", "c"]
+    h.set("Via", "only")
+    assert h.get_all("Via") == ["only"] and h.get_all("Route") == ["<sip:r1>"]
+    assert canonical_name("CALL-ID") == "Call-ID" and canonical_name("x-foo-bar") == "X-Foo-Bar"
+
+
+def test_make_response_copies_dialog_headers_and_adds_tag() -> None:
+    req = parse_message(INVITE)
+    assert isinstance(req, Request)
+    resp = make_response(req, 302, to_tag="abc", extra=[("Contact", "<sip:1001@h>")])
+    assert resp.headers.get_all("Via") == req.headers.get_all("Via")
+    assert resp.to.tag == "abc"
+    assert resp.headers.get("Contact") == "<sip:1001@h>"
+    assert resp.reason == "Moved Temporarily"
+    trying = make_response(req, 100)
+    assert trying.to.tag is None
+
+
+def test_stream_framer_cuts_by_content_length() -> None:
+    msg = parse_message(INVITE).to_bytes()
+    framer = StreamFramer()
+    frames = []
+    stream = b"\r\n\r\n" + msg + msg
+    for i in range(0, len(stream), 7):
+        frames += framer.feed(stream[i : i + 7])
+    assert frames == [msg, msg]
+    with pytest.raises(ParseError):
+        StreamFramer().feed(b"OPTIONS sip:a SIP/2.0\r\nl: -1\r\n\r\n")
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+TOKEN = st.text(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+~",
+    min_size=1,
+    max_size=12,
+)
+VALUE = st.text(
+    st.characters(min_codepoint=32, max_codepoint=0x2FF, blacklist_characters="\x7f"),
+    max_size=40,
+).map(str.strip)
+HEADER_NAME = st.one_of(
+    st.sampled_from(
+        ["Via", "From", "To", "Call-ID", "CSeq", "Contact", "Subject", "X-Expertline-Tier"]
+    ),
+    TOKEN.map(lambda t: "X-" + t),
+)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> Request | Response:
+    from expertline.sip.message import canonical_name as canon
+
+    headers = Headers(
+        (canon(n), v)
+        for n, v in draw(st.lists(st.tuples(HEADER_NAME, VALUE), max_size=12))
+        if canon(n) != "Content-Length"
+    )
+    body = draw(st.binary(max_size=200))
+    if draw(st.booleans()):
+        method = draw(TOKEN)
+        user = draw(TOKEN)
+        return Request(headers, body, method, f"sip:{user}@example.test")
+    status = draw(st.integers(100, 699))
+    reason = draw(VALUE)
+    return Response(headers, body, status, reason)
+
+
+@given(messages())
+def test_round_trip(message: Request | Response) -> None:
+    data = message.to_bytes()
+    assert parse_message(data) == message
+    assert parse_message(data, stream=True) == message
+    assert StreamFramer().feed(data) == [data]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=600))
+def test_arbitrary_bytes_give_a_message_or_a_parse_error(data: bytes) -> None:
+    with contextlib.suppress(ParseError):
+        parse_message(data)
+    with contextlib.suppress(ParseError):
+        StreamFramer().feed(data)
+
+
+@settings(max_examples=300)
+@given(messages(), st.data())
+def test_mutated_messages_never_crash_the_parser(
+    message: Request | Response, data: st.DataObject
+) -> None:
+    raw = bytearray(message.to_bytes())
+    for _ in range(data.draw(st.integers(1, 8))):
+        pos = data.draw(st.integers(0, max(0, len(raw) - 1)))
+        raw[pos : pos + 1] = data.draw(st.binary(min_size=0, max_size=3))
+    try:
+        parsed = parse_message(bytes(raw))
+    except ParseError:
+        return
+    # Whatever parsed must serialize and parse again to the same message.
+    assert parse_message(parsed.to_bytes()) == parsed
+    for text in [v for _, v in parsed.headers]:
+        for parser in (parse_uri, parse_name_addr, parse_via, parse_cseq):
+            with contextlib.suppress(ParseError):
+                parser(text)
