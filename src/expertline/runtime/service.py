@@ -1,0 +1,1175 @@
+"""The durable runtime around the routing core: one writer, group commit, effects after commit.
+
+Everything that can change routing state (HTTP calls, IM answers, SIP, timers, configuration
+changes) becomes an *operation* on one queue. A single asyncio task, the writer, owns the
+routing core (no locks on core state): it takes every queued operation (up to a bound), lets
+the core handle their events, and writes the resulting transitions in ONE database transaction:
+feed rows, the current state of every task/offer/expert the core marked dirty, RCD/TCD rows,
+the outbox of expert-channel effects and the webhook deliveries. Only after that commit are
+the effects performed (IM texts through channels, long-poll waiters woken, webhooks posted)
+and the callers answered. Under load many operations share one commit, which is what makes
+durable routing fast on SQLite with ``synchronous=FULL``.
+
+Reads (``task``, ``open_offers``, queue/expert state) serve the *committed* view: a caller never
+sees a state that a crash could take back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+
+from expertline.errors import Conflict, InvalidInput, NotFound, Problem
+from expertline.records.feed import EXPERT_STATE, TASK_RECORD
+from expertline.routing import commands as cmd
+from expertline.routing import events as ev
+from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
+from expertline.runtime import store
+from expertline.runtime.core_adapter import CoreAdapter, TaskState
+from expertline.runtime.ports import (
+    AnswerResult,
+    ExpertChannel,
+    OfferView,
+    TaskEventType,
+    TaskRequest,
+    TaskView,
+)
+from expertline.runtime.timers import TimerHeap
+from expertline.runtime.webhooks import WebhookSender
+
+log = logging.getLogger("expertline.runtime")
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+ACTIVE_STATUSES = frozenset({"queued", "offered", "assigned", "connected"})
+WAITING_STATUSES = frozenset({"queued", "offered"})
+MAX_BATCH = 2000  # operations per transaction
+MAX_WAIT = 60.0  # longest long-poll
+RECENT_ENDED = 20_000  # ended tasks kept in memory for reads; older ones come from the database
+
+
+class ServiceStopped(Exception):
+    """The runtime is not running (not started, stopping, or standby)."""
+
+
+@dataclass
+class _Operation:
+    """Work for the writer: ``apply`` runs on the writer with the core; its value is returned
+    to the caller once the transaction holding its effects has committed."""
+
+    apply: Callable[[], Any]
+    future: asyncio.Future[Any] | None
+
+
+@dataclass
+class _Effect:
+    """A channel effect to perform after commit; ``outbox_id`` is its durable row, if any."""
+
+    channel: ExpertChannel
+    kind: str  # offer | withdrawn | accepted | notice
+    payload: dict[str, Any]
+    outbox_id: int | None
+
+
+@dataclass
+class _Pending:
+    """What the current batch produced, beyond the rows: post-commit work."""
+
+    batch: store.Batch = field(default_factory=store.Batch)
+    effects: list[_Effect] = field(default_factory=list)
+    changed_tasks: set[str] = field(default_factory=set)
+    webhooks: bool = False
+
+
+class RuntimeService:
+    """Implements ``TaskPort`` and ``RoutingPort`` over the routing core with durable state."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        node: str = "local",
+        clock: Clock = time.time,
+        config_loader: Callable[[Engine], tuple[RoutingConfig, Any]] | None = None,
+        version_probe: Callable[[Engine], int] | None = None,
+        config_poll: float = 1.0,
+        webhook_options: dict[str, Any] | None = None,
+        lost_on_recovery: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.node = node
+        self.clock = clock
+        self._config_loader = config_loader or _default_config_loader
+        self._version_probe = version_probe or _default_version_probe
+        self._config_poll = config_poll
+        self._lost_on_recovery = lost_on_recovery or lost_after_restart
+        self._queue: asyncio.Queue[_Operation] = asyncio.Queue()
+        self._core: CoreAdapter | None = None
+        self._doc: Any = None
+        self._config: RoutingConfig = _empty_config()
+        self._seq = store.Sequences()
+        self._timers = TimerHeap()
+        self._timer_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._channels: list[ExpertChannel] = []
+        self._effects: asyncio.Queue[_Effect | None] = asyncio.Queue()
+        self._outbox_done: list[int] = []
+        self._pending = _Pending()
+        # committed views
+        self._views: dict[str, TaskView] = {}
+        self._task_meta: dict[str, dict[str, Any]] = {}
+        self._ended: OrderedDict[str, TaskView] = OrderedDict()
+        self._by_external: dict[str, str] = {}
+        self._open_offers: dict[str, dict[str, OfferView]] = {}
+        self._offer_index: dict[str, OfferView] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._feed_cond = asyncio.Condition()
+        self.last_feed_id = 0
+        self.commits = 0
+        self.webhooks = WebhookSender(engine, **(webhook_options or {}))
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> RoutingConfig:
+        return self._config
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def register_channel(self, channel: ExpertChannel) -> None:
+        """Add an expert channel (XMPP, ...). Offers to experts it reaches go through it too."""
+        if channel not in self._channels:
+            self._channels.append(channel)
+            log.info("expert channel registered name=%s", channel.name)
+
+    def unregister_channel(self, channel: ExpertChannel) -> None:
+        if channel in self._channels:
+            self._channels.remove(channel)
+            log.info("expert channel unregistered name=%s", channel.name)
+
+    async def async_start(self) -> None:
+        """Load configuration and every task in flight, then start taking operations."""
+        self._config, self._doc = await asyncio.to_thread(self._config_loader, self.engine)
+        self._seq = await asyncio.to_thread(store.load_sequences, self.engine)
+        state = await asyncio.to_thread(store.load_state, self.engine)
+        await self._recover(state)
+        self._running = True
+        self._tasks = [
+            asyncio.create_task(self._writer(), name="runtime-writer"),
+            asyncio.create_task(self._timer_loop(), name="runtime-timers"),
+            asyncio.create_task(self._effect_loop(), name="runtime-effects"),
+            asyncio.create_task(self._config_loop(), name="runtime-config"),
+        ]
+        await self.webhooks.async_start()
+        log.info(
+            "runtime started node=%s config_version=%d tasks_in_flight=%d experts=%d queues=%d",
+            self.node,
+            self._config.version,
+            len(self._views),
+            len(self._config.experts),
+            len(self._config.queues),
+        )
+
+    async def async_stop(self) -> None:
+        """Stop taking operations, finish the current batch, stop the workers."""
+        if not self._running:
+            return
+        self._running = False
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Operation(lambda: None, done))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(done, timeout=10)
+        await self._effects.put(None)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self.webhooks.async_stop()
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        log.info("runtime stopped node=%s commits=%d", self.node, self.commits)
+
+    # --- operations ------------------------------------------------------------------------
+
+    async def _submit(self, apply: Callable[[], T]) -> T:
+        if not self._running:
+            raise ServiceStopped("the routing runtime is not running on this node")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Operation(apply, fut))
+        return await fut
+
+    def _handle(self, event: ev.Event) -> list[cmd.Command]:
+        """Run one event through the core (on the writer) and turn its commands into rows."""
+        assert self._core is not None
+        now = self.clock()
+        commands = self._core.handle(event, now)
+        self._absorb(commands, now)
+        return commands
+
+    # TaskPort -------------------------------------------------------------------------------
+
+    async def async_create_task(self, request: TaskRequest) -> TaskView:
+        view, _ = await self.async_create_task_ex(request)
+        return view
+
+    async def async_create_task_ex(self, request: TaskRequest) -> tuple[TaskView, bool]:
+        """Create a task; returns (view, created). The same ``external_id`` gives the same task."""
+        problems = _validate_request(request)
+        if problems:
+            raise InvalidInput("invalid task request: " + "; ".join(map(str, problems)), problems)
+        if request.external_id:
+            existing = await self._existing_by_external(request.external_id)
+            if existing is not None:
+                return existing, False
+
+        task_id = uuid.uuid4().hex
+
+        def apply() -> tuple[str, bool]:
+            if request.external_id and request.external_id in self._by_external:
+                return self._by_external[request.external_id], False
+            queue_id = self._resolve_queue(request)
+            self._task_meta[task_id] = {
+                "origin": request.origin,
+                "callback_url": request.callback_url,
+                "external_id": request.external_id,
+            }
+            if request.external_id:
+                self._by_external[request.external_id] = task_id
+            self._handle(
+                ev.TaskCreated(
+                    task_id=task_id,
+                    queue_id=queue_id,
+                    channel=request.channel,
+                    priority=request.priority,
+                    caller=request.caller,
+                    dialed_number=request.entry_point,
+                    external_id=request.external_id,
+                    attributes=dict(request.attributes),
+                )
+            )
+            return task_id, True
+
+        tid, created = await self._submit(apply)
+        view = self.task(tid)
+        if view is None:  # pragma: no cover - the commit above made it visible
+            raise NotFound(f"task {tid} vanished")
+        return view, created
+
+    async def _existing_by_external(self, external_id: str) -> TaskView | None:
+        tid = self._by_external.get(external_id)
+        if tid is not None:
+            return self.task(tid)
+        row = await asyncio.to_thread(store.task_by_external_id, self.engine, external_id)
+        return _view_from_row(row) if row else None
+
+    def _resolve_queue(self, request: TaskRequest) -> str:
+        if request.queue is not None:
+            if request.queue not in self._config.queues:
+                raise NotFound(f"unknown queue {request.queue!r}")
+            return request.queue
+        assert request.entry_point is not None
+        queue_id = self._config.entry_points.get(request.entry_point)
+        if queue_id is None:
+            raise NotFound(f"unknown entry point {request.entry_point!r}")
+        return queue_id
+
+    async def async_task_event(
+        self, task_id: str, type: TaskEventType, disposition: int | None = None
+    ) -> TaskView:
+        event_of: dict[str, Callable[[], ev.Event]] = {
+            "connected": lambda: ev.CallConnected(task_id),
+            "ended": lambda: ev.CallEnded(task_id),
+            "abandoned": lambda: ev.TaskAbandoned(task_id),
+            "failed": lambda: ev.TaskFailed(task_id, disposition),
+        }
+        if type not in event_of:
+            raise InvalidInput(
+                f"unknown event type {type!r}; expected connected, ended, abandoned or failed"
+            )
+        allowed = {
+            "connected": {"assigned"},
+            "ended": {"assigned", "connected"},
+            "abandoned": {"queued", "offered", "assigned"},
+            "failed": {"queued", "offered", "assigned", "connected"},
+        }[type]
+
+        def apply() -> None:
+            status = self._live_status(task_id)
+            if status is None:
+                ended = self.task(task_id)
+                if ended is None:
+                    raise NotFound(f"unknown task {task_id!r}")
+                raise Conflict(f"task {task_id} is {ended.status}; it has ended")
+            if status not in allowed:
+                raise Conflict(
+                    f"task {task_id} is {status}; {type!r} applies only when it is "
+                    + " or ".join(sorted(allowed))
+                )
+            self._handle(event_of[type]())
+
+        if self.task(task_id) is None:
+            row = await asyncio.to_thread(store.task_row, self.engine, task_id)
+            if row is None:
+                raise NotFound(f"unknown task {task_id!r}")
+            raise Conflict(f"task {task_id} is {row['status']}; it has ended")
+        await self._submit(apply)
+        view = self.task(task_id) or await self.async_task(task_id)
+        assert view is not None
+        return view
+
+    async def async_delivery_failed(self, task_id: str, disposition: int) -> TaskView:
+        if disposition not in (8, 19):
+            raise InvalidInput("disposition must be 19 (ring no answer) or 8 (busy)")
+
+        def apply() -> None:
+            status = self._live_status(task_id)
+            if status is None:
+                raise NotFound(f"unknown task {task_id!r}")
+            if status != "assigned":
+                raise Conflict(
+                    f"task {task_id} is {status}; a delivery can fail only when assigned"
+                )
+            self._handle(ev.DeliveryFailed(task_id, disposition))
+
+        await self._submit(apply)
+        view = self.task(task_id)
+        assert view is not None
+        return view
+
+    def task(self, task_id: str) -> TaskView | None:
+        """The committed view of a task in flight or recently ended (None: ask the database)."""
+        return self._views.get(task_id) or self._ended.get(task_id)
+
+    async def async_task(self, task_id: str) -> TaskView | None:
+        """Like ``task`` but also finds tasks ended long ago (database)."""
+        view = self.task(task_id)
+        if view is not None:
+            return view
+        row = await asyncio.to_thread(store.task_row, self.engine, task_id)
+        return _view_from_row(row) if row else None
+
+    async def async_wait_change(
+        self, task_id: str, seen_status: str, timeout: float
+    ) -> TaskView | None:
+        view = self.task(task_id)
+        if view is None or view.status != seen_status:
+            return view or await self.async_task(task_id)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(task_id, []).append(fut)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, timeout=max(0.0, min(timeout, MAX_WAIT)))
+        finally:
+            waiters = self._waiters.get(task_id)
+            if waiters is not None:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(fut)
+                if not waiters:
+                    self._waiters.pop(task_id, None)
+        return self.task(task_id) or await self.async_task(task_id)
+
+    def queue(self, queue_id: str) -> QueueSpec | None:
+        return self._config.queues.get(queue_id)
+
+    def _live_status(self, task_id: str) -> str | None:
+        """The core's current status of a task in flight (writer only)."""
+        assert self._core is not None
+        return self._core.task_status(task_id)
+
+    # RoutingPort -----------------------------------------------------------------------------
+
+    async def async_set_presence(
+        self, expert_id: str, status: Presence, source: str = "rest"
+    ) -> None:
+        if status not in ("available", "away", "dnd", "offline"):
+            raise InvalidInput(
+                f"unknown presence {status!r}; expected available, away, dnd or offline"
+            )
+        if expert_id not in self._config.experts:
+            raise NotFound(f"unknown expert {expert_id!r}")
+
+        def apply() -> None:
+            if expert_id not in self._config.experts:
+                raise NotFound(f"unknown expert {expert_id!r}")
+            self._handle(ev.PresenceChanged(expert_id, status, source))
+
+        await self._submit(apply)
+
+    async def async_accept(self, offer_id: str, phone: str | None = None) -> AnswerResult:
+        return await self._answer(offer_id, ev.OfferAccepted(offer_id, phone))
+
+    async def async_decline(self, offer_id: str) -> AnswerResult:
+        return await self._answer(offer_id, ev.OfferDeclined(offer_id))
+
+    async def _answer(self, offer_id: str, event: ev.Event) -> AnswerResult:
+        def apply() -> str | None:
+            commands = self._handle(event)
+            for c in commands:
+                if isinstance(c, cmd.AnswerRefused) and c.offer_id == offer_id:
+                    return c.reason
+            return None
+
+        reason = await self._submit(apply)
+        offer = self._offer_index.get(offer_id) or self._offer_from_core(offer_id)
+        return AnswerResult(ok=reason is None, offer=offer, reason=reason)
+
+    def open_offers(self, expert_id: str) -> list[OfferView]:
+        offers = self._open_offers.get(expert_id, {})
+        return sorted(offers.values(), key=lambda o: (o.created_at, o.id))
+
+    def offer(self, offer_id: str) -> OfferView | None:
+        return self._offer_index.get(offer_id) or self._offer_from_core(offer_id)
+
+    def expert(self, expert_id: str) -> ExpertSpec | None:
+        return self._config.experts.get(expert_id)
+
+    def expert_by_im(self, address: str) -> ExpertSpec | None:
+        bare = address.split("/", 1)[0].lower()
+        for spec in self._config.experts.values():
+            if spec.im and spec.im.lower() == bare:
+                return spec
+        return None
+
+    # live state ------------------------------------------------------------------------------
+
+    def expert_state(self, expert_id: str) -> dict[str, Any] | None:
+        spec = self._config.experts.get(expert_id)
+        if spec is None or self._core is None:
+            return None
+        state = self._core.expert(expert_id)
+        open_offers = [o.id for o in self.open_offers(expert_id)]
+        return {
+            "id": expert_id,
+            "name": spec.name,
+            "presence": state.presence if state else "offline",
+            "state": state.state if state else "offline",
+            "active_tasks": list(state.tasks) if state else [],
+            "max_tasks": spec.max_tasks,
+            "open_offers": open_offers,
+            "wrap_up_until": store.iso(state.wrap_up_until) if state else None,
+            "enabled": spec.enabled,
+        }
+
+    def queue_state(self, queue_id: str) -> dict[str, Any] | None:
+        spec = self._config.queues.get(queue_id)
+        if spec is None or self._core is None:
+            return None
+        now = self.clock()
+        waiting = [
+            v for v in self._views.values() if v.queue == queue_id and v.status in WAITING_STATUSES
+        ]
+        oldest = min((v.extra.get("_created_ts", now) for v in waiting), default=None)
+        members = self._config.matches.get(queue_id, (frozenset(),))
+        eligible = sorted(set().union(*members)) if members else []
+        available = [e for e in eligible if self._core.is_available(e)]
+        return {
+            "id": queue_id,
+            "name": spec.name,
+            "waiting": len(waiting),
+            "waiting_tasks": [v.id for v in sorted(waiting, key=lambda v: v.created_at)][:100],
+            "longest_wait": round(now - oldest, 3) if oldest is not None else 0.0,
+            "eligible_experts": len(eligible),
+            "available_experts": len(available),
+            "available": available[:100],
+        }
+
+    async def async_wait_feed(self, after: int, timeout: float) -> int:
+        """Wait until the feed has rows after ``after`` (or timeout); returns the last id."""
+        if self.last_feed_id > after:
+            return self.last_feed_id
+        async with self._feed_cond:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._feed_cond.wait_for(lambda: self.last_feed_id > after), timeout
+                )
+        return self.last_feed_id
+
+    # --- the writer ------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            first = await self._queue.get()
+            ops = [first]
+            while len(ops) < MAX_BATCH and not self._queue.empty():
+                ops.append(self._queue.get_nowait())
+            results: list[tuple[_Operation, bool, Any]] = []
+            for op in ops:
+                try:
+                    results.append((op, True, op.apply()))
+                except Exception as exc:  # typed failures go back to their caller
+                    if not isinstance(exc, InvalidInput | NotFound | Conflict):
+                        log.exception("operation failed error=%r", exc)
+                    results.append((op, False, exc))
+            pending = self._collect()
+            if not pending.batch.empty():
+                await self._commit(pending.batch)
+            self._after_commit(pending)
+            for op, ok, value in results:
+                if op.future is None or op.future.done():
+                    continue
+                if ok:
+                    op.future.set_result(value)
+                else:
+                    op.future.set_exception(value)
+
+    async def _commit(self, batch: store.Batch) -> None:
+        """Commit one batch; on database trouble retry with capped backoff until it lands."""
+        delay = 0.05
+        while True:
+            try:
+                started = time.perf_counter()
+                await asyncio.to_thread(store.write_batch, self.engine, batch)
+                self.commits += 1
+                elapsed = time.perf_counter() - started
+                if elapsed > 1.0:
+                    log.warning("slow commit seconds=%.3f rows=%d", elapsed, batch.rows())
+                return
+            except Exception as exc:
+                log.error(
+                    "commit failed rows=%d error=%r; retrying in %.2fs (state is kept in memory)",
+                    batch.rows(),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _collect(self) -> _Pending:
+        """Close the current batch: add the state of everything the core marked dirty."""
+        assert self._core is not None
+        pending = self._pending
+        self._pending = _Pending()
+        batch = pending.batch
+        now = self.clock()
+        at = store.utc(now)
+        dirty = self._core.drain_dirty()
+        for tid in dirty.tasks:
+            t = self._core.task(tid)
+            if t is None:
+                continue
+            meta = self._task_meta.get(tid, {})
+            batch.tasks[tid] = {
+                "task_id": tid,
+                "code": t.code,
+                "external_id": t.external_id,
+                "status": t.status,
+                "active": t.status in ACTIVE_STATUSES,
+                "queue_id": t.queue_id,
+                "expert_id": t.expert_id,
+                "label": t.label,
+                "origin": meta.get("origin", "http"),
+                "callback_url": meta.get("callback_url"),
+                "created_at": store.utc(t.created_at),
+                "updated_at": at,
+                "state": {**t.export, "_meta": meta},
+            }
+            pending.changed_tasks.add(tid)
+            url = meta.get("callback_url")
+            old = self._views.get(tid) or self._ended.get(tid)
+            if url and (old is None or old.status != t.status or old.label != t.label):
+                batch.webhooks.append(
+                    {
+                        "id": self._seq.take("webhook"),
+                        "task_id": tid,
+                        "url": url,
+                        "body": {
+                            "event": "task.status",
+                            "task": _view_json(self._view_of(t)),
+                            "at": store.iso(now),
+                        },
+                        "created_at": at,
+                        "attempts": 0,
+                        "next_attempt_at": at,
+                        "delivered_at": None,
+                        "failed_at": None,
+                        "last_error": None,
+                    }
+                )
+                pending.webhooks = True
+        for oid in dirty.offers:
+            o = self._core.offer(oid)
+            if o is None:
+                continue
+            batch.offers[oid] = {
+                "offer_id": oid,
+                "task_id": o.task_id,
+                "expert_id": o.expert_id,
+                "status": o.status,
+                "updated_at": at,
+                "state": o.export,
+            }
+        for eid in dirty.experts:
+            export = self._core.export_expert(eid)
+            if export is None:
+                continue
+            batch.experts[eid] = {"expert_id": eid, "updated_at": at, "state": export}
+        if dirty.meta:
+            batch.meta["core"] = self._core.export_meta()
+        if self._outbox_done:
+            batch.outbox_done, self._outbox_done = self._outbox_done, []
+        return pending
+
+    def _absorb(self, commands: list[cmd.Command], now: float) -> None:
+        """Turn the core's commands into rows of the current batch and post-commit effects."""
+        pending = self._pending
+        batch = pending.batch
+        at = store.utc(now)
+        for c in commands:
+            if isinstance(c, cmd.Emit):
+                data = dict(c.data)
+                if c.type == TASK_RECORD:
+                    data.setdefault("node", self.node)
+                    data.setdefault("config_version", self._config.version)
+                elif c.type == EXPERT_STATE:
+                    data.setdefault("config_version", self._config.version)
+                batch.feed.append(
+                    {
+                        "id": self._seq.take("feed"),
+                        "type": c.type,
+                        "task_id": data.get("task_id"),
+                        "expert_id": data.get("expert_id"),
+                        "data": data,
+                        "created_at": at,
+                    }
+                )
+            elif isinstance(c, cmd.WriteRecord):
+                self._record(c, now)
+            elif isinstance(c, cmd.SetTimer):
+                self._timers.set(c.key, c.at)
+                self._timer_wake.set()
+            elif isinstance(c, cmd.CancelTimer):
+                self._timers.cancel(c.key)
+            elif isinstance(
+                c, cmd.SendOffer | cmd.WithdrawOffer | cmd.ConfirmAccepted | cmd.NotifyExpert
+            ):
+                self._channel_effect(c, at)
+            # ReturnLabel: the label is part of the task's state (view, webhook, RCD record);
+            # AnswerRefused: returned to whoever answered.
+
+    def _record(self, c: cmd.WriteRecord, now: float) -> None:
+        data = dict(c.data)
+        batch = self._pending.batch
+        if c.kind == "attempt":
+            batch.feed.append(
+                {
+                    "id": self._seq.take("feed"),
+                    "type": "task.attempt",
+                    "task_id": data.get("task_id"),
+                    "expert_id": data.get("expert_id"),
+                    "data": _jsonable(data),
+                    "created_at": store.utc(now),
+                }
+            )
+            return
+        when = data.get("at") or data.get("ended_at") or now
+        row: dict[str, Any] = {
+            "recovery_key": self._seq.take(c.kind),
+            "datetime": store.utc(float(when)) if isinstance(when, int | float) else store.utc(now),
+            "task_id": data["task_id"],
+            "peripheral_call_key": data.get("peripheral_call_key"),
+            "router_call_key": data.get("router_call_key"),
+            "dialed_number": data.get("dialed_number"),
+            "ani": data.get("ani"),
+            "expert_id": data.get("expert_id"),
+            "queue_id": data.get("queue_id"),
+            "node": self.node,
+            "data": _jsonable(data),
+        }
+        if c.kind == "rcd":
+            row["label"] = data.get("label")
+            batch.rcd.append(row)
+        else:
+            row["call_disposition"] = int(data["call_disposition"])
+            meta = self._task_meta.setdefault(row["task_id"], {})
+            meta["call_disposition"] = row["call_disposition"]
+            for name in ("duration", "delay_time", "ring_time", "talk_time", "work_time"):
+                row[name] = float(data.get(name) or 0.0)
+            batch.tcd.append(row)
+
+    def _channel_effect(self, c: cmd.Command, at: datetime) -> None:
+        expert_id = getattr(c, "expert_id", None)
+        spec = self._config.experts.get(expert_id) if expert_id else None
+        if spec is None or not self._channels:
+            return
+        kind, payload = _effect_payload(c)
+        for channel in self._channels:
+            try:
+                reaches = channel.reaches(spec)
+            except Exception:  # a broken channel must not stop routing
+                log.exception("channel reaches() failed channel=%s", channel.name)
+                continue
+            if not reaches:
+                continue
+            outbox_id = self._seq.take("outbox")
+            self._pending.batch.outbox.append(
+                {
+                    "id": outbox_id,
+                    "channel": channel.name,
+                    "kind": kind,
+                    "expert_id": spec.id,
+                    "payload": payload,
+                    "created_at": at,
+                }
+            )
+            self._pending.effects.append(_Effect(channel, kind, payload, outbox_id))
+
+    def _after_commit(self, pending: _Pending) -> None:
+        """The batch is durable: publish views, wake waiters, perform effects."""
+        assert self._core is not None
+        for tid in pending.changed_tasks:
+            t = self._core.task(tid)
+            if t is None:
+                continue
+            view = self._view_of(t)
+            old = self._views.get(tid)
+            if t.status in ACTIVE_STATUSES:
+                self._views[tid] = view
+            else:
+                self._views.pop(tid, None)
+                self._ended[tid] = view
+                self._ended.move_to_end(tid)
+                while len(self._ended) > RECENT_ENDED:
+                    gone, _ = self._ended.popitem(last=False)
+                    self._task_meta.pop(gone, None)
+                    ext = self._by_external.get(view.extra.get("external_id") or "")
+                    if ext == gone:
+                        self._by_external.pop(view.extra.get("external_id"), None)
+            if old is None or old.status != view.status:
+                for fut in self._waiters.pop(tid, []):
+                    if not fut.done():
+                        fut.set_result(None)
+        for oid in pending.batch.offers:
+            self._publish_offer(oid)
+        if pending.batch.feed:
+            self.last_feed_id = pending.batch.feed[-1]["id"]
+            asyncio.get_running_loop().create_task(self._notify_feed())
+        for effect in pending.effects:
+            self._effects.put_nowait(effect)
+        if pending.webhooks:
+            self.webhooks.poke()
+
+    async def _notify_feed(self) -> None:
+        async with self._feed_cond:
+            self._feed_cond.notify_all()
+
+    def _publish_offer(self, offer_id: str) -> None:
+        view = self._offer_from_core(offer_id)
+        if view is None:
+            return
+        self._offer_index[offer_id] = view
+        per_expert = self._open_offers.setdefault(view.expert_id, {})
+        if view.status == "open":
+            per_expert[offer_id] = view
+        else:
+            per_expert.pop(offer_id, None)
+            if not per_expert:
+                self._open_offers.pop(view.expert_id, None)
+            if len(self._offer_index) > 4 * RECENT_ENDED:
+                for stale in list(self._offer_index)[:RECENT_ENDED]:
+                    if self._offer_index[stale].status != "open":
+                        del self._offer_index[stale]
+
+    def _offer_from_core(self, offer_id: str) -> OfferView | None:
+        if self._core is None:
+            return None
+        o = self._core.offer(offer_id)
+        if o is None:
+            return None
+        t = self._core.task(o.task_id)
+        queue = self._config.queues.get(o.queue_id)
+        return OfferView(
+            id=o.id,
+            task_id=o.task_id,
+            code=o.code,
+            expert_id=o.expert_id,
+            status=o.status,
+            queue_id=o.queue_id,
+            queue_name=queue.name if queue else o.queue_id,
+            caller=t.caller if t else None,
+            created_at=o.created_at,
+            expires_at=o.expires_at,
+            task_created_at=t.created_at if t else o.created_at,
+            notice_only=o.notice_only,
+            shown_attributes=self._shown(o.queue_id, t.attributes if t else {}),
+        )
+
+    def _shown(self, queue_id: str, attributes: dict[str, Any]) -> dict[str, str]:
+        """Task attributes after the queue's ``show`` rules (unlisted attributes are hidden)."""
+        rules: dict[str, str] = {}
+        if self._doc is not None:
+            queue = getattr(self._doc, "queue_map", {}).get(queue_id)
+            rules = dict(getattr(queue, "show", {}) or {})
+        shown: dict[str, str] = {}
+        for name, value in attributes.items():
+            rule = rules.get(name, "hidden")
+            text = value if isinstance(value, str) else str(value)
+            if rule == "visible":
+                shown[name] = text
+            elif rule == "masked":
+                shown[name] = "*" * max(0, len(text) - 4) + text[-4:]
+        return shown
+
+    def _view_of(self, t: TaskState) -> TaskView:
+        meta = self._task_meta.get(t.id, {})
+        return TaskView(
+            id=t.id,
+            code=t.code,
+            status=t.status,
+            queue=t.queue_id,
+            expert=t.expert_id,
+            label=t.label,
+            created_at=store.iso(t.created_at) or "",
+            extra={
+                "channel": t.channel,
+                "caller": t.caller,
+                "priority": t.priority,
+                "external_id": t.external_id,
+                "dialed_number": t.dialed_number,
+                "call_disposition": meta.get("call_disposition"),
+                "ended_at": store.iso(t.ended_at),
+                "origin": meta.get("origin", "http"),
+                "callback_url": meta.get("callback_url"),
+                "_created_ts": t.created_at,
+            },
+        )
+
+    # --- timers, effects, configuration --------------------------------------------------------
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._timer_wake.clear()
+            now = self.clock()
+            due = self._timers.pop_due(now)
+            for key in due:
+                self._queue.put_nowait(
+                    _Operation(lambda key=key: self._handle(ev.TimerFired(key)), None)
+                )
+            nxt = self._timers.next_due()
+            wait = 1.0 if nxt is None else max(0.0, min(1.0, nxt - now))
+            if due and wait == 0.0:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), timeout=wait)
+
+    def poke_timers(self) -> None:
+        """Look at the timers now (tests that move a fake clock call this)."""
+        self._timer_wake.set()
+
+    async def _effect_loop(self) -> None:
+        while True:
+            effect = await self._effects.get()
+            if effect is None:
+                return
+            await self._perform(effect)
+
+    async def _perform(self, effect: _Effect) -> None:
+        delay = 0.2
+        for attempt in range(1, 4):
+            try:
+                await asyncio.wait_for(self._call_channel(effect), timeout=10.0)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "channel effect failed channel=%s kind=%s attempt=%d error=%r",
+                    effect.channel.name,
+                    effect.kind,
+                    attempt,
+                    exc,
+                )
+                if attempt == 3:
+                    log.error(
+                        "channel effect dropped channel=%s kind=%s expert=%s after 3 attempts",
+                        effect.channel.name,
+                        effect.kind,
+                        effect.payload.get("expert_id"),
+                    )
+                    break
+                await asyncio.sleep(delay)
+                delay *= 4
+        if effect.outbox_id is not None:
+            self._outbox_done.append(effect.outbox_id)
+
+    async def _call_channel(self, effect: _Effect) -> None:
+        p = effect.payload
+        if effect.kind == "notice":
+            spec = self._config.experts.get(p["expert_id"])
+            if spec is not None:
+                await effect.channel.async_notice(spec, p["message"])
+            return
+        offer = self.offer(p["offer_id"]) or _offer_from_payload(p)
+        if effect.kind == "offer":
+            await effect.channel.async_offer(offer)
+        elif effect.kind == "withdrawn":
+            await effect.channel.async_withdrawn(offer, p.get("reason", "ended"))
+        elif effect.kind == "accepted":
+            await effect.channel.async_accepted(offer)
+
+    async def _config_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config_poll)
+            try:
+                version = await asyncio.to_thread(self._version_probe, self.engine)
+                if version == self._config.version:
+                    continue
+                config, doc = await asyncio.to_thread(self._config_loader, self.engine)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("configuration reload failed error=%r; keeping the current one", exc)
+                continue
+            await self.async_apply_config(config, doc)
+
+    async def async_apply_config(self, config: RoutingConfig, doc: Any = None) -> None:
+        """Switch to a new configuration version (from the poller, or directly in tests)."""
+        previous = self._config.version
+
+        def apply() -> None:
+            self._config = config
+            self._doc = doc
+            self._handle(ev.ConfigChanged(config))
+
+        await self._submit(apply)
+        log.info(
+            "configuration applied version=%d previous=%d experts=%d queues=%d",
+            config.version,
+            previous,
+            len(config.experts),
+            len(config.queues),
+        )
+
+    # --- recovery --------------------------------------------------------------------------
+
+    async def _recover(self, state: store.StoredState) -> None:
+        """Rebuild the core from the database; end tasks whose outcome cannot be known."""
+        lost = frozenset(row["task_id"] for row in state.tasks if self._lost_on_recovery(row))
+        for row in state.tasks:
+            meta = (row.get("state") or {}).get("_meta") or {}
+            self._task_meta[row["task_id"]] = {
+                "origin": row.get("origin") or meta.get("origin", "http"),
+                "callback_url": row.get("callback_url"),
+                "external_id": row.get("external_id"),
+            }
+            if row.get("external_id"):
+                self._by_external[row["external_id"]] = row["task_id"]
+        now = self.clock()
+        self._core = CoreAdapter.restore(self._config, state, now)
+        # Re-arms every timer of the restored tasks and ends the lost ones (TCD 27).
+        self._handle(ev.Recovered(lost_tasks=lost))
+        # Undelivered channel effects of the previous run are performed again.
+        for row in state.outbox:
+            channel = next((c for c in self._channels if c.name == row["channel"]), None)
+            if channel is None:
+                self._outbox_done.append(row["id"])
+                continue
+            self._pending.effects.append(_Effect(channel, row["kind"], row["payload"], row["id"]))
+        pending = self._collect()
+        for tid in state.tasks:
+            pending.changed_tasks.add(tid["task_id"])
+        if not pending.batch.empty():
+            await self._commit(pending.batch)
+        self._after_commit(pending)
+        if state.tasks:
+            log.info(
+                "recovered tasks=%d offers=%d lost=%d (ended with TCD 27: %s)",
+                len(state.tasks),
+                len(state.offers),
+                len(lost),
+                "SIP calls whose legs lived in the previous process" if lost else "none",
+            )
+
+
+def lost_after_restart(row: dict[str, Any]) -> bool:
+    """Whether a task in flight cannot continue after the runtime restarted.
+
+    SIP-originated tasks: the caller's INVITE transaction (and in proxy mode both call legs)
+    lived in the previous process, so the new one can neither answer the caller nor see the
+    call end; their outcome is unknown (TCD 27). HTTP tasks continue: the routing client holds
+    the task id and keeps polling and reporting.
+    """
+    return row.get("origin") == "sip"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _validate_request(request: TaskRequest) -> list[Problem]:
+    problems: list[Problem] = []
+    if (request.entry_point is None) == (request.queue is None):
+        problems.append(Problem("", "give exactly one of entry_point or queue"))
+    if request.channel not in ("voice", "chat"):
+        problems.append(Problem("channel", "must be voice or chat"))
+    if request.priority is not None and not -1000 <= request.priority <= 1000:
+        problems.append(Problem("priority", "must be between -1000 and 1000"))
+    if request.external_id is not None and not 0 < len(request.external_id) <= 255:
+        problems.append(Problem("external_id", "must be 1 to 255 characters"))
+    if request.callback_url is not None and not request.callback_url.startswith(
+        ("http://", "https://")
+    ):
+        problems.append(Problem("callback_url", "must be an http:// or https:// URL"))
+    return problems
+
+
+def _effect_payload(c: cmd.Command) -> tuple[str, dict[str, Any]]:
+    if isinstance(c, cmd.SendOffer):
+        return "offer", {
+            "offer_id": c.offer_id,
+            "task_id": c.task_id,
+            "expert_id": c.expert_id,
+            "code": c.code,
+            "expires_at": c.expires_at,
+            "notice_only": c.notice_only,
+        }
+    if isinstance(c, cmd.WithdrawOffer):
+        return "withdrawn", {
+            "offer_id": c.offer_id,
+            "task_id": c.task_id,
+            "expert_id": c.expert_id,
+            "code": c.code,
+            "reason": c.reason,
+        }
+    if isinstance(c, cmd.ConfirmAccepted):
+        return "accepted", {
+            "offer_id": c.offer_id,
+            "task_id": c.task_id,
+            "expert_id": c.expert_id,
+            "code": c.code,
+        }
+    assert isinstance(c, cmd.NotifyExpert)
+    return "notice", {"expert_id": c.expert_id, "message": c.message}
+
+
+def _offer_from_payload(p: dict[str, Any]) -> OfferView:
+    """A minimal view when the core no longer knows the offer (effects resumed after restart)."""
+    return OfferView(
+        id=p["offer_id"],
+        task_id=p["task_id"],
+        code=p["code"],
+        expert_id=p["expert_id"],
+        status="withdrawn" if "reason" in p else "open",
+        queue_id="",
+        queue_name="",
+        caller=None,
+        created_at=0.0,
+        expires_at=p.get("expires_at"),
+        task_created_at=0.0,
+        notice_only=bool(p.get("notice_only")),
+    )
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, frozenset | set | tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def _view_json(view: TaskView) -> dict[str, Any]:
+    body = {
+        "id": view.id,
+        "code": view.code,
+        "status": view.status,
+        "queue": view.queue,
+        "expert": view.expert,
+        "label": view.label,
+        "created_at": view.created_at,
+    }
+    body.update({k: v for k, v in view.extra.items() if not k.startswith("_")})
+    return body
+
+
+def task_json(view: TaskView) -> dict[str, Any]:
+    """The API body of a task (also the webhook payload's ``task``)."""
+    return _view_json(view)
+
+
+def _view_from_row(row: dict[str, Any]) -> TaskView:
+    state = row.get("state") or {}
+    created = store.as_utc(row["created_at"])
+    return TaskView(
+        id=row["task_id"],
+        code=row["code"],
+        status=row["status"],
+        queue=row["queue_id"],
+        expert=row.get("expert_id"),
+        label=row.get("label"),
+        created_at=created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        extra={
+            "channel": state.get("channel"),
+            "caller": state.get("caller"),
+            "priority": state.get("priority"),
+            "external_id": row.get("external_id"),
+            "dialed_number": state.get("dialed_number"),
+            "call_disposition": (state.get("_meta") or {}).get("call_disposition"),
+            "ended_at": store.iso(state.get("ended_at")),
+            "origin": row.get("origin"),
+            "callback_url": row.get("callback_url"),
+        },
+    )
+
+
+def _empty_config() -> RoutingConfig:
+    return RoutingConfig(version=0, experts={}, queues={}, matches={})
+
+
+def _default_config_loader(engine: Engine) -> tuple[RoutingConfig, Any]:
+    """The stored configuration document and the core's view of it."""
+    try:
+        from expertline.config.store import load_document
+    except ImportError:  # configuration part not installed: run with an empty configuration
+        return _empty_config(), None
+    version, doc = load_document(engine)
+    if version == 0:
+        return _empty_config(), doc
+    from expertline.routing.build import build_routing_config
+
+    return build_routing_config(doc, int(version)), doc
+
+
+def _default_version_probe(engine: Engine) -> int:
+    try:
+        from expertline.config.store import current_version
+    except ImportError:
+        return 0
+    return int(current_version(engine))
+
+
+def create_runtime(ctx: Any) -> RuntimeService:
+    """The node's factory: a runtime on the node's database, named after the node."""
+    service = RuntimeService(ctx.engine, node=ctx.settings.node)
+    health = ctx.services.get("health")
+    if health is not None:
+        service_health = health
+
+        def _version() -> int:
+            return service.config.version
+
+        ctx.services.setdefault("config_version", _version)
+        service_health.report("runtime", True, "routing")
+    return service
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,51 @@
+"""A real RuntimeService on a real database, behind the real HTTP app (in-process ASGI)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from rt_harness import Harness, make_service, routing_config
+
+from expertline.security.tokens import create_token
+from expertline.settings import Settings
+from expertline.web.app import AppContext, create_app
+
+
+@pytest.fixture
+def service_options() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def h(engine: Engine, service_options: dict[str, Any]) -> AsyncIterator[Harness]:
+    service = make_service(engine, routing_config(), **service_options)
+    await service.async_start()
+    ctx = AppContext(Settings(node="test-node"), engine)
+    ctx.services["runtime"] = service
+    app = create_app(ctx)
+    headers = {
+        role: {"Authorization": f"Bearer {create_token(engine, role, role)}"}
+        for role in ("routing-client", "expert", "reporting")
+    }
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://expertline.test") as c:
+            yield Harness(
+                service,
+                c,
+                engine,
+                headers["routing-client"],
+                headers["expert"],
+                headers["reporting"],
+            )
+    finally:
+        await service.async_stop()

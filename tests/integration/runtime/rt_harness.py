@@ -1,0 +1,102 @@
+"""Helpers for runtime tests: a small routing configuration and an HTTP client harness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine
+
+from expertline.routing.model import ExpertSpec, OnMaxWait, QueueSpec, RoutingConfig
+from expertline.runtime.service import RuntimeService
+
+PHONES = {
+    "alice": "sip:1001@pbx.example.test",
+    "bob": "sip:1002@pbx.example.test",
+    "carol": "sip:1003@pbx.example.test",
+}
+
+
+def routing_config(version: int = 1, **queue_options: Any) -> RoutingConfig:
+    """Two queues: ``billing`` broadcasts to alice and bob; ``support`` offers to carol."""
+    experts = {
+        eid: ExpertSpec(id=eid, name=eid.title(), phone=phone, im=f"{eid}@example.test")
+        for eid, phone in PHONES.items()
+    }
+    billing = QueueSpec(
+        id="billing",
+        name="Billing",
+        offer_to=2,
+        offer_timeout=20.0,
+        max_wait=300.0,
+        on_max_wait=OnMaxWait("reject"),
+        **queue_options,
+    )
+    support = QueueSpec(id="support", name="Support", offer_to=1)
+    return RoutingConfig(
+        version=version,
+        experts=experts,
+        queues={"billing": billing, "support": support},
+        matches={
+            "billing": (frozenset({"alice", "bob"}),),
+            "support": (frozenset({"carol"}),),
+        },
+        entry_points={"+18005550100": "billing", "+18005550200": "support"},
+    )
+
+
+@dataclass
+class Harness:
+    service: RuntimeService
+    client: httpx.AsyncClient
+    engine: Engine
+    rc: dict[str, str]  # routing-client auth header
+    ex: dict[str, str]  # expert auth header
+    rep: dict[str, str]  # reporting auth header
+
+    async def create(self, **body: Any) -> httpx.Response:
+        body.setdefault("entry_point", "+18005550100")
+        return await self.client.post("/api/v1/tasks", json=body, headers=self.rc)
+
+    async def presence(self, expert: str, status: str) -> httpx.Response:
+        return await self.client.put(
+            f"/api/v1/experts/{expert}/presence", json={"status": status}, headers=self.ex
+        )
+
+    async def open_offers(self, expert: str) -> list[dict[str, Any]]:
+        r = await self.client.get(f"/api/v1/offers?expert={expert}&status=open", headers=self.ex)
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        r = await self.client.get(f"/api/v1/tasks/{task_id}", headers=self.rc)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    async def event(self, task_id: str, type: str, **extra: Any) -> httpx.Response:
+        return await self.client.post(
+            f"/api/v1/tasks/{task_id}/events", json={"type": type, **extra}, headers=self.rc
+        )
+
+    async def records(self, kind: str) -> list[dict[str, Any]]:
+        r = await self.client.get(f"/api/v1/records/{kind}?limit=1000", headers=self.rc)
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    async def events(self, **params: Any) -> list[dict[str, Any]]:
+        r = await self.client.get(
+            "/api/v1/events", params={"limit": 1000, **params}, headers=self.rc
+        )
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+
+def make_service(engine: Engine, config: RoutingConfig, **options: Any) -> RuntimeService:
+    return RuntimeService(
+        engine,
+        node="test-node",
+        config_loader=lambda _e: (config, None),
+        version_probe=lambda _e: config.version,
+        **options,
+    )
