@@ -57,6 +57,12 @@ class StatusMap:
                 by_show[show] = status  # type: ignore[assignment]
         return cls(by_show)
 
+    @classmethod
+    def lenient(cls, raw: Mapping[str, Iterable[str]]) -> StatusMap:
+        """Like ``parse`` but skips show values XMPP does not have (they can never match)."""
+        cleaned = {status: [s for s in shows if s in XMPP_SHOWS] for status, shows in raw.items()}
+        return cls.parse(cleaned)
+
     def map(self, show: str | None) -> Presence:
         """``show`` is the resource's <show/> ('' or None = plain online)."""
         return self.by_show.get(show or ONLINE, "away")

@@ -23,35 +23,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from expertline.config.schema import DEFAULT_MESSAGES as BUILTIN_MESSAGES
+from expertline.config.schema import MESSAGE_KEYS, ConfigDocument
 from expertline.runtime.ports import AnswerResult, OfferView
 
 # -- message sets --------------------------------------------------------------------------
 
-DEFAULT_MESSAGES: Final[dict[str, str]] = {
-    "offer": "Offer #{code}: {queue} call from {caller}, waiting {waited}. "
-    "Reply yes or no ({timeout}s).",
+#: Texts the configuration's message sets do not (yet) carry; English built-ins.
+EXTRA_MESSAGES: Final[dict[str, str]] = {
     "notice": "Offer #{code}: {queue} call from {caller}, waiting {waited}. "
     "It is coming to you now; no reply needed.",
-    "accepted": "Accepted #{code}: please stand by for the call.",
-    "declined": "Declined #{code}.",
-    "withdrawn": "Withdrawn #{code}: {reason}",
-    "failover": "Routing moved to the backup node; your status is kept.",
-    "set_away": "You missed several offers in a row, so your status is now away. "
-    "Set yourself available to receive offers again.",
-    "help": "Reply yes or no to an offer. With several open offers add its code: "
-    "yes 4821, no 4821. To take the call on another number: yes 4821 +15551234567. "
-    "Commands: help, status.",
-    "unclear": "Sorry, I did not understand. Reply yes or no (with the code when you have "
-    "several offers), or help.",
-    "status": "You are {presence}. {offers}",
-    "status_offers": "Open offers: {codes}.",
     "no_offers": "You have no open offers.",
-    "need_code": "You have {count} open offers ({codes}): add the code, for example yes {example}.",
-    "unknown_code": "There is no open offer #{code}: it was taken, withdrawn or timed out.",
-    "closed": "Offer #{code} is no longer open: it was taken, withdrawn or timed out.",
-    "capacity": "Offer #{code} cannot be accepted: you already have as many tasks as you can take.",
-    "forbidden": "Offer #{code} was not sent to you.",
-    "cannot_decline": "Offer #{code} cannot be declined; the call is coming to you.",
+    "capacity": "#{code} cannot be accepted: you already have as many tasks as you can take.",
+    "forbidden": "#{code} was not sent to you; nothing changed.",
+    "cannot_decline": "#{code} cannot be declined; the call is coming to you.",
     "reason_taken": "another expert took it.",
     "reason_ended": "the request ended.",
     "reason_presence": "your status is no longer available.",
@@ -59,6 +44,8 @@ DEFAULT_MESSAGES: Final[dict[str, str]] = {
     "reason_overflow": "the request moved to another queue.",
     "reason_config": "the configuration changed.",
 }
+#: Every text with its built-in English default: the configuration's keys, then the extras.
+DEFAULT_MESSAGES: Final[dict[str, str]] = {**BUILTIN_MESSAGES["en"], **EXTRA_MESSAGES}
 
 YES_WORDS: Final = frozenset({"yes", "y", "accept"})
 NO_WORDS: Final = frozenset({"no", "n", "decline"})
@@ -94,8 +81,19 @@ class MessageSet:
 
     @classmethod
     def build(cls, locale: str, overrides: Mapping[str, str] | None = None) -> MessageSet:
+        """English defaults < the locale's built-in texts < configured texts."""
         merged = dict(DEFAULT_MESSAGES)
+        merged.update(BUILTIN_MESSAGES.get(locale.split("-")[0], {}))
+        merged.update(BUILTIN_MESSAGES.get(locale, {}))
         merged.update({k: v for k, v in (overrides or {}).items() if isinstance(v, str)})
+        return cls(locale, merged)
+
+    @classmethod
+    def from_document(cls, document: ConfigDocument, locale: str) -> MessageSet:
+        """The texts of ``locale`` as the configuration resolves them (configured, built-in,
+        English), plus the built-in extras."""
+        merged = dict(EXTRA_MESSAGES)
+        merged.update({key: document.message(locale, key) for key in MESSAGE_KEYS})
         return cls(locale, merged)
 
     def render(self, key: str, **values: Any) -> str:
@@ -187,15 +185,23 @@ def render_offer(
     return "\n".join(lines)
 
 
-def render_accepted(offer: OfferView, messages: MessageSet) -> str:
-    return messages.render("accepted", code=offer.code, queue=offer.queue_name)
+def render_accepted(offer: OfferView, messages: MessageSet, phone: str | None = None) -> str:
+    return messages.render(
+        "accepted",
+        code=offer.code,
+        queue=offer.queue_name,
+        caller=offer.caller or "",
+        phone=phone or "",
+    )
 
 
 def render_withdrawn(offer: OfferView, reason: str, messages: MessageSet) -> str:
-    why = (
-        messages.render(f"reason_{reason}") if f"reason_{reason}" in messages.templates else reason
-    )
-    return messages.render("withdrawn", code=offer.code, reason=why, queue=offer.queue_name)
+    """``timeout`` has its own text (``timed_out``); other reasons fill ``{reason}``."""
+    if reason == "timeout":
+        return messages.render("timed_out", code=offer.code)
+    key = f"reason_{reason}"
+    why = messages.render(key) if key in messages.templates else reason
+    return messages.render("withdrawn", code=offer.code, reason=why)
 
 
 def _one_line(text: str) -> str:
@@ -295,43 +301,36 @@ def decide(
     offers: Sequence[OfferView],
     messages: MessageSet,
     presence: str = "unknown",
+    tasks: int | str = "unknown",
 ) -> Decision:
-    """What an expert's reply means given their open offers (those of this expert only)."""
+    """What an expert's reply means given their offers (this expert's only: open ones, and
+    recently closed ones so a late answer gets the right line)."""
     open_offers = sorted((o for o in offers if o.status == "open"), key=lambda o: o.created_at)
     answerable = [o for o in open_offers if not o.notice_only]
-    codes = ", ".join(f"#{o.code}" for o in open_offers)
     if isinstance(reply, Unclear):
-        return Say(messages.render("unclear"))
+        return Say(messages.render("help"))  # a short help line for anything else
     if isinstance(reply, Ask):
         if reply.command == "help":
             return Say(messages.render("help"))
-        offers_line = (
-            messages.render("status_offers", codes=codes)
-            if open_offers
-            else messages.render("no_offers")
-        )
-        return Say(messages.render("status", presence=presence, offers=offers_line))
+        codes = ", ".join(f"#{o.code}" for o in open_offers) or "none"
+        return Say(messages.render("status", presence=presence, offers=codes, tasks=tasks))
     if reply.code is not None:
         wanted = reply.code.upper()
         target = next((o for o in open_offers if o.code.upper() == wanted), None)
         if target is None:
-            return Say(messages.render("unknown_code", code=reply.code))
+            # An offer this expert had (timed out, taken, withdrawn) gets the "late" line.
+            late = any(o.code.upper() == wanted for o in offers)
+            return Say(messages.render("late_answer" if late else "unknown_code", code=reply.code))
     elif not answerable:
         return Say(messages.render("no_offers"))
     elif len(answerable) > 1:
-        return Say(
-            messages.render(
-                "need_code",
-                count=len(answerable),
-                codes=", ".join(f"#{o.code}" for o in answerable),
-                example=answerable[0].code,
-            )
-        )
+        codes = ", ".join(f"#{o.code}" for o in answerable)
+        return Say(messages.render("needs_code", codes=codes, count=len(answerable)))
     else:
         target = answerable[0]
     if target.notice_only:
         if reply.accept:
-            return Say(messages.render("accepted", code=target.code, queue=target.queue_name))
+            return Say(render_accepted(target, messages))
         return Say(messages.render("cannot_decline", code=target.code))
     if reply.accept:
         return Accept(target.id, target.code, reply.phone)
@@ -344,11 +343,10 @@ def answer_outcome(
     """The line to send after the runtime answered; None when the runtime speaks itself
     (a successful accept is confirmed by the runtime's ``Accepted #code``)."""
     if result.ok:
-        return (
-            None
-            if isinstance(decision, Accept)
-            else messages.render("declined", code=decision.code)
-        )
-    reason = result.reason or "closed"
-    key = reason if reason in ("closed", "capacity", "forbidden") else "unknown_code"
+        if isinstance(decision, Accept):
+            return None
+        return messages.render("declined", code=decision.code)
+    key = {"closed": "late_answer", "capacity": "capacity", "forbidden": "forbidden"}.get(
+        result.reason or "closed", "unknown_code"
+    )
     return messages.render(key, code=decision.code)

@@ -1,0 +1,619 @@
+"""The XMPP presence source and IM offer channel (slixmpp), account or component mode.
+
+One ``XmppSource`` is one link to one XMPP server. It
+
+- logs in (account mode: a normal user; component mode: XEP-0114), keeps the roster in step
+  with the experts it serves (subscribe to added ones, remove dropped ones from its
+  ``expertline`` roster group), and resyncs presence after every (re)connect;
+- maps each expert's resources through the ``status_map`` (most available resource wins) and
+  tells the runtime through ``RoutingPort.async_set_presence``; one worker does the telling, in
+  order, coalescing bursts, so a presence storm costs one call per expert, not per stanza;
+- while the link is down, tells the runtime that its experts are offline (no new offers; open
+  ones are withdrawn by the core) and reports ``presence:<id>`` down to ``Health``;
+- reconnects with capped exponential backoff (``link.Backoff``), detecting dead links with
+  XEP-0199 pings;
+- carries offer texts out and answers in (``protocol``); an answer counts only from the bare
+  JID the offers went to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
+
+from slixmpp import JID, ClientXMPP, ComponentXMPP
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.stanza import Message
+from slixmpp.stanza import Presence as PresenceStanza
+
+from expertline.health import Health
+from expertline.presence.link import Backoff, Link
+from expertline.presence.mapping import RosterPresence, StatusMap
+from expertline.presence.protocol import (
+    Accept,
+    Decline,
+    MessageSet,
+    Say,
+    answer_outcome,
+    decide,
+    parse_reply,
+    render_accepted,
+    render_offer,
+    render_withdrawn,
+)
+from expertline.routing.model import ExpertSpec, Presence
+from expertline.runtime.ports import OfferView, RoutingPort
+
+log = logging.getLogger("expertline.presence.xmpp")
+
+ROSTER_GROUP = "expertline"
+RECENT_OFFERS = 20  # per expert, to tell a late answer from an unknown code
+
+
+class Directory(Protocol):
+    """What a source needs from the configuration in effect (it changes with config versions)."""
+
+    def experts(self, source_id: str) -> Sequence[ExpertSpec]:
+        """Enabled or not, the experts with an ``im`` that this source tracks."""
+        ...
+
+    def messages(self, locale: str) -> MessageSet: ...
+
+    def show_rules(self, queue_id: str) -> Mapping[str, str]: ...
+
+    def version(self) -> int:
+        """The configuration version in effect; a change makes the source follow it."""
+        ...
+
+
+@dataclass(frozen=True)
+class XmppSettings:
+    """One source's connection settings (secrets already read from the environment)."""
+
+    id: str
+    mode: Literal["account", "component"]
+    jid: str  # account: the router's JID; component: the component domain
+    secret: str  # account password or component secret
+    host: str
+    port: int
+    status_map: StatusMap
+    connect_timeout: float = 10.0
+    ping_interval: float = 15.0
+    ping_timeout: float = 5.0
+    backoff_initial: float = 0.5
+    backoff_cap: float = 30.0
+    stable_after: float = 10.0  # a session this long resets the backoff
+    config_poll: float = 1.0  # how often to look for a new configuration version
+
+
+class LinkFailed(Exception):
+    """A connection attempt failed; ``kind`` says whether retrying can help."""
+
+    def __init__(self, kind: Literal["not_ready", "auth_failed"], detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+def bare(jid: str) -> str:
+    """Normalized bare JID: what offers are addressed to and answers are checked against."""
+    return JID(jid).bare.lower()
+
+
+class XmppSource:
+    """A presence source (``async_start``/``async_stop``) and an ``ExpertChannel``."""
+
+    def __init__(
+        self,
+        settings: XmppSettings,
+        port: RoutingPort,
+        directory: Directory,
+        health: Health | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.id = settings.id
+        self.name = f"xmpp:{settings.id}"
+        self._port = port
+        self._directory = directory
+        self._health = health
+        self._clock = clock
+        self._link = Link()
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_cap)
+        self._roster = RosterPresence(settings.status_map)
+        self._client: ClientXMPP | ComponentXMPP | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._version = 0
+        self._dirty: dict[str, None] = {}
+        self._wake = asyncio.Event()
+        self._reported: dict[str, Presence] = {}
+        self._served: dict[str, ExpertSpec] = {}  # bare im -> expert
+        self._sent: dict[str, dict[str, OfferView]] = {}  # expert -> recent offers by code
+        self._lost: asyncio.Future[str] | None = None
+        self.connections = 0  # successful sessions so far (tests and metrics read it)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The JID offers come from."""
+        return bare(self.settings.jid)
+
+    @property
+    def up(self) -> bool:
+        return self._link.up
+
+    async def async_start(self) -> None:
+        """Start connecting in the background; experts count as offline until the link is up."""
+        if self._supervisor is not None:
+            return
+        self._version = self._directory.version()
+        self._refresh_served()
+        self._report_health(False, "connecting")
+        self._mark_all_dirty()
+        self._worker = asyncio.create_task(self._presence_worker(), name=f"{self.name}:presence")
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.name}:link")
+        self._watcher = asyncio.create_task(self._watch_config(), name=f"{self.name}:config")
+
+    async def async_stop(self) -> None:
+        tasks = (self._supervisor, self._worker, self._watcher)
+        self._supervisor = self._worker = self._watcher = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self._drop_client()
+        if self._link.state != "stopped":
+            self._link.fire("stop")
+        self._report_health(False, "stopped")
+        log.info("presence source stopped source=%s", self.id)
+
+    async def async_config_changed(self) -> None:
+        """A new configuration version: follow added/removed experts and changed texts."""
+        before = set(self._served)
+        self._refresh_served()
+        after = set(self._served)
+        added, removed = sorted(after - before), sorted(before - after)
+        if added or removed:
+            log.info(
+                "roster follows configuration source=%s added=%s removed=%s",
+                self.id,
+                ",".join(added) or "-",
+                ",".join(removed) or "-",
+            )
+        client = self._client
+        if client is not None and self._link.up:
+            await self._sync_subscriptions(client)
+        self._mark_all_dirty()
+
+    async def _watch_config(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.config_poll)
+            version = self._directory.version()
+            if version != self._version:
+                log.info(
+                    "configuration changed source=%s version=%d previous=%d",
+                    self.id,
+                    version,
+                    self._version,
+                )
+                self._version = version
+                try:
+                    await self.async_config_changed()
+                except Exception:
+                    log.exception("following the configuration failed source=%s", self.id)
+
+    # -- ExpertChannel -----------------------------------------------------------------------
+
+    def reaches(self, expert: ExpertSpec) -> bool:
+        return expert.im is not None and bare(expert.im) in self._served
+
+    async def async_offer(self, offer: OfferView) -> None:
+        expert = self._port.expert(offer.expert_id)
+        if expert is None or expert.im is None:
+            log.warning("offer not sent offer=%s expert=%s reason=no-im", offer.id, offer.expert_id)
+            return
+        recent = self._sent.setdefault(expert.id, {})
+        recent[offer.code] = offer
+        while len(recent) > RECENT_OFFERS:
+            del recent[next(iter(recent))]
+        messages = self._directory.messages(expert.locale)
+        text = render_offer(
+            offer, messages, self._clock(), self._directory.show_rules(offer.queue_id)
+        )
+        self._send(expert.im, text, f"offer={offer.id} code={offer.code}")
+
+    async def async_withdrawn(self, offer: OfferView, reason: str) -> None:
+        expert = self._port.expert(offer.expert_id)
+        if expert is None or expert.im is None:
+            return
+        text = render_withdrawn(offer, reason, self._directory.messages(expert.locale))
+        self._send(expert.im, text, f"withdrawn={offer.id} reason={reason}")
+
+    async def async_accepted(self, offer: OfferView) -> None:
+        expert = self._port.expert(offer.expert_id)
+        if expert is None or expert.im is None:
+            return
+        text = render_accepted(offer, self._directory.messages(expert.locale))
+        self._send(expert.im, text, f"accepted={offer.id}")
+
+    async def async_notice(self, expert: ExpertSpec, message: str) -> None:
+        if expert.im is None:
+            return
+        messages = self._directory.messages(expert.locale)
+        text = (
+            messages.render(message, count="several") if message in messages.templates else message
+        )
+        self._send(expert.im, text, f"notice={message}")
+
+    def _send(self, to: str, text: str, what: str) -> None:
+        client = self._client
+        if client is None or not self._link.up:
+            log.warning("im not sent source=%s to=%s %s reason=link-down", self.id, to, what)
+            return
+        mfrom = JID(self.address) if self.settings.mode == "component" else None
+        client.send_message(mto=JID(to), mbody=text, mtype="chat", mfrom=mfrom)
+        log.info("im sent source=%s to=%s %s", self.id, to, what)
+
+    # -- link supervision --------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Connect, serve, and after any failure wait (capped backoff) and connect again."""
+        self._link.fire("start")
+        while True:
+            try:
+                client = await self._connect()
+            except LinkFailed as exc:
+                self._link.fire("failed")
+                delay = self._backoff.next_delay()
+                level = logging.ERROR if exc.kind == "auth_failed" else logging.WARNING
+                log.log(
+                    level,
+                    "xmpp connect failed source=%s kind=%s detail=%s; retrying in %.1fs",
+                    self.id,
+                    exc.kind,
+                    exc.detail,
+                    delay,
+                )
+                self._report_health(False, f"{exc.kind}: {exc.detail}; retry in {delay:.1f}s")
+                await asyncio.sleep(delay)
+                self._link.fire("retry")
+                continue
+            started = time.monotonic()
+            self._link.fire("connected")
+            self.connections += 1
+            self._mark_all_dirty()  # presence that arrived during setup now counts
+            self._report_health(True, f"connected as {self.address}; {len(self._served)} experts")
+            log.info(
+                "xmpp online source=%s jid=%s mode=%s experts=%d session=%d",
+                self.id,
+                self.address,
+                self.settings.mode,
+                len(self._served),
+                self.connections,
+            )
+            reason = await self._until_lost(client)
+            self._link.fire("lost")
+            await self._drop_client()
+            self._roster.clear()
+            self._mark_all_dirty()  # everyone offline until we know better
+            if time.monotonic() - started >= self.settings.stable_after:
+                self._backoff.reset()
+            delay = self._backoff.next_delay()
+            log.warning(
+                "xmpp link lost source=%s reason=%s; experts set offline; reconnecting in %.1fs",
+                self.id,
+                reason,
+                delay,
+            )
+            self._report_health(False, f"link lost ({reason}); retry in {delay:.1f}s")
+            await asyncio.sleep(delay)
+            self._link.fire("retry")
+
+    def _make_client(self) -> ClientXMPP | ComponentXMPP:
+        s = self.settings
+        client: ClientXMPP | ComponentXMPP
+        if s.mode == "component":
+            client = ComponentXMPP(s.jid, s.secret, s.host, s.port)
+            client.auto_authorize = True
+        else:
+            # Without TLS, SCRAM keeps the password off the wire; PLAIN only over loopback.
+            loopback = s.host in ("127.0.0.1", "::1", "localhost")
+            mechanisms = {"unencrypted_scram": True, "unencrypted_plain": loopback}
+            client = ClientXMPP(s.jid, s.secret, plugin_config={"feature_mechanisms": mechanisms})
+            client.enable_direct_tls = False
+            client.enable_plaintext = True  # loopback or a trusted network; STARTTLS if offered
+            client.auto_authorize = True
+            client.auto_subscribe = False
+        client.register_plugin("xep_0199")  # ping, to find dead links
+        client.register_plugin("xep_0030")
+        client.add_event_handler("presence", self._on_presence)
+        client.add_event_handler("message", self._on_message)
+        return client
+
+    async def _connect(self) -> ClientXMPP | ComponentXMPP:
+        """One bounded connection attempt: returns a client with a live session or raises."""
+        client = self._make_client()
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def succeed(_: Any = None) -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        def fail(kind: Literal["not_ready", "auth_failed"], detail: str) -> Callable[[Any], None]:
+            def handler(event: Any = None) -> None:
+                if not ready.done():
+                    ready.set_exception(LinkFailed(kind, f"{detail}: {event}" if event else detail))
+
+            return handler
+
+        client.add_event_handler("session_start", succeed)
+        client.add_event_handler("failed_all_auth", fail("auth_failed", "authentication refused"))
+        client.add_event_handler("connection_failed", fail("not_ready", "cannot connect"))
+        client.add_event_handler("disconnected", fail("not_ready", "disconnected during login"))
+        client.add_event_handler("stream_error", fail("not_ready", "stream error"))
+        self._client = client
+        client.connect(self.settings.host, self.settings.port)
+        try:
+            await asyncio.wait_for(ready, self.settings.connect_timeout)
+        except TimeoutError:
+            await self._drop_client()
+            raise LinkFailed(
+                "not_ready", f"no session within {self.settings.connect_timeout}s"
+            ) from None
+        except LinkFailed:
+            await self._drop_client()
+            raise
+        try:
+            await self._on_session(client)
+        except (TimeoutError, IqError, IqTimeout, ConnectionError) as exc:
+            await self._drop_client()
+            raise LinkFailed("not_ready", f"session setup failed: {exc!r}") from None
+        return client
+
+    async def _on_session(self, client: ClientXMPP | ComponentXMPP) -> None:
+        """A fresh session: fetch the roster, subscribe, announce, and let presence flow in."""
+        loop = asyncio.get_running_loop()
+        self._lost = loop.create_future()
+        lost = self._lost
+
+        def on_disconnected(reason: Any = None) -> None:
+            if not lost.done():
+                lost.set_result(f"disconnected ({reason})" if reason else "disconnected")
+
+        client.add_event_handler("disconnected", on_disconnected)
+        if isinstance(client, ClientXMPP):
+            await client.get_roster(timeout=self.settings.connect_timeout)
+            await self._sync_subscriptions(client)
+            client.send_presence()  # the server now sends us every subscribed contact's presence
+        else:
+            await self._sync_subscriptions(client)
+
+    async def _until_lost(self, client: ClientXMPP | ComponentXMPP) -> str:
+        """Wait for a disconnect, pinging the server so a silent dead link is noticed too."""
+        assert self._lost is not None
+        lost = self._lost
+        target = JID(self.settings.jid).domain
+        while True:
+            done, _ = await asyncio.wait({lost}, timeout=self.settings.ping_interval)
+            if done:
+                return lost.result()
+            try:
+                await client.plugin["xep_0199"].ping(
+                    jid=JID(target),
+                    ifrom=JID(self.address) if self.settings.mode == "component" else None,
+                    timeout=self.settings.ping_timeout,
+                )
+            except IqTimeout:
+                return f"no ping answer within {self.settings.ping_timeout}s"
+            except IqError:
+                pass  # an error reply still proves the link is alive
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        client.cancel_connection_attempt()
+        with contextlib.suppress(Exception):
+            if client.transport is not None:
+                client.abort()
+        filters = getattr(client, "_run_out_filters", None)
+        if filters is not None and not filters.done():
+            filters.cancel()
+
+    # -- roster ------------------------------------------------------------------------------
+
+    def _refresh_served(self) -> None:
+        served: dict[str, ExpertSpec] = {}
+        for expert in self._directory.experts(self.id):
+            if expert.im:
+                served[bare(expert.im)] = expert
+        self._served = served
+
+    async def _sync_subscriptions(self, client: ClientXMPP | ComponentXMPP) -> None:
+        """Subscribe to every served expert; drop roster entries of experts no longer served."""
+        wanted = set(self._served)
+        if isinstance(client, ComponentXMPP):
+            # No server roster for components: (re)subscribe and probe; servers answer at once
+            # for contacts already subscribed.
+            for jid in sorted(wanted):
+                client.send_presence_subscription(pto=JID(jid), pfrom=JID(self.address))
+                client.send_presence(pto=JID(jid), pfrom=JID(self.address), ptype="probe")
+                client.send_presence(pto=JID(jid), pfrom=JID(self.address))
+            return
+        roster = client.client_roster
+        present = {bare(str(j)): roster[j] for j in roster}
+        subscribed = 0
+        for jid in sorted(wanted):
+            item = present.get(jid)
+            if item is None or ROSTER_GROUP not in item["groups"]:
+                expert = self._served[jid]
+                with contextlib.suppress(IqError, IqTimeout):
+                    await client.update_roster(
+                        JID(jid),
+                        name=expert.name,
+                        groups=[ROSTER_GROUP],
+                        timeout=self.settings.connect_timeout,
+                    )
+            if item is None or item["subscription"] in ("none", "from"):
+                client.send_presence_subscription(pto=JID(jid))
+                subscribed += 1
+        removed = 0
+        for jid, item in present.items():
+            if jid not in wanted and ROSTER_GROUP in item["groups"]:
+                with contextlib.suppress(IqError, IqTimeout):
+                    await client.del_roster_item(JID(jid))
+                self._roster.contact_gone(jid)
+                removed += 1
+        log.info(
+            "roster synced source=%s experts=%d subscribe_sent=%d removed=%d",
+            self.id,
+            len(wanted),
+            subscribed,
+            removed,
+        )
+
+    # -- presence ----------------------------------------------------------------------------
+
+    def _on_presence(self, stanza: PresenceStanza) -> None:
+        kind = stanza.xml.get("type")
+        if kind not in (None, "unavailable"):
+            return  # subscription handshakes and errors carry no availability
+        sender = stanza["from"]
+        who = sender.bare.lower()
+        if who == self.address or who not in self._served:
+            return
+        show = stanza["show"] or None
+        if self._roster.update(who, sender.resource, show, kind is None) is not None:
+            self._mark_dirty(self._served[who].id)
+
+    def _mark_dirty(self, expert_id: str) -> None:
+        self._dirty[expert_id] = None
+        self._wake.set()
+
+    def _mark_all_dirty(self) -> None:
+        for expert in self._served.values():
+            self._dirty[expert.id] = None
+        for expert_id in list(self._reported):
+            self._dirty[expert_id] = None
+        self._wake.set()
+
+    def presence_of(self, expert_id: str) -> Presence:
+        """What this source currently makes of an expert (offline while the link is down)."""
+        if not self._link.up:
+            return "offline"
+        for jid, expert in self._served.items():
+            if expert.id == expert_id:
+                return self._roster.aggregate(jid)
+        return "offline"
+
+    async def _presence_worker(self) -> None:
+        """Tell the runtime about changes, in order, one call per expert per burst."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._dirty = list(self._dirty), {}
+            for expert_id in batch:
+                status = self.presence_of(expert_id)
+                if self._reported.get(expert_id) == status:
+                    continue
+                try:
+                    await self._port.async_set_presence(expert_id, status, self.id)
+                except Exception:
+                    log.exception("presence not applied source=%s expert=%s", self.id, expert_id)
+                    continue
+                before = self._reported.get(expert_id)
+                self._reported[expert_id] = status
+                if not any(e.id == expert_id for e in self._served.values()):
+                    self._reported.pop(expert_id, None)  # no longer ours: forget after telling
+                log.info(
+                    "presence source=%s expert=%s status=%s previous=%s link=%s",
+                    self.id,
+                    expert_id,
+                    status,
+                    before or "unknown",
+                    self._link.state,
+                )
+
+    # -- answers -----------------------------------------------------------------------------
+
+    async def _on_message(self, msg: Message) -> None:
+        if msg["type"] not in ("chat", "normal"):
+            return
+        body = msg["body"]
+        if not body:
+            return  # chat states, receipts
+        sender = msg["from"].bare.lower()
+        expert = self._served.get(sender)
+        if expert is None or expert.im is None or bare(expert.im) != sender:
+            log.info("im ignored source=%s from=%s reason=not-an-expert", self.id, sender)
+            return
+        known = self._port.expert(expert.id)
+        if known is None:
+            return
+        messages = self._directory.messages(known.locale)
+        reply = parse_reply(body)
+        offers = self._port.open_offers(known.id)
+        open_ids = {o.id for o in offers}
+        offers += [
+            replace(o, status="closed")
+            for o in self._sent.get(known.id, {}).values()
+            if o.id not in open_ids
+        ]
+        decision = decide(
+            reply,
+            offers,
+            messages,
+            presence=self.presence_of(known.id),
+            tasks=self._tasks_of(known.id),
+        )
+        if isinstance(decision, Say):
+            log.info(
+                "im answer source=%s expert=%s reply=%s decision=say",
+                self.id,
+                known.id,
+                type(reply).__name__,
+            )
+            self._send(sender, decision.text, "reply")
+            return
+        if isinstance(decision, Accept):
+            result = await self._port.async_accept(decision.offer_id, decision.phone)
+        else:
+            assert isinstance(decision, Decline)
+            result = await self._port.async_decline(decision.offer_id)
+        log.info(
+            "im answer source=%s expert=%s decision=%s offer=%s ok=%s reason=%s",
+            self.id,
+            known.id,
+            type(decision).__name__.lower(),
+            decision.offer_id,
+            result.ok,
+            result.reason or "-",
+        )
+        line = answer_outcome(decision, result, messages)
+        if line:
+            self._send(sender, line, "answer-outcome")
+
+    def _tasks_of(self, expert_id: str) -> int | str:
+        state_of = getattr(self._port, "expert_state", None)
+        if callable(state_of):
+            with contextlib.suppress(Exception):
+                state = state_of(expert_id)
+                if state is not None:
+                    return len(state.get("active_tasks") or [])
+        return "unknown"
+
+    # -- health ------------------------------------------------------------------------------
+
+    def _report_health(self, up: bool, detail: str) -> None:
+        if self._health is not None:
+            self._health.report(f"presence:{self.id}", up, detail)

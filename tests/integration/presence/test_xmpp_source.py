@@ -1,0 +1,140 @@
+"""The XMPP source against a real Prosody: presence, roster, offers and answers, reconnect."""
+
+from __future__ import annotations
+
+import pytest
+
+from support.wait import async_eventually
+from support.xmpp_clients import Lab, make_offer
+
+pytestmark = pytest.mark.prosody
+
+
+async def test_presence_follows_the_expert_and_the_most_available_device(lab: Lab) -> None:
+    lab.add_expert("alice")
+    source = await lab.source()
+    await async_eventually(lambda: source.up, timeout=10)
+    assert source.health.components()[0].up  # type: ignore[attr-defined]
+    phone = await lab.sign_in("alice", resource="phone", show="away")
+    await async_eventually(lambda: lab.port.presence.get("alice") == "away", timeout=10)
+    desk = await lab.sign_in("alice", resource="desk")
+    await async_eventually(lambda: lab.port.presence.get("alice") == "available")
+    phone.set_show("dnd")  # the desk still says online
+    desk.set_show("xa")
+    await async_eventually(lambda: lab.port.presence.get("alice") == "away")  # away beats dnd
+    await desk.disconnect()
+    await async_eventually(lambda: lab.port.presence.get("alice") == "dnd")
+    await phone.disconnect()
+    await async_eventually(lambda: lab.port.presence.get("alice") == "offline")
+
+
+async def test_offer_answer_from_the_expert_counts_and_from_others_not(lab: Lab) -> None:
+    lab.add_expert("alice")
+    lab.add_expert("mallory")
+    source = await lab.source()
+    alice = await lab.sign_in("alice")
+    mallory = await lab.sign_in("mallory")
+    await async_eventually(lambda: lab.port.presence.get("alice") == "available", timeout=10)
+    offer = make_offer("alice", lab.port)
+    await source.async_offer(offer)
+    got = await alice.wait_for(rf"^Offer #{offer.code}: Billing call from \+15551230000")
+    assert got.sender == source.address
+    mallory.say(source.address, f"yes {offer.code}")  # not hers: changes nothing
+    line = await mallory.wait_for("No open offer")
+    assert offer.code in line.body
+    alice.say(source.address, f"yes #{offer.code} +15559990000")
+    await async_eventually(lambda: lab.port.answers == [(offer.id, "accept", "+15559990000")])
+    alice.say(source.address, f"yes {offer.code}")  # late: clear line, nothing changes
+    await alice.wait_for(rf"#{offer.code} is no longer open")
+    await source.async_accepted(lab.port.offers[offer.id])
+    await alice.wait_for(rf"^Accepted #{offer.code}:")
+
+
+async def test_several_offers_need_the_code_and_commands_answer(lab: Lab) -> None:
+    lab.add_expert("bob")
+    source = await lab.source()
+    bob = await lab.sign_in("bob")
+    await async_eventually(lambda: lab.port.presence.get("bob") == "available", timeout=10)
+    first, second = make_offer("bob", lab.port), make_offer("bob", lab.port)
+    await source.async_offer(first)
+    await source.async_offer(second)
+    await bob.wait_for(rf"^Offer #{second.code}")
+    bob.say(source.address, "yes")
+    await bob.wait_for(rf"Several offers are open \(#{first.code}, #{second.code}\)")
+    bob.say(source.address, f"no {second.code}")
+    await bob.wait_for(rf"^Declined #{second.code}")
+    bob.say(source.address, "status")
+    await bob.wait_for(rf"You are available; open offers: #{first.code}")
+    bob.say(source.address, "what is this")
+    await bob.wait_for("Answer an offer with yes or no")
+    assert lab.port.answers == [(second.id, "decline", None)]
+    await source.async_withdrawn(first, "taken")
+    await bob.wait_for(rf"^Withdrawn #{first.code}: another expert took it")
+
+
+async def test_roster_follows_the_configuration(lab: Lab) -> None:
+    lab.add_expert("carol")
+    source = await lab.source()
+    await lab.sign_in("carol")
+    await async_eventually(lambda: lab.port.presence.get("carol") == "available", timeout=10)
+    lab.add_expert("dave")
+    dave = await lab.sign_in("dave")
+    lab.port.version += 1  # dave added
+    await async_eventually(lambda: lab.port.presence.get("dave") == "available", timeout=10)
+    assert source.reaches(lab.port.experts["dave"])
+    del lab.port.experts["carol"]
+    lab.port.version += 1  # carol removed: out of the roster, told offline once
+    await async_eventually(lambda: lab.port.presence.get("carol") == "offline")
+    assert dave.client is not None
+    roster = source._client.client_roster  # type: ignore[union-attr]
+    await async_eventually(lambda: "carol@example.test" not in [str(j) for j in roster])
+
+
+async def test_link_loss_sets_experts_offline_and_reconnect_resyncs(lab: Lab) -> None:
+    lab.add_expert("erin")
+    source = await lab.source()
+    erin = await lab.sign_in("erin")
+    await async_eventually(lambda: lab.port.presence.get("erin") == "available", timeout=10)
+    lab.server.stop()
+    await async_eventually(lambda: lab.port.presence.get("erin") == "offline", timeout=10)
+    health = source.health.components()[0]  # type: ignore[attr-defined]
+    assert not health.up and "link lost" in health.detail
+    lab.server.start()
+    await erin.disconnect()
+    erin = await lab.sign_in("erin")  # the expert's client comes back too
+    await async_eventually(lambda: lab.port.presence.get("erin") == "available", timeout=15)
+    assert source.connections == 2
+    assert source.health.components()[0].up  # type: ignore[attr-defined]
+    offer = make_offer("erin", lab.port)
+    await source.async_offer(offer)
+    await erin.wait_for(rf"^Offer #{offer.code}")
+
+
+async def test_wrong_password_is_reported_and_retried_with_backoff(lab: Lab) -> None:
+    source = await lab.source(secret="wrong")
+    await async_eventually(
+        lambda: "auth_failed" in source.health.components()[0].detail,
+        timeout=10,  # type: ignore[attr-defined]
+    )
+    assert not source.up
+
+
+async def test_component_mode_presence_and_offers(lab: Lab) -> None:
+    lab.add_expert("frank")
+    source = await lab.source(
+        mode="component",
+        jid=lab.server.component,
+        secret=lab.server.component_secret,
+        port=lab.server.component_port,
+    )
+    frank = await lab.sign_in("frank")
+    await async_eventually(lambda: source.up, timeout=10)
+    await async_eventually(lambda: lab.port.presence.get("frank") == "available", timeout=10)
+    frank.set_show("dnd")
+    await async_eventually(lambda: lab.port.presence.get("frank") == "dnd")
+    offer = make_offer("frank", lab.port)
+    await source.async_offer(offer)
+    got = await frank.wait_for(rf"^Offer #{offer.code}")
+    assert got.sender == lab.server.component
+    frank.say(lab.server.component, "y")
+    await async_eventually(lambda: lab.port.answers == [(offer.id, "accept", None)])
