@@ -130,6 +130,7 @@ class RoutingCore:
         self._hungry: dict[_Slot, SortedList] = {}
         self._hung: dict[str, tuple[_Slot, tuple[Any, ...]]] = {}  # task id -> (slot, key)
         self._expert_slots: dict[str, list[_Slot]] = {}
+        self._slot_free: dict[_Slot, int] = {}  # free experts per (queue, step) match set
         self._free = FreeIndex({}, ())
         self._timers: dict[str, _TimerEntry] = {}
         self._task_timers: dict[str, dict[str, None]] = {}
@@ -611,7 +612,7 @@ class RoutingCore:
         skills = {q.skill for q in config.queues.values() if q.order == "most_skilled" and q.skill}
         for e in self._experts.values():
             e.indexed = None
-        self._free = FreeIndex(self._specs, skills)
+        self._free = FreeIndex(self._specs, skills, {q.order for q in config.queues.values()})
         slots: dict[str, list[_Slot]] = {}
         for qid in sorted(config.matches):
             if qid not in self._queues:
@@ -620,6 +621,7 @@ class RoutingCore:
                 for eid in members:
                     slots.setdefault(eid, []).append((qid, step))
         self._expert_slots = slots
+        self._slot_free = {}
 
     def _reconcile(self) -> None:
         """Bring live state in line with the configuration; settle everything after."""
@@ -634,9 +636,7 @@ class RoutingCore:
                 for oid in list(e.pending):
                     self._withdraw(self._offers[oid], "config")
                 if spec is None and not e.active:
-                    del self._experts[eid]
-                    self._free.remove(e)
-                    self._dirty_experts.add(eid)
+                    self._drop_expert(e)
                     continue
             elif e.load() > spec.max_tasks:
                 for oid in list(e.pending)[::-1]:
@@ -704,6 +704,9 @@ class RoutingCore:
         spare = self._spare(t, spec)
         if spare <= 0:
             return
+        free_in_match = self._slot_free.get((t.queue_id, t.step), 0)
+        if free_in_match <= 0:
+            return
         want = len(self._free) if spare == math.inf else int(spare)
         now = self._now
         open_offers = t.open_offers
@@ -723,6 +726,7 @@ class RoutingCore:
             spec.order,
             spec.skill,
             self._match(t.queue_id, t.step),
+            free_in_match,
             want,
             eligible,
             allow_tried,
@@ -1067,7 +1071,9 @@ class RoutingCore:
         )
 
     def _drop_expert(self, e: ExpertLive) -> None:
-        self._free.remove(e)
+        if e.indexed is not None:
+            self._free.remove(e)
+            self._count_free(e.id, -1)
         self._experts.pop(e.id, None)
         self._drop_timer(f"wrapup:{e.id}", cancel=True)
         self._dirty_experts.add(e.id)
@@ -1084,10 +1090,19 @@ class RoutingCore:
 
     def _reindex(self, e: ExpertLive) -> None:
         if self._is_free(e):
-            if e.indexed is None or not self._free.same_keys(e):
+            if e.indexed is None:
+                self._free.add(e)
+                self._count_free(e.id, 1)
+            elif not self._free.same_keys(e):
                 self._free.add(e)
         elif e.indexed is not None:
             self._free.remove(e)
+            self._count_free(e.id, -1)
+
+    def _count_free(self, eid: str, delta: int) -> None:
+        counts = self._slot_free
+        for slot in self._expert_slots.get(eid, ()):
+            counts[slot] = counts.get(slot, 0) + delta
 
     def _expert_changed(self, e: ExpertLive) -> None:
         self._dirty_experts.add(e.id)
@@ -1112,13 +1127,14 @@ class RoutingCore:
         if not self._touched:
             return
         assert self._config is not None
-        at = records.iso(self._now) or ""
+        at = ""
         for eid in sorted(self._touched):
             e = self._experts.get(eid)
             if e is None:
                 continue
             state = self._derive(e)
             if state != e.state:
+                at = at or records.iso(self._now) or ""
                 rec: ExpertStateRecord = {
                     "expert_id": eid,
                     "state": state,  # type: ignore[typeddict-item]

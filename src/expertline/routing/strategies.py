@@ -28,8 +28,9 @@ from sortedcontainers import SortedList
 from expertline.routing.live import ExpertLive
 from expertline.routing.model import ExpertSpec, Order
 
-# Walk the global ordering unless the match set is this many times smaller than the free set.
-SMALL_FACTOR = 4
+# Walking the global ordering costs about want * free / free_in_match steps; scoring the
+# match set costs about len(match) key computations, each this many times dearer than a step.
+SCORE_COST = 8
 
 UNTRIED = -math.inf
 
@@ -72,12 +73,17 @@ def distance(target: dict[str, float], spec: ExpertSpec | None) -> float:
 class FreeIndex:
     """Global orderings of the free experts, updated as experts come and go."""
 
-    def __init__(self, specs: dict[str, ExpertSpec], skills: Iterable[str]) -> None:
+    def __init__(
+        self, specs: dict[str, ExpertSpec], skills: Iterable[str], orders: Iterable[str] = ()
+    ) -> None:
+        """Only the orderings some queue uses are kept (``orders``; ``skills`` for
+        most_skilled); longest idle always is, as it breaks ties everywhere."""
+        used = set(orders)
         self.specs = specs
         self.members: set[str] = set()
         self.idle: SortedList = SortedList()  # (idle_since, id)
-        self.busy: SortedList = SortedList()  # (handled, idle_since, id)
-        self.ids: SortedList = SortedList()  # id
+        self.busy: SortedList | None = SortedList() if "least_busy" in used else None
+        self.ids: SortedList | None = SortedList() if used & {"round_robin", "random"} else None
         self.skill: dict[str, SortedList] = {s: SortedList() for s in sorted(set(skills))}
 
     def __len__(self) -> int:
@@ -93,8 +99,10 @@ class FreeIndex:
         spec = self.specs.get(eid)
         self.members.add(eid)
         self.idle.add((e.idle_since, eid))
-        self.busy.add((e.handled, e.idle_since, eid))
-        self.ids.add(eid)
+        if self.busy is not None:
+            self.busy.add((e.handled, e.idle_since, eid))
+        if self.ids is not None:
+            self.ids.add(eid)
         for name, lst in self.skill.items():
             lst.add((_skill_value(spec, name), e.idle_since, eid))
         e.indexed = (e.idle_since, e.handled)
@@ -107,14 +115,19 @@ class FreeIndex:
         spec = self.specs.get(eid)
         self.members.discard(eid)
         self.idle.remove((idle_since, eid))
-        self.busy.remove((handled, idle_since, eid))
-        self.ids.remove(eid)
+        if self.busy is not None:
+            self.busy.remove((handled, idle_since, eid))
+        if self.ids is not None:
+            self.ids.remove(eid)
         for name, lst in self.skill.items():
             lst.remove((_skill_value(spec, name), idle_since, eid))
         e.indexed = None
 
     def same_keys(self, e: ExpertLive) -> bool:
-        return e.indexed == (e.idle_since, e.handled)
+        indexed = e.indexed
+        if indexed is None or indexed[0] != e.idle_since:
+            return False
+        return self.busy is None or indexed[1] == e.handled
 
 
 def choose(
@@ -123,6 +136,7 @@ def choose(
     order: Order,
     skill: str | None,
     match: frozenset[str],
+    free_in_match: int,
     want: int,
     eligible: Eligibility,
     allow_tried: bool,
@@ -138,7 +152,9 @@ def choose(
     if order == "most_skilled" and (skill is None or skill not in index.skill):
         order = "longest_idle"
     if order == "random":
-        return _choose_random(index, match, want, eligible, allow_tried, task_id, seed_n)
+        return _choose_random(
+            index, match, free_in_match, want, eligible, allow_tried, task_id, seed_n
+        )
     if order == "closest_match":
         target = numeric_attributes(attributes)
         specs = index.specs
@@ -147,8 +163,10 @@ def choose(
             return (distance(target, specs.get(eid)), live[eid].idle_since, eid)
 
         return _choose_scored(index, match, want, eligible, allow_tried, key)
-    small = len(match) * SMALL_FACTOR <= len(index.members)
-    if small:
+    if free_in_match <= 0:
+        return []
+    walk_cost = want * len(index.members) / free_in_match
+    if walk_cost > SCORE_COST * len(match):
         return _choose_scored(
             index, match, want, eligible, allow_tried, _key_fn(index, live, order, skill, rr_last)
         )
@@ -174,11 +192,11 @@ def _key_fn(
 
 
 def _walk(index: FreeIndex, order: Order, skill: str | None, rr_last: str | None) -> Iterator[str]:
-    if order == "least_busy":
+    if order == "least_busy" and index.busy is not None:
         return (k[2] for k in index.busy)
     if order == "most_skilled" and skill is not None:
         return (k[2] for k in index.skill[skill])
-    if order == "round_robin":
+    if order == "round_robin" and index.ids is not None:
         if rr_last is None:
             return iter(index.ids)
         return _chain(
@@ -254,6 +272,7 @@ def _choose_scored(
 def _choose_random(
     index: FreeIndex,
     match: frozenset[str],
+    free_in_match: int,
     want: int,
     eligible: Eligibility,
     allow_tried: bool,
@@ -261,8 +280,9 @@ def _choose_random(
     seed_n: int,
 ) -> list[str]:
     rng = random.Random(f"{task_id}:{seed_n}")
-    small = len(match) * SMALL_FACTOR <= len(index.members) or len(index.members) <= 4096
-    if small:
+    walk_cost = want * len(index.members) / free_in_match
+    ids = index.ids
+    if ids is None or walk_cost > SCORE_COST * len(match) or len(match) <= 4096:
         first: list[str] = []
         tried: list[tuple[float, str]] = []
         for eid in sorted(_candidates(index, match)):
@@ -278,7 +298,6 @@ def _choose_random(
             out += [eid for _, eid in sorted(tried)[: want - len(out)]]
         return out
     # Many free experts and a broad match set: start the walk at a random place.
-    ids = index.ids
     start = rng.randrange(len(ids))
     ordered = _chain(ids.islice(start, None), ids.islice(0, start))
     return _choose_walk(ordered, match, want, eligible, allow_tried)
