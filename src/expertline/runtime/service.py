@@ -847,6 +847,10 @@ class RuntimeService:
                 "ended_at": store.iso(t.ended_at),
                 "origin": meta.get("origin", "http"),
                 "callback_url": meta.get("callback_url"),
+                "offers": [
+                    {"id": oid, "expert": eid}
+                    for eid, oid in (t.export.get("open_offers") or {}).items()
+                ],
                 "_created_ts": t.created_at,
             },
         )

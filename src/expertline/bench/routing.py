@@ -1,0 +1,300 @@
+"""``expertline bench routing``: the routing core with durable persistence, and over HTTP.
+
+Measures, on a synthetic configuration (experts over 1,000 queues, every expert available):
+- full lifecycles per second (create -> offer -> accept -> connected -> ended) through the
+  ``RuntimeService`` in-process with group commit on SQLite (``synchronous=FULL``);
+- decision latency: core only (the routing core's perf helper) and durable (create submitted
+  -> the task committed with its offers out);
+- peak RSS with 10,000 tasks waiting at 100,000 experts;
+- the same lifecycle through the HTTP API (uvicorn in a child process, httpx clients).
+``options.scale`` shrinks every size and count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from expertline.bench.common import BenchOptions, BenchResult, current_rss_mb, percentile
+from expertline.db import migrate
+from expertline.db.engine import make_engine
+from expertline.routing import perf
+from expertline.routing.model import RoutingConfig
+from expertline.runtime.ports import TaskRequest
+from expertline.runtime.service import RuntimeService
+
+
+def _sized(full: int, scale: float, floor: int = 1) -> int:
+    return max(floor, int(full * scale))
+
+
+def _service(url: str, config: RoutingConfig) -> RuntimeService:
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    return RuntimeService(
+        engine,
+        node="bench",
+        config_loader=lambda _e: (config, None),
+        version_probe=lambda _e: config.version,
+        config_poll=3600.0,
+    )
+
+
+async def _make_available(service: RuntimeService, config: RoutingConfig) -> None:
+    ids = [e for e in config.experts if not e.startswith("b")]
+    for start in range(0, len(ids), 2000):
+        await asyncio.gather(
+            *(service.async_set_presence(e, "available") for e in ids[start : start + 2000])
+        )
+
+
+async def _lifecycles(
+    service: RuntimeService, queues: list[str], count: int, concurrency: int, max_seconds: float
+) -> tuple[int, float, list[float]]:
+    """Run ``count`` lifecycles with ``concurrency`` clients; returns (done, seconds, latencies)."""
+    latencies: list[float] = []
+    done = 0
+    next_i = 0
+    deadline = time.perf_counter() + max_seconds
+
+    async def client() -> None:
+        nonlocal done, next_i
+        while next_i < count and time.perf_counter() < deadline:
+            i = next_i
+            next_i += 1
+            t0 = time.perf_counter()
+            view = await service.async_create_task(TaskRequest(queue=queues[i % len(queues)]))
+            latencies.append(time.perf_counter() - t0)
+            offers = view.extra.get("offers") or []
+            if not offers:
+                continue
+            result = await service.async_accept(offers[0]["id"])
+            if not result.ok:
+                continue
+            await service.async_task_event(view.id, "connected")
+            await service.async_task_event(view.id, "ended")
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return done, time.perf_counter() - started, latencies
+
+
+def _durable(
+    result: BenchResult, options: BenchOptions, experts: int, target: float | None
+) -> None:
+    queues = _sized(1000, options.scale, 10)
+    lifecycles = _sized(20_000, options.scale, 200)
+    config = perf.synthetic_config(experts, queues, backlog_members=10)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = options.db or f"sqlite:///{Path(tmp) / 'bench.db'}"
+
+        async def go() -> tuple[int, float, list[float], int]:
+            service = _service(url, config)
+            await service.async_start()
+            try:
+                await _make_available(service, config)
+                qids = [q for q in config.queues if q != perf.BACKLOG]
+                done, seconds, lat = await _lifecycles(service, qids, lifecycles, 256, 120.0)
+                return done, seconds, lat, service.commits
+            finally:
+                await service.async_stop()
+                service.engine.dispose()
+
+        done, seconds, lat, commits = asyncio.run(go())
+    backend = "sqlite synchronous=FULL" if not options.db else "given database"
+    ctx = f"{experts:,} experts, {queues} queues, {backend}, 256 clients in-process"
+    result.add(
+        f"durable lifecycles/s @{experts:,}",
+        done / seconds if seconds else 0.0,
+        "1/s",
+        f">= {target}" if target else None,
+        ctx,
+    )
+    result.add(
+        f"durable create->offers p50 @{experts:,}", percentile(lat, 50) * 1000, "ms", None, ctx
+    )
+    result.add(
+        f"durable create->offers p99 @{experts:,}", percentile(lat, 99) * 1000, "ms", None, ctx
+    )
+    result.notes.append(
+        f"{done} lifecycles in {seconds:.1f}s, {commits} commits @{experts:,} experts"
+    )
+
+
+def _waiting_rss(result: BenchResult, options: BenchOptions) -> None:
+    experts = _sized(100_000, options.scale, 100)
+    waiting = _sized(10_000, options.scale, 10)
+    config = perf.synthetic_config(experts, _sized(1000, options.scale, 10), backlog_members=10)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+
+        async def go() -> float:
+            service = _service(url, config)
+            await service.async_start()
+            try:
+                await _make_available(service, config)
+                for start in range(0, waiting, 1000):
+                    await asyncio.gather(
+                        *(
+                            service.async_create_task(TaskRequest(queue=perf.BACKLOG))
+                            for _ in range(min(1000, waiting - start))
+                        )
+                    )
+                return current_rss_mb()
+            finally:
+                await service.async_stop()
+                service.engine.dispose()
+
+        rss = asyncio.run(go())
+    result.add(
+        "RSS with tasks waiting",
+        rss,
+        "MiB",
+        "<= 1024" if options.scale >= 1 else None,
+        f"{waiting:,} waiting, {experts:,} experts available, durable service in-process",
+    )
+
+
+def _core_only(result: BenchResult, options: BenchOptions) -> None:
+    experts = _sized(100_000, options.scale, 100)
+    report = perf.run(
+        experts=experts,
+        queues=_sized(1000, options.scale, 10),
+        lifecycles=_sized(20_000, options.scale, 200),
+        max_seconds=60.0,
+    )
+    ctx = f"core only, {experts:,} experts, {report.queues} queues"
+    result.add("core decision p50", report.decision_ms_p50, "ms", None, ctx)
+    result.add("core decision p99", report.decision_ms_p99, "ms", "<= 2", ctx)
+    result.add("core lifecycles/s", report.lifecycles_per_s, "1/s", None, ctx)
+
+
+# --- over HTTP -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve_child(url: str, experts: int, queues: int, port: int, token_file: str) -> None:
+    """Child process: a runtime with the synthetic configuration behind uvicorn."""
+    import uvicorn
+
+    from expertline.security.tokens import create_token
+    from expertline.settings import Settings
+    from expertline.web.app import AppContext, create_app
+
+    config = perf.synthetic_config(experts, queues, backlog_members=10)
+
+    async def main() -> None:
+        service = _service(url, config)
+        await service.async_start()
+        await _make_available(service, config)
+        ctx = AppContext(Settings(node="bench"), service.engine)
+        ctx.services["runtime"] = service
+        Path(token_file).write_text(create_token(service.engine, "bench", "admin"))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(ctx), host="127.0.0.1", port=port, log_level="warning", access_log=False
+            )
+        )
+        await server.serve()
+        await service.async_stop()
+
+    asyncio.run(main())
+
+
+def _http(result: BenchResult, options: BenchOptions) -> None:
+    import httpx
+
+    experts = _sized(10_000, options.scale, 100)
+    queues = _sized(1000, options.scale, 10)
+    lifecycles = _sized(3000, options.scale, 100)
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        token_file = str(Path(tmp) / "token")
+        ctx = multiprocessing.get_context("spawn")
+        child = ctx.Process(
+            target=_serve_child, args=(url, experts, queues, port, token_file), daemon=True
+        )
+        child.start()
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    if (
+                        Path(token_file).exists()
+                        and httpx.get(base + "/healthz").status_code == 200
+                    ):
+                        break
+                time.sleep(0.2)
+            headers = {"Authorization": f"Bearer {Path(token_file).read_text().strip()}"}
+            done, seconds, lat = asyncio.run(
+                _http_clients(base, headers, [f"q{i:04d}" for i in range(queues)], lifecycles)
+            )
+        finally:
+            child.terminate()
+            child.join(timeout=15)
+            if child.is_alive():
+                child.kill()
+    ctx_text = f"{experts:,} experts, uvicorn child process, 32 httpx clients, sqlite"
+    result.add("HTTP lifecycles/s", done / seconds if seconds else 0.0, "1/s", ">= 300", ctx_text)
+    result.add("HTTP create p99", percentile(lat, 99) * 1000, "ms", None, ctx_text)
+
+
+async def _http_clients(
+    base: str, headers: dict[str, str], queues: list[str], count: int
+) -> tuple[int, float, list[float]]:
+    import httpx
+
+    latencies: list[float] = []
+    done = 0
+    next_i = 0
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as c:
+
+        async def client() -> None:
+            nonlocal done, next_i
+            while next_i < count:
+                i = next_i
+                next_i += 1
+                t0 = time.perf_counter()
+                task = (
+                    await c.post("/api/v1/tasks", json={"queue": queues[i % len(queues)]})
+                ).json()
+                latencies.append(time.perf_counter() - t0)
+                if not task.get("offers"):
+                    continue
+                offer_id = task["offers"][0]["id"]
+                r = await c.post(f"/api/v1/offers/{offer_id}/accept")
+                if r.status_code != 200:
+                    continue
+                await c.post(f"/api/v1/tasks/{task['id']}/events", json={"type": "connected"})
+                await c.post(f"/api/v1/tasks/{task['id']}/events", json={"type": "ended"})
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(32)))
+        return done, time.perf_counter() - started, latencies
+
+
+def run(options: BenchOptions) -> BenchResult:
+    result = BenchResult("routing")
+    result.notes.append(f"cpus={os.cpu_count()} scale={options.scale}")
+    _core_only(result, options)
+    _durable(result, options, _sized(10_000, options.scale, 100), 2000)
+    _durable(result, options, _sized(100_000, options.scale, 100), None)
+    _waiting_rss(result, options)
+    _http(result, options)
+    return result
