@@ -6,6 +6,7 @@ decides comes from here, so the rules can be tested on hand-written records and 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,24 +55,26 @@ def parse_interval(value: str) -> int:
     return INTERVALS[text]
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
 def parse_seconds(value: Any, default: float) -> float:
-    """A configuration duration (``20s``, ``5m``, ``1h`` or a number of seconds)."""
+    """A configuration duration (``20s``, ``5m``, ``1h30m``, ``500ms`` or seconds as a number);
+    ``default`` when absent or unreadable (history written by an older version)."""
     if isinstance(value, bool) or value is None:
         return default
     if isinstance(value, int | float):
         return float(value)
     text = str(value).strip().lower()
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for suffix in ("ms", "s", "m", "h"):
-        if text.endswith(suffix):
-            try:
-                return float(text[: -len(suffix)]) * units[suffix]
-            except ValueError:
-                return default
     try:
         return float(text)
     except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
         return default
+    return sum(float(n) * _UNITS[u] for n, u in parts)
 
 
 # --- which feed rows to take ---------------------------------------------------------------

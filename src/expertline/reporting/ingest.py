@@ -429,7 +429,7 @@ def apply_change(
         .where(and_(h.c.kind == kind, h.c.object_id == object_id, h.c.version_to.is_(None)))
         .values(version_to=version, valid_to=at)
     )
-    if op != "delete" and after is not None:
+    if op not in ("remove", "delete") and after is not None:
         name = str(after.get("name") or object_id) if isinstance(after, dict) else object_id
         conn.execute(
             insert(h).values(
