@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from expertline.sip.message import ParseError, StreamFramer
 
@@ -59,8 +59,7 @@ class _Tcp(asyncio.Protocol):
         self.last_used = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         if self.peer is None:
             host, port = transport.get_extra_info("peername")[:2]
             self.peer = Peer("tcp", host, port)
@@ -134,8 +133,7 @@ class SipTransport:
                 continue
             udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
             transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp_sock)
-            assert isinstance(transport, asyncio.DatagramTransport)
-            self._udp = transport
+            self._udp = cast(asyncio.DatagramTransport, transport)
             self.host, self.port = host, bound
             self._sweeper = asyncio.create_task(self._sweep_idle())
             return
