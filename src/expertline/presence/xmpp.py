@@ -443,11 +443,12 @@ class XmppSource:
         """Subscribe to every served expert; drop roster entries of experts no longer served."""
         wanted = set(self._served)
         if isinstance(client, ComponentXMPP):
-            # No server roster for components: (re)subscribe and probe; servers answer at once
-            # for contacts already subscribed.
+            # No server roster for components: subscribe at every session. A contact already
+            # subscribed is answered by its server at once, with its current presence. (No
+            # probe: Prosody answers a probe that races the subscription with "unsubscribed",
+            # which turns the expert's approval into a mere pre-approval.)
             for jid in sorted(wanted):
                 client.send_presence_subscription(pto=JID(jid), pfrom=JID(self.address))
-                client.send_presence(pto=JID(jid), pfrom=JID(self.address), ptype="probe")
                 client.send_presence(pto=JID(jid), pfrom=JID(self.address))
             return
         roster = client.client_roster

@@ -121,13 +121,13 @@ async def test_wrong_password_is_reported_and_retried_with_backoff(lab: Lab) -> 
 
 async def test_component_mode_presence_and_offers(lab: Lab) -> None:
     lab.add_expert("frank")
+    frank = await lab.sign_in("frank")
     source = await lab.source(
         mode="component",
         jid=lab.server.component,
         secret=lab.server.component_secret,
         port=lab.server.component_port,
     )
-    frank = await lab.sign_in("frank")
     await async_eventually(lambda: source.up, timeout=10)
     await async_eventually(lambda: lab.port.presence.get("frank") == "available", timeout=10)
     frank.set_show("dnd")
@@ -138,3 +138,9 @@ async def test_component_mode_presence_and_offers(lab: Lab) -> None:
     assert got.sender == lab.server.component
     frank.say(lab.server.component, "y")
     await async_eventually(lambda: lab.port.answers == [(offer.id, "accept", None)])
+    lab.server.restart()  # the link is cut and comes back: presence is resynced
+    await async_eventually(lambda: lab.port.presence.get("frank") == "offline", timeout=10)
+    await frank.disconnect()
+    frank = await lab.sign_in("frank", show="away")
+    await async_eventually(lambda: lab.port.presence.get("frank") == "away", timeout=15)
+    assert source.connections == 2
