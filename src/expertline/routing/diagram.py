@@ -1,0 +1,98 @@
+"""Mermaid state diagrams drawn from the transition tables (``routing.states``).
+
+``render()`` gives the whole ``docs/routing-states.md``; a unit test fails when the committed
+file differs, so the docs cannot drift from the tables. Regenerate with
+``python -m expertline.routing.diagram > docs/routing-states.md``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from expertline.routing.states import (
+    FINAL_OFFER,
+    FINAL_TASK,
+    OFFER_TRANSITIONS,
+    TASK_TRANSITIONS,
+)
+
+INTRO = """\
+# Routing states
+
+Generated from `src/expertline/routing/states.py` by `python -m expertline.routing.diagram`;
+do not edit by hand (a test compares this file with the tables).
+
+A transition that is not drawn here does not exist: the core refuses it (an event arriving
+in a state that does not accept it changes nothing).
+"""
+
+TASK_NOTES = """\
+- `queued`: waiting in its queue, no offer out. `offered`: waiting with offers out.
+- `overflow` keeps the task (same id, code and record) and moves it to the target queue, where
+  it keeps its original age for ordering; max wait and escalation restart there.
+- `delivery_failed` (SIP proxy: ring no answer 19, busy 8) writes an `attempt` record and
+  puts the task back in its queue; the expert gets the decline cooldown for it.
+- `lost`: the outcome cannot be known after a node failure (TCD 27).
+- Wrap-up is on the expert's side: after a handled task the expert is `wrap_up` for the
+  queue's `wrap_up` seconds.
+"""
+
+DISPOSITIONS = """\
+## Call dispositions written in the TCD
+
+| how the task ended | voice | chat |
+|---|---|---|
+| `end` (completed) | 13 | 38 |
+| `abandon` while `queued` | 2 | 36 |
+| `abandon` while `offered` | 2 | 37 |
+| `abandon` while `assigned` (ringing at the expert) | 3 | 37 |
+| `fallback` (label at max wait) | 15 | 15 |
+| `reject` (max wait without fallback, or its queue removed) | 22 | 22 |
+| `fail` (routing client) | given, or 12 | given, or 12 |
+| `lost` (node failure) | 27 | 27 |
+"""
+
+EXPERT_NOTES = """\
+## Expert state (derived, announced as `expert.state`)
+
+First match wins: disabled or not configured → `offline`; an active task → `busy`; wrap-up
+running → `wrap_up`; presence not available → that presence (`away`, `dnd`, `offline`);
+pending offers → `reserved`; otherwise `available`. An expert can take another offer while
+enabled, available, out of wrap-up, with active tasks + pending offers below `max_tasks`.
+"""
+
+
+def _mermaid(table: dict[StrEnum, dict[StrEnum, StrEnum]], initial: str, final: frozenset) -> str:
+    lines = ["```mermaid", "stateDiagram-v2", f"    [*] --> {initial}"]
+    for state, out in table.items():
+        for trigger, target in out.items():
+            lines.append(f"    {state} --> {target}: {trigger}")
+    for state in table:
+        if state in final:
+            lines.append(f"    {state} --> [*]")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def render() -> str:
+    """The full Markdown document."""
+    parts = [
+        INTRO,
+        "## Task\n",
+        _mermaid(TASK_TRANSITIONS, "queued", FINAL_TASK),  # type: ignore[arg-type]
+        "",
+        TASK_NOTES,
+        "## Offer\n",
+        _mermaid(OFFER_TRANSITIONS, "open", FINAL_OFFER),  # type: ignore[arg-type]
+        "",
+        "An offer is withdrawn when its task ends or is taken by another expert, when the\n"
+        "expert's presence leaves *available*, at overflow, or when a configuration change\n"
+        "removes the expert or their match.\n",
+        DISPOSITIONS,
+        EXPERT_NOTES,
+    ]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(render(), end="")

@@ -1,0 +1,123 @@
+"""A time-skipping harness for the routing core: events in, commands recorded, timers fired.
+
+``Sim.advance(s)`` moves the fake clock forward, firing every due timer in order (each at its
+own time), like the runtime's timer heap would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from expertline.routing.commands import (
+    CancelTimer,
+    Command,
+    Emit,
+    ReturnLabel,
+    SendOffer,
+    SetTimer,
+    WithdrawOffer,
+    WriteRecord,
+)
+from expertline.routing.core import RoutingCore
+from expertline.routing.events import ConfigChanged, Event, PresenceChanged, TimerFired
+from expertline.routing.model import ExpertSpec, QueueSpec, RoutingConfig
+
+START = 1_700_000_000.0
+
+
+def expert(eid: str, **kw: Any) -> ExpertSpec:
+    return ExpertSpec(id=eid, name=eid.title(), phone=f"sip:{eid}@pbx.example.test", **kw)
+
+
+def config(
+    experts: Iterable[ExpertSpec],
+    queues: Iterable[QueueSpec],
+    matches: dict[str, tuple[Iterable[str], ...]] | None = None,
+    version: int = 1,
+) -> RoutingConfig:
+    """A config; by default every queue matches every expert (one step per escalation)."""
+    ex = {e.id: e for e in experts}
+    qs = {q.id: q for q in queues}
+    m: dict[str, tuple[frozenset[str], ...]] = {}
+    for q in qs.values():
+        given = (matches or {}).get(q.id)
+        if given is None:
+            m[q.id] = tuple(frozenset(ex) for _ in range(len(q.escalate) + 1))
+        else:
+            m[q.id] = tuple(frozenset(s) for s in given)
+    return RoutingConfig(version=version, experts=ex, queues=qs, matches=m)
+
+
+class Sim:
+    def __init__(self, cfg: RoutingConfig, now: float = START, core: RoutingCore | None = None):
+        self.core = core or RoutingCore()
+        self.now = now
+        self.timers: dict[str, float] = {}
+        self.log: list[Command] = []
+        if core is None:
+            self.send(ConfigChanged(cfg))
+
+    def send(self, event: Event) -> list[Command]:
+        out = self.core.handle(event, self.now)
+        for c in out:
+            if isinstance(c, SetTimer):
+                self.timers[c.key] = c.at
+            elif isinstance(c, CancelTimer):
+                self.timers.pop(c.key, None)
+        self.log.extend(out)
+        return out
+
+    def advance(self, seconds: float) -> list[Command]:
+        """Move the clock, firing due timers in time order."""
+        end = self.now + seconds
+        out: list[Command] = []
+        while True:
+            due = [(at, key) for key, at in self.timers.items() if at <= end]
+            if not due:
+                break
+            at, key = min(due)
+            del self.timers[key]
+            self.now = max(self.now, at)
+            out += self.send(TimerFired(key))
+        self.now = end
+        return out
+
+    def available(self, *eids: str, step: float = 0.0) -> None:
+        for eid in eids:
+            self.send(PresenceChanged(eid, "available"))
+            if step:
+                self.now += step
+
+    # --- reading the log -----------------------------------------------------------------
+
+    def offers(self, since: int = 0) -> list[SendOffer]:
+        return [c for c in self.log[since:] if isinstance(c, SendOffer)]
+
+    def open_offer(self, expert_id: str) -> str:
+        offers = self.core.open_offers(expert_id)
+        assert len(offers) == 1, offers
+        return str(offers[0]["id"])
+
+    def offered_to(self, task_id: str) -> list[str]:
+        """Experts holding an open offer for the task, in offer order."""
+        t = self.core.task(task_id)
+        assert t is not None
+        return list(t["open_offers"])
+
+    def withdrawals(self) -> list[WithdrawOffer]:
+        return [c for c in self.log if isinstance(c, WithdrawOffer)]
+
+    def labels(self) -> list[ReturnLabel]:
+        return [c for c in self.log if isinstance(c, ReturnLabel)]
+
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        return [c.data for c in self.log if isinstance(c, WriteRecord) and c.kind == kind]
+
+    def emitted(self, type_: str) -> list[dict[str, Any]]:
+        return [c.data for c in self.log if isinstance(c, Emit) and c.type == type_]
+
+    def status(self, task_id: str) -> str:
+        t = self.core.task(task_id)
+        assert t is not None, task_id
+        return str(t["status"])
