@@ -116,9 +116,13 @@ def xmpp_settings(
     )
 
 
-def create_presence_sources(ctx: Any, port: RoutingPort) -> list[XmppSource]:
-    """One started-later source per configured presence source, registered as a channel."""
-    doc = _stored_document(ctx)
+def create_presence_sources(
+    ctx: Any, port: RoutingPort, document: ConfigDocument | None = None
+) -> list[XmppSource]:
+    """One started-later source per configured presence source, registered as a channel.
+
+    ``document`` defaults to the stored configuration."""
+    doc = document if document is not None else _stored_document(ctx)
     if doc is None or not doc.presence:
         return []
     health = ctx.services.get("health")
