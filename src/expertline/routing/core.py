@@ -1212,7 +1212,7 @@ class RoutingCore:
             self._out.append(CancelTimer(key))
 
     def _cancel_task_timers(self, t: Task, keep_cooldowns: bool = False) -> None:
-        for key in list(self._task_timers.get(t.id, ())):
+        for key in sorted(self._task_timers.get(t.id, ())):
             if keep_cooldowns and self._timers[key][1] == "cooldown":
                 continue
             self._drop_timer(key, cancel=True)
