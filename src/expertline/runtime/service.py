@@ -993,6 +993,8 @@ class RuntimeService:
         if not pending.batch.empty():
             await self._commit(pending.batch)
         self._after_commit(pending)
+        for row in state.offers:
+            self._publish_offer(row["offer_id"])
         if state.tasks:
             log.info(
                 "recovered tasks=%d offers=%d lost=%d (ended with TCD 27: %s)",

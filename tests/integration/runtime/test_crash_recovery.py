@@ -1,0 +1,204 @@
+"""kill -9 of a runtime process mid-flight: nothing lost, nothing ended twice.
+
+A real server process (uvicorn + RuntimeService) is killed with SIGKILL while tasks are
+queued, offered, assigned and connected, and while a burst of creates is in flight; a new
+process on the same database must show every acknowledged task in the same state, and after
+the test drives them all to their end every task has exactly one TCD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, func, select
+
+from expertline.db.tables import runtime_tasks, tcd
+from expertline.security.tokens import create_token
+from support.wait import eventually
+
+SERVER = Path(__file__).parent / "rt_server.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server(url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER), url, str(port)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    try:
+        eventually(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200,
+            timeout=30,
+        )
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+class Client:
+    def __init__(self, port: int, rc: str, ex: str) -> None:
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        self.rc = {"Authorization": f"Bearer {rc}"}
+        self.ex = {"Authorization": f"Bearer {ex}"}
+
+    def create(self, entry_point: str, **extra: Any) -> dict[str, Any]:
+        r = self.http.post(
+            "/api/v1/tasks", json={"entry_point": entry_point, **extra}, headers=self.rc
+        )
+        assert r.status_code in (200, 201), r.text
+        return dict(r.json())
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/api/v1/tasks/{task_id}", headers=self.rc)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def presence(self, expert: str, status: str) -> None:
+        r = self.http.put(
+            f"/api/v1/experts/{expert}/presence", json={"status": status}, headers=self.ex
+        )
+        assert r.status_code == 200, r.text
+
+    def offers(self, expert: str) -> list[dict[str, Any]]:
+        r = self.http.get(f"/api/v1/offers?expert={expert}", headers=self.ex)
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    def accept(self, offer_id: str) -> None:
+        r = self.http.post(f"/api/v1/offers/{offer_id}/accept", headers=self.ex)
+        assert r.status_code == 200, r.text
+
+    def event(self, task_id: str, type: str) -> dict[str, Any]:
+        r = self.http.post(f"/api/v1/tasks/{task_id}/events", json={"type": type}, headers=self.rc)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+def _finish_everything(c: Client, task_ids: list[str]) -> None:
+    """Drive every task to its end: accept offers as they come, connect and end."""
+    for expert in ("alice", "bob", "carol"):
+        c.presence(expert, "available")
+
+    pending = set(task_ids)
+
+    def step() -> bool:
+        for tid in sorted(pending):
+            status = c.task(tid)["status"]
+            if status == "assigned":
+                c.event(tid, "connected")
+                status = c.event(tid, "ended")["status"]
+            elif status == "connected":
+                status = c.event(tid, "ended")["status"]
+            if status == "completed":
+                pending.discard(tid)
+        for expert in ("alice", "bob", "carol"):
+            for offer in c.offers(expert):
+                c.http.post(f"/api/v1/offers/{offer['id']}/accept", headers=c.ex)
+        return not pending
+
+    eventually(step, timeout=120, interval=0.01)
+
+
+def test_kill_9_mid_flight_loses_nothing_and_ends_each_task_once(engine: Engine) -> None:
+    url = engine.url.render_as_string(hide_password=False)
+    port = _free_port()
+    rc = create_token(engine, "cc", "routing-client")
+    ex = create_token(engine, "console", "expert")
+
+    with server(url, port) as proc:
+        c = Client(port, rc, ex)
+        for expert in ("alice", "bob", "carol"):
+            c.presence(expert, "available")
+        connected = c.create("+18005550100", external_id="t-connected")
+        offers = c.offers("alice")
+        c.accept(offers[0]["id"])
+        c.event(connected["id"], "connected")
+        offered = c.create("+18005550100", external_id="t-offered")  # only bob is free
+        queued = c.create("+18005550100", external_id="t-queued")  # nobody left
+        support = c.create("+18005550200", external_id="t-support")  # offered to carol
+        carol_offer = c.offers("carol")[0]
+        c.accept(carol_offer["id"])  # assigned
+        before = {t["id"]: c.task(t["id"]) for t in (connected, offered, queued, support)}
+        assert [v["status"] for v in before.values()] == [
+            "connected",
+            "offered",
+            "queued",
+            "assigned",
+        ]
+
+        # A burst of creates, killed while it runs: every acknowledged one must survive.
+        acknowledged: list[str] = []
+
+        async def burst() -> None:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as ac:
+
+                async def one(i: int) -> None:
+                    try:
+                        r = await ac.post(
+                            "/api/v1/tasks",
+                            json={"entry_point": "+18005550200", "external_id": f"burst-{i}"},
+                            headers=c.rc,
+                        )
+                    except httpx.HTTPError:
+                        return
+                    if r.status_code == 201:
+                        acknowledged.append(r.json()["id"])
+                        if len(acknowledged) == 5:
+                            os.kill(proc.pid, signal.SIGKILL)
+
+                await asyncio.gather(*(one(i) for i in range(20)))
+
+        asyncio.run(burst())
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        assert len(acknowledged) >= 5
+
+    with server(url, port):
+        c = Client(port, rc, ex)
+        for tid, seen in before.items():
+            after = c.task(tid)
+            assert (after["status"], after["expert"], after["label"], after["code"]) == (
+                seen["status"],
+                seen["expert"],
+                seen["label"],
+                seen["code"],
+            )
+        assert [o["task_id"] for o in c.offers("bob")] == [offered["id"]]
+        for tid in acknowledged:
+            assert c.task(tid)["status"] in ("queued", "offered")
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(tcd)).scalar() == 0
+            all_ids = [r[0] for r in conn.execute(select(runtime_tasks.c.task_id))]
+        assert set(acknowledged) | set(before) <= set(all_ids)
+        _finish_everything(c, all_ids)
+
+    with engine.connect() as conn:
+        per_task = dict(
+            conn.execute(select(tcd.c.task_id, func.count()).group_by(tcd.c.task_id)).all()
+        )
+        dispositions = {r[0] for r in conn.execute(select(tcd.c.call_disposition))}
+    assert set(per_task) == set(all_ids)
+    assert set(per_task.values()) == {1}
+    assert dispositions == {13}
