@@ -65,6 +65,7 @@ class Sipp:
     calls: int = 1
     rate: float | None = None
     transport: str = "u1"  # u1: UDP, t1: TCP (one connection)
+    pause_ms: int = 1000  # the length of a scenario's plain ``<pause/>`` (talk time)
     variables: dict[str, str] = field(default_factory=dict)
     extra: list[str] = field(default_factory=list)
     timeout: float = 30.0
@@ -98,6 +99,8 @@ class Sipp:
             "-timeout_error",
             "-max_recv_loops",
             "10000",
+            "-d",
+            str(self.pause_ms),
         ]
         if self.rate is not None:
             cmd += ["-r", f"{self.rate:g}"]

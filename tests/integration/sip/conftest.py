@@ -1,179 +1,19 @@
-"""The SIP front on loopback in front of a real RuntimeService (real database, real HTTP app).
-
-Experts accept through the REST channel (``POST /api/v1/offers/{id}/accept``) or may not
-decline (no offer round trip). Expert phones and callers are sipp processes (``support.sipp``).
-"""
+"""Fixtures for SIP tests (helpers in ``sip_harness``)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine
 
-from expertline.routing.model import ExpertSpec, OnMaxWait, QueueSpec, RoutingConfig
-from expertline.runtime.ports import TaskRequest, TaskView
-from expertline.runtime.service import RuntimeService
-from expertline.security.tokens import create_token
-from expertline.settings import Settings
-from expertline.sip.front import SipFront
-from expertline.sip.transaction import TimerValues
-from expertline.web.app import AppContext, create_app
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sip_harness import SipHarness
+
 from support.sipp import SippPool, require_sipp
-from support.wait import async_eventually
-
-ENTRY = "+18005550100"
-FAST_TIMERS = TimerValues(t1=0.1, t2=0.4, t4=0.5, timer_d=0.5)
-
-
-def sip_config(
-    phones: dict[str, str],
-    may_decline: bool = True,
-    entry_points: dict[str, str] | None = None,
-    **queue_options: Any,
-) -> RoutingConfig:
-    """One queue ``billing`` served by every expert in ``phones`` (expert id -> label)."""
-    experts = {
-        eid: ExpertSpec(
-            id=eid,
-            name=eid.title(),
-            phone=phone,
-            im=f"{eid}@example.test",
-            may_decline=may_decline,
-        )
-        for eid, phone in phones.items()
-    }
-    options: dict[str, Any] = {
-        "offer_to": 1,
-        "offer_timeout": 30.0,
-        "max_wait": 60.0,
-        "on_max_wait": OnMaxWait("reject"),
-    }
-    options.update(queue_options)
-    queue = QueueSpec(id="billing", name="Billing", **options)
-    return RoutingConfig(
-        version=1,
-        experts=experts,
-        queues={"billing": queue},
-        matches={"billing": (frozenset(phones),)},
-        entry_points=entry_points or {ENTRY: "billing"},
-    )
-
-
-class RecordingPort:
-    """The real runtime, with a record of the task requests the front made (a spy, no stub)."""
-
-    def __init__(self, service: RuntimeService) -> None:
-        self.service = service
-        self.requests: list[TaskRequest] = []
-
-    async def async_create_task(self, request: TaskRequest) -> TaskView:
-        self.requests.append(request)
-        return await self.service.async_create_task(request)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.service, name)
-
-
-@dataclass
-class SipHarness:
-    engine: Engine
-    workdir: Path
-    sipp: SippPool
-    service: RuntimeService | None = None
-    port: RecordingPort | None = None
-    front: SipFront | None = None
-    client: httpx.AsyncClient | None = None
-    ex: dict[str, str] = field(default_factory=dict)
-    rc: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def remote(self) -> str:
-        assert self.front is not None
-        return f"127.0.0.1:{self.front.sip_port}"
-
-    async def start(
-        self,
-        config: RoutingConfig,
-        mode: str = "redirect",
-        mode_for: Callable[[str], Any] | None = None,
-    ) -> None:
-        self.service = RuntimeService(
-            self.engine,
-            node="test-node",
-            config_loader=lambda _e: (config, None),
-            version_probe=lambda _e: config.version,
-        )
-        await self.service.async_start()
-        self.port = RecordingPort(self.service)
-        self.front = SipFront(
-            self.port,
-            "127.0.0.1",
-            0,
-            mode=mode,
-            mode_for=mode_for,
-            timers=FAST_TIMERS,  # type: ignore[arg-type]
-        )
-        await self.front.async_start()
-        ctx = AppContext(Settings(node="test-node"), self.engine)
-        ctx.services["runtime"] = self.service
-        self.ex = {"Authorization": f"Bearer {create_token(self.engine, 'ex', 'expert')}"}
-        self.rc = {"Authorization": f"Bearer {create_token(self.engine, 'rc', 'routing-client')}"}
-        self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://expertline.test"
-        )
-
-    async def available(self, *experts: str, status: str = "available") -> None:
-        assert self.service is not None
-        for expert in experts:
-            await self.service.async_set_presence(expert, status, "test")  # type: ignore[arg-type]
-
-    async def accept_next_offer(self, expert: str, timeout: float = 10.0) -> dict[str, Any]:
-        """Wait for an open offer to ``expert`` and accept it through the REST channel."""
-        assert self.client is not None
-
-        async def offer() -> dict[str, Any] | None:
-            r = await self.client.get(  # type: ignore[union-attr]
-                f"/api/v1/offers?expert={expert}&status=open", headers=self.ex
-            )
-            items = r.json()["items"]
-            return items[0] if items else None
-
-        found = await async_eventually(offer, timeout=timeout)
-        r = await self.client.post(f"/api/v1/offers/{found['id']}/accept", headers=self.ex)
-        assert r.status_code == 200, r.text
-        return found
-
-    async def records(self, kind: str) -> list[dict[str, Any]]:
-        assert self.client is not None
-        r = await self.client.get(f"/api/v1/records/{kind}?limit=1000", headers=self.rc)
-        assert r.status_code == 200, r.text
-        return list(r.json()["items"])
-
-    async def one_tcd(self, timeout: float = 10.0) -> dict[str, Any]:
-        async def tcd() -> dict[str, Any] | None:
-            rows = await self.records("tcd")
-            assert len(rows) <= 1, rows
-            return rows[0] if rows else None
-
-        return await async_eventually(tcd, timeout=timeout)
-
-    async def finish(self, sipp_process: Any, timeout: float = 30.0) -> None:
-        """Wait (off the event loop) for a sipp process to succeed."""
-        await asyncio.to_thread(sipp_process.assert_succeeded, timeout)
-
-    async def stop(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-        if self.front is not None:
-            await self.front.async_stop()
-        if self.service is not None:
-            await self.service.async_stop()
 
 
 @pytest.fixture

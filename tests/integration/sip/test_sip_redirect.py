@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ENTRY, SipHarness, sip_config
+from sip_harness import ENTRY, SipHarness, sip_config
 
 from expertline.routing.model import OnMaxWait
 

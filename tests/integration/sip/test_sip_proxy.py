@@ -1,0 +1,113 @@
+"""Proxy mode end to end: the call reaches a sipp phone through the front, which stays in the
+path (Record-Route) and reports answer, hang-up, no answer and busy to the real runtime."""
+
+from __future__ import annotations
+
+import pytest
+from sip_harness import ENTRY, SipHarness, sip_config
+
+pytestmark = pytest.mark.sipp
+
+
+async def test_call_reaches_the_phone_is_answered_and_leaves_tcd_13_with_talk_time(
+    sip: SipHarness,
+) -> None:
+    phone = sip.sipp.phone("phone_answer")
+    await sip.start(sip_config({"alice": f"sip:1001@{phone.uri_host}"}), mode="proxy")
+    await sip.available("alice")
+    caller = sip.sipp.caller("caller_proxy", sip.remote, ENTRY, pause_ms=1200)
+    await sip.accept_next_offer("alice")
+    await sip.finish(caller)
+    await sip.finish(phone)
+    tcd = await sip.one_tcd()
+    assert tcd["call_disposition"] == 13
+    assert tcd["expert_id"] == "alice"
+    assert 1.0 <= tcd["talk_time"] < 5.0
+
+
+async def test_the_expert_hangs_up_first(sip: SipHarness) -> None:
+    phone = sip.sipp.phone("phone_answer_hangup", pause_ms=500)
+    await sip.start(sip_config({"dave": f"sip:1004@{phone.uri_host}"}, may_decline=False))
+    await sip.available("dave")
+    assert sip.front is not None
+    sip.front.mode = "proxy"
+    caller = sip.sipp.caller("caller_wait_bye", sip.remote, ENTRY)
+    await sip.finish(phone)
+    await sip.finish(caller)
+    tcd = await sip.one_tcd()
+    assert tcd["call_disposition"] == 13 and tcd["talk_time"] >= 0.4
+
+
+async def test_no_answer_is_cancelled_at_ring_timeout_and_requeued_to_the_next_expert(
+    sip: SipHarness,
+) -> None:
+    silent = sip.sipp.phone("phone_no_answer")
+    answering = sip.sipp.phone("phone_answer")
+    config = sip_config(
+        {"alice": f"sip:1001@{silent.uri_host}", "bob": f"sip:1002@{answering.uri_host}"},
+        ring_timeout=1.0,
+    )
+    await sip.start(config, mode="proxy")
+    await sip.available("alice")
+    caller = sip.sipp.caller("caller_proxy", sip.remote, ENTRY, pause_ms=300)
+    first = await sip.accept_next_offer("alice")
+    await sip.finish(silent)  # rang, was cancelled (200 + 487), got its ACK
+    await sip.available("alice", status="offline")
+    await sip.available("bob")
+    second = await sip.accept_next_offer("bob")
+    assert second["task_id"] == first["task_id"]
+    await sip.finish(caller)
+    await sip.finish(answering)
+    tcd = await sip.one_tcd()
+    assert tcd["call_disposition"] == 13 and tcd["expert_id"] == "bob"
+    assert sip.front is not None
+    assert sip.front.stats.get("outcome_completed") == 1
+
+
+async def test_busy_phone_requeues_with_attempt_8(sip: SipHarness) -> None:
+    busy = sip.sipp.phone("phone_busy")
+    answering = sip.sipp.phone("phone_answer")
+    config = sip_config(
+        {"alice": f"sip:1001@{busy.uri_host}", "bob": f"sip:1002@{answering.uri_host}"}
+    )
+    await sip.start(config, mode="proxy")
+    await sip.available("alice")
+    caller = sip.sipp.caller("caller_proxy", sip.remote, ENTRY, pause_ms=300)
+    await sip.accept_next_offer("alice")
+    await sip.finish(busy)
+    await sip.available("alice", status="offline")
+    await sip.available("bob")
+    await sip.accept_next_offer("bob")
+    await sip.finish(caller)
+    tcd = await sip.one_tcd()
+    assert tcd["call_disposition"] == 13 and tcd["expert_id"] == "bob"
+
+
+async def test_caller_cancel_while_the_phone_rings_is_abandoned_ring_tcd_3(
+    sip: SipHarness,
+) -> None:
+    silent = sip.sipp.phone("phone_no_answer")
+    await sip.start(
+        sip_config({"alice": f"sip:1001@{silent.uri_host}"}, ring_timeout=30.0), mode="proxy"
+    )
+    await sip.available("alice")
+    caller = sip.sipp.caller("caller_cancel_ringing", sip.remote, ENTRY)
+    await sip.accept_next_offer("alice")
+    await sip.finish(caller)
+    await sip.finish(silent)
+    tcd = await sip.one_tcd()
+    assert tcd["call_disposition"] == 3
+
+
+async def test_entry_point_mode_overrides_the_node_mode(sip: SipHarness) -> None:
+    phone = sip.sipp.phone("phone_answer")
+    await sip.start(
+        sip_config({"dave": f"sip:1004@{phone.uri_host}"}, may_decline=False),
+        mode="redirect",
+        mode_for=lambda number: "proxy" if number == ENTRY else None,
+    )
+    await sip.available("dave")
+    caller = sip.sipp.caller("caller_proxy", sip.remote, ENTRY, pause_ms=200)
+    await sip.finish(caller)
+    await sip.finish(phone)
+    assert (await sip.one_tcd())["call_disposition"] == 13
