@@ -327,12 +327,25 @@ def read_feed(
 
 
 def due_webhooks(engine: Engine, now: datetime, limit: int) -> list[dict[str, Any]]:
+    """Deliveries due now whose task has no earlier delivery still pending (order per task)."""
+    earlier = webhook_deliveries.alias("earlier")
+    blocked = (
+        select(earlier.c.id)
+        .where(
+            earlier.c.task_id == webhook_deliveries.c.task_id,
+            earlier.c.id < webhook_deliveries.c.id,
+            earlier.c.delivered_at.is_(None),
+            earlier.c.failed_at.is_(None),
+        )
+        .exists()
+    )
     query = (
         select(webhook_deliveries)
         .where(
             webhook_deliveries.c.delivered_at.is_(None),
             webhook_deliveries.c.failed_at.is_(None),
             webhook_deliveries.c.next_attempt_at <= now,
+            ~blocked,
         )
         .order_by(webhook_deliveries.c.id)
         .limit(limit)
@@ -360,15 +373,17 @@ def record_webhook_attempt(
     failed_at: datetime | None = None,
     error: str | None = None,
 ) -> None:
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "delivered_at": delivered_at,
+        "next_attempt_at": next_attempt_at,
+        "failed_at": failed_at,
+    }
+    if error is not None:  # a success keeps the last error seen, for the operator
+        values["last_error"] = error
     with engine.begin() as conn:
         conn.execute(
             update(webhook_deliveries)
             .where(webhook_deliveries.c.id == delivery_id)
-            .values(
-                attempts=attempts,
-                delivered_at=delivered_at,
-                next_attempt_at=next_attempt_at,
-                failed_at=failed_at,
-                last_error=error,
-            )
+            .values(**values)
         )
