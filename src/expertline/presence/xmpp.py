@@ -518,32 +518,41 @@ class XmppSource:
         return "offline"
 
     async def _presence_worker(self) -> None:
-        """Tell the runtime about changes, in order, one call per expert per burst."""
+        """Tell the runtime about changes: one call per expert per burst, a burst's calls in
+        flight together (the runtime commits them in one transaction), bursts in order."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             batch, self._dirty = list(self._dirty), {}
-            for expert_id in batch:
-                status = self.presence_of(expert_id)
-                if self._reported.get(expert_id) == status:
-                    continue
-                try:
-                    await self._port.async_set_presence(expert_id, status, self.id)
-                except Exception:
-                    log.exception("presence not applied source=%s expert=%s", self.id, expert_id)
-                    continue
-                before = self._reported.get(expert_id)
-                self._reported[expert_id] = status
-                if not any(e.id == expert_id for e in self._served.values()):
-                    self._reported.pop(expert_id, None)  # no longer ours: forget after telling
-                log.info(
-                    "presence source=%s expert=%s status=%s previous=%s link=%s",
-                    self.id,
-                    expert_id,
-                    status,
-                    before or "unknown",
-                    self._link.state,
-                )
+            changes = [(e, self.presence_of(e)) for e in batch]
+            changes = [(e, s) for e, s in changes if self._reported.get(e) != s]
+            if changes:
+                await asyncio.gather(*(self._tell(e, s) for e, s in changes))
+
+    async def _tell(self, expert_id: str, status: Presence) -> None:
+        try:
+            await self._port.async_set_presence(expert_id, status, self.id)
+        except Exception as exc:
+            log.warning(
+                "presence not applied source=%s expert=%s status=%s error=%r",
+                self.id,
+                expert_id,
+                status,
+                exc,
+            )
+            return
+        before = self._reported.get(expert_id)
+        self._reported[expert_id] = status
+        if not any(e.id == expert_id for e in self._served.values()):
+            self._reported.pop(expert_id, None)  # no longer ours: forget after telling
+        log.info(
+            "presence source=%s expert=%s status=%s previous=%s link=%s",
+            self.id,
+            expert_id,
+            status,
+            before or "unknown",
+            self._link.state,
+        )
 
     # -- answers -----------------------------------------------------------------------------
 
