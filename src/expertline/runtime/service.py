@@ -913,6 +913,9 @@ class RuntimeService:
                 delay *= 4
         if effect.outbox_id is not None:
             self._outbox_done.append(effect.outbox_id)
+            if len(self._outbox_done) == 1 and self._running:
+                # The deletion rides the next batch; make sure there is one even when idle.
+                self._queue.put_nowait(_Operation(lambda: None, None))
 
     async def _call_channel(self, effect: _Effect) -> None:
         p = effect.payload

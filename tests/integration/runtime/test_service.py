@@ -1,0 +1,199 @@
+"""RuntimeService in-process: timers on a fake clock, expert channels, restarts, config changes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from rt_harness import PHONES, make_service, routing_config
+from sqlalchemy import Engine, func, select
+
+from expertline.db.tables import routing_feed, runtime_offers, runtime_outbox, tcd
+from expertline.routing.model import ExpertSpec, RoutingConfig
+from expertline.runtime.ports import OfferView, TaskRequest
+from expertline.runtime.service import RuntimeService
+from support.wait import async_eventually
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingChannel:
+    """An expert channel that records what it is asked to show, checking it was committed."""
+
+    def __init__(self, engine: Engine, name: str = "im", block: bool = False) -> None:
+        self.name = name
+        self.engine = engine
+        self.block = block
+        self.calls: list[tuple[str, str, str]] = []  # (kind, expert, offer id)
+        self.committed_before_effect: list[bool] = []
+
+    def reaches(self, expert: ExpertSpec) -> bool:
+        return expert.im is not None
+
+    async def async_offer(self, offer: OfferView) -> None:
+        if self.block:
+            await asyncio.Event().wait()
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(runtime_offers.c.status).where(runtime_offers.c.offer_id == offer.id)
+            ).first()
+        self.committed_before_effect.append(row is not None and row.status == "open")
+        self.calls.append(("offer", offer.expert_id, offer.id))
+
+    async def async_withdrawn(self, offer: OfferView, reason: str) -> None:
+        self.calls.append((f"withdrawn:{reason}", offer.expert_id, offer.id))
+
+    async def async_accepted(self, offer: OfferView) -> None:
+        self.calls.append(("accepted", offer.expert_id, offer.id))
+
+    async def async_notice(self, expert: ExpertSpec, message: str) -> None:
+        self.calls.append((f"notice:{message}", expert.id, ""))
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[Callable[..., Any]]:
+    services: list[RuntimeService] = []
+
+    async def start(engine: Engine, config: RoutingConfig | None = None, **kw: Any) -> Any:
+        channels = kw.pop("channels", [])
+        service = make_service(engine, config or routing_config(), **kw)
+        for channel in channels:
+            service.register_channel(channel)
+        await service.async_start()
+        services.append(service)
+        return service
+
+    yield start
+    for service in services:
+        await service.async_stop()
+
+
+async def test_offer_timeout_fires_on_the_fake_clock(engine: Engine, started: Any) -> None:
+    clock = FakeClock()
+    service = await started(engine, clock=clock)
+    await service.async_set_presence("carol", "available")
+    view = await service.async_create_task(TaskRequest(queue="support"))
+    first = service.open_offers("carol")[0]
+    assert first.expires_at == pytest.approx(clock.now + 20.0)
+    clock.now += 20.5
+    service.poke_timers()
+    await async_eventually(lambda: first.id not in {o.id for o in service.open_offers("carol")})
+    with engine.connect() as conn:
+        timeouts = conn.execute(
+            select(func.count()).where(routing_feed.c.type == "offer.timeout")
+        ).scalar()
+    assert timeouts == 1
+    assert service.task(view.id) is not None
+
+
+async def test_channels_show_offers_after_commit_and_the_outcome(
+    engine: Engine, started: Any
+) -> None:
+    channel = RecordingChannel(engine)
+    service = await started(engine, channels=[channel])
+    await service.async_set_presence("alice", "available")
+    await service.async_set_presence("bob", "available")
+    view = await service.async_create_task(TaskRequest(queue="billing", caller="+15550001"))
+    await async_eventually(lambda: len(channel.calls) == 2)
+    assert channel.committed_before_effect == [True, True]
+    offers = {expert: oid for _, expert, oid in channel.calls}
+    result = await service.async_accept(offers["bob"], phone="+15559999")
+    assert result.ok
+    await async_eventually(lambda: len(channel.calls) == 4)
+    assert set(channel.calls[2:]) == {
+        ("accepted", "bob", offers["bob"]),
+        ("withdrawn:taken", "alice", offers["alice"]),
+    }
+    task = service.task(view.id)
+    assert task is not None and (task.expert, task.label) == ("bob", "+15559999")
+    await async_eventually(lambda: _outbox_rows(engine) == 0)
+
+
+def _outbox_rows(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(runtime_outbox)).scalar() or 0)
+
+
+async def test_effects_not_performed_before_a_stop_are_performed_after_restart(
+    engine: Engine, started: Any
+) -> None:
+    stuck = RecordingChannel(engine, block=True)
+    first = await started(engine, channels=[stuck])
+    await first.async_set_presence("carol", "available")
+    await first.async_create_task(TaskRequest(queue="support"))
+    assert _outbox_rows(engine) == 1
+    await first.async_stop()
+
+    again = RecordingChannel(engine)
+    second = await started(engine, channels=[again])
+    await async_eventually(lambda: [c[0] for c in again.calls] == ["offer"])
+    assert again.calls[0][2] == second.open_offers("carol")[0].id
+    await async_eventually(lambda: _outbox_rows(engine) == 0)
+
+
+async def test_sip_tasks_in_flight_end_with_tcd_27_after_a_restart(
+    engine: Engine, started: Any
+) -> None:
+    first = await started(engine)
+    sip = await first.async_create_task(TaskRequest(queue="billing", origin="sip"))
+    http = await first.async_create_task(TaskRequest(queue="billing"))
+    await first.async_stop()
+
+    second = await started(engine)
+    lost = await second.async_task(sip.id)
+    kept = await second.async_task(http.id)
+    assert lost is not None and lost.status == "failed"
+    assert lost.extra["call_disposition"] == 27
+    assert kept is not None and kept.status == "queued"
+    with engine.connect() as conn:
+        rows = conn.execute(select(tcd.c.task_id, tcd.c.call_disposition)).all()
+    assert [tuple(r) for r in rows] == [(sip.id, 27)]
+    await second.async_stop()
+    third = await started(engine)  # a second restart ends nothing twice
+    assert (await third.async_task(sip.id)).status == "failed"  # type: ignore[union-attr]
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tcd)).scalar() == 1
+
+
+async def test_a_new_configuration_version_is_picked_up_by_the_poller(
+    engine: Engine, started: Any
+) -> None:
+    configs = {"current": routing_config(version=1)}
+    service = RuntimeService(
+        engine,
+        node="test-node",
+        config_loader=lambda _e: (configs["current"], None),
+        version_probe=lambda _e: configs["current"].version,
+        config_poll=0.05,
+    )
+    await service.async_start()
+    try:
+        waiting = await service.async_create_task(TaskRequest(queue="support"))
+        old = configs["current"]
+        queues = {k: v for k, v in old.queues.items() if k != "support"}
+        matches = {k: v for k, v in old.matches.items() if k != "support"}
+        configs["current"] = replace(old, version=2, queues=queues, matches=matches)
+        await async_eventually(lambda: service.config.version == 2)
+        await async_eventually(
+            lambda: (service.task(waiting.id) or waiting).status == "rejected", timeout=5
+        )
+        with engine.connect() as conn:
+            assert conn.execute(select(tcd.c.call_disposition)).scalars().all() == [22]
+    finally:
+        await service.async_stop()
+
+
+async def test_expert_lookup_by_im_address(engine: Engine, started: Any) -> None:
+    service = await started(engine)
+    spec = service.expert_by_im("Alice@Example.test/desk")
+    assert spec is not None and spec.phone == PHONES["alice"]
+    assert service.expert_by_im("mallory@example.test") is None
