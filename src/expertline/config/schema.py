@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_serializer,
@@ -501,23 +502,23 @@ class MessageSet(_Model):
         "failover": frozenset(),
     }
 
-    @model_validator(mode="after")
-    def _placeholders(self) -> MessageSet:
-        for key, allowed in self.PLACEHOLDERS.items():
-            text = getattr(self, key)
-            if text is None:
-                continue
-            try:
-                used = {name for _, name, _, _ in string.Formatter().parse(text) if name}
-            except ValueError as exc:
-                raise ValueError(f"{key}: bad template ({exc}); write {{{{ for a brace") from exc
-            unknown = sorted(used - allowed)
-            if unknown:
-                known = ", ".join(sorted(allowed)) or "none"
-                raise ValueError(
-                    f"{key}: unknown placeholder {{{unknown[0]}}} (available: {known})"
-                )
-        return self
+    @field_validator("*")
+    @classmethod
+    def _placeholders(cls, text: str | None, info: ValidationInfo) -> str | None:
+        if text is None:
+            return text
+        allowed = cls.PLACEHOLDERS[str(info.field_name)]
+        try:
+            used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        except ValueError as exc:
+            raise ValueError(
+                f"bad template ({exc}); write {{{{ or }}}} for a literal brace"
+            ) from exc
+        unknown = sorted(used - allowed)
+        if unknown:
+            known = ", ".join("{" + k + "}" for k in sorted(allowed)) or "none"
+            raise ValueError(f"unknown placeholder {{{unknown[0]}}} (available: {known})")
+        return text
 
 
 #: The built-in texts. ``en`` is complete; other locales fall back to it key by key.

@@ -1,0 +1,620 @@
+"""The configuration in the database: atomic apply, per-object edits, versions and history.
+
+Each object is one ``config_objects`` row holding its canonical body (see ``export``). Applying
+a document diffs it against those rows inside one transaction, writes only what changed,
+adds one ``config_versions`` row and one ``config_changes`` row per added, changed or removed
+object. Writers serialize on a lock (PostgreSQL advisory lock; SQLite's write lock taken at
+the start of the transaction), and per-object edits are optimistic: they validate against the
+version they read and retry, with backoff, if another writer got there first.
+
+Validated documents are cached per engine and version: readers (the routing runtime, the
+API) share one immutable ``ConfigDocument`` until the version changes. Do not mutate it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Engine,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+
+from expertline.config.export import object_body
+from expertline.config.schema import (
+    SECTIONS,
+    Attribute,
+    ConfigDocument,
+    EntryPoint,
+    Expert,
+    MessageSet,
+    PresenceSource,
+    Queue,
+    object_id,
+)
+from expertline.config.validate import check_document, pydantic_problems
+from expertline.db.tables import config_changes, config_objects, config_versions
+from expertline.errors import Conflict, InvalidInput, NotFound, Problem
+
+log = logging.getLogger(__name__)
+
+#: Section name in the document -> ``kind`` stored in the database.
+KINDS: dict[str, str] = {
+    "attributes": "attribute",
+    "experts": "expert",
+    "queues": "queue",
+    "entry_points": "entry_point",
+    "presence": "presence_source",
+    "messages": "message_set",
+}
+SECTION_OF_KIND = {kind: section for section, kind in KINDS.items()}
+MODELS: dict[str, type[BaseModel]] = {
+    "attributes": Attribute,
+    "experts": Expert,
+    "queues": Queue,
+    "entry_points": EntryPoint,
+    "presence": PresenceSource,
+    "messages": MessageSet,
+}
+_PG_LOCK_KEY = 0x6578_6C63  # "exlc": configuration writers
+_BATCH = 5000
+_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What an apply did. ``version`` is the new version, or the unchanged current one."""
+
+    version: int
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+
+    @property
+    def unchanged(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    applied_at: datetime
+    actor: str
+    source: str
+    summary: str
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+
+
+@dataclass(frozen=True)
+class Change:
+    version: int
+    kind: str
+    object_id: str
+    op: str  # add | change | remove
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@dataclass
+class _Cache:
+    version: int = -1
+    doc: ConfigDocument | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_caches: weakref.WeakKeyDictionary[Engine, _Cache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def cli_actor() -> str:
+    """``cli:<os user>``: who applied a change from the command line."""
+    try:
+        user = os.getlogin()
+    except OSError:
+        user = os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
+    return f"cli:{user}"
+
+
+def token_actor(name: str) -> str:
+    return f"token:{name}"
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def current_version(engine: Engine) -> int:
+    """The applied configuration version; 0 before the first apply."""
+    with engine.connect() as conn:
+        return _version(conn)
+
+
+def _version(conn: Connection) -> int:
+    return int(
+        conn.execute(select(func.coalesce(func.max(config_versions.c.version), 0))).scalar_one()
+    )
+
+
+def load_document(engine: Engine) -> tuple[int, ConfigDocument]:
+    """(version, document) as applied. Shared and cached per version: treat it as read-only."""
+    cache = _cache(engine)
+    version = current_version(engine)
+    if cache.doc is not None and cache.version == version:
+        return version, cache.doc
+    with cache.lock:
+        if cache.doc is not None and cache.version == version:
+            return version, cache.doc
+        for attempt in range(_RETRIES):
+            with engine.connect() as conn:
+                before = _version(conn)
+                rows = conn.execute(
+                    select(config_objects.c.kind, _BODY_TEXT).order_by(
+                        config_objects.c.kind, config_objects.c.position
+                    )
+                ).all()
+                after = _version(conn)
+            if before == after:
+                break
+            _backoff(attempt)  # a writer committed between our reads: read again
+        doc = _document_from_rows(rows)
+        cache.version, cache.doc = after, doc
+        log.info("config loaded version=%d objects=%d", after, len(rows))
+        return after, doc
+
+
+def _cache(engine: Engine) -> _Cache:
+    with _caches_lock:
+        cache = _caches.get(engine)
+        if cache is None:
+            cache = _caches[engine] = _Cache()
+        return cache
+
+
+def _document_from_rows(rows: list[Any]) -> ConfigDocument:
+    sections: dict[str, Any] = {s: [] for s in SECTIONS}
+    sections["messages"] = {}
+    for kind, body in rows:
+        section = SECTION_OF_KIND.get(kind)
+        if section is None:
+            continue
+        if section == "messages":
+            data = json.loads(body)
+            locale = data.pop("locale")
+            sections["messages"][locale] = MessageSet.model_validate(data)
+        else:
+            sections[section].append(MODELS[section].model_validate_json(body))
+    return ConfigDocument.model_construct(**sections)
+
+
+def history(engine: Engine, limit: int = 50, before: int | None = None) -> list[VersionInfo]:
+    """Applied versions, newest first; ``before`` pages back (versions lower than it)."""
+    limit = max(1, min(limit, 1000))
+    query = select(config_versions).order_by(config_versions.c.version.desc()).limit(limit)
+    if before is not None:
+        query = query.where(config_versions.c.version < before)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+        if not rows:
+            return []
+        counts: dict[tuple[int, str], int] = {
+            (v, op): n
+            for v, op, n in conn.execute(
+                select(config_changes.c.version, config_changes.c.op, func.count())
+                .where(config_changes.c.version.in_([r.version for r in rows]))
+                .group_by(config_changes.c.version, config_changes.c.op)
+            )
+        }
+    return [
+        VersionInfo(
+            version=r.version,
+            applied_at=_utc(r.applied_at),
+            actor=r.actor,
+            source=r.source,
+            summary=r.summary,
+            added=counts.get((r.version, "add"), 0),
+            changed=counts.get((r.version, "change"), 0),
+            removed=counts.get((r.version, "remove"), 0),
+        )
+        for r in rows
+    ]
+
+
+def changes(engine: Engine, version: int, limit: int = 1000) -> list[Change]:
+    """What one version changed, object by object (with bodies before and after)."""
+    with engine.connect() as conn:
+        exists = conn.execute(
+            select(config_versions.c.version).where(config_versions.c.version == version)
+        ).first()
+        if exists is None:
+            raise NotFound(f"no configuration version {version}")
+        rows = conn.execute(
+            select(config_changes)
+            .where(config_changes.c.version == version)
+            .order_by(config_changes.c.id)
+            .limit(limit)
+        ).all()
+    return [Change(r.version, r.kind, r.object_id, r.op, r.before, r.after) for r in rows]
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def document_rows(doc: ConfigDocument) -> dict[tuple[str, str], tuple[int, str]]:
+    """(kind, object id) -> (position in its section, canonical body as JSON text).
+
+    Bodies are compared and stored as text: serializing in pydantic's core and comparing
+    strings keeps a 100,000-expert apply to a few seconds.
+    """
+    rows: dict[tuple[str, str], tuple[int, str]] = {}
+    for section in SECTIONS:
+        kind = KINDS[section]
+        if section == "messages":
+            for i, (locale, texts) in enumerate(doc.messages.items()):
+                body = json.dumps({"locale": locale, **object_body(texts)}, ensure_ascii=False)
+                rows[(kind, locale)] = (i, body)
+            continue
+        for i, obj in enumerate(getattr(doc, section)):
+            rows[(kind, object_id(section, obj))] = (i, obj.model_dump_json(exclude_defaults=True))
+    return rows
+
+
+def _json_param(conn: Connection, name: str) -> Any:
+    """A bind parameter carrying ready-made JSON text into a JSON column."""
+    param = bindparam(name, type_=Text)
+    return cast(param, JSON) if conn.dialect.name == "postgresql" else param
+
+
+_BODY_TEXT = cast(config_objects.c.body, Text)
+
+
+def apply_document(
+    engine: Engine,
+    doc: ConfigDocument,
+    actor: str,
+    source: str = "import",
+    expect_version: int | None = None,
+) -> ApplyResult:
+    """Make ``doc`` the configuration, atomically. ``doc`` must be valid (``validate_document``).
+
+    Writes nothing and keeps the version when nothing differs. With ``expect_version``, raises
+    Conflict if another writer applied a version in between (optimistic edits).
+    """
+    started = time.perf_counter()
+    wanted = document_rows(doc)
+    with engine.begin() as conn:
+        _lock(conn)
+        version = _version(conn)
+        if expect_version is not None and version != expect_version:
+            raise Conflict(
+                f"the configuration changed meanwhile (version {version}, expected "
+                f"{expect_version}); read it again and retry"
+            )
+        current = {
+            (r.kind, r.object_id): (r.position, r.body)
+            for r in conn.execute(
+                select(
+                    config_objects.c.kind,
+                    config_objects.c.object_id,
+                    config_objects.c.position,
+                    _BODY_TEXT.label("body"),
+                )
+            )
+        }
+        added = [k for k in wanted if k not in current]
+        removed = [k for k in current if k not in wanted]
+        changed = []
+        moved = []
+        for key, (position, body) in wanted.items():
+            have = current.get(key)
+            if have is None:
+                continue
+            if have[1] != body:
+                changed.append(key)
+            elif have[0] != position:
+                moved.append(key)
+        if not (added or removed or changed):
+            if moved:
+                _update_positions(conn, moved, wanted)
+            log.info("config apply found nothing to change version=%d actor=%s", version, actor)
+            return ApplyResult(version)
+        new = version + 1
+        summary = _summary(added, changed, removed)
+        conn.execute(
+            insert(config_versions).values(
+                version=new,
+                applied_at=datetime.now(UTC),
+                actor=actor[:255],
+                source=source[:64],
+                summary=summary,
+            )
+        )
+        for chunk in _chunks(removed):
+            conn.execute(
+                delete(config_objects).where(
+                    config_objects.c.kind == bindparam("k"),
+                    config_objects.c.object_id == bindparam("o"),
+                ),
+                [{"k": k, "o": o} for k, o in chunk],
+            )
+        for chunk in _chunks(changed):
+            conn.execute(
+                update(config_objects)
+                .where(
+                    config_objects.c.kind == bindparam("k"),
+                    config_objects.c.object_id == bindparam("o"),
+                )
+                .values(
+                    position=bindparam("p"), body=_json_param(conn, "b"), version=bindparam("v")
+                ),
+                [
+                    {"k": k, "o": o, "p": wanted[(k, o)][0], "b": wanted[(k, o)][1], "v": new}
+                    for k, o in chunk
+                ],
+            )
+        if moved:
+            _update_positions(conn, moved, wanted)
+        for chunk in _chunks(added):
+            conn.execute(
+                insert(config_objects).values(
+                    kind=bindparam("kind"),
+                    object_id=bindparam("object_id"),
+                    position=bindparam("position"),
+                    body=_json_param(conn, "body"),
+                    version=bindparam("version"),
+                ),
+                [
+                    {
+                        "kind": k,
+                        "object_id": o,
+                        "position": wanted[(k, o)][0],
+                        "body": wanted[(k, o)][1],
+                        "version": new,
+                    }
+                    for k, o in chunk
+                ],
+            )
+        records = (
+            [(k, o, "add", None, wanted[(k, o)][1]) for k, o in added]
+            + [(k, o, "change", current[(k, o)][1], wanted[(k, o)][1]) for k, o in changed]
+            + [(k, o, "remove", current[(k, o)][1], None) for k, o in removed]
+        )
+        for chunk in _chunks(records):
+            conn.execute(
+                insert(config_changes).values(
+                    version=bindparam("version"),
+                    kind=bindparam("kind"),
+                    object_id=bindparam("object_id"),
+                    op=bindparam("op"),
+                    before=_json_param(conn, "before"),
+                    after=_json_param(conn, "after"),
+                ),
+                [
+                    {"version": new, "kind": k, "object_id": o, "op": op, "before": b, "after": a}
+                    for k, o, op, b, a in chunk
+                ],
+            )
+    cache = _cache(engine)
+    with cache.lock:
+        cache.version, cache.doc = new, doc
+    log.info(
+        "config applied version=%d actor=%s source=%s added=%d changed=%d removed=%d ms=%.0f",
+        new,
+        actor,
+        source,
+        len(added),
+        len(changed),
+        len(removed),
+        (time.perf_counter() - started) * 1000,
+    )
+    return ApplyResult(new, len(added), len(changed), len(removed))
+
+
+def _update_positions(
+    conn: Connection, keys: list[tuple[str, str]], wanted: dict[tuple[str, str], tuple[int, Any]]
+) -> None:
+    for chunk in _chunks(keys):
+        conn.execute(
+            update(config_objects)
+            .where(
+                config_objects.c.kind == bindparam("k"),
+                config_objects.c.object_id == bindparam("o"),
+            )
+            .values(position=bindparam("p")),
+            [{"k": k, "o": o, "p": wanted[(k, o)][0]} for k, o in chunk],
+        )
+
+
+def _lock(conn: Connection) -> None:
+    """Serialize configuration writers for the rest of this transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    else:
+        # A write statement first takes SQLite's write lock (waiting up to busy_timeout)
+        # before anything is read, so the read below cannot go stale.
+        conn.execute(
+            update(config_versions)
+            .where(config_versions.c.version == -1)
+            .values(version=config_versions.c.version)
+        )
+
+
+def _summary(
+    added: list[tuple[str, str]], changed: list[tuple[str, str]], removed: list[tuple[str, str]]
+) -> str:
+    parts = []
+    for word, keys in (("added", added), ("changed", changed), ("removed", removed)):
+        if keys:
+            shown = ", ".join(f"{k} {o}" for k, o in keys[:5])
+            more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+            parts.append(f"{word} {shown}{more}")
+    return "; ".join(parts)
+
+
+def _chunks(items: list[Any]) -> list[list[Any]]:
+    return [items[i : i + _BATCH] for i in range(0, len(items), _BATCH)]
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.5, 0.01 * (2**attempt)))
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --- whole documents and single objects ---------------------------------------------------------
+
+
+def validated(doc: ConfigDocument) -> ConfigDocument:
+    """``doc`` if the whole-document checks pass, else InvalidInput with every problem."""
+    problems = check_document(doc)
+    if problems:
+        n = len(problems)
+        raise InvalidInput(
+            f"the change would leave {n} problem{'s' if n != 1 else ''} in the configuration; "
+            "nothing was applied",
+            problems,
+        )
+    return doc
+
+
+def parse_object(section: str, data: Any) -> BaseModel:
+    """Validate one object's data (as sent over the API) or raise InvalidInput."""
+    try:
+        return MODELS[section].model_validate(data)
+    except ValidationError as exc:
+        problems = pydantic_problems(exc, ())
+        raise InvalidInput(f"invalid {KINDS[section].replace('_', ' ')}", problems) from exc
+
+
+def list_objects(engine: Engine, section: str) -> list[Any]:
+    _, doc = load_document(engine)
+    if section == "messages":
+        return [(locale, texts) for locale, texts in doc.messages.items()]
+    return list(getattr(doc, section))
+
+
+def get_object(engine: Engine, section: str, oid: str) -> Any:
+    _, doc = load_document(engine)
+    found = _find(doc, section, oid)
+    if found is None:
+        raise NotFound(f"no {KINDS[section].replace('_', ' ')} {oid!r}")
+    return found[1]
+
+
+def _find(doc: ConfigDocument, section: str, oid: str) -> tuple[int, Any] | None:
+    if section == "messages":
+        texts = doc.messages.get(oid)
+        return None if texts is None else (list(doc.messages).index(oid), texts)
+    for i, obj in enumerate(getattr(doc, section)):
+        if object_id(section, obj) == oid:
+            return i, obj
+    return None
+
+
+def _edit(
+    engine: Engine,
+    section: str,
+    change: Callable[[ConfigDocument], ConfigDocument],
+    actor: str,
+    source: str,
+) -> ApplyResult:
+    """Read, change, validate the whole result, apply if nobody wrote meanwhile; else retry."""
+    for attempt in range(_RETRIES):
+        version, doc = load_document(engine)
+        new_doc = validated(change(doc))
+        try:
+            return apply_document(engine, new_doc, actor, source, expect_version=version)
+        except Conflict:
+            if attempt == _RETRIES - 1:
+                raise
+            log.info("config edit raced another writer; retrying attempt=%d", attempt + 1)
+            _backoff(attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _replaced(doc: ConfigDocument, section: str, items: Any) -> ConfigDocument:
+    data = {s: getattr(doc, s) for s in SECTIONS}
+    data[section] = items
+    return ConfigDocument.model_construct(**data)
+
+
+def create_object(
+    engine: Engine, section: str, obj: Any, actor: str, locale: str | None = None
+) -> ApplyResult:
+    """Add one object (Conflict if its id exists; InvalidInput if the result is invalid)."""
+    oid = locale if section == "messages" else object_id(section, obj)
+    assert oid is not None
+
+    def change(doc: ConfigDocument) -> ConfigDocument:
+        if _find(doc, section, oid) is not None:
+            raise Conflict(f"{KINDS[section].replace('_', ' ')} {oid!r} already exists")
+        if section == "messages":
+            return _replaced(doc, section, {**doc.messages, oid: obj})
+        return _replaced(doc, section, [*getattr(doc, section), obj])
+
+    return _edit(engine, section, change, actor, f"api:{section}")
+
+
+def replace_object(engine: Engine, section: str, oid: str, obj: Any, actor: str) -> ApplyResult:
+    """Replace one object in place (NotFound if absent). The body's id must match ``oid``."""
+    if section != "messages" and object_id(section, obj) != oid:
+        field_name = {"attributes": "name", "entry_points": "dialed_number"}.get(section, "id")
+        raise InvalidInput(
+            "the id in the body differs from the one in the path",
+            [Problem(field_name, f"must be {oid!r} (renaming is delete + create)")],
+        )
+
+    def change(doc: ConfigDocument) -> ConfigDocument:
+        found = _find(doc, section, oid)
+        if found is None:
+            raise NotFound(f"no {KINDS[section].replace('_', ' ')} {oid!r}")
+        if section == "messages":
+            return _replaced(doc, section, {**doc.messages, oid: obj})
+        items = list(getattr(doc, section))
+        items[found[0]] = obj
+        return _replaced(doc, section, items)
+
+    return _edit(engine, section, change, actor, f"api:{section}")
+
+
+def delete_object(engine: Engine, section: str, oid: str, actor: str) -> ApplyResult:
+    """Remove one object; InvalidInput naming each reference that would be left dangling."""
+
+    def change(doc: ConfigDocument) -> ConfigDocument:
+        found = _find(doc, section, oid)
+        if found is None:
+            raise NotFound(f"no {KINDS[section].replace('_', ' ')} {oid!r}")
+        if section == "messages":
+            return _replaced(doc, section, {k: v for k, v in doc.messages.items() if k != oid})
+        items = list(getattr(doc, section))
+        del items[found[0]]
+        return _replaced(doc, section, items)
+
+    return _edit(engine, section, change, actor, f"api:{section}")
+
+
+def replace_document(engine: Engine, doc: ConfigDocument, actor: str, source: str) -> ApplyResult:
+    """Apply a whole, already validated document (import, PUT /config)."""
+    return apply_document(engine, doc, actor, source)

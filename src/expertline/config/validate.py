@@ -1,0 +1,421 @@
+"""From YAML text to a validated ``ConfigDocument``, listing every problem with its YAML path.
+
+Validation runs in three passes so one mistake does not hide the others:
+
+1. YAML: syntax, duplicate mapping keys (rejected, not silently overwritten), merge keys.
+2. Each object on its own against its pydantic model (types, ranges, unknown keys).
+3. The whole document: duplicate ids, references between objects, expert attribute values
+   against the declared attribute types, CEL selections (compiled once per distinct text).
+
+Objects that failed pass 2 are remembered by id so pass 3 does not report a second, derived
+error for every reference to them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from expertline.config.cel import CEL_TYPES, SelectionCompiler
+from expertline.config.schema import (
+    LOCALE_PATTERN,
+    SECTIONS,
+    Attribute,
+    ConfigDocument,
+    EntryPoint,
+    Expert,
+    MessageSet,
+    PresenceSource,
+    Queue,
+)
+from expertline.config.yamlio import format_path, parse_yaml
+from expertline.errors import InvalidInput, Problem
+
+log = logging.getLogger(__name__)
+
+SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "attributes": Attribute,
+    "experts": Expert,
+    "queues": Queue,
+    "entry_points": EntryPoint,
+    "presence": PresenceSource,
+}
+ID_FIELDS: dict[str, str] = {
+    "attributes": "name",
+    "experts": "id",
+    "queues": "id",
+    "entry_points": "dialed_number",
+    "presence": "id",
+}
+_LOCALE = re.compile(LOCALE_PATTERN)
+
+# --- documents ----------------------------------------------------------------------------------
+
+
+def load_yaml(text: str) -> ConfigDocument:
+    """YAML text -> a valid document, or InvalidInput listing every problem."""
+    doc, problems = check_yaml(text)
+    if doc is None:
+        raise InvalidInput(_header(problems), problems)
+    return doc
+
+
+def check_yaml(text: str) -> tuple[ConfigDocument | None, list[Problem]]:
+    """Every YAML and document problem at once; (document, []) when there are none."""
+    data, problems = parse_yaml(text)
+    if data is None:
+        return None, problems
+    doc, more = validate_document(data)
+    if problems or more:
+        return None, sorted([*problems, *more], key=_document_order)
+    return doc, []
+
+
+def require_valid(raw: Any) -> ConfigDocument:
+    doc, problems = validate_document(raw)
+    if doc is None:
+        raise InvalidInput(_header(problems), problems)
+    return doc
+
+
+def _header(problems: list[Problem]) -> str:
+    n = len(problems)
+    return f"the configuration has {n} problem{'s' if n != 1 else ''}; nothing was applied"
+
+
+def validate_document(raw: Any) -> tuple[ConfigDocument | None, list[Problem]]:
+    """Validate plain data (parsed YAML or JSON). Returns (document, []) or (None, problems)."""
+    if raw is None:
+        return None, [Problem("", "the document is empty")]
+    if not isinstance(raw, dict):
+        return None, [Problem("", "the document must be a mapping of sections")]
+    problems: list[Problem] = []
+    failed: dict[str, set[str]] = {s: set() for s in SECTIONS}
+    positions: dict[str, list[int]] = {}
+    sections: dict[str, Any] = {}
+    for key in raw:
+        if key not in SECTIONS:
+            problems.append(
+                Problem(
+                    format_path([str(key)]), f"unknown section (expected: {', '.join(SECTIONS)})"
+                )
+            )
+    for section, model in SECTION_MODELS.items():
+        items = raw.get(section)
+        if items is None:
+            sections[section] = []
+            continue
+        if not isinstance(items, list):
+            problems.append(Problem(section, "must be a list"))
+            sections[section] = []
+            continue
+        good: list[Any] = []
+        where = positions[section] = []
+        id_field = ID_FIELDS[section]
+        for i, item in enumerate(items):
+            try:
+                good.append(model.model_validate(item))
+                where.append(i)
+            except ValidationError as exc:
+                problems.extend(pydantic_problems(exc, (section, i)))
+                if isinstance(item, dict) and isinstance(item.get(id_field), str | int):
+                    failed[section].add(str(item[id_field]))
+        sections[section] = good
+    sections["messages"] = _message_sets(raw.get("messages"), problems)
+    doc = ConfigDocument.model_construct(**sections)
+    problems.extend(check_document(doc, failed, positions))
+    if problems:
+        problems.sort(key=_document_order)
+        log.info("config validation rejected the document problems=%d", len(problems))
+        return None, problems
+    return doc, []
+
+
+def _message_sets(raw: Any, problems: list[Problem]) -> dict[str, MessageSet]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.append(Problem("messages", "must be a mapping of locale -> texts"))
+        return {}
+    out: dict[str, MessageSet] = {}
+    for locale, texts in raw.items():
+        path: tuple[str | int, ...] = ("messages", str(locale))
+        if not _LOCALE.match(str(locale)):
+            problems.append(Problem(format_path(path), "not a locale tag (such as en, es, pt-BR)"))
+            continue
+        try:
+            out[str(locale)] = MessageSet.model_validate(texts)
+        except ValidationError as exc:
+            problems.extend(pydantic_problems(exc, path))
+    return out
+
+
+def pydantic_problems(exc: ValidationError, prefix: tuple[str | int, ...]) -> list[Problem]:
+    """Pydantic errors as path-named problems with short messages."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if p != "__root__")
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            message = "unknown key"
+        elif kind == "missing":
+            message = "required"
+        elif kind == "string_type":
+            message = f"expected text, got {_describe(err.get('input'))} (quote it)"
+        elif kind in ("model_type", "model_attributes_type", "dict_type"):
+            message = f"expected a mapping, got {_describe(err.get('input'))}"
+        elif kind == "literal_error":
+            message = f"got {err.get('input')!r}; expected {err.get('ctx', {}).get('expected')}"
+        elif kind == "string_pattern_mismatch":
+            message = f"{err.get('input')!r} has characters that are not allowed"
+        else:
+            message = str(err["msg"]).removeprefix("Value error, ")
+        out.append(Problem(format_path((*prefix, *loc)), message))
+    return out
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return repr(value)
+
+
+# --- cross-object checks ------------------------------------------------------------------------
+
+
+def check_document(
+    doc: ConfigDocument,
+    failed: dict[str, set[str]] | None = None,
+    positions: dict[str, list[int]] | None = None,
+) -> list[Problem]:
+    """Whole-document checks over individually valid objects (ids, references, values, CEL).
+
+    ``positions[section][i]`` is the index in the original document of the i-th valid object
+    (objects that failed their own validation are absent from ``doc``).
+    """
+    failed = failed or {s: set() for s in SECTIONS}
+    problems: list[Problem] = []
+    if positions:
+        problems = _Renumbering(positions)
+    attributes = _unique(problems, "attributes", doc.attributes, "name")
+    experts = _unique(problems, "experts", doc.experts, "id")
+    queues = _unique(problems, "queues", doc.queues, "id")
+    _unique(problems, "entry_points", doc.entry_points, "dialed_number")
+    presence = _unique(problems, "presence", doc.presence, "id")
+    del experts
+
+    known_attrs = set(attributes) | failed["attributes"]
+    known_queues = set(queues) | failed["queues"]
+    known_presence = set(presence) | failed["presence"]
+    checkers = {name: _value_checker(attr) for name, attr in attributes.items()}
+
+    ims: dict[str, int] = {}
+    for i, expert in enumerate(doc.experts):
+        for name, value in expert.attributes.items():
+            checker = checkers.get(name)
+            if checker is None:
+                if name not in known_attrs:
+                    problems.append(Problem(f"experts[{i}].attributes.{name}", "unknown attribute"))
+                continue
+            message = checker(value)
+            if message:
+                problems.append(Problem(f"experts[{i}].attributes.{name}", message))
+            elif attributes[name].type == "number" and isinstance(value, int):
+                expert.attributes[name] = float(value)
+        if expert.im is not None:
+            first = ims.setdefault(expert.im.lower(), i)
+            if first != i:
+                problems.append(
+                    Problem(f"experts[{i}].im", f"already used by experts[{first}] ({expert.im})")
+                )
+        if expert.presence_source is not None and expert.presence_source not in known_presence:
+            problems.append(
+                Problem(f"experts[{i}].presence_source", _unknown("presence source", presence))
+            )
+
+    compiler = SelectionCompiler(attributes.values())
+    if failed["attributes"]:
+        # Selections may name attributes whose declaration has its own error: keep them typed
+        # as "anything" so that error is reported once, at the declaration.
+        compiler = _lenient_compiler(attributes.values(), failed["attributes"])
+    for i, queue in enumerate(doc.queues):
+        base = f"queues[{i}]"
+        if queue.skill is not None:
+            attr = attributes.get(queue.skill)
+            if attr is None:
+                if queue.skill not in known_attrs:
+                    problems.append(Problem(f"{base}.skill", _unknown("attribute", attributes)))
+            elif attr.type not in ("proficiency", "number"):
+                problems.append(
+                    Problem(
+                        f"{base}.skill", f"{queue.skill!r} is a {attr.type}; needs a numeric one"
+                    )
+                )
+        elif queue.order == "most_skilled":
+            problems.append(Problem(f"{base}.skill", "required when order is most_skilled"))
+        target = queue.on_max_wait.overflow
+        if target is not None:
+            if target == queue.id:
+                problems.append(Problem(f"{base}.on_max_wait.overflow", "overflows to itself"))
+            elif target not in known_queues:
+                problems.append(Problem(f"{base}.on_max_wait.overflow", _unknown("queue", queues)))
+        message = compiler.check(queue.select)
+        if message:
+            problems.append(Problem(f"{base}.select", message))
+        for j, step in enumerate(queue.escalate):
+            message = compiler.check(step.select)
+            if message:
+                problems.append(Problem(f"{base}.escalate[{j}].select", message))
+    problems.extend(_overflow_loops(doc.queues, queues))
+
+    for i, entry in enumerate(doc.entry_points):
+        if entry.queue not in known_queues:
+            problems.append(Problem(f"entry_points[{i}].queue", _unknown("queue", queues)))
+    return problems
+
+
+class _Renumbering(list[Problem]):
+    """Collects problems, mapping ``section[i]`` from valid-object index to document index."""
+
+    def __init__(self, positions: dict[str, list[int]]) -> None:
+        super().__init__()
+        self._positions = positions
+
+    def append(self, problem: Problem) -> None:
+        match = _INDEXED.match(problem.path)
+        if match and match.group(1) in self._positions:
+            where = self._positions[match.group(1)]
+            real = where[int(match.group(2))]
+            problem = Problem(f"{match.group(1)}[{real}]{match.group(3)}", problem.message)
+        super().append(problem)
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        for problem in problems:
+            self.append(problem)
+
+
+_INDEXED = re.compile(r"^([a-z_]+)\[(\d+)\](.*)$", re.S)
+
+
+def _document_order(problem: Problem) -> tuple[int, int]:
+    match = _INDEXED.match(problem.path)
+    head = match.group(1) if match else problem.path.split(".")[0].split("[")[0]
+    rank = SECTIONS.index(head) if head in SECTIONS else -1
+    return rank, int(match.group(2)) if match else -1
+
+
+def _unique(problems: list[Problem], section: str, items: list[Any], field: str) -> dict[str, Any]:
+    seen: dict[str, int] = {}
+    out: dict[str, Any] = {}
+    for i, item in enumerate(items):
+        key = getattr(item, field)
+        if key in seen:
+            problems.append(
+                Problem(
+                    f"{section}[{i}].{field}",
+                    f"duplicate {key!r} (first at {section}[{seen[key]}])",
+                )
+            )
+            continue
+        seen[key] = i
+        out[key] = item
+    return out
+
+
+def _unknown(what: str, known: dict[str, Any]) -> str:
+    names = list(known)
+    hint = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return f"no such {what}" + (f" (known: {hint})" if names else f" (no {what}s are declared)")
+
+
+def _value_checker(attr: Attribute) -> Callable[[Any], str | None]:
+    """A fast per-type check of one expert's value for ``attr``: None, or the problem."""
+    if attr.type == "proficiency":
+
+        def proficiency(value: Any) -> str | None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"expected a proficiency from 1 to 100, got {_describe(value)}"
+            if not 1 <= value <= 100:
+                return f"proficiency {value} is out of range 1..100"
+            return None
+
+        return proficiency
+    if attr.type == "boolean":
+        return lambda v: (
+            None if isinstance(v, bool) else f"expected true or false, got {_describe(v)}"
+        )
+    if attr.type == "number":
+        return lambda v: (
+            None
+            if isinstance(v, int | float) and not isinstance(v, bool) and v == v
+            else f"expected a number, got {_describe(v)}"
+        )
+    if attr.type == "string":
+        return lambda v: None if isinstance(v, str) else f"expected text, got {_describe(v)}"
+    allowed = set(attr.values or ())
+    shown = ", ".join(attr.values or ())
+
+    def members(value: Any) -> str | None:
+        if not isinstance(value, list):
+            return f"expected a list of [{shown}], got {_describe(value)}"
+        for item in value:
+            if not isinstance(item, str) or item not in allowed:
+                return f"{item!r} is not one of [{shown}]"
+        if len(set(value)) != len(value):
+            return "has duplicates"
+        return None
+
+    return members
+
+
+def _lenient_compiler(attributes: Iterable[Attribute], unknown: set[str]) -> SelectionCompiler:
+    from cel_expr_python import cel
+
+    compiler = SelectionCompiler(attributes)
+    variables = dict(compiler.variables)
+    for name in unknown:
+        variables.setdefault(name, cel.Type.DYN)
+    compiler.variables = variables
+    compiler._env = cel.NewEnv(variables=variables)
+    return compiler
+
+
+def _overflow_loops(items: list[Queue], queues: dict[str, Queue]) -> list[Problem]:
+    """Overflow chains that come back to where they started would bounce a task forever."""
+    index = {q.id: i for i, q in enumerate(items)}
+    problems = []
+    reported: set[str] = set()
+    for start in queues.values():
+        chain = [start.id]
+        current = start
+        while current.on_max_wait.overflow in queues and current.on_max_wait.overflow != current.id:
+            nxt = current.on_max_wait.overflow
+            if nxt in chain:
+                loop = chain[chain.index(nxt) :]
+                if not reported & set(loop):
+                    reported.update(loop)
+                    problems.append(
+                        Problem(
+                            f"queues[{index[loop[-1]]}].on_max_wait.overflow",
+                            "overflow loop: " + " -> ".join([*loop, nxt]),
+                        )
+                    )
+                break
+            chain.append(nxt)
+            current = queues[nxt]
+    return problems
+
+
+assert set(CEL_TYPES) == {"proficiency", "number", "boolean", "string", "list"}

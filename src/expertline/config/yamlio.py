@@ -1,0 +1,351 @@
+"""YAML in and out, strict and fast.
+
+Reading builds plain data straight from libyaml's event stream (not PyYAML's node graph and
+constructors, which cost ~30 µs per node) and resolves plain scalars by the YAML 1.2 core
+schema: only ``true``/``false`` are booleans (``no`` and ``on`` stay text), dates stay text,
+``0o17``/``0x1F`` are integers. Duplicate mapping keys are errors with their path and line,
+never silent overwrites; merge keys and custom tags are refused.
+
+Writing emits events too, quoting every string that a YAML 1.1 or 1.2 reader could take for
+something else, so exported files read back identically here and in other YAML tools.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import yaml
+from yaml.events import (
+    AliasEvent,
+    DocumentEndEvent,
+    DocumentStartEvent,
+    Event,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+    StreamStartEvent,
+)
+
+from expertline.errors import Problem
+
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+_NULL = re.compile(r"^(?:~|null|Null|NULL)?$")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT = re.compile(r"^[-+]?[0-9]+$")
+_OCT = re.compile(r"^0o[0-7]+$")
+_HEX = re.compile(r"^0x[0-9a-fA-F]+$")
+_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
+_NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
+_STD = "tag:yaml.org,2002:"
+_MAX_NODES = 20_000_000
+
+
+class _Stop(Exception):
+    """The stream cannot be read further (syntax error); the problem is already recorded."""
+
+
+def format_path(parts: Iterable[str | int]) -> str:
+    """``("queues", 2, "select")`` -> ``queues[2].select``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+_NOT_TEXT_FIRST = frozenset("-+.0123456789~nNtTfF")
+
+
+def resolve_plain(text: str) -> Any:
+    """A plain (unquoted) scalar by the YAML 1.2 core schema."""
+    if text[:1] not in _NOT_TEXT_FIRST:
+        return text if text else None
+    if _NULL.match(text):
+        return None
+    if text in _BOOL:
+        return _BOOL[text]
+    if _INT.match(text):
+        return int(text)
+    if _FLOAT.match(text):
+        return float(text)
+    if _OCT.match(text):
+        return int(text[2:], 8)
+    if _HEX.match(text):
+        return int(text[2:], 16)
+    if _INF.match(text):
+        return -math.inf if text.startswith("-") else math.inf
+    if _NAN.match(text):
+        return math.nan
+    return text
+
+
+def parse_yaml(text: str) -> tuple[Any, list[Problem]]:
+    """YAML text -> (plain data, problems). Data is None when the text cannot be read at all."""
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        data = _json_fast_path(stripped)
+        if data is not None:
+            return data, []
+    reader = _Reader(_parse_events(text))
+    try:
+        data = reader.document()
+    except _Stop:
+        return None, reader.problems
+    return data, reader.problems
+
+
+def _parse_events(text: str) -> Iterator[Event]:
+    loader = _Loader(text)
+    try:
+        while True:
+            event = loader.get_event()
+            if event is None:
+                return
+            yield event
+            if isinstance(event, StreamEndEvent):
+                return
+    finally:
+        loader.dispose()
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey
+    return out
+
+
+def _json_fast_path(text: str) -> Any:
+    """JSON is YAML too: read it with the JSON parser (fast); None -> use the YAML reader,
+    which reports problems (duplicate keys, syntax) with paths and lines."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except (ValueError, _DuplicateKey, RecursionError):
+        return None
+
+
+class _Reader:
+    def __init__(self, events: Iterator[Event]) -> None:
+        self._events = events
+        self._anchors: dict[str, Any] = {}
+        self._count = 0
+        self.problems: list[Problem] = []
+
+    def _next(self) -> Event:
+        try:
+            return next(self._events)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            self.problems.append(Problem("", f"not valid YAML: {where}{problem}"))
+            raise _Stop from exc
+
+    def _problem(self, path: tuple[str | int, ...], event: Event, message: str) -> None:
+        line = event.start_mark.line + 1 if event.start_mark else 0
+        self.problems.append(Problem(format_path(path), f"{message} (line {line})"))
+
+    def document(self) -> Any:
+        event = self._next()
+        assert isinstance(event, StreamStartEvent)
+        event = self._next()
+        if isinstance(event, StreamEndEvent):
+            self.problems.append(Problem("", "the document is empty"))
+            return None
+        assert isinstance(event, DocumentStartEvent)
+        data = self.node(self._next(), ())
+        assert isinstance(self._next(), DocumentEndEvent)
+        event = self._next()
+        if not isinstance(event, StreamEndEvent):
+            self._problem((), event, "only one YAML document is allowed")
+            raise _Stop
+        return data
+
+    def node(self, event: Event, path: tuple[str | int, ...]) -> Any:
+        self._count += 1
+        if self._count > _MAX_NODES:
+            self._problem(path, event, "the document is too large")
+            raise _Stop
+        if isinstance(event, ScalarEvent):
+            value = self.scalar(event, path)
+        elif isinstance(event, SequenceStartEvent):
+            self._tag(event, path, "seq")
+            value = []
+            i = 0
+            while not isinstance(item := self._next(), SequenceEndEvent):
+                value.append(self.node(item, (*path, i)))
+                i += 1
+        elif isinstance(event, MappingStartEvent):
+            self._tag(event, path, "map")
+            value = self.mapping(path)
+        elif isinstance(event, AliasEvent):
+            if event.anchor not in self._anchors:
+                self._problem(path, event, f"unknown alias *{event.anchor}")
+                return None
+            return self._anchors[event.anchor]
+        else:  # pragma: no cover - libyaml yields only the events above here
+            self._problem(path, event, "unexpected YAML event")
+            raise _Stop
+        anchor = getattr(event, "anchor", None)
+        if anchor:
+            self._anchors[anchor] = value
+        return value
+
+    def _tag(self, event: Any, path: tuple[str | int, ...], kind: str) -> None:
+        if event.tag not in (None, "!", _STD + kind):
+            self._problem(path, event, f"YAML tag {event.tag} is not supported")
+
+    def scalar(self, event: ScalarEvent, path: tuple[str | int, ...]) -> Any:
+        tag = event.tag
+        if tag is None and event.implicit[0]:
+            return resolve_plain(event.value)
+        if tag is None or tag == "!":
+            return event.value
+        value = event.value
+        try:
+            if tag == _STD + "str":
+                return value
+            if tag == _STD + "int":
+                return int(value, 0)
+            if tag == _STD + "float":
+                return float(value)
+            if tag == _STD + "bool" and value in _BOOL:
+                return _BOOL[value]
+            if tag == _STD + "null":
+                return None
+        except ValueError:
+            self._problem(path, event, f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}")
+            return value
+        self._problem(path, event, f"YAML tag {tag} is not supported")
+        return value
+
+    def mapping(self, path: tuple[str | int, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        lines: dict[str, int] = {}
+        while not isinstance(key_event := self._next(), MappingEndEvent):
+            if not isinstance(key_event, ScalarEvent):
+                self._problem(path, key_event, "mapping keys must be plain text")
+                self._skip(key_event, path)
+                self._skip(self._next(), path)
+                continue
+            value_event = self._next()
+            key = key_event.value
+            line = key_event.start_mark.line + 1
+            if key == "<<" and key_event.implicit[0]:
+                self._problem(path, key_event, "merge keys (<<) are not supported")
+                self._skip(value_event, path)
+                continue
+            if key in out:
+                self.problems.append(
+                    Problem(
+                        format_path((*path, key)),
+                        f"duplicate key at line {line} (first at line {lines[key]})",
+                    )
+                )
+                self._skip(value_event, path)
+                continue
+            lines[key] = line
+            out[key] = self.node(value_event, (*path, key))
+        return out
+
+    def _skip(self, event: Event, path: tuple[str | int, ...]) -> None:
+        self.node(event, path)
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+_Y11 = yaml.resolver.Resolver.yaml_implicit_resolvers
+_PLAIN_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@/+=:()'-]*(?: [A-Za-z0-9_.@/+=:()'-]+)*")
+
+
+def _needs_quotes(text: str) -> bool:
+    """Would a YAML 1.1 or 1.2 reader take this plain text for anything but that string?"""
+    if not _PLAIN_SAFE.fullmatch(text) or text.endswith(":") or ": " in text:
+        return True
+    if not isinstance(resolve_plain(text), str):
+        return True
+    return any(tag != _STD + "str" and regex.match(text) for tag, regex in _Y11.get(text[:1], ()))
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value)
+        if "." not in text:  # 1.0 and 1.0e+20: a YAML 1.1 reader needs the dot too
+            text = text.replace("e", ".0e") if "e" in text else text + ".0"
+        return text
+    text = str(value)
+    # JSON strings are valid YAML double-quoted scalars.
+    return json.dumps(text, ensure_ascii=False) if _needs_quotes(text) else text
+
+
+def _write(value: Any, indent: str, out: list[str]) -> None:
+    """Block style; ``out`` receives the lines of a mapping or sequence body."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            head = f"{indent}{_scalar(str(key))}:"
+            if isinstance(item, dict | list) and item:
+                out.append(head)
+                _write(item, indent + ("  " if isinstance(item, dict) else ""), out)
+            else:
+                out.append(f"{head} {_empty_or_scalar(item)}")
+    else:
+        for item in value:
+            if isinstance(item, dict) and item:
+                inner: list[str] = []
+                _write(item, indent + "  ", inner)
+                inner[0] = f"{indent}- {inner[0][len(indent) + 2 :]}"
+                out.extend(inner)
+            elif isinstance(item, list) and item:
+                inner = []
+                _write(item, indent + "  ", inner)
+                inner[0] = f"{indent}- {inner[0][len(indent) + 2 :]}"
+                out.extend(inner)
+            else:
+                out.append(f"{indent}- {_empty_or_scalar(item)}")
+
+
+def _empty_or_scalar(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, list):
+        return "[]"
+    return _scalar(value)
+
+
+def dump_yaml(data: Any) -> str:
+    """Plain data (mappings, lists, scalars) -> block-style YAML text, deterministic."""
+    if not isinstance(data, dict | list) or not data:
+        return _empty_or_scalar(data) + "\n"
+    out: list[str] = []
+    _write(data, "", out)
+    return "\n".join(out) + "\n"
