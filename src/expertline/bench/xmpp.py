@@ -286,7 +286,7 @@ async def _run(options: BenchOptions, result: BenchResult, workdir: Path) -> Non
         host="127.0.0.1",
         port=server.c2s_port,
         status_map=StatusMap.parse(None),
-        connect_timeout=60.0,
+        connect_timeout=120.0,
         ping_interval=60.0,
     )
     source = XmppSource(settings, service, _Directory(list(config.experts.values())))
@@ -296,7 +296,7 @@ async def _run(options: BenchOptions, result: BenchResult, workdir: Path) -> Non
     try:
         await service.async_start()
         await source.async_start()
-        await _wait(lambda: source.up, 30, "the router did not sign in")
+        await _wait(lambda: source.up, 120, "the router did not sign in")
 
         # Raw floor.
         rtts = await clients.call("echo", 200)

@@ -52,6 +52,7 @@ from expertline.runtime.ports import OfferView, RoutingPort
 log = logging.getLogger("expertline.presence.xmpp")
 
 ROSTER_GROUP = "expertline"
+ROSTER_WINDOW = 64  # roster updates in flight at once
 RECENT_OFFERS = 20  # per expert, to tell a late answer from an unknown code
 
 
@@ -454,17 +455,26 @@ class XmppSource:
         roster = client.client_roster
         present = {bare(str(j)): roster[j] for j in roster}
         subscribed = 0
-        for jid in sorted(wanted):
-            item = present.get(jid)
-            if item is None or ROSTER_GROUP not in item["groups"]:
-                expert = self._served[jid]
+        gate = asyncio.Semaphore(ROSTER_WINDOW)
+
+        async def add(jid: str) -> None:
+            async with gate:
                 with contextlib.suppress(IqError, IqTimeout):
                     await client.update_roster(
                         JID(jid),
-                        name=expert.name,
+                        name=self._served[jid].name,
                         groups=[ROSTER_GROUP],
                         timeout=self.settings.connect_timeout,
                     )
+
+        missing = [
+            j
+            for j in sorted(wanted)
+            if j not in present or ROSTER_GROUP not in present[j]["groups"]
+        ]
+        await asyncio.gather(*(add(j) for j in missing))  # a window of IQs in flight
+        for jid in sorted(wanted):
+            item = present.get(jid)
             if item is None or item["subscription"] in ("none", "from"):
                 client.send_presence_subscription(pto=JID(jid))
                 subscribed += 1
