@@ -11,6 +11,7 @@ Decisions are logged one per line, ``sip <what> key=value ...``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable, Coroutine
@@ -141,6 +142,7 @@ class SipFront:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats: dict[str, int] = {}
+        self.companions: list[Any] = []  # started and stopped with the front
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -154,6 +156,8 @@ class SipFront:
 
     async def async_start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        for companion in self.companions:
+            await companion.async_start()
         await self.transport.async_start(*self._bind)
         log.info(
             "sip listening host=%s port=%d transports=udp,tcp mode=%s",
@@ -172,6 +176,8 @@ class SipFront:
             for handle in call.timers.values():
                 handle.cancel()
         await self.transport.async_stop()
+        for companion in reversed(self.companions):
+            await companion.async_stop()
         log.info("sip stopped calls_in_progress=%d", len(self._calls))
 
     def _count(self, what: str) -> None:
@@ -964,15 +970,70 @@ def build_task_request(invite: Request, number: str) -> TaskRequest:
     )
 
 
-def create_sip_front(ctx: Any, port: TaskPort) -> SipFront:
-    """The SIP front for a node: listens on ``ctx.settings.sip`` in ``ctx.settings.sip_mode``.
+class EntryPointModes:
+    """Each entry point's own ``sip_mode`` (config ``entry_points[].sip_mode``), kept current.
 
-    An entry point's own ``sip_mode`` wins when the runtime can tell it (``entry_point_sip_mode``).
+    Looked up per INVITE without I/O: the map is rebuilt off the event loop whenever the
+    runtime's configuration version changes (checked every ``poll`` seconds).
     """
+
+    def __init__(self, engine: Any, port: Any, poll: float = 2.0) -> None:
+        self.engine = engine
+        self.port = port
+        self.poll = poll
+        self.version = -1
+        self.modes: dict[str, SipMode] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def __call__(self, number: str) -> SipMode | None:
+        return self.modes.get(number)
+
+    async def async_start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop())
+
+    async def async_stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll)
+            try:
+                await self.refresh()
+            except Exception as exc:  # keep the last known map; try again next poll
+                log.warning("sip entry point modes not refreshed error=%r", exc)
+
+    async def refresh(self) -> None:
+        config = getattr(self.port, "config", None)
+        version = getattr(config, "version", None)
+        if version is None or version == self.version:
+            return
+        try:
+            from expertline.config.store import load_document
+        except ImportError:
+            return
+        _, doc = await asyncio.to_thread(load_document, self.engine)
+        modes = {
+            number: entry.sip_mode
+            for number, entry in doc.entry_point_map.items()
+            if getattr(entry, "sip_mode", None)
+        }
+        self.version, self.modes = version, modes
+        log.info("sip entry point modes loaded config_version=%s overrides=%d", version, len(modes))
+
+
+def create_sip_front(ctx: Any, port: TaskPort) -> SipFront:
+    """The SIP front for a node: listens on ``ctx.settings.sip`` in ``ctx.settings.sip_mode``;
+    an entry point's own ``sip_mode`` wins."""
     settings = ctx.settings
     host, sip_port = parse_host_port(settings.sip)
-    mode_for = getattr(port, "entry_point_sip_mode", None)
-    return SipFront(port, host, sip_port, mode=settings.sip_mode, mode_for=mode_for)
+    modes = EntryPointModes(ctx.engine, port)
+    front = SipFront(port, host, sip_port, mode=settings.sip_mode, mode_for=modes)
+    front.companions.append(modes)
+    return front
 
 
-__all__ = ["SipFront", "build_task_request", "create_sip_front"]
+__all__ = ["EntryPointModes", "SipFront", "build_task_request", "create_sip_front"]

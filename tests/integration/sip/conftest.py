@@ -18,9 +18,23 @@ from support.sipp import SippPool, require_sipp
 
 @pytest.fixture
 async def sip(engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
+    """The harness with sipp available (skips without it, fails in CI)."""
     require_sipp()
     pool = SippPool(tmp_path / "sipp")
     harness = SipHarness(engine, tmp_path, pool)
+    try:
+        yield harness
+    finally:
+        pool.stop_all()
+        await harness.stop()
+
+
+@pytest.fixture
+async def wire(sqlite_engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
+    """The harness for tests that speak SIP from Python sockets (no sipp). Protocol behaviour
+    does not depend on the database, so these run on SQLite only."""
+    pool = SippPool(tmp_path / "sipp")
+    harness = SipHarness(sqlite_engine, tmp_path, pool)
     try:
         yield harness
     finally:

@@ -21,6 +21,7 @@ from expertline.runtime.service import RuntimeService
 from expertline.security.tokens import create_token
 from expertline.settings import Settings
 from expertline.sip.front import SipFront
+from expertline.sip.message import Response, StreamFramer, new_branch, new_tag, parse_message
 from expertline.sip.transaction import TimerValues
 from expertline.web.app import AppContext, create_app
 from support.sipp import SippPool
@@ -173,3 +174,101 @@ class SipHarness:
             await self.front.async_stop()
         if self.service is not None:
             await self.service.async_stop()
+
+
+class WireClient:
+    """A hand-driven SIP peer on a UDP socket (or a TCP stream) for protocol-level tests."""
+
+    def __init__(self, remote: tuple[str, int], transport: str = "udp") -> None:
+        import socket
+
+        self.remote = remote
+        self.transport = transport
+        kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+        self.sock = socket.socket(socket.AF_INET, kind)
+        self.sock.bind(("127.0.0.1", 0))
+        if transport == "tcp":
+            self.sock.connect(remote)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self._framer = StreamFramer()
+        self._frames: list[bytes] = []
+
+    def request(
+        self,
+        method: str = "INVITE",
+        uri: str = f"sip:{ENTRY}@127.0.0.1",
+        branch: str | None = None,
+        call_id: str | None = None,
+        cseq: str | None = None,
+        headers: dict[str, str] | None = None,
+        drop: tuple[str, ...] = (),
+    ) -> bytes:
+        fields = {
+            "Via": f"SIP/2.0/{self.transport.upper()} 127.0.0.1:{self.port};branch={branch or new_branch()};rport",
+            "Max-Forwards": "70",
+            "From": f"<sip:+15551234567@127.0.0.1:{self.port}>;tag=wire1",
+            "To": f"<{uri}>",
+            "Call-ID": call_id or f"wire-{new_tag()}",
+            "CSeq": cseq or f"1 {method}",
+            "Contact": f"<sip:caller@127.0.0.1:{self.port}>",
+        }
+        fields.update(headers or {})
+        lines = [f"{method} {uri} SIP/2.0"] + [
+            f"{k}: {v}" for k, v in fields.items() if k not in drop
+        ]
+        return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+    def send(self, data: bytes) -> None:
+        if self.transport == "udp":
+            self.sock.sendto(data, self.remote)
+        else:
+            self.sock.sendall(data)
+
+    def _pull(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65535)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            if self.transport == "udp":
+                self._frames.append(data)
+            else:
+                self._frames.extend(self._framer.feed(data))
+
+    async def receive(self, timeout: float = 5.0) -> Response:
+        """The next response (requests to us are not expected in these tests)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            self._pull()
+            if self._frames:
+                message = parse_message(self._frames.pop(0), stream=self.transport == "tcp")
+                assert isinstance(message, Response), message
+                return message
+            if time.monotonic() > deadline:
+                raise AssertionError("no response within the timeout")
+            await asyncio.sleep(0.005)
+
+    async def receive_final(self, timeout: float = 5.0) -> tuple[list[int], Response]:
+        """Provisional statuses seen, then the final response."""
+        seen: list[int] = []
+        while True:
+            response = await self.receive(timeout)
+            if response.status >= 200:
+                return seen, response
+            seen.append(response.status)
+
+    async def silence(self, seconds: float) -> list[Response]:
+        """Everything received during ``seconds`` (for 'nothing more happens' checks)."""
+        await asyncio.sleep(seconds)
+        self._pull()
+        out = [parse_message(f, stream=self.transport == "tcp") for f in self._frames]
+        self._frames.clear()
+        return [m for m in out if isinstance(m, Response)]
+
+    def close(self) -> None:
+        self.sock.close()
