@@ -156,13 +156,23 @@ class ConfigView:
     """Object names and settings by config version, from the configuration history."""
 
     versions: dict[tuple[str, str], list[Version]] = field(default_factory=dict)
+    _memo: dict[tuple[str, str, int], Version | None] = field(default_factory=dict)
+    _levels: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def add(self, kind: str, object_id: str, version: Version) -> None:
         self.versions.setdefault((kind, object_id), []).append(version)
+        self._memo.clear()
+        self._levels.clear()
 
     def at(self, kind: str, object_id: str, version: int) -> Version | None:
         """The object as it was at config ``version``; the nearest later one if it did not
         exist yet (a record written before the history was copied), else None."""
+        key = (kind, object_id, version)
+        if key not in self._memo:
+            self._memo[key] = self._find(kind, object_id, version)
+        return self._memo[key]
+
+    def _find(self, kind: str, object_id: str, version: int) -> Version | None:
         history = self.versions.get((kind, object_id))
         if not history:
             return None
@@ -177,10 +187,15 @@ class ConfigView:
         return v.name if v else object_id
 
     def service_level(self, queue_id: str, version: int) -> float:
-        v = self.at("queue", queue_id, version)
-        if v is None:
-            return DEFAULT_SERVICE_LEVEL
-        return parse_seconds(v.body.get("service_level"), DEFAULT_SERVICE_LEVEL)
+        key = (queue_id, version)
+        if key not in self._levels:
+            v = self.at("queue", queue_id, version)
+            self._levels[key] = (
+                parse_seconds(v.body.get("service_level"), DEFAULT_SERVICE_LEVEL)
+                if v is not None
+                else DEFAULT_SERVICE_LEVEL
+            )
+        return self._levels[key]
 
 
 def normalize_kind(kind: str) -> str:

@@ -9,6 +9,7 @@ leaves nothing behind, and the rows are read again. The writes are idempotent to
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Engine,
     Integer,
     String,
+    Table,
     and_,
     bindparam,
     case,
@@ -349,11 +351,9 @@ class Ingester:
                         "at": utc(attempt["at"]),
                     }
                 )
-        conn.execute(insert(report_tasks), task_rows)
-        if offer_rows:
-            conn.execute(insert(report_offers), offer_rows)
-        if attempt_rows:
-            conn.execute(insert(report_attempts), attempt_rows)
+        bulk_insert(conn, report_tasks, task_rows)
+        bulk_insert(conn, report_offers, offer_rows)
+        bulk_insert(conn, report_attempts, attempt_rows)
         parts = [p for _, rec in fresh for p in task_contribution(rec, names)]
         merge_queue_figures(conn, add_up(parts))
         return len(fresh), dupes
@@ -403,8 +403,7 @@ class Ingester:
                         "config_version": int(s.get("config_version") or 0),
                     }
                 )
-        if rows:
-            conn.execute(insert(report_expert_states), rows)
+        bulk_insert(conn, report_expert_states, rows)
         return len(rows)
 
 
@@ -514,6 +513,54 @@ def merge_queue_figures(conn: Connection, totals: dict[tuple[datetime, str], Que
             .values({c: bindparam(c) for c in ("queue_name", *QueueFigures.COUNTS)})
         )
         conn.execute(stmt, updates)
+
+
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
+
+
+def bulk_insert(conn: Connection, target: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert many rows through the driver's executemany with values converted once here.
+
+    SQLAlchemy's per-row parameter processing was most of the ingestion time; the conversions
+    are the same ones its types apply (UTC datetimes as SQLAlchemy's SQLite text format, JSON
+    as text), so rows read back through SQLAlchemy are identical.
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    sqlite = conn.dialect.name == "sqlite"
+    converters: list[Callable[[Any], Any] | None] = []
+    for name in columns:
+        kind = target.c[name].type
+        if isinstance(kind, JSON):
+            converters.append(_json_text)
+        elif isinstance(kind, DateTime) and sqlite:
+            converters.append(_sqlite_time)
+        else:
+            converters.append(None)
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO {target.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(marker for _ in columns)})"
+    )
+    values = [
+        tuple(
+            row[c] if f is None or row[c] is None else f(row[c])
+            for c, f in zip(columns, converters, strict=True)
+        )
+        for row in rows
+    ]
+    conn.exec_driver_sql(sql, values)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _sqlite_time(value: datetime) -> str:
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # == strftime(_SQLITE_TIME), faster
 
 
 def feed_head(engine: Engine) -> int:

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, tuple_
+from sqlalchemy import DateTime, Engine, Integer, and_, cast, func, or_, select, tuple_, type_coerce
 
 from expertline.errors import InvalidInput, Problem
 from expertline.reporting.core import (
     AVAILABLE_STATES,
     AWAY_STATES,
+    BASE_INTERVAL_MINUTES,
     BUSY_STATES,
     QueueFigures,
-    interval_start,
     iso,
     overlap_seconds,
     parse_interval,
@@ -142,24 +142,59 @@ def parse_range(
 
 
 def queue_figures(engine: Engine, rng: ReportRange) -> dict[tuple[datetime, str], QueueFigures]:
-    """Sums per (interval start, queue id); 30/60-minute rows add up the stored 15-minute
-    rows, in time order so the latest name wins."""
+    """Sums per (interval start, queue id). 30/60-minute rows add up the stored 15-minute
+    rows in SQL; the name of each is that of its latest 15-minute row. A 30-day range is at
+    most 2,880 stored rows per queue, however many tasks they count."""
     q = report_queue_intervals
-    totals: dict[tuple[datetime, str], QueueFigures] = {}
+    counts = QueueFigures.COUNTS
+    in_range = and_(q.c.interval_start >= rng.start, q.c.interval_start < rng.end)
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(q)
-            .where(and_(q.c.interval_start >= rng.start, q.c.interval_start < rng.end))
-            .order_by(q.c.interval_start, q.c.queue_id)
-        ).mappings()
-        for r in rows:
-            key = (interval_start(utc(r["interval_start"]), rng.interval), r["queue_id"])
-            fig = QueueFigures(r["queue_name"], **{c: r[c] for c in QueueFigures.COUNTS})
-            if key in totals:
-                totals[key].merge(fig)
-            else:
-                totals[key] = fig
-    return dict(sorted(totals.items()))
+        if rng.interval == BASE_INTERVAL_MINUTES:
+            query = (
+                select(q.c.interval_start, q.c.queue_id, q.c.queue_name, *(q.c[c] for c in counts))
+                .where(in_range)
+                .order_by(q.c.interval_start, q.c.queue_id)
+            )
+        else:
+            bucket = _bucket(conn.dialect.name, rng.interval * 60).label("bucket")
+            latest = (
+                func.first_value(q.c.queue_name)
+                .over(partition_by=(bucket, q.c.queue_id), order_by=q.c.interval_start.desc())
+                .label("latest_name")
+            )
+            inner = select(bucket, q.c.queue_id, latest, *(q.c[c] for c in counts)).where(in_range)
+            sub = inner.subquery()
+            sums = [
+                (func.max(sub.c[c]) if c == "wait_max" else func.sum(sub.c[c])).label(c)
+                for c in counts
+            ]
+            query = (
+                select(sub.c.bucket, sub.c.queue_id, func.max(sub.c.latest_name), *sums)
+                .group_by(sub.c.bucket, sub.c.queue_id)
+                .order_by(sub.c.bucket, sub.c.queue_id)
+            )
+        rows = conn.execute(query).all()
+    return {
+        (utc(start), queue_id): QueueFigures(name, **dict(zip(counts, values, strict=True)))
+        for start, queue_id, name, *values in rows
+    }
+
+
+def _bucket(dialect: str, step: int) -> Any:
+    """SQL for the start of the ``step``-second interval holding interval_start (UTC)."""
+    col = report_queue_intervals.c.interval_start
+    if dialect == "postgresql":
+        return type_coerce(
+            func.to_timestamp(func.floor(func.extract("epoch", col) / step) * step),
+            DateTime(timezone=True),
+        )
+    if dialect == "sqlite":
+        seconds = cast(func.strftime("%s", col), Integer)
+        return type_coerce(
+            func.strftime("%Y-%m-%d %H:%M:%S.000000", (seconds // step) * step, "unixepoch"),
+            DateTime(timezone=True),
+        )
+    raise NotImplementedError(f"queue report rollup on {dialect}")
 
 
 def queue_report(engine: Engine, rng: ReportRange) -> list[dict[str, Any]]:
