@@ -13,6 +13,7 @@ API) share one immutable ``ConfigDocument`` until the version changes. Do not mu
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
@@ -131,9 +132,9 @@ _caches_lock = threading.Lock()
 def cli_actor() -> str:
     """``cli:<os user>``: who applied a change from the command line."""
     try:
-        user = os.getlogin()
-    except OSError:
-        user = os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = str(os.getuid())
     return f"cli:{user}"
 
 
@@ -310,29 +311,8 @@ def apply_document(
                 f"the configuration changed meanwhile (version {version}, expected "
                 f"{expect_version}); read it again and retry"
             )
-        current = {
-            (r.kind, r.object_id): (r.position, r.body)
-            for r in conn.execute(
-                select(
-                    config_objects.c.kind,
-                    config_objects.c.object_id,
-                    config_objects.c.position,
-                    _BODY_TEXT.label("body"),
-                )
-            )
-        }
-        added = [k for k in wanted if k not in current]
-        removed = [k for k in current if k not in wanted]
-        changed = []
-        moved = []
-        for key, (position, body) in wanted.items():
-            have = current.get(key)
-            if have is None:
-                continue
-            if have[1] != body:
-                changed.append(key)
-            elif have[0] != position:
-                moved.append(key)
+        current = _current_rows(conn)
+        added, changed, removed, moved = _diff(current, wanted)
         if not (added or removed or changed):
             if moved:
                 _update_positions(conn, moved, wanted)
@@ -430,6 +410,51 @@ def apply_document(
     return ApplyResult(new, len(added), len(changed), len(removed))
 
 
+Key = tuple[str, str]
+
+
+def _current_rows(conn: Connection) -> dict[Key, tuple[int, str]]:
+    return {
+        (r.kind, r.object_id): (r.position, r.body)
+        for r in conn.execute(
+            select(
+                config_objects.c.kind,
+                config_objects.c.object_id,
+                config_objects.c.position,
+                _BODY_TEXT.label("body"),
+            )
+        )
+    }
+
+
+def _diff(
+    current: dict[Key, tuple[int, str]], wanted: dict[Key, tuple[int, str]]
+) -> tuple[list[Key], list[Key], list[Key], list[Key]]:
+    """(added, changed, removed, moved): moved objects only changed position."""
+    added = [k for k in wanted if k not in current]
+    removed = [k for k in current if k not in wanted]
+    changed = []
+    moved = []
+    for key, (position, body) in wanted.items():
+        have = current.get(key)
+        if have is None:
+            continue
+        if have[1] != body:
+            changed.append(key)
+        elif have[0] != position:
+            moved.append(key)
+    return added, changed, removed, moved
+
+
+def plan_document(engine: Engine, doc: ConfigDocument) -> ApplyResult:
+    """What ``apply_document`` would do, without writing (``version`` is the current one)."""
+    wanted = document_rows(doc)
+    with engine.connect() as conn:
+        version = _version(conn)
+        added, changed, removed, _ = _diff(_current_rows(conn), wanted)
+    return ApplyResult(version, len(added), len(changed), len(removed))
+
+
 def _update_positions(
     conn: Connection, keys: list[tuple[str, str]], wanted: dict[tuple[str, str], tuple[int, Any]]
 ) -> None:
@@ -459,15 +484,21 @@ def _lock(conn: Connection) -> None:
         )
 
 
-def _summary(
-    added: list[tuple[str, str]], changed: list[tuple[str, str]], removed: list[tuple[str, str]]
-) -> str:
+def _summary(added: list[Key], changed: list[Key], removed: list[Key]) -> str:
+    """``added expert alice; changed queue billing`` or, for bulk, counts per kind."""
     parts = []
     for word, keys in (("added", added), ("changed", changed), ("removed", removed)):
-        if keys:
-            shown = ", ".join(f"{k} {o}" for k, o in keys[:5])
-            more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
-            parts.append(f"{word} {shown}{more}")
+        if not keys:
+            continue
+        if len(keys) <= 3:
+            parts.append(f"{word} " + ", ".join(f"{k.replace('_', ' ')} {o}" for k, o in keys))
+        else:
+            counts: dict[str, int] = {}
+            for kind, _ in keys:
+                counts[kind] = counts.get(kind, 0) + 1
+            parts.append(
+                f"{word} " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items())
+            )
     return "; ".join(parts)
 
 

@@ -273,7 +273,7 @@ class _Reader:
 # --- writing ------------------------------------------------------------------------------------
 
 _Y11 = yaml.resolver.Resolver.yaml_implicit_resolvers
-_PLAIN_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@/+=:()'-]*(?: [A-Za-z0-9_.@/+=:()'-]+)*")
+_PLAIN_SAFE = re.compile(r"\w[\w.@/+=:()',!?&*%-]*(?: [\w.@/+=:()',!?&*%-]+)*")
 
 
 def _needs_quotes(text: str) -> bool:
