@@ -505,9 +505,9 @@ class MessageSet(_Model):
     @field_validator("*")
     @classmethod
     def _placeholders(cls, text: str | None, info: ValidationInfo) -> str | None:
-        if text is None:
+        allowed = cls.PLACEHOLDERS.get(str(info.field_name))
+        if text is None or allowed is None:
             return text
-        allowed = cls.PLACEHOLDERS[str(info.field_name)]
         try:
             used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
         except ValueError as exc:

@@ -6,8 +6,9 @@ from expertline.web.app import RouterFactory
 
 
 def default_factories() -> list[RouterFactory]:
+    from expertline.config import http as config_http
     from expertline.reporting import http as reporting_http
     from expertline.runtime import http as runtime_http
     from expertline.web import ops
 
-    return [ops.router, runtime_http.router, reporting_http.router]
+    return [ops.router, config_http.router, runtime_http.router, reporting_http.router]
