@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
 
 import pytest
-from routing_sim import Sim, config, expert
+from routing_sim import Sim, Store, StoredSim, config, expert
 
-from expertline.routing.commands import Command, SetTimer
-from expertline.routing.core import RoutingCore
+from expertline.routing.commands import SetTimer
 from expertline.routing.events import (
     CallConnected,
     CallEnded,
@@ -24,65 +22,6 @@ from expertline.routing.events import (
     TaskCreated,
 )
 from expertline.routing.model import EscalationStep, OnMaxWait, QueueSpec, RoutingConfig
-
-
-class Store:
-    """What the runtime keeps: the latest export of every dirty object (tasks stay, inactive)."""
-
-    def __init__(self) -> None:
-        self.tasks: dict[str, dict[str, Any]] = {}
-        self.offers: dict[str, dict[str, Any]] = {}
-        self.experts: dict[str, dict[str, Any]] = {}
-        self.meta: dict[str, Any] | None = None
-
-    def save(self, core: RoutingCore) -> None:
-        dirty = core.drain_dirty()
-        for tid in dirty.tasks:
-            d = core.export_task(tid)
-            assert d is not None, f"dirty task {tid} not exportable"
-            self.tasks[tid] = d
-        for oid in dirty.offers:
-            d = core.export_offer(oid)
-            assert d is not None, f"dirty offer {oid} not exportable"
-            self.offers[oid] = d
-        for eid in dirty.experts:
-            d = core.export_expert(eid)
-            if d is None:
-                self.experts.pop(eid, None)
-            else:
-                self.experts[eid] = d
-        if dirty.meta:
-            self.meta = core.export_meta()
-
-    def restore(self, cfg: RoutingConfig, now: float) -> RoutingCore:
-        live = {tid: t for tid, t in self.tasks.items() if t["active"]}
-        offers = [o for o in self.offers.values() if o["task_id"] in live]
-        return RoutingCore.restore(
-            cfg, list(live.values()), offers, list(self.experts.values()), now, self.meta
-        )
-
-
-class StoredSim(Sim):
-    def __init__(
-        self,
-        cfg: RoutingConfig,
-        store: Store,
-        core: RoutingCore | None = None,
-        now: float | None = None,
-    ) -> None:
-        self.store = store
-        if now is None:
-            super().__init__(cfg, core=core)
-        else:
-            super().__init__(cfg, now=now, core=core)
-        if core is None:
-            store.save(self.core)
-
-    def send(self, event: Event) -> list[Command]:
-        out = super().send(event)
-        self.store.save(self.core)
-        return out
-
 
 Step = Callable[[Sim], None]
 
