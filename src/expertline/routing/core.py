@@ -1169,6 +1169,8 @@ class RoutingCore:
             if spec is not None and self._spare(t, spec) > 0:
                 want = (t.queue_id, t.step)
         current = self._hung.get(t.id)
+        if want is None and current is None:
+            return
         key = t.order_key()
         if current is not None:
             if want is not None and current == (want, key):

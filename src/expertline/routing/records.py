@@ -8,6 +8,7 @@ reporting (``records.feed.TaskRecord``) carries the same facts with ISO 8601 UTC
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from expertline.records.feed import AttemptRecord, OfferRecord, TaskRecord
@@ -47,6 +48,12 @@ def handled_disposition(task: Task) -> int:
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
+    return _iso(ts)
+
+
+@lru_cache(maxsize=8192)
+def _iso(ts: float) -> str:
+    """Cached: the same instants recur in a task's events, records and expert states."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 
