@@ -649,3 +649,13 @@ def delete_object(engine: Engine, section: str, oid: str, actor: str) -> ApplyRe
 def replace_document(engine: Engine, doc: ConfigDocument, actor: str, source: str) -> ApplyResult:
     """Apply a whole, already validated document (import, PUT /config)."""
     return apply_document(engine, doc, actor, source)
+
+
+def import_file(engine: Engine, path: str | os.PathLike[str], actor: str) -> ApplyResult:
+    """Validate a YAML file and apply it (InvalidInput listing every problem; nothing applied)."""
+    from pathlib import Path
+
+    from expertline.config.validate import load_yaml
+
+    doc = load_yaml(Path(path).read_text(encoding="utf-8"))
+    return apply_document(engine, doc, actor, source="import")

@@ -304,8 +304,18 @@ def _scalar(value: Any) -> str:
             text = text.replace("e", ".0e") if "e" in text else text + ".0"
         return text
     text = str(value)
-    # JSON strings are valid YAML double-quoted scalars.
-    return json.dumps(text, ensure_ascii=False) if _needs_quotes(text) else text
+    if not _needs_quotes(text):
+        return text
+    # A JSON string is a YAML double-quoted scalar once the characters YAML does not allow
+    # raw (or reads as line breaks) are escaped too.
+    return _YAML_ESCAPE.sub(_escape, json.dumps(text, ensure_ascii=False))
+
+
+_YAML_ESCAPE = re.compile("[\x7f-\x9f\u2028\u2029\ufffe\uffff\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def _write(value: Any, indent: str, out: list[str]) -> None:
