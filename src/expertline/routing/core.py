@@ -31,7 +31,17 @@ Decisions worth documenting (see also ``docs/routing-states.md``):
 - A configuration change that removes a queue rejects the tasks waiting in it (TCD 22); tasks
   already with an expert finish normally. A removed or disabled expert loses their open
   offers (reason ``config``), as does an expert who no longer matches an offered task's
-  selection; an expert's tasks in progress are never taken away.
+  selection; an expert's tasks in progress are never taken away. A changed max wait or
+  escalation applies to waiting tasks as counted from when they entered the queue.
+- Ties between experts break by longest idle, then id. Idle time starts when the expert
+  becomes available or finishes a task (after wrap-up). ``random`` is seeded from the task id
+  and its offer counter, so a replay chooses the same experts.
+- Task codes have 4 digits derived from the task id (CRC-32, probing on collisions), unique
+  among live tasks; when 90% of them are taken, new codes get 5 digits. Offer ids are
+  ``<task id>.<n>``.
+- Unknown ids and events that do not apply to an object's status change nothing: answers get
+  ``AnswerRefused`` (``unknown``, or ``closed`` for a recently closed offer); other events
+  return no commands, so the runtime can tell the caller it conflicts.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from expertline.routing import core
 from expertline.routing.states import (
     FINAL_OFFER,
     FINAL_TASK,
@@ -74,6 +75,31 @@ def _mermaid(table: dict[StrEnum, dict[StrEnum, StrEnum]], initial: str, final: 
     return "\n".join(lines)
 
 
+def _decisions() -> str:
+    """The documented routing decisions, taken from the core's own docstring."""
+    doc = core.__doc__ or ""
+    _, _, tail = doc.partition("Decisions worth documenting")
+    body = tail.split("\n", 1)[1] if "\n" in tail else ""
+    return "## Routing decisions\n\n" + body.strip().replace("``", "`") + "\n"
+
+
+TIMERS = """\
+## Timers
+
+Every timer has a name; the runtime fires `TimerFired(key)` at the time given by `SetTimer`
+(setting a key again moves it) and the core ignores a key it no longer holds or one fired
+before its time (an earlier setting of a moved timer).
+
+| key | set when | effect |
+|---|---|---|
+| `offer:<offer id>` | an offer goes out | offer `timeout`, next experts; may set the expert away |
+| `maxwait:<task id>` | the task enters a queue | overflow, fallback label or reject |
+| `escalate:<task id>:<step>` | the task enters a queue or a step | the next selection step |
+| `cooldown:<task id>:<expert id>` | decline / timeout / delivery failure, with a cooldown | the expert may have the task again |
+| `wrapup:<expert id>` | a handled task ends, with wrap-up | the expert is free again |
+"""
+
+
 def render() -> str:
     """The full Markdown document."""
     parts = [
@@ -90,6 +116,8 @@ def render() -> str:
         "removes the expert or their match.\n",
         DISPOSITIONS,
         EXPERT_NOTES,
+        TIMERS,
+        _decisions(),
     ]
     return "\n".join(parts)
 
