@@ -351,7 +351,8 @@ def overlap_seconds(start: datetime, end: datetime, lo: datetime, hi: datetime) 
     return max(0.0, (e - s).total_seconds())
 
 
-# Expert states grouped for the expert report.
-AVAILABLE_STATES = frozenset({"available"})
+# Expert states grouped for the expert report. ``reserved`` (an offer is out, nothing
+# accepted yet) is ready time, not work: it counts as available.
+AVAILABLE_STATES = frozenset({"available", "reserved"})
 AWAY_STATES = frozenset({"away", "dnd"})
-BUSY_STATES = frozenset({"reserved", "busy", "wrap_up"})
+BUSY_STATES = frozenset({"busy", "wrap_up"})

@@ -64,3 +64,15 @@ def require_current(engine: Engine) -> None:
         raise DatabaseError(
             f"reporting schema is {state}, this version needs {head}: run `expertline db upgrade`"
         )
+
+
+def upgrade_url(url: str) -> tuple[str | None, str]:
+    """Upgrade the reporting schema of the database at ``url`` (for ``expertline db upgrade``:
+    ``upgrade_url(settings.reporting_db_url)``)."""
+    from expertline.db.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        return upgrade(engine)
+    finally:
+        engine.dispose()

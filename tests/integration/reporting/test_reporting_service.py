@@ -71,7 +71,9 @@ async def test_service_retries_until_the_feed_exists(tmp_path: Path) -> None:
         migrate.upgrade(source)
         Feed(source).write([(TASK_RECORD, dict(task("late", 1, "billing", "completed", wait=2)))])
         await async_eventually(lambda: task_count(target) == 1, timeout=10)
-        assert [c.up for c in health.components() if c.name == "reporting"] == [True]
+        await async_eventually(
+            lambda: [c.up for c in health.components() if c.name == "reporting"] == [True]
+        )
     finally:
         await service.async_stop()
         source.dispose()
