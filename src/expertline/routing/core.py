@@ -54,7 +54,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sortedcontainers import SortedList
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from expertline.records.feed import EXPERT_STATE, TASK_RECORD, ExpertStateRecord
 from expertline.routing import records
@@ -267,8 +267,12 @@ class RoutingCore:
             if d.get("status", "open") != "open":
                 continue
             o = Offer.from_dict(d)
-            t = core._tasks.get(o.task_id)
-            if t is None or t.status not in WAITING or t.open_offers.get(o.expert_id) != o.id:
+            owner = core._tasks.get(o.task_id)
+            if (
+                owner is None
+                or owner.status not in WAITING
+                or owner.open_offers.get(o.expert_id) != o.id
+            ):
                 continue
             core._offers[o.id] = o
         for t in sorted(core._tasks.values(), key=lambda t: t.seq):

@@ -63,7 +63,9 @@ enabled, available, out of wrap-up, with active tasks + pending offers below `ma
 """
 
 
-def _mermaid(table: dict[StrEnum, dict[StrEnum, StrEnum]], initial: str, final: frozenset) -> str:
+def _mermaid(
+    table: dict[StrEnum, dict[StrEnum, StrEnum]], initial: str, final: frozenset[StrEnum]
+) -> str:
     lines = ["```mermaid", "stateDiagram-v2", f"    [*] --> {initial}"]
     for state, out in table.items():
         for trigger, target in out.items():

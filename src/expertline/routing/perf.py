@@ -85,14 +85,16 @@ def synthetic_config(
         for q in qids
     }
     queue_specs[BACKLOG] = QueueSpec(id=BACKLOG, name=BACKLOG, max_wait=10.0**9)
-    matches = {q: (frozenset(m),) for q, m in members.items()}
+    matches: dict[str, tuple[frozenset[str], ...]] = {
+        q: (frozenset(m),) for q, m in members.items()
+    }
     matches[BACKLOG] = (frozenset(backlog_ids),)
     return RoutingConfig(version=1, experts=specs, queues=queue_specs, matches=matches)
 
 
 def _rss_mb() -> float:
     try:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         return float(psutil.Process().memory_info().rss) / (1024.0 * 1024.0)
     except Exception:  # psutil missing: report nothing rather than fail a benchmark
@@ -198,5 +200,5 @@ if __name__ == "__main__":  # pragma: no cover - manual runs
     import json
     import sys
 
-    args = [int(a) for a in sys.argv[1:]]
-    print(json.dumps(run(*args).as_dict(), indent=2))
+    n = [int(a) for a in sys.argv[1:5]] + [10_000, 100, 20_000, 0][len(sys.argv[1:5]) :]
+    print(json.dumps(run(n[0], n[1], n[2], n[3]).as_dict(), indent=2))

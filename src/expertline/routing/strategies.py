@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from sortedcontainers import SortedList
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from expertline.routing.live import ExpertLive
 from expertline.routing.model import ExpertSpec, Order
