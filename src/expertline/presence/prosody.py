@@ -177,6 +177,34 @@ Component "{self.component}"
                 f'return {{\n\t["password"] = "{escaped}";\n}};\n'
             )
 
+    def write_subscriptions(
+        self, watcher: str, contacts: Iterable[str], group: str = "expertline"
+    ) -> None:
+        """Pre-provision rosters: ``watcher`` is subscribed to every contact's presence (and each
+        contact's roster says so), as a shared-roster setup would do. Users are local names.
+
+        Use before ``start()``: Prosody reads rosters at login and rewrites the whole file on
+        every change, so a thousand subscription handshakes cost seconds each at the end."""
+        folder = self.data / _encode_node(self.domain) / "roster"
+        folder.mkdir(parents=True, exist_ok=True)
+        watcher_jid = f"{watcher}@{self.domain}"
+        items = []
+        for contact in contacts:
+            items.append(
+                f'\t["{contact}@{self.domain}"] = {{ ["subscription"] = "to"; '
+                f'["groups"] = {{ ["{group}"] = true; }}; }};'
+            )
+            (folder / f"{_encode_node(contact)}.dat").write_text(
+                "return {\n"
+                '\t[false] = { ["version"] = 1; ["pending"] = {}; };\n'
+                f'\t["{watcher_jid}"] = {{ ["subscription"] = "from"; ["groups"] = {{}}; }};\n'
+                "};\n"
+            )
+        (folder / f"{_encode_node(watcher)}.dat").write_text(
+            "return {\n"
+            '\t[false] = { ["version"] = 1; ["pending"] = {}; };\n' + "\n".join(items) + "\n};\n"
+        )
+
 
 @contextmanager
 def running_prosody(directory: Path) -> Iterator[ProsodyServer]:
