@@ -24,11 +24,14 @@ from expertline.settings import SipMode, parse_host_port
 from expertline.sip import calls
 from expertline.sip.message import (
     SIP_VERSION,
+    CSeq,
     Headers,
+    NameAddr,
     ParseError,
     Request,
     Response,
     SipUri,
+    Via,
     make_response,
     new_branch,
     new_tag,
@@ -143,6 +146,7 @@ class SipFront:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats: dict[str, int] = {}
         self.companions: list[Any] = []  # started and stopped with the front
+        self._stopping = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -167,6 +171,7 @@ class SipFront:
         )
 
     async def async_stop(self) -> None:
+        self._stopping = True  # nothing new is taken from now on
         for task in list(self._tasks):
             task.cancel()
         for entry in list(self._server_tx.values()) + list(self._client_tx.values()):
@@ -192,6 +197,7 @@ class SipFront:
     # --- transport ------------------------------------------------------------------------------
 
     def _send(self, peer: Peer, message: Request | Response) -> None:
+        self._count("sent")
         self.transport.send(peer, message.to_bytes())
 
     def _transport_failed(self, peer: Peer) -> None:
@@ -200,6 +206,9 @@ class SipFront:
                 self._tx_event(entry, "transport_error")
 
     def _receive(self, data: bytes, peer: Peer) -> None:
+        if self._stopping:
+            return
+        self._count("received")
         if data.strip(b"\r\n") == b"":
             return  # keep-alive
         try:
@@ -347,18 +356,18 @@ class SipFront:
             if request.method != "ACK":
                 self._reply_stateless(request, peer, 505)
             return
-        problem = _validate(request)
-        via = request.top_via if request.headers.has("Via") else None
-        if via is None:
+        via_text = request.headers.get("Via")
+        if via_text is None:
             log.info("sip dropped request without Via peer=%s", peer)
             return
-        if problem is not None:
-            self._count("bad")
-            log.info("sip rejected bad request peer=%s status=400 reason=%s", peer, problem)
-            if request.method != "ACK":
-                self._reply_stateless(request, peer, 400, f"Bad Request ({problem})"[:120])
+        try:
+            via = parse_via(via_text)
+            cseq = parse_cseq(request.headers.get("CSeq") or "")
+        except ParseError as exc:
+            self._reject_bad(request, peer, str(exc))
             return
-        branch = via.branch or f"{request.call_id}/{request.cseq.seq}"
+        # Retransmissions and ACKs of our final responses: the transaction answers, fast.
+        branch = via.branch or f"{request.call_id}/{cseq.seq}"
         method = "INVITE" if request.method == "ACK" else request.method
         key = (branch, method)
         entry = self._server_tx.get(key)
@@ -368,9 +377,13 @@ class SipFront:
             else:
                 self._tx_event(entry, "request", request)
             return
-        _stamp_via(request, peer)
+        problem, to = _validate(request, cseq)
+        if problem is not None or to is None:
+            self._reject_bad(request, peer, problem or "bad To")
+            return
+        _stamp_via(request, peer, via)
         routed = self._pop_own_routes(request)
-        to_tag = request.to.tag
+        to_tag = to.tag
         if request.method == "ACK":
             if routed or to_tag:
                 self._forward_ack(request)
@@ -401,7 +414,7 @@ class SipFront:
             )
             return
         if request.method == "INVITE":
-            self._on_invite(request, peer, key)
+            self._on_invite(request, peer, key, to)
             return
         if request.method == "BYE":
             self._reply_stateless(request, peer, 481)
@@ -409,6 +422,12 @@ class SipFront:
             self._reply_stateless(request, peer, 405, extra=(("Allow", ALLOW),))
         else:
             self._reply_stateless(request, peer, 501)
+
+    def _reject_bad(self, request: Request, peer: Peer, problem: str) -> None:
+        self._count("bad")
+        log.info("sip rejected bad request peer=%s status=400 reason=%s", peer, problem)
+        if request.method != "ACK":
+            self._reply_stateless(request, peer, 400, f"Bad Request ({problem})"[:120])
 
     def _pop_own_routes(self, request: Request) -> bool:
         """Remove the Route entries that name us (loose routing); True when there were any."""
@@ -437,7 +456,7 @@ class SipFront:
         if call is not None:
             self._feed(call, calls.CallerCancel())
 
-    def _on_invite(self, request: Request, peer: Peer, key: tuple[str, str]) -> None:
+    def _on_invite(self, request: Request, peer: Peer, key: tuple[str, str], to: NameAddr) -> None:
         unsupported = [
             tag for tag in request.headers.get_all("Require") if tag not in SUPPORTED_OPTIONS
         ]
@@ -454,7 +473,7 @@ class SipFront:
         if uri.scheme not in ("sip", "sips", "tel"):
             self._reply_stateless(request, peer, 416)
             return
-        number = _dialed_number(uri) or _dialed_number(request.to.uri)
+        number = _dialed_number(uri) or _dialed_number(to.uri)
         if not number:
             self._reply_stateless(request, peer, 404, "Not Found (no dialed number)")
             return
@@ -484,6 +503,8 @@ class SipFront:
     def _feed(
         self, call: _Call, event: calls.CallEvent, task_request: TaskRequest | None = None
     ) -> None:
+        if self._stopping:
+            return
         decided = len(call.flow.log)
         view = getattr(event, "view", None)
         if view is not None:
@@ -563,7 +584,7 @@ class SipFront:
                 self._calls.pop(call.entry.key, None)
             if self._dialogs.get(call.call_id) is call:
                 self._loop_call_later(32.0, self._forget_dialog, call)
-            log.info(
+            log.debug(
                 "sip call finished call_id=%s task=%s outcome=%s",
                 call.call_id,
                 call.flow.task_id,
@@ -835,27 +856,28 @@ class SipFront:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _validate(request: Request) -> str | None:
-    """The first reason this request cannot be processed, or None (RFC 3261 §8.2)."""
+def _validate(request: Request, cseq: CSeq) -> tuple[str | None, NameAddr | None]:
+    """The first reason this request cannot be processed (or None), and its parsed To
+    (RFC 3261 §8.2; the top Via and the CSeq were parsed by the caller)."""
     h = request.headers
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+    for name in ("From", "To", "Call-ID"):
         if not h.has(name):
-            return f"missing {name}"
+            return f"missing {name}", None
     try:
-        for value in h.get_all("Via"):
+        vias = h.get_all("Via")
+        for value in vias[1:]:
             parse_via(value)
-        cseq = parse_cseq(h.get("CSeq") or "")
-        request.from_  # noqa: B018 - parsed for validation
-        request.to  # noqa: B018
+        parse_name_addr(h.get("From") or "")
+        to = parse_name_addr(h.get("To") or "")
     except ParseError as exc:
-        return str(exc)
+        return str(exc), None
     if cseq.method != request.method:
-        return "CSeq method does not match the request"
+        return "CSeq method does not match the request", None
     if not (h.get("Call-ID") or "").strip():
-        return "empty Call-ID"
+        return "empty Call-ID", None
     if _max_forwards(request) is None:
-        return "bad Max-Forwards"
-    return None
+        return "bad Max-Forwards", None
+    return None, to
 
 
 def _max_forwards(request: Request) -> int | None:
@@ -868,9 +890,8 @@ def _max_forwards(request: Request) -> int | None:
     return int(value)
 
 
-def _stamp_via(request: Request, peer: Peer) -> None:
+def _stamp_via(request: Request, peer: Peer, via: Via) -> None:
     """RFC 3261 §18.2.1 / RFC 3581: note where the request really came from in the top Via."""
-    via = request.top_via
     changed = False
     if via.host != peer.host:
         via.params["received"] = peer.host
@@ -912,6 +933,8 @@ def header_attribute(name: str) -> str | None:
 
     Only ``X-`` headers become task attributes; ``X-Expertline-`` is the preferred prefix.
     """
+    if name[:2] not in ("X-", "x-"):
+        return None
     lower = name.lower()
     if lower.startswith("x-expertline-"):
         rest = lower[len("x-expertline-") :]

@@ -12,6 +12,7 @@ answers ``400`` when the message got far enough to be answered, and drops it oth
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -116,19 +117,35 @@ class ParseError(ValueError):
     """The input is not a SIP message (or not a well-formed part of one)."""
 
 
+_CANONICAL: dict[str, str] = {}
+_CANONICAL_MAX = 4096  # names seen on the wire are few; a flood of new ones is not cached
+
+
 def canonical_name(name: str) -> str:
     """``v`` -> ``Via``, ``call-id`` -> ``Call-ID``, ``x-foo-bar`` -> ``X-Foo-Bar``."""
+    known = _CANONICAL.get(name)
+    if known is not None:
+        return known
     lower = name.lower()
     if len(lower) == 1 and lower in COMPACT_FORMS:
-        return COMPACT_FORMS[lower]
-    special = _SPECIAL_CASE.get(lower)
-    if special is not None:
-        return special
-    return "-".join(part[:1].upper() + part[1:] for part in lower.split("-"))
+        result = COMPACT_FORMS[lower]
+    else:
+        result = _SPECIAL_CASE.get(lower) or "-".join(
+            part[:1].upper() + part[1:] for part in lower.split("-")
+        )
+    if len(_CANONICAL) < _CANONICAL_MAX:
+        _CANONICAL[name] = result
+    return result
+
+
+_BAD_HOST = re.compile(r'[ \t<>"@;?,]')
+_BAD_URI = re.compile(r'[ \t\r\n<>"]')
+_BAD_REQUEST_URI = re.compile(r"[\x00-\x20]")
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
 def is_token(text: str) -> bool:
-    return bool(text) and all(ch in _TOKEN_CHARS for ch in text)
+    return _TOKEN.fullmatch(text) is not None
 
 
 def split_list(value: str, sep: str = ",") -> list[str]:
@@ -237,7 +254,7 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
         host, sep, port_text = text.partition(":")
         if sep and not port_text:
             raise ParseError(f"bad host:port {text!r}")
-    if not host or any(ch in host for ch in ' \t<>"@;?,'):
+    if not host or _BAD_HOST.search(host):
         raise ParseError(f"bad host {host!r}")
     if not port_text:
         return host, None
@@ -255,7 +272,7 @@ def parse_uri(text: str) -> SipUri:
         raise ParseError(f"bad URI {text!r}")
     if not all(ch.isalnum() or ch in "+-." for ch in scheme):
         raise ParseError(f"bad URI scheme {scheme!r}")
-    if any(ch in rest for ch in ' \t\r\n<>"'):
+    if _BAD_URI.search(rest):
         raise ParseError(f"bad URI {text!r}")
     if scheme not in ("sip", "sips"):
         return SipUri(scheme=scheme, opaque=rest)
@@ -617,7 +634,7 @@ def parse_message(data: bytes, stream: bool = False) -> Request | Response:
             raise ParseError(f"bad method {method[:40]!r}")
         if not version.startswith("SIP/"):
             raise ParseError(f"bad version {version[:40]!r}")
-        if not uri or any(ord(ch) < 33 for ch in uri):
+        if not uri or _BAD_REQUEST_URI.search(uri):
             raise ParseError("bad Request-URI")
         message = Request(headers, body, method, uri, version)
     return message
@@ -637,13 +654,13 @@ def _parse_header_lines(lines: list[str]) -> Headers:
                 raise ParseError(f"control character in header {name}")
             items[-1] = (name, f"{value} {folded}".strip())
             continue
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not is_token(name):
+        match = _HEADER_LINE.match(line)
+        if match is None:
             raise ParseError(f"bad header line {line[:60]!r}")
+        name, value = match.group(1), match.group(2)
         if _has_control(value):
             raise ParseError(f"control character in header {name}")
-        items.append((name, value.strip()))
+        items.append((name, value.strip(" \t")))
         if len(items) > MAX_HEADERS:
             raise ParseError("too many headers")
     headers = Headers()
@@ -651,11 +668,12 @@ def _parse_header_lines(lines: list[str]) -> Headers:
     return headers
 
 
-_CONTROL = frozenset(chr(c) for c in range(32) if c != 9) | {"\x7f"}
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HEADER_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:(.*)", re.DOTALL)
 
 
 def _has_control(text: str) -> bool:
-    return not _CONTROL.isdisjoint(text)
+    return _CONTROL.search(text) is not None
 
 
 class StreamFramer:

@@ -160,7 +160,7 @@ class SipTransport:
 
     def send(self, peer: Peer, data: bytes) -> None:
         if peer.transport == "udp":
-            if self._udp is not None:
+            if self._udp is not None and not self._udp.is_closing():
                 self._udp.sendto(data, (peer.host, peer.port))
             return
         conn = self.connections.get(peer)

@@ -1,0 +1,439 @@
+"""``expertline bench sip``: redirect-mode call rate with sipp, side by side with Kamailio.
+
+Set-up: the routing runtime (temporary SQLite, or ``--bench-db``) and the SIP front in
+redirect mode run in a *separate process* (as a node would), one queue served by experts who
+may not decline (no IM round trip: the task is assigned as it is created). sipp
+(``caller_redirect`` scenario) calls the entry point at rising rates; each step lasts
+``5 s x scale``. A call succeeds when its INVITE gets a 302 with a Contact and the ACK goes
+out; a call with no final answer within 5 s fails. The highest step with at most 1 % failed
+calls and an achieved rate within 10 % of the offered one is the result.
+
+The ceiling: the same sipp load against Kamailio configured as a stateless redirect server
+(``sl_send_reply("302")`` with a Contact) from a generated kamailio.cfg in a temp dir.
+
+Both share this machine's cores with sipp itself; the ratio is the meaningful figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import glob
+import logging
+import multiprocessing as mp
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from expertline.bench.common import BenchOptions, BenchResult
+
+ENTRY = "+18005550100"
+RATES = (100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000, 2500, 3000)
+MAX_FAILED = 0.01
+MIN_ACHIEVED = 0.9
+CALL_TIMEOUT_MS = 5000
+
+
+@dataclass
+class Step:
+    rate: int
+    calls: int
+    succeeded: int
+    failed: int
+    seconds: float
+    response_ms: float | None  # average INVITE -> 302
+
+    @property
+    def failed_share(self) -> float:
+        return self.failed / max(1, self.succeeded + self.failed)
+
+    @property
+    def achieved(self) -> float:
+        return self.succeeded / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_share <= MAX_FAILED and self.achieved >= MIN_ACHIEVED * self.rate
+
+
+# -- the node under test (its own process) ---------------------------------------------------
+
+
+def _node_main(conn: Connection, db_url: str | None, data_dir: str, experts: int) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    if experts == 0:
+        asyncio.run(_front_only(conn))
+    else:
+        asyncio.run(_node(conn, db_url, data_dir, experts))
+
+
+class InstantPort:
+    """A task port that assigns every task at once, in memory: the SIP layer's own ceiling."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def async_create_task(self, request: Any) -> Any:
+        from expertline.runtime.ports import TaskView
+
+        self.count += 1
+        return TaskView(
+            str(self.count), "0", "assigned", "bench", "e0", "sip:1000@127.0.0.1:5999", ""
+        )
+
+    async def async_task_event(self, task_id: str, type: str, disposition: Any = None) -> Any:
+        return None
+
+    def queue(self, queue_id: str) -> Any:
+        return None
+
+
+async def _front_only(conn: Connection) -> None:
+    from expertline.sip.front import SipFront
+
+    front = SipFront(InstantPort(), "127.0.0.1", 0, mode="redirect")  # type: ignore[arg-type]
+    await _serve(conn, front, [])
+
+
+async def _serve(conn: Connection, front: Any, services: list[Any]) -> None:
+    await front.async_start()
+    conn.send(front.sip_port)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_reader(conn.fileno(), stop.set)
+    await stop.wait()
+    loop.remove_reader(conn.fileno())
+    stats = dict(front.stats)
+    await front.async_stop()
+    for service in services:
+        await service.async_stop()
+    conn.recv()
+    conn.send(stats)
+
+
+async def _node(conn: Connection, db_url: str | None, data_dir: str, experts: int) -> None:
+    from expertline.db import migrate
+    from expertline.db.engine import make_engine
+    from expertline.routing.model import ExpertSpec, OnMaxWait, QueueSpec, RoutingConfig
+    from expertline.runtime.service import RuntimeService
+    from expertline.settings import normalize_db_url
+    from expertline.sip.front import SipFront
+
+    url = normalize_db_url(db_url) if db_url else f"sqlite:///{data_dir}/bench-sip.db"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    specs = {
+        f"e{i}": ExpertSpec(
+            id=f"e{i}",
+            name=f"Expert {i}",
+            phone=f"sip:{1000 + i}@127.0.0.1:5999",
+            may_decline=False,
+            max_tasks=10,
+        )
+        for i in range(experts)
+    }
+    queue = QueueSpec(
+        id="bench", name="Bench", offer_to=1, max_wait=30.0, on_max_wait=OnMaxWait("reject")
+    )
+    config = RoutingConfig(
+        version=1,
+        experts=specs,
+        queues={"bench": queue},
+        matches={"bench": (frozenset(specs),)},
+        entry_points={ENTRY: "bench"},
+    )
+    service = RuntimeService(
+        engine,
+        node="bench",
+        config_loader=lambda _e: (config, None),
+        version_probe=lambda _e: 1,
+    )
+    await service.async_start()
+    for expert_id in specs:
+        await service.async_set_presence(expert_id, "available", "bench")
+    front = SipFront(service, "127.0.0.1", 0, mode="redirect")
+    await _serve(conn, front, [service])
+    engine.dispose()
+
+
+# -- Kamailio, the ceiling ---------------------------------------------------------------------
+
+KAMAILIO_CFG = """#!KAMAILIO
+debug=0
+log_stderror=yes
+memdbg=5
+memlog=5
+children={children}
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+mpath="{mpath}"
+loadmodule "sl.so"
+loadmodule "textops.so"
+
+request_route {{
+    if (is_method("ACK")) {{
+        exit;
+    }}
+    append_to_reply("Contact: <sip:1000@127.0.0.1:5999>\\r\\n");
+    sl_send_reply("302", "Moved Temporarily");
+    exit;
+}}
+"""
+
+
+def kamailio_modules() -> str | None:
+    for path in [*sorted(glob.glob("/usr/lib/*/kamailio/modules")), "/usr/lib/kamailio/modules"]:
+        if Path(path, "sl.so").exists():
+            return path
+    return None
+
+
+class Kamailio:
+    """A throwaway stateless redirect server on a loopback port."""
+
+    def __init__(self, workdir: Path, port: int, children: int = 2) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.children = children
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
+        mpath = kamailio_modules()
+        if mpath is None or not Path(binary).exists():
+            raise RuntimeError("kamailio is not installed (apt-get install -y kamailio)")
+        cfg = self.workdir / "kamailio.cfg"
+        cfg.write_text(
+            KAMAILIO_CFG.format(children=self.children, port=self.port, mpath=mpath + "/")
+        )
+        check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError(f"kamailio.cfg rejected: {check.stderr.decode()[-500:]}")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "-f",
+                str(cfg),
+                "-DD",
+                "-E",
+                "-m",
+                "64",
+                "-M",
+                "8",
+                "-w",
+                str(self.workdir),
+                "-Y",
+                str(self.workdir),
+                "-P",
+                str(self.workdir / "kamailio.pid"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "kamailio.log", "wb"),  # noqa: SIM115 - owned by the child
+            start_new_session=True,
+        )
+        _wait_udp_bound(self.port, self.process)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        import os
+
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+
+def _wait_udp_bound(port: int, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the server exited while starting")
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return
+        finally:
+            probe.close()
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on udp {port} after {timeout}s")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- sipp load ---------------------------------------------------------------------------------
+
+
+def run_step(workdir: Path, remote: str, rate: int, seconds: float) -> Step:
+    """One sipp run: ``rate`` calls/s for ``seconds``; counts from sipp's statistics file."""
+    sipp = shutil.which("sipp")
+    if sipp is None:
+        raise RuntimeError("sipp is not installed (apt-get install -y sip-tester)")
+    step_dir = workdir / f"rate-{rate}"
+    step_dir.mkdir(parents=True, exist_ok=True)
+    scenario = step_dir / "caller_redirect.xml"
+    source = resources.files("expertline.sip") / "scenarios" / "caller_redirect.xml"
+    scenario.write_bytes(source.read_bytes())
+    calls = max(1, int(rate * seconds))
+    stats = step_dir / "stats.csv"
+    cmd = [
+        sipp, "-sf", str(scenario), "-s", ENTRY, "-i", "127.0.0.1", "-p", str(free_udp_port()),
+        "-r", str(rate), "-rp", "1000", "-m", str(calls), "-l", str(max(rate * 6, 100)),
+        "-recv_timeout", str(CALL_TIMEOUT_MS), "-nostdin", "-trace_stat", "-stf", str(stats),
+        "-fd", "3600", "-timeout", f"{int(seconds * 3 + 30)}s", "-max_recv_loops", "100000",
+        "-max_sched_loops", "100000", "-buff_size", "4194304", remote,
+    ]  # fmt: skip
+    started = time.monotonic()
+    subprocess.run(
+        cmd,
+        cwd=step_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        timeout=seconds * 3 + 60,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    succeeded, failed, seconds_measured, response = _read_stats(stats)
+    return Step(rate, calls, succeeded, failed, seconds_measured or elapsed, response)
+
+
+def _read_stats(path: Path) -> tuple[int, int, float | None, float | None]:
+    """(successful, failed, elapsed seconds, avg response ms) from sipp's ``-trace_stat`` CSV."""
+    if not path.exists():
+        return 0, 0, None, None
+    with path.open() as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    if len(rows) < 2:
+        return 0, 0, None, None
+    header, last = rows[0], rows[-1]
+    col = {name: i for i, name in enumerate(header)}
+
+    def number(name: str) -> float | None:
+        i = col.get(name)
+        if i is None or i >= len(last) or not last[i].strip():
+            return None
+        try:
+            return float(last[i])
+        except ValueError:
+            return None
+
+    def epoch(name: str) -> float | None:
+        i = col.get(name)
+        if i is None or i >= len(last):
+            return None
+        try:
+            return float(last[i].split("\t")[-1])
+        except ValueError:
+            return None
+
+    succeeded = int(number("SuccessfulCall(C)") or 0)
+    failed = int(number("FailedCall(C)") or 0)
+    start, now = epoch("StartTime"), epoch("CurrentTime")
+    elapsed = now - start if start is not None and now is not None else None
+    response = _rtd_ms(last, col)
+    return succeeded, failed, elapsed, response
+
+
+def _rtd_ms(row: list[str], col: dict[str, int]) -> float | None:
+    i = col.get("ResponseTime1(C)")
+    if i is None or i >= len(row):
+        return None
+    parts = row[i].split(":")  # HH:MM:SS:microseconds
+    try:
+        h, m, s, us = (float(p) for p in parts)
+    except ValueError:
+        return None
+    return (h * 3600 + m * 60 + s) * 1000 + us / 1000
+
+
+def climb(workdir: Path, remote: str, seconds: float, label: str, notes: list[str]) -> Step | None:
+    """Rising rates until a step fails; the best passing step."""
+    best: Step | None = None
+    for rate in RATES:
+        step = run_step(workdir / label, remote, rate, seconds)
+        notes.append(
+            f"{label} offered={rate}/s calls={step.calls} ok={step.succeeded} "
+            f"failed={step.failed} ({step.failed_share:.2%}) achieved={step.achieved:.0f}/s "
+            f"response={step.response_ms if step.response_ms is not None else float('nan'):.1f}ms"
+        )
+        if not step.ok:
+            break
+        best = step
+    return best
+
+
+def run(options: BenchOptions) -> BenchResult:
+    result = BenchResult("sip")
+    seconds = max(1.0, 5.0 * options.scale)
+    with tempfile.TemporaryDirectory(prefix="expertline-bench-sip-") as tmp:
+        workdir = Path(tmp)
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        node = ctx.Process(
+            target=_node_main, args=(child, options.db, tmp, 200), name="expertline-sip-node"
+        )
+        node.start()
+        try:
+            if not parent.poll(60):
+                raise RuntimeError("the node under test did not start within 60 s")
+            port = parent.recv()
+            ours = climb(workdir, f"127.0.0.1:{port}", seconds, "expertline", result.notes)
+        finally:
+            parent.send("stop")
+            stats: dict[str, Any] = parent.recv() if parent.poll(30) else {}
+            node.join(30)
+            if node.is_alive():
+                node.kill()
+        result.notes.append(f"front counters: {stats}")
+        kamailio = Kamailio(workdir / "kamailio-run", free_udp_port())
+        (workdir / "kamailio-run").mkdir()
+        kamailio.start()
+        try:
+            ceiling = climb(
+                workdir, f"127.0.0.1:{kamailio.port}", seconds, "kamailio", result.notes
+            )
+        finally:
+            kamailio.stop()
+    ours_rate = ours.achieved if ours else 0.0
+    ceiling_rate = ceiling.achieved if ceiling else 0.0
+    backend = "PostgreSQL" if options.db and "postgres" in options.db else "SQLite"
+    result.add(
+        "redirect calls/s (<=1% failed)",
+        ours_rate,
+        "calls/s",
+        ">= 500",
+        f"expertline redirect mode, runtime on {backend}, {seconds:g}s per step",
+    )
+    if ours and ours.response_ms is not None:
+        result.add("redirect INVITE->302 avg at that rate", ours.response_ms, "ms", None, "")
+    result.add(
+        "kamailio stateless 302 calls/s (<=1% failed)",
+        ceiling_rate,
+        "calls/s",
+        None,
+        "ceiling: sl_send_reply, 2 children; capped by the rates tried and by sipp",
+    )
+    result.add(
+        "expertline / kamailio",
+        ours_rate / ceiling_rate if ceiling_rate else 0.0,
+        "ratio",
+        None,
+        "",
+    )
+    return result
