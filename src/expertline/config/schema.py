@@ -115,7 +115,10 @@ Locale = Annotated[str, Field(pattern=LOCALE_PATTERN, description="A locale tag:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+    # One schema per model in OpenAPI (inputs and outputs have the same shape here).
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=False, json_schema_mode_override="validation"
+    )
 
 
 # --- attributes -------------------------------------------------------------------------------
@@ -280,6 +283,26 @@ OfferTo = Annotated[
 ]
 
 
+_ON_MAX_WAIT_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"const": "reject"},
+        {
+            "type": "object",
+            "properties": {"overflow": {"type": "string", "pattern": ID_PATTERN}},
+            "required": ["overflow"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"label": {"type": "string", "minLength": 1, "maxLength": 255}},
+            "required": ["label"],
+            "additionalProperties": False,
+        },
+    ],
+    "description": "reject, {overflow: QUEUE} or {label: LABEL}.",
+}
+
+
 class Escalation(_Model):
     """A wider selection that applies once the task has waited ``after`` in this queue."""
 
@@ -311,7 +334,7 @@ class Queue(_Model):
     offer_to: OfferTo = 1
     offer_timeout: Duration = Field(default=20.0, description="How long an offer stays open.")
     max_wait: Duration = Field(default=300.0, description="Longest wait before on_max_wait.")
-    on_max_wait: OnMaxWait = Field(
+    on_max_wait: Annotated[OnMaxWait, WithJsonSchema(_ON_MAX_WAIT_SCHEMA)] = Field(
         default_factory=OnMaxWait,
         description="reject (back to the routing client), {overflow: QUEUE} or {label: LABEL}.",
     )
