@@ -697,12 +697,16 @@ class RoutingCore:
             experts = sorted(self._work_experts)
             self._work_tasks.clear()
             self._work_experts.clear()
+            hung = self._hung
             for t in tasks:
-                self._dispatch_task(t, allow_tried=False)
+                if t.id in hung:
+                    self._dispatch_task(t, allow_tried=False)
             for eid in experts:
-                self._dispatch_expert(eid)
+                if eid in self._free:
+                    self._dispatch_expert(eid)
             for t in tasks:
-                self._dispatch_task(t, allow_tried=True)
+                if t.cooldowns and t.id in hung:  # only experts who had it before are left
+                    self._dispatch_task(t, allow_tried=True)
 
     def _spare(self, t: Task, spec: QueueSpec) -> float:
         if spec.offer_to is None:
