@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing as mp
+import os
 import re
 import ssl
 import tempfile
@@ -324,9 +325,16 @@ async def _run(options: BenchOptions, result: BenchResult, workdir: Path) -> Non
         await _wait(lambda: available() == 0, 60, "experts did not all go offline")
 
         # Presence storm.
+        before = source.presence_stanzas
         storm_at = await clients.call("storm")
         await _wait(lambda: available() == count, 60, "storm: experts not all available")
         storm = time.monotonic() - storm_at
+        result.add(
+            "storm: last stanza at the router",
+            source.last_presence_at - storm_at,
+            "s",
+            context=f"{source.presence_stanzas - before} stanzas",
+        )
         result.add("presence storm", storm, "s", target="<= 2", context=f"{count} experts at once")
 
         # Offer delivery at two rates.
@@ -361,9 +369,10 @@ async def _run(options: BenchOptions, result: BenchResult, workdir: Path) -> Non
                 target=f"<= {target:.1f}",
                 context="target = 3 x raw p99 + 5 ms",
             )
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         result.notes.append(
-            "clients run in a separate process; runtime, presence source and Prosody share the "
-            "remaining cores"
+            f"clients run in a separate process; runtime, presence source and Prosody share the "
+            f"other cores; {os.cpu_count()} CPUs, load average at the end {load}"
         )
     finally:
         await clients.stop()

@@ -139,6 +139,8 @@ class XmppSource:
         self._sent: dict[str, dict[str, OfferView]] = {}  # expert -> recent offers by code
         self._lost: asyncio.Future[str] | None = None
         self.connections = 0  # successful sessions so far (tests and metrics read it)
+        self.presence_stanzas = 0  # availability stanzas received (benchmarks read it)
+        self.last_presence_at = 0.0  # time.monotonic() of the last one
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -504,6 +506,8 @@ class XmppSource:
         if who == self.address or who not in self._served:
             return
         show = stanza["show"] or None
+        self.presence_stanzas += 1
+        self.last_presence_at = time.monotonic()
         if self._roster.update(who, sender.resource, show, kind is None) is not None:
             self._mark_dirty(self._served[who].id)
 

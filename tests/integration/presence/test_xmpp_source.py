@@ -144,3 +144,19 @@ async def test_component_mode_presence_and_offers(lab: Lab) -> None:
     frank = await lab.sign_in("frank", show="away")
     await async_eventually(lambda: lab.port.presence.get("frank") == "away", timeout=15)
     assert source.connections == 2
+
+
+async def test_experts_who_may_not_decline_get_a_notice(lab: Lab) -> None:
+    lab.add_expert("gina", may_decline=False)
+    source = await lab.source()
+    gina = await lab.sign_in("gina")
+    await async_eventually(lambda: lab.port.presence.get("gina") == "available", timeout=10)
+    notice = make_offer("gina", lab.port, notice_only=True)
+    await source.async_offer(notice)
+    got = await gina.wait_for(rf"^Offer #{notice.code}:")
+    assert "no reply needed" in got.body and "Reply yes or no" not in got.body
+    gina.say(source.address, f"no {notice.code}")
+    await gina.wait_for(rf"#{notice.code} cannot be declined")
+    await source.async_notice(lab.port.experts["gina"], "set_away")
+    await gina.wait_for("You missed several offers in a row")
+    assert lab.port.answers == []
