@@ -26,7 +26,10 @@ def utc(value: datetime | str) -> datetime:
     """A timezone-aware UTC datetime from an ISO string or a datetime (naive means UTC)."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
+    tz = value.tzinfo
+    if tz is UTC:
+        return value
+    if tz is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 

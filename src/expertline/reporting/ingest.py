@@ -377,20 +377,11 @@ class Ingester:
         for fid, s in fresh:
             by_expert.setdefault(s["expert_id"], []).append((fid, s))
         rows = []
+        closes = []
         for expert_id, changes in by_expert.items():
             first_fid, first = changes[0]
             # The state that was open ends when the first new one starts.
-            conn.execute(
-                update(report_expert_states)
-                .where(
-                    and_(
-                        report_expert_states.c.expert_id == expert_id,
-                        report_expert_states.c.ended_at.is_(None),
-                        report_expert_states.c.feed_id < first_fid,
-                    )
-                )
-                .values(ended_at=utc(first["at"]))
-            )
+            closes.append({"k_expert": expert_id, "k_before": first_fid, "k_at": utc(first["at"])})
             for i, (fid, s) in enumerate(changes):
                 nxt = changes[i + 1][1]["at"] if i + 1 < len(changes) else None
                 rows.append(
@@ -403,6 +394,20 @@ class Ingester:
                         "config_version": int(s.get("config_version") or 0),
                     }
                 )
+        if closes:
+            st = report_expert_states
+            conn.execute(
+                update(st)
+                .where(
+                    and_(
+                        st.c.expert_id == bindparam("k_expert"),
+                        st.c.ended_at.is_(None),
+                        st.c.feed_id < bindparam("k_before"),
+                    )
+                )
+                .values(ended_at=bindparam("k_at")),
+                closes,
+            )
         bulk_insert(conn, report_expert_states, rows)
         return len(rows)
 
@@ -538,6 +543,9 @@ def bulk_insert(conn: Connection, target: Table, rows: Sequence[dict[str, Any]])
             converters.append(_sqlite_time)
         else:
             converters.append(None)
+    if conn.dialect.name == "postgresql":
+        _copy_rows(conn, target, columns, rows, converters)
+        return
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = (
         f"INSERT INTO {target.name} ({', '.join(columns)}) "
@@ -551,6 +559,29 @@ def bulk_insert(conn: Connection, target: Table, rows: Sequence[dict[str, Any]])
         for row in rows
     ]
     conn.exec_driver_sql(sql, values)
+
+
+def _copy_rows(
+    conn: Connection,
+    target: Table,
+    columns: list[str],
+    rows: Sequence[dict[str, Any]],
+    converters: list[Callable[[Any], Any] | None],
+) -> None:
+    """PostgreSQL: COPY, in the connection's transaction (several times faster than
+    executemany for a few thousand rows)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f"COPY {target.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        row[c] if f is None or row[c] is None else f(row[c])
+                        for c, f in zip(columns, converters, strict=True)
+                    ]
+                )
+    finally:
+        cursor.close()
 
 
 def _json_text(value: Any) -> str:
