@@ -396,3 +396,16 @@ def ack_for(request: Request, response: Response) -> Request:
 ALL_TABLES: dict[str, dict[tuple[str, str], tuple[str, str]]] = {
     cls.KIND: cls.TABLE for cls in (ServerInvite, ServerNonInvite, ClientInvite, ClientNonInvite)
 }
+
+
+def markdown_tables() -> str:
+    """The transition tables as Markdown (docs/sip.md embeds this text; a test keeps it equal)."""
+    out: list[str] = []
+    for kind, table in ALL_TABLES.items():
+        out.append(f"**{kind}**\n")
+        out.append("| state | event | next state | action |")
+        out.append("|---|---|---|---|")
+        for (state, event), (new_state, action) in table.items():
+            out.append(f"| {state} | {event} | {new_state} | {action.replace('_', ' ')} |")
+        out.append("")
+    return "\n".join(out)

@@ -183,3 +183,12 @@ def test_every_table_row_names_an_existing_action() -> None:
     for kind, table in ALL_TABLES.items():
         for (_, _), (_, action) in table.items():
             assert hasattr(classes[kind], f"_{action}"), (kind, action)
+
+
+def test_docs_show_the_current_transition_tables() -> None:
+    from pathlib import Path
+
+    from expertline.sip.transaction import markdown_tables
+
+    docs = Path(__file__).parents[3] / "docs" / "sip.md"
+    assert markdown_tables() in docs.read_text(), "regenerate the tables in docs/sip.md"
