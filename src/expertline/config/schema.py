@@ -414,9 +414,15 @@ class StatusMap(_Model):
     Anything unlisted counts as *away*; an unavailable or unknown contact is *offline*.
     """
 
-    available: list[str] = Field(default_factory=lambda: ["chat", "online"])
-    away: list[str] = Field(default_factory=lambda: ["away", "xa"])
-    dnd: list[str] = Field(default_factory=lambda: ["dnd"])
+    available: list[str] = Field(
+        default_factory=lambda: ["chat", "online"], description="Values meaning available."
+    )
+    away: list[str] = Field(
+        default_factory=lambda: ["away", "xa"], description="Values meaning away."
+    )
+    dnd: list[str] = Field(
+        default_factory=lambda: ["dnd"], description="Values meaning do not disturb."
+    )
 
     @model_validator(mode="after")
     def _disjoint(self) -> StatusMap:
