@@ -81,13 +81,7 @@ def router(ctx: AppContext) -> APIRouter:
         rng = parse_range(start, end, interval)
         eng = engine()
         if format == "csv":
-            rows = _all_rows(eng, name, rng)
-            stamp = rng.start.strftime("%Y%m%dT%H%M")
-            return StreamingResponse(
-                to_csv(name, rows),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": f'attachment; filename="{name}-{stamp}.csv"'},
-            )
+            return _csv_response(name, eng, rng)
         if name == "queues":
             return {"items": queue_report(eng, rng)}
         if name == "experts":
@@ -149,6 +143,18 @@ def router(ctx: AppContext) -> APIRouter:
             query=_query(form),
         )
 
+    @r.get("/reports/{name}.csv", include_in_schema=False)
+    def csv_download(name: str, request: Request) -> Response:
+        gate = _gate(request)
+        if gate is not None:
+            return gate
+        if name not in ("queues", "experts", "tasks"):
+            return _page("signin.html", status=404, next="/reports", error="No such report.")
+        _, rng, problems = _range_from(request)
+        if rng is None:
+            raise InvalidInput("invalid report request", problems)
+        return _csv_response(name, engine(), rng)
+
     @r.get("/reports/tasks", include_in_schema=False)
     def tasks_page(request: Request) -> Response:
         gate = _gate(request)
@@ -174,6 +180,15 @@ def router(ctx: AppContext) -> APIRouter:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _csv_response(name: str, engine: Engine, rng: ReportRange) -> StreamingResponse:
+    stamp = rng.start.strftime("%Y%m%dT%H%M")
+    return StreamingResponse(
+        to_csv(name, _all_rows(engine, name, rng)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}-{stamp}.csv"'},
+    )
 
 
 def _all_rows(engine: Engine, name: str, rng: ReportRange) -> Iterator[dict[str, Any]]:

@@ -112,6 +112,9 @@ def test_pages_need_a_token_and_keep_it_in_a_cookie(client: TestClient, engine: 
     tasks = client.get("/reports/tasks", params=HOUR)
     assert tasks.status_code == 200
     assert tasks.text.count('<tr data-task="') == 9
+    download = client.get("/reports/queues.csv", params={**HOUR, "interval": "60m"})
+    assert download.headers["content-type"].startswith("text/csv")
+    assert download.text.splitlines()[1].startswith("2026-11-25T10:00:00Z,billing,Billing Desk,6,")
     bad = client.get("/reports", params={"from": "nope"})
     assert "expected an ISO 8601" in bad.text
     client.get("/reports/sign-out")
