@@ -24,7 +24,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -35,7 +35,7 @@ from expertline.routing import commands as cmd
 from expertline.routing import events as ev
 from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
 from expertline.runtime import store
-from expertline.runtime.core_adapter import CoreAdapter, TaskState
+from expertline.runtime.core_adapter import CoreAdapter, OfferState, TaskState
 from expertline.runtime.ports import (
     AnswerResult,
     ExpertChannel,
@@ -88,7 +88,8 @@ class _Pending:
 
     batch: store.Batch = field(default_factory=store.Batch)
     effects: list[_Effect] = field(default_factory=list)
-    changed_tasks: set[str] = field(default_factory=set)
+    tasks: dict[str, TaskState] = field(default_factory=dict)  # snapshots at close
+    offers: dict[str, OfferView] = field(default_factory=dict)
     webhooks: bool = False
 
 
@@ -106,6 +107,7 @@ class RuntimeService:
         config_poll: float = 1.0,
         webhook_options: dict[str, Any] | None = None,
         lost_on_recovery: Callable[[dict[str, Any]], bool] | None = None,
+        health: Any = None,
     ) -> None:
         self.engine = engine
         self.node = node
@@ -139,6 +141,12 @@ class RuntimeService:
         self.last_feed_id = 0
         self.commits = 0
         self.webhooks = WebhookSender(engine, **(webhook_options or {}))
+        self._health = health
+
+    def _report(self, up: bool, detail: str) -> None:
+        """Readiness of the runtime component (``/readyz``): down while commits fail."""
+        if self._health is not None:
+            self._health.report("runtime", up, detail)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -175,6 +183,7 @@ class RuntimeService:
             asyncio.create_task(self._config_loop(), name="runtime-config"),
         ]
         await self.webhooks.async_start()
+        self._report(True, f"routing, config version {self._config.version}")
         log.info(
             "runtime started node=%s config_version=%d tasks_in_flight=%d experts=%d queues=%d",
             self.node,
@@ -201,6 +210,7 @@ class RuntimeService:
                 await task
         self._tasks = []
         await self.webhooks.async_stop()
+        self._report(False, "stopped")
         for waiters in self._waiters.values():
             for fut in waiters:
                 if not fut.done():
@@ -312,18 +322,14 @@ class RuntimeService:
         }[type]
 
         def apply() -> None:
-            status = self._live_status(task_id)
-            if status is None:
-                ended = self.task(task_id)
-                if ended is None:
-                    raise NotFound(f"unknown task {task_id!r}")
-                raise Conflict(f"task {task_id} is {ended.status}; it has ended")
+            status = self._committed_status(task_id)
             if status not in allowed:
                 raise Conflict(
                     f"task {task_id} is {status}; {type!r} applies only when it is "
                     + " or ".join(sorted(allowed))
                 )
-            self._handle(event_of[type]())
+            if not self._handle(event_of[type]()):
+                raise Conflict(f"task {task_id} changed meanwhile; {type!r} no longer applies")
 
         if self.task(task_id) is None:
             row = await asyncio.to_thread(store.task_row, self.engine, task_id)
@@ -340,14 +346,13 @@ class RuntimeService:
             raise InvalidInput("disposition must be 19 (ring no answer) or 8 (busy)")
 
         def apply() -> None:
-            status = self._live_status(task_id)
-            if status is None:
-                raise NotFound(f"unknown task {task_id!r}")
+            status = self._committed_status(task_id)
             if status != "assigned":
                 raise Conflict(
                     f"task {task_id} is {status}; a delivery can fail only when assigned"
                 )
-            self._handle(ev.DeliveryFailed(task_id, disposition))
+            if not self._handle(ev.DeliveryFailed(task_id, disposition)):
+                raise Conflict(f"task {task_id} changed meanwhile; the delivery failure is ignored")
 
         await self._submit(apply)
         view = self.task(task_id)
@@ -389,10 +394,17 @@ class RuntimeService:
     def queue(self, queue_id: str) -> QueueSpec | None:
         return self._config.queues.get(queue_id)
 
-    def _live_status(self, task_id: str) -> str | None:
-        """The core's current status of a task in flight (writer only)."""
-        assert self._core is not None
-        return self._core.task_status(task_id)
+    def _committed_status(self, task_id: str) -> str:
+        """The task's committed status (writer only); NotFound when unknown.
+
+        The core itself ignores an event that does not apply, so an event accepted on the
+        committed status but refused by the core (it changed within the open batch) gives no
+        commands, and the caller gets a Conflict.
+        """
+        view = self.task(task_id)
+        if view is None:
+            raise NotFound(f"unknown task {task_id!r}")
+        return view.status
 
     # RoutingPort -----------------------------------------------------------------------------
 
@@ -505,30 +517,50 @@ class RuntimeService:
     # --- the writer ------------------------------------------------------------------------
 
     async def _writer(self) -> None:
-        while True:
-            first = await self._queue.get()
-            ops = [first]
-            while len(ops) < MAX_BATCH and not self._queue.empty():
-                ops.append(self._queue.get_nowait())
-            results: list[tuple[_Operation, bool, Any]] = []
-            for op in ops:
-                try:
-                    results.append((op, True, op.apply()))
-                except Exception as exc:  # typed failures go back to their caller
-                    if not isinstance(exc, InvalidInput | NotFound | Conflict):
-                        log.exception("operation failed error=%r", exc)
-                    results.append((op, False, exc))
-            pending = self._collect()
-            if not pending.batch.empty():
-                await self._commit(pending.batch)
+        """Handle a batch while the previous one commits; commits stay in order.
+
+        Each batch is closed with snapshots of what changed, so publishing a batch after its
+        commit never shows the state of a later, not yet durable, batch.
+        """
+        inflight: asyncio.Task[None] | None = None
+        try:
+            while True:
+                first = await self._queue.get()
+                ops = [first]
+                while len(ops) < MAX_BATCH and not self._queue.empty():
+                    ops.append(self._queue.get_nowait())
+                results: list[tuple[_Operation, bool, Any]] = []
+                for op in ops:
+                    try:
+                        results.append((op, True, op.apply()))
+                    except Exception as exc:  # typed failures go back to their caller
+                        if not isinstance(exc, InvalidInput | NotFound | Conflict):
+                            log.exception("operation failed error=%r", exc)
+                        results.append((op, False, exc))
+                pending = self._collect()
+                if inflight is not None:
+                    await inflight
+                inflight = asyncio.create_task(self._finish(pending, results))
+        finally:
+            if inflight is not None and not inflight.done():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(inflight), timeout=10)
+
+    async def _finish(self, pending: _Pending, results: list[tuple[_Operation, bool, Any]]) -> None:
+        """Commit a closed batch, then publish it and answer its callers."""
+        if not pending.batch.empty():
+            await self._commit(pending.batch)
+        try:
             self._after_commit(pending)
-            for op, ok, value in results:
-                if op.future is None or op.future.done():
-                    continue
-                if ok:
-                    op.future.set_result(value)
-                else:
-                    op.future.set_exception(value)
+        except Exception:  # publishing must not stop the writer
+            log.exception("publishing a committed batch failed")
+        for op, ok, value in results:
+            if op.future is None or op.future.done():
+                continue
+            if ok:
+                op.future.set_result(value)
+            else:
+                op.future.set_exception(value)
 
     async def _commit(self, batch: store.Batch) -> None:
         """Commit one batch; on database trouble retry with capped backoff until it lands."""
@@ -538,11 +570,15 @@ class RuntimeService:
                 started = time.perf_counter()
                 await asyncio.to_thread(store.write_batch, self.engine, batch)
                 self.commits += 1
+                if delay > 0.05:
+                    self._report(True, "database writable again")
+                    log.info("commit succeeded after retries rows=%d", batch.rows())
                 elapsed = time.perf_counter() - started
                 if elapsed > 1.0:
                     log.warning("slow commit seconds=%.3f rows=%d", elapsed, batch.rows())
                 return
             except Exception as exc:
+                self._report(False, f"database writes failing: {type(exc).__name__}")
                 log.error(
                     "commit failed rows=%d error=%r; retrying in %.2fs (state is kept in memory)",
                     batch.rows(),
@@ -565,6 +601,7 @@ class RuntimeService:
             t = self._core.task(tid)
             if t is None:
                 continue
+            pending.tasks[tid] = t
             meta = self._task_meta.get(tid, {})
             batch.tasks[tid] = {
                 "task_id": tid,
@@ -581,7 +618,6 @@ class RuntimeService:
                 "updated_at": at,
                 "state": {**t.export, "_meta": meta},
             }
-            pending.changed_tasks.add(tid)
             url = meta.get("callback_url")
             old = self._views.get(tid) or self._ended.get(tid)
             if url and (old is None or old.status != t.status or old.label != t.label):
@@ -608,6 +644,7 @@ class RuntimeService:
             o = self._core.offer(oid)
             if o is None:
                 continue
+            pending.offers[oid] = self._offer_view(o, pending.tasks.get(o.task_id))
             batch.offers[oid] = {
                 "offer_id": oid,
                 "task_id": o.task_id,
@@ -734,10 +771,7 @@ class RuntimeService:
     def _after_commit(self, pending: _Pending) -> None:
         """The batch is durable: publish views, wake waiters, perform effects."""
         assert self._core is not None
-        for tid in pending.changed_tasks:
-            t = self._core.task(tid)
-            if t is None:
-                continue
+        for tid, t in pending.tasks.items():
             view = self._view_of(t)
             old = self._views.get(tid)
             if t.status in ACTIVE_STATUSES:
@@ -756,8 +790,8 @@ class RuntimeService:
                 for fut in self._waiters.pop(tid, []):
                     if not fut.done():
                         fut.set_result(None)
-        for oid in pending.batch.offers:
-            self._publish_offer(oid)
+        for offer in pending.offers.values():
+            self._publish_offer(offer)
         if pending.batch.feed:
             self.last_feed_id = pending.batch.feed[-1]["id"]
             asyncio.get_running_loop().create_task(self._notify_feed())
@@ -770,10 +804,8 @@ class RuntimeService:
         async with self._feed_cond:
             self._feed_cond.notify_all()
 
-    def _publish_offer(self, offer_id: str) -> None:
-        view = self._offer_from_core(offer_id)
-        if view is None:
-            return
+    def _publish_offer(self, view: OfferView) -> None:
+        offer_id = view.id
         self._offer_index[offer_id] = view
         per_expert = self._open_offers.setdefault(view.expert_id, {})
         if view.status == "open":
@@ -793,7 +825,11 @@ class RuntimeService:
         o = self._core.offer(offer_id)
         if o is None:
             return None
-        t = self._core.task(o.task_id)
+        return self._offer_view(o, None)
+
+    def _offer_view(self, o: OfferState, t: TaskState | None) -> OfferView:
+        if t is None and self._core is not None:
+            t = self._core.task(o.task_id)
         queue = self._config.queues.get(o.queue_id)
         return OfferView(
             id=o.id,
@@ -991,13 +1027,17 @@ class RuntimeService:
                 continue
             self._pending.effects.append(_Effect(channel, row["kind"], row["payload"], row["id"]))
         pending = self._collect()
-        for tid in state.tasks:
-            pending.changed_tasks.add(tid["task_id"])
+        for row in state.tasks:
+            restored = self._core.task(row["task_id"])
+            if restored is not None:
+                pending.tasks.setdefault(restored.id, restored)
+        for row in state.offers:
+            offer = self._core.offer(row["offer_id"])
+            if offer is not None:
+                pending.offers.setdefault(offer.id, self._offer_view(offer, None))
         if not pending.batch.empty():
             await self._commit(pending.batch)
         self._after_commit(pending)
-        for row in state.offers:
-            self._publish_offer(row["offer_id"])
         if state.tasks:
             log.info(
                 "recovered tasks=%d offers=%d lost=%d (ended with TCD 27: %s)",
@@ -1152,8 +1192,15 @@ def _default_config_loader(engine: Engine) -> tuple[RoutingConfig, Any]:
     version, doc = load_document(engine)
     if version == 0:
         return _empty_config(), doc
-    from expertline.routing.build import build_routing_config
-
+    try:
+        from expertline.routing.build import build_routing_config
+    except ImportError:
+        log.error(
+            "configuration version %d not routed: this installation has no eligibility "
+            "engine (expertline.routing.build); running with an empty configuration",
+            version,
+        )
+        return RoutingConfig(version=int(version), experts={}, queues={}, matches={}), doc
     return build_routing_config(doc, int(version)), doc
 
 
@@ -1167,18 +1214,6 @@ def _default_version_probe(engine: Engine) -> int:
 
 def create_runtime(ctx: Any) -> RuntimeService:
     """The node's factory: a runtime on the node's database, named after the node."""
-    service = RuntimeService(ctx.engine, node=ctx.settings.node)
-    health = ctx.services.get("health")
-    if health is not None:
-        service_health = health
-
-        def _version() -> int:
-            return service.config.version
-
-        ctx.services.setdefault("config_version", _version)
-        service_health.report("runtime", True, "routing")
+    service = RuntimeService(ctx.engine, node=ctx.settings.node, health=ctx.services.get("health"))
+    ctx.services.setdefault("config_version", lambda: service.config.version)
     return service
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

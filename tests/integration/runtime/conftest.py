@@ -46,6 +46,7 @@ async def h(engine: Engine, service_options: dict[str, Any]) -> AsyncIterator[Ha
                 headers["routing-client"],
                 headers["expert"],
                 headers["reporting"],
+                app,
             )
     finally:
         await service.async_stop()

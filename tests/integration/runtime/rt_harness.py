@@ -18,7 +18,9 @@ PHONES = {
 }
 
 
-def routing_config(version: int = 1, **queue_options: Any) -> RoutingConfig:
+def routing_config(
+    version: int = 1, offer_timeout: float = 20.0, **queue_options: Any
+) -> RoutingConfig:
     """Two queues: ``billing`` broadcasts to alice and bob; ``support`` offers to carol."""
     experts = {
         eid: ExpertSpec(id=eid, name=eid.title(), phone=phone, im=f"{eid}@example.test")
@@ -28,12 +30,12 @@ def routing_config(version: int = 1, **queue_options: Any) -> RoutingConfig:
         id="billing",
         name="Billing",
         offer_to=2,
-        offer_timeout=20.0,
+        offer_timeout=offer_timeout,
         max_wait=300.0,
         on_max_wait=OnMaxWait("reject"),
         **queue_options,
     )
-    support = QueueSpec(id="support", name="Support", offer_to=1)
+    support = QueueSpec(id="support", name="Support", offer_to=1, offer_timeout=offer_timeout)
     return RoutingConfig(
         version=version,
         experts=experts,
@@ -54,6 +56,7 @@ class Harness:
     rc: dict[str, str]  # routing-client auth header
     ex: dict[str, str]  # expert auth header
     rep: dict[str, str]  # reporting auth header
+    app: Any = None
 
     async def create(self, **body: Any) -> httpx.Response:
         body.setdefault("entry_point", "+18005550100")

@@ -23,7 +23,8 @@ from expertline.web.app import AppContext, create_app
 
 async def main(url: str, port: int) -> None:
     engine = make_engine(url)
-    service = make_service(engine, routing_config())
+    # Offers must not time out while the test kills and restarts the process on a slow host.
+    service = make_service(engine, routing_config(offer_timeout=3600.0))
     await service.async_start()
     ctx = AppContext(Settings(node="crash-node"), engine)
     ctx.services["runtime"] = service

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
 
+import httpx
+import uvicorn
 from rt_harness import PHONES, Harness
 from sqlalchemy import func, select
 
 from expertline.db.tables import routing_feed, runtime_tasks, tcd
+from support.wait import async_eventually
 
 
 async def _two_offers(h: Harness) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -164,3 +168,60 @@ async def test_queue_and_expert_state(h: Harness) -> None:
     q = (await h.client.get("/api/v1/queues/support/state", headers=h.rc)).json()
     assert q["waiting"] == 1 and q["eligible_experts"] == 1 and q["available_experts"] == 0
     assert (await h.client.get("/api/v1/queues/none/state", headers=h.rc)).status_code == 404
+
+
+async def test_live_event_stream_over_a_real_socket(h: Harness) -> None:
+    """Server-Sent Events through uvicorn: new events arrive live, resumable by id."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(h.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+
+            async def up() -> bool:
+                return (await client.get("/healthz")).status_code == 200
+
+            await async_eventually(up)
+            seen: list[tuple[int, str]] = []
+
+            async def listen() -> None:
+                async with client.stream("GET", "/api/v1/events/stream", headers=h.rc) as resp:
+                    assert resp.headers["content-type"].startswith("text/event-stream")
+                    event_id = 0
+                    async for line in resp.aiter_lines():
+                        if line.startswith("id: "):
+                            event_id = int(line[4:])
+                        elif line.startswith("event: "):
+                            seen.append((event_id, line[7:]))
+                            if line[7:] == "task.queued":
+                                return
+
+            listener = asyncio.create_task(listen())
+            await asyncio.sleep(0.2)
+            assert not listener.done()
+            created = (await h.create()).json()
+            await asyncio.wait_for(listener, timeout=10)
+            assert [t for _, t in seen][:2] == ["task.created", "task.queued"]
+            ids = [i for i, _ in seen]
+            assert ids == sorted(ids)
+
+            async def resume() -> list[str]:
+                types: list[str] = []
+                headers = {**h.rc, "Last-Event-ID": str(ids[0])}
+                async with client.stream("GET", "/api/v1/events/stream", headers=headers) as r:
+                    async for line in r.aiter_lines():
+                        if line.startswith("event: "):
+                            types.append(line[7:])
+                            return types
+                return types
+
+            assert await asyncio.wait_for(resume(), timeout=10) == ["task.queued"]
+            assert created["status"] == "queued"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=10)

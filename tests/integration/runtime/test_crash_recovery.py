@@ -42,10 +42,12 @@ def server(url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )
     try:
-        eventually(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200,
-            timeout=30,
-        )
+
+        def up() -> bool:
+            assert proc.poll() is None, f"server exited with {proc.returncode}"
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+
+        eventually(up, timeout=120, interval=0.1)
         yield proc
     finally:
         if proc.poll() is None:
