@@ -621,7 +621,11 @@ class SipFront:
             log.warning("sip task refused call_id=%s error=%s", call.call_id, exc.message)
             self._feed(call, calls.CreateFailed(503, "Service Unavailable"))
             return
-        except Exception:
+        except Exception as exc:
+            if _not_running(exc):
+                log.warning("sip call refused call_id=%s reason=%s", call.call_id, exc)
+                self._feed(call, calls.CreateFailed(503, "Service Unavailable"))
+                return
             log.exception("sip task creation failed call_id=%s", call.call_id)
             self._feed(call, calls.CreateFailed(500, "Server Internal Error"))
             return
@@ -878,6 +882,15 @@ def _validate(request: Request, cseq: CSeq) -> tuple[str | None, NameAddr | None
     if _max_forwards(request) is None:
         return "bad Max-Forwards", None
     return None, to
+
+
+def _not_running(exc: Exception) -> bool:
+    """The runtime is not taking work on this node (stopping, or standby): 503, not 500."""
+    try:
+        from expertline.runtime.service import ServiceStopped
+    except ImportError:  # pragma: no cover - runtime part not installed
+        return False
+    return isinstance(exc, ServiceStopped)
 
 
 def _max_forwards(request: Request) -> int | None:

@@ -179,3 +179,11 @@ async def test_priority_and_external_id_headers(started: SipHarness) -> None:
     assert request.priority == 5 and request.external_id == "icm-42"
     assert request.entry_point == ENTRY
     peer.close()
+
+
+async def test_runtime_not_running_is_503(started: SipHarness, client: WireClient) -> None:
+    assert started.service is not None
+    await started.service.async_stop()
+    client.send(client.request())
+    seen, final = await client.receive_final()
+    assert seen == [100] and final.status == 503
