@@ -165,7 +165,12 @@ class FakePort:
     answers: list[tuple[str, str, str | None]] = field(default_factory=list)
     version: int = 1
 
+    refuse_presence: int = 0  # this many calls fail first (a runtime not running yet)
+
     async def async_set_presence(self, expert_id: str, status: Presence, source: str) -> None:
+        if self.refuse_presence > 0:
+            self.refuse_presence -= 1
+            raise RuntimeError("the routing runtime is not running on this node")
         self.presence[expert_id] = status
         self.history.append((expert_id, status))
 

@@ -31,6 +31,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.stanza import Message
 from slixmpp.stanza import Presence as PresenceStanza
 
+from expertline.errors import InvalidInput, NotFound
 from expertline.health import Health
 from expertline.presence.link import Backoff, Link
 from expertline.presence.mapping import RosterPresence, StatusMap
@@ -136,6 +137,7 @@ class XmppSource:
         self._wake = asyncio.Event()
         self._reported: dict[str, Presence] = {}
         self._served: dict[str, ExpertSpec] = {}  # bare im -> expert
+        self._jid_of: dict[str, str] = {}  # expert id -> bare im
         self._sent: dict[str, dict[str, OfferView]] = {}  # expert -> recent offers by code
         self._lost: asyncio.Future[str] | None = None
         self.connections = 0  # successful sessions so far (tests and metrics read it)
@@ -441,6 +443,7 @@ class XmppSource:
             if expert.im:
                 served[bare(expert.im)] = expert
         self._served = served
+        self._jid_of = {expert.id: jid for jid, expert in served.items()}
 
     async def _sync_subscriptions(self, client: ClientXMPP | ComponentXMPP) -> None:
         """Subscribe to every served expert; drop roster entries of experts no longer served."""
@@ -524,40 +527,62 @@ class XmppSource:
 
     def presence_of(self, expert_id: str) -> Presence:
         """What this source currently makes of an expert (offline while the link is down)."""
-        if not self._link.up:
+        jid = self._jid_of.get(expert_id)
+        if not self._link.up or jid is None:
             return "offline"
-        for jid, expert in self._served.items():
-            if expert.id == expert_id:
-                return self._roster.aggregate(jid)
-        return "offline"
+        return self._roster.aggregate(jid)
 
     async def _presence_worker(self) -> None:
         """Tell the runtime about changes: one call per expert per burst, a burst's calls in
-        flight together (the runtime commits them in one transaction), bursts in order."""
+        flight together (the runtime commits them in one transaction), bursts in order.
+        Calls the runtime could not take (not running yet, standby, database trouble) are
+        retried with capped backoff, so the runtime ends up with what the server says."""
+        retry = Backoff(initial=0.5, cap=10.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
             batch, self._dirty = list(self._dirty), {}
             changes = [(e, self.presence_of(e)) for e in batch]
             changes = [(e, s) for e, s in changes if self._reported.get(e) != s]
-            if changes:
-                await asyncio.gather(*(self._tell(e, s) for e, s in changes))
+            if not changes:
+                continue
+            told = await asyncio.gather(*(self._tell(e, s) for e, s in changes))
+            failed = [e for (e, _), ok in zip(changes, told, strict=True) if not ok]
+            if not failed:
+                retry.reset()
+                continue
+            delay = retry.next_delay()
+            log.warning(
+                "presence not applied source=%s experts=%d; retrying in %.1fs",
+                self.id,
+                len(failed),
+                delay,
+            )
+            await asyncio.sleep(delay)
+            for expert_id in failed:
+                self._dirty.setdefault(expert_id, None)
+            self._wake.set()
 
-    async def _tell(self, expert_id: str, status: Presence) -> None:
+    async def _tell(self, expert_id: str, status: Presence) -> bool:
+        """True when done (or pointless to retry: the runtime does not know the expert)."""
         try:
             await self._port.async_set_presence(expert_id, status, self.id)
-        except Exception as exc:
-            log.warning(
-                "presence not applied source=%s expert=%s status=%s error=%r",
+        except (NotFound, InvalidInput) as exc:
+            log.info(
+                "presence dropped source=%s expert=%s status=%s reason=%s",
                 self.id,
                 expert_id,
                 status,
-                exc,
+                exc.message,
             )
-            return
+            self._reported.pop(expert_id, None)
+            return True
+        except Exception as exc:
+            log.debug("presence call failed source=%s expert=%s error=%r", self.id, expert_id, exc)
+            return False
         before = self._reported.get(expert_id)
         self._reported[expert_id] = status
-        if not any(e.id == expert_id for e in self._served.values()):
+        if expert_id not in self._jid_of:
             self._reported.pop(expert_id, None)  # no longer ours: forget after telling
         log.info(
             "presence source=%s expert=%s status=%s previous=%s link=%s",
@@ -567,6 +592,7 @@ class XmppSource:
             before or "unknown",
             self._link.state,
         )
+        return True
 
     # -- answers -----------------------------------------------------------------------------
 

@@ -160,3 +160,14 @@ async def test_experts_who_may_not_decline_get_a_notice(lab: Lab) -> None:
     await source.async_notice(lab.port.experts["gina"], "set_away")
     await gina.wait_for("You missed several offers in a row")
     assert lab.port.answers == []
+
+
+async def test_presence_the_runtime_refused_is_told_again_with_backoff(lab: Lab) -> None:
+    lab.add_expert("hank")
+    source = await lab.source()
+    await async_eventually(lambda: source.up, timeout=10)
+    await async_eventually(lambda: lab.port.presence.get("hank") == "offline")
+    lab.port.refuse_presence = 3  # e.g. a standby runtime that becomes active later
+    await lab.sign_in("hank")
+    await async_eventually(lambda: lab.port.presence.get("hank") == "available", timeout=15)
+    assert lab.port.refuse_presence == 0
