@@ -903,13 +903,18 @@ class RoutingCore:
         if t.status is TaskStatus.OFFERED and not t.open_offers:
             t.status = advance_task(t.status, TaskTrigger.OFFERS_CLOSED)
         self._task_dirty(t)
-        self._rehung(t)
         e = self._experts.get(o.expert_id)
+        if trigger is OfferTrigger.ACCEPT:
+            # ``_assign`` follows at once: it re-indexes the task and the expert (whose load
+            # does not change: the pending offer becomes an active task).
+            if e is not None:
+                e.pending.pop(o.id, None)
+            return
+        self._rehung(t)
         if e is not None:
             e.pending.pop(o.id, None)
             self._expert_changed(e)
-            if trigger is not OfferTrigger.ACCEPT:
-                self._work_experts.add(e.id)
+            self._work_experts.add(e.id)
         if t.status in WAITING:
             self._work_tasks.add(t.id)
 
@@ -1059,7 +1064,8 @@ class RoutingCore:
         del self._tasks[t.id]
         self._ended_now[t.id] = t
         self._task_dirty(t)
-        self._out.append(WriteRecord("tcd", records.tcd(t, disposition)))
+        times = records.timings(t)
+        self._out.append(WriteRecord("tcd", records.tcd(t, disposition, times)))
         self._emit(
             f"task.{t.status}",
             task_id=t.id,
@@ -1067,7 +1073,7 @@ class RoutingCore:
             expert_id=t.expert_id,
             call_disposition=disposition,
         )
-        self._out.append(Emit(TASK_RECORD, dict(records.task_record(t, disposition))))
+        self._out.append(Emit(TASK_RECORD, dict(records.task_record(t, disposition, times))))
 
     # ------------------------------------------------------------------ experts
 
@@ -1194,10 +1200,7 @@ class RoutingCore:
             if want is not None and current == (want, key):
                 return
             slot, old_key = current
-            lst = self._hungry[slot]
-            lst.remove(old_key)
-            if not lst:
-                del self._hungry[slot]
+            self._hungry[slot].remove(old_key)
             del self._hung[t.id]
         if want is not None:
             lst = self._hungry.get(want)

@@ -99,7 +99,7 @@ def rcd(task: Task, label: str, expert_id: str | None, now: float) -> dict[str, 
     }
 
 
-def tcd(task: Task, disposition: int) -> dict[str, Any]:
+def tcd(task: Task, disposition: int, times: dict[str, float] | None = None) -> dict[str, Any]:
     return {
         "task_id": task.id,
         "peripheral_call_key": task.code,
@@ -107,7 +107,7 @@ def tcd(task: Task, disposition: int) -> dict[str, Any]:
         "dialed_number": task.dialed_number,
         "ani": task.caller,
         "call_disposition": disposition,
-        **timings(task),
+        **(times or timings(task)),
         "expert_id": task.expert_id,
         "queue_id": task.queue_id,
         "channel": task.channel,
@@ -117,8 +117,8 @@ def tcd(task: Task, disposition: int) -> dict[str, Any]:
     }
 
 
-def task_record(task: Task, disposition: int) -> TaskRecord:
-    t = timings(task)
+def task_record(task: Task, disposition: int, times: dict[str, float] | None = None) -> TaskRecord:
+    t = times or timings(task)
     offers: list[OfferRecord] = [
         {
             "offer_id": h["offer_id"],
