@@ -54,8 +54,11 @@ def short_error(text: str, raw: str) -> str:
 class SelectionCompiler:
     """Compiles selections for one set of attribute declarations, once per distinct text."""
 
-    def __init__(self, attributes: Iterable[Attribute]) -> None:
+    def __init__(self, attributes: Iterable[Attribute], untyped: Iterable[str] = ()) -> None:
+        """``untyped`` names are declared as ``dyn``: known to exist, type unknown."""
         self.variables = {a.name: CEL_TYPES[a.type] for a in attributes}
+        for name in untyped:
+            self.variables.setdefault(name, cel.Type.DYN)
         self._env = cel.NewEnv(variables=self.variables)
         self._cache: dict[str, Any] = {}
 

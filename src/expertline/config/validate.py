@@ -245,11 +245,9 @@ def check_document(
                 Problem(f"experts[{i}].presence_source", _unknown("presence source", presence))
             )
 
-    compiler = SelectionCompiler(attributes.values())
-    if failed["attributes"]:
-        # Selections may name attributes whose declaration has its own error: keep them typed
-        # as "anything" so that error is reported once, at the declaration.
-        compiler = _lenient_compiler(attributes.values(), failed["attributes"])
+    # Selections may name attributes whose declaration has its own error: declare them untyped
+    # so that error is reported once, at the declaration.
+    compiler = SelectionCompiler(attributes.values(), untyped=failed["attributes"])
     for i, queue in enumerate(doc.queues):
         base = f"queues[{i}]"
         if queue.skill is not None:
@@ -378,18 +376,6 @@ def _value_checker(attr: Attribute) -> Callable[[Any], str | None]:
         return None
 
     return members
-
-
-def _lenient_compiler(attributes: Iterable[Attribute], unknown: set[str]) -> SelectionCompiler:
-    from cel_expr_python import cel
-
-    compiler = SelectionCompiler(attributes)
-    variables = dict(compiler.variables)
-    for name in unknown:
-        variables.setdefault(name, cel.Type.DYN)
-    compiler.variables = variables
-    compiler._env = cel.NewEnv(variables=variables)
-    return compiler
 
 
 def _overflow_loops(items: list[Queue], queues: dict[str, Queue]) -> list[Problem]:
