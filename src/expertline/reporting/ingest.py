@@ -133,27 +133,39 @@ class Ingester:
     # -- public ---------------------------------------------------------------------------
 
     def run_once(self) -> BatchResult:
-        """Ingest one batch; returns what was done."""
-        with self.target.begin() as conn:
-            cursor = self._lock_cursor(conn, FEED_CURSOR)
-            synced = self._sync_config(conn)
-            rows = self._read_feed(conn, cursor)
-            window = plan_window(
-                cursor, [r[0] for r in rows], self._gap, self._monotonic(), self.gap_grace
-            )
-            self._gap = window.gap
-            taken = rows[: window.take]
-            records: list[tuple[int, TaskRecord]] = []
-            states: list[tuple[int, ExpertStateRecord]] = []
-            for fid, kind, data in taken:
-                if kind == TASK_RECORD and data is not None:
-                    records.append((fid, data))
-                elif kind == EXPERT_STATE and data is not None:
-                    states.append((fid, data))
-            new_tasks, dupes = self._write_tasks(conn, records)
-            new_states = self._write_states(conn, states)
-            if window.cursor != cursor:
-                self._set_cursor(conn, FEED_CURSOR, window.cursor)
+        """Ingest one batch; returns what was done.
+
+        The feed is read before the write transaction (a long read must not hold the write
+        lock the runtime needs: on SQLite there is one per database), then the transaction
+        locks the cursor first and checks that it has not moved meanwhile.
+        """
+        for _ in range(3):
+            cursor = self.cursor()
+            rows = self._read_feed(cursor)
+            with self.target.begin() as conn:
+                if self._lock_cursor(conn, FEED_CURSOR) != cursor:
+                    log.info("reporting cursor moved while reading; decision=read again")
+                    continue
+                synced = self._sync_config(conn)
+                window = plan_window(
+                    cursor, [r[0] for r in rows], self._gap, self._monotonic(), self.gap_grace
+                )
+                self._gap = window.gap
+                taken = rows[: window.take]
+                records: list[tuple[int, TaskRecord]] = []
+                states: list[tuple[int, ExpertStateRecord]] = []
+                for fid, kind, data in taken:
+                    if kind == TASK_RECORD and data is not None:
+                        records.append((fid, data))
+                    elif kind == EXPERT_STATE and data is not None:
+                        states.append((fid, data))
+                new_tasks, dupes = self._write_tasks(conn, records)
+                new_states = self._write_states(conn, states)
+                if window.cursor != cursor:
+                    self._set_cursor(conn, FEED_CURSOR, window.cursor)
+            break
+        else:
+            raise RuntimeError("the reporting cursor kept moving: is another ingester running?")
         result = BatchResult(
             new_tasks, dupes, new_states, synced, window.cursor, len(taken), window.reason
         )
@@ -188,9 +200,18 @@ class Ingester:
     # -- cursor -----------------------------------------------------------------------------
 
     def _lock_cursor(self, conn: Connection, consumer: str) -> int:
+        """Read the cursor holding the lock that serializes ingesters: the row lock on
+        PostgreSQL; on SQLite the database write lock, taken by a first statement that
+        writes (so the transaction never has to upgrade a stale read snapshot)."""
         query = select(report_cursors.c.position).where(report_cursors.c.consumer == consumer)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
+        elif conn.dialect.name == "sqlite":
+            conn.execute(
+                update(report_cursors)
+                .where(report_cursors.c.consumer == consumer)
+                .values(updated_at=report_cursors.c.updated_at)
+            )
         value = conn.execute(query).scalar()
         if value is None:
             conn.execute(
@@ -210,7 +231,7 @@ class Ingester:
 
     # -- feed -------------------------------------------------------------------------------
 
-    def _read_feed(self, conn: Connection, cursor: int) -> list[tuple[int, str, Any]]:
+    def _read_feed(self, cursor: int) -> list[tuple[int, str, Any]]:
         wanted = case(
             (routing_feed.c.type.in_((TASK_RECORD, EXPERT_STATE)), routing_feed.c.data),
             else_=None,
@@ -222,11 +243,8 @@ class Ingester:
             .order_by(routing_feed.c.id)
             .limit(self.batch_size)
         )
-        if self._same_db:
-            rows = conn.execute(query).all()
-        else:
-            with self.source.connect() as src:
-                rows = src.execute(query).all()
+        with self.source.connect() as src:
+            rows = src.execute(query).all()
         return [(int(r[0]), str(r[1]), r[2]) for r in rows]
 
     # -- configuration history --------------------------------------------------------------

@@ -262,3 +262,35 @@ def feed_max(engine: Engine) -> int:
 
     with engine.connect() as conn:
         return int(conn.execute(select(func.max(routing_feed.c.id))).scalar_one())
+
+
+def test_ingesting_while_the_runtime_writes(rengine: Engine) -> None:
+    """The runtime commits feed rows all the time; a batch must neither fail on the write
+    lock (SQLite) nor miss or repeat a row."""
+    import threading
+
+    feed = Feed(rengine)
+    errors: list[BaseException] = []
+
+    def runtime() -> None:
+        try:
+            for n in range(60):
+                feed.write(
+                    [
+                        (TASK_RECORD, dict(task(f"c{n}-{k}", n, "billing", "completed", wait=1)))
+                        for k in range(5)
+                    ]
+                )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    writer = threading.Thread(target=runtime)
+    writer.start()
+    ing = Ingester(rengine, rengine, batch_size=7)
+    while writer.is_alive():
+        ing.run_once()
+    writer.join(timeout=60)
+    ing.run_until_idle()
+    assert errors == []
+    assert counts(rengine)["report_tasks"] == 300
+    assert ing.cursor() == feed_max(rengine)
