@@ -9,13 +9,17 @@ from sip_harness import ENTRY, SipHarness, sip_config
 pytestmark = pytest.mark.sipp
 
 
+@pytest.mark.parametrize("caller_transport", ["u1", "t1"])
 async def test_call_reaches_the_phone_is_answered_and_leaves_tcd_13_with_talk_time(
-    sip: SipHarness,
+    sip: SipHarness, caller_transport: str
 ) -> None:
+    """A TCP caller and a UDP phone: the front records two routes and bridges transports."""
     phone = sip.sipp.phone("phone_answer")
     await sip.start(sip_config({"alice": f"sip:1001@{phone.uri_host}"}), mode="proxy")
     await sip.available("alice")
-    caller = sip.sipp.caller("caller_proxy", sip.remote, ENTRY, pause_ms=1200)
+    caller = sip.sipp.caller(
+        "caller_proxy", sip.remote, ENTRY, pause_ms=1200, transport=caller_transport
+    )
     await sip.accept_next_offer("alice")
     await sip.finish(caller)
     await sip.finish(phone)
@@ -111,3 +115,23 @@ async def test_entry_point_mode_overrides_the_node_mode(sip: SipHarness) -> None
     await sip.finish(caller)
     await sip.finish(phone)
     assert (await sip.one_tcd())["call_disposition"] == 13
+
+
+async def test_a_phone_answering_after_it_was_given_up_is_hung_up(sip: SipHarness) -> None:
+    late = sip.sipp.phone("phone_answer_late")
+    answering = sip.sipp.phone("phone_answer")
+    config = sip_config(
+        {"alice": f"sip:1001@{late.uri_host}", "bob": f"sip:1002@{answering.uri_host}"},
+        ring_timeout=1.0,
+    )
+    await sip.start(config, mode="proxy")
+    await sip.available("alice")
+    caller = sip.sipp.caller("caller_proxy", sip.remote, ENTRY, pause_ms=300)
+    await sip.accept_next_offer("alice")
+    await sip.finish(late)  # its late 200 OK was acknowledged, then it got a BYE
+    await sip.available("alice", status="offline")
+    await sip.available("bob")
+    await sip.accept_next_offer("bob")
+    await sip.finish(caller)
+    tcd = await sip.one_tcd()
+    assert tcd["call_disposition"] == 13 and tcd["expert_id"] == "bob"
