@@ -1,7 +1,9 @@
 """Reporting schema migrations: a chain of their own, so the runtime's and ours never collide.
 
-``expertline db upgrade`` calls :func:`upgrade` on the reporting database
-(``settings.reporting_db_url``), which may be the runtime's database or another one.
+The reporting service upgrades its schema when it starts (reporting owns it; on PostgreSQL an
+advisory lock serializes nodes starting together), and ``expertline db upgrade`` calls
+:func:`upgrade_url` on ``settings.reporting_db_url``, which may be the runtime's database or
+another one.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from expertline.db.engine import DatabaseError
 from expertline.reporting.tables import VERSION_TABLE
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_PG_LOCK_KEY = 0x6578_6C72  # "exlr": reporting schema migrations
 
 
 def _config() -> Config:
@@ -47,9 +50,14 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Bring the reporting schema to ``revision``; returns (before, after)."""
-    before = current_revision(engine)
     cfg = _config()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two nodes starting at once: the second waits, then finds nothing to do.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        before = MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     return before, head_revision() if revision == "head" else revision

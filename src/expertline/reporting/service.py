@@ -1,7 +1,7 @@
 """The reporting role: ingests the runtime's feed continuously into the reporting database.
 
-Lifecycle: ``async_start`` checks the reporting schema (SQLite is migrated on the spot, as the
-node does for the runtime's; PostgreSQL needs ``expertline db upgrade``) and starts one loop;
+Lifecycle: ``async_start`` brings the reporting schema up to date (reporting owns it and its
+Alembic chain; a no-op when ``expertline db upgrade`` already did it) and starts one loop;
 ``async_stop`` ends it within a bound. The loop runs a batch, goes straight on while batches
 come back full (catching up), waits ``poll_interval`` when idle, and backs off exponentially
 (capped) while the databases fail.
@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from expertline.db.engine import is_sqlite, make_engine
+from expertline.db.engine import make_engine
 from expertline.reporting import migrate
 from expertline.reporting.ingest import BatchResult, Ingester
 from expertline.web.app import AppContext
@@ -88,12 +88,9 @@ class ReportingService:
         log.info("reporting stopped")
 
     def _prepare_schema(self) -> None:
-        url = str(self.engine.url)
-        if is_sqlite(url):
-            before, after = migrate.upgrade(self.engine)
-            if before != after:
-                log.info("reporting schema upgraded from=%s to=%s", before or "empty", after)
-        migrate.require_current(self.engine)
+        before, after = migrate.upgrade(self.engine)
+        if before != after:
+            log.info("reporting schema upgraded from=%s to=%s", before or "empty", after)
 
     async def _run(self) -> None:
         backoff = self.poll_interval
