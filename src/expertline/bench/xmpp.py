@@ -132,7 +132,10 @@ async def _clients(conn: Connection, host: str, port: int, domain: str, count: i
             at = time.monotonic()
             for client in clients:
                 client.send_presence()
-            return at
+            while any(not c.waiting_queue.empty() for c in clients):
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0)  # let the last writes reach the sockets
+            return at, time.monotonic()
         if name == "arrivals":
             return dict(arrivals)
         if name == "echo":
@@ -326,7 +329,8 @@ async def _run(options: BenchOptions, result: BenchResult, workdir: Path) -> Non
 
         # Presence storm.
         before = source.presence_stanzas
-        storm_at = await clients.call("storm")
+        storm_at, flushed_at = await clients.call("storm")
+        result.add("storm: clients done sending", flushed_at - storm_at, "s", context="1 process")
         await _wait(lambda: available() == count, 60, "storm: experts not all available")
         storm = time.monotonic() - storm_at
         result.add(
