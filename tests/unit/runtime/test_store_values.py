@@ -1,0 +1,60 @@
+"""The SQLite fast path writes values exactly as SQLAlchemy would read them back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import select
+
+from expertline.db import migrate
+from expertline.db.engine import make_engine
+from expertline.db.tables import routing_feed, runtime_tasks
+from expertline.runtime import store
+
+
+def test_rows_written_by_the_fast_path_read_back_identically(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    migrate.upgrade(engine)
+    at = datetime(2026, 11, 25, 18, 0, 1, 250000, tzinfo=UTC)
+    other_zone = at.astimezone(timezone(timedelta(hours=-5)))
+    batch = store.Batch()
+    batch.feed.append(
+        {
+            "id": 1,
+            "type": "task.created",
+            "task_id": "t1",
+            "expert_id": None,
+            "data": {"n": 1, "nested": {"a": [1, "x"]}, "flag": True},
+            "created_at": other_zone,
+        }
+    )
+    row = {
+        "task_id": "t1",
+        "code": "1234",
+        "external_id": None,
+        "status": "queued",
+        "active": True,
+        "queue_id": "q",
+        "expert_id": None,
+        "label": None,
+        "origin": "http",
+        "callback_url": None,
+        "created_at": at,
+        "updated_at": at,
+        "state": {"id": "t1"},
+    }
+    batch.tasks["t1"] = row
+    store.write_batch(engine, batch)
+    again = store.Batch()
+    again.tasks["t1"] = {**row, "status": "completed", "active": False}
+    store.write_batch(engine, again)
+
+    with engine.connect() as conn:
+        feed = conn.execute(select(routing_feed)).one()
+        task = conn.execute(select(runtime_tasks)).one()
+    assert feed.data == {"n": 1, "nested": {"a": [1, "x"]}, "flag": True}
+    assert store.as_utc(feed.created_at) == at
+    assert (task.status, task.active) == ("completed", False)
+    assert store.as_utc(task.created_at) == at
+    assert store.load_sequences(engine).feed == 1
