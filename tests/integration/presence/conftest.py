@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ pytestmark = pytest.mark.prosody
 @pytest.fixture
 def prosody(tmp_path: Path) -> Iterator[ProsodyServer]:
     if not prosody_available():
+        if os.environ.get("CI"):
+            raise RuntimeError("Prosody is required in CI (apt-get install prosody)")
         pytest.skip("prosody is not installed")
     server = ProsodyServer(tmp_path / "prosody")
     server.register("router", "router-pw")
