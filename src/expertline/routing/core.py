@@ -29,7 +29,8 @@ Decisions worth documenting (see also ``docs/routing-states.md``):
   from when it entered that queue (it may therefore end at once).
 - ``TaskFailed`` without a disposition ends with 12 (Disconnect/drop reorder).
 - A configuration change that removes a queue rejects the tasks waiting in it (TCD 22); tasks
-  already with an expert finish normally. A removed or disabled expert loses their open
+  already with an expert finish normally (a delivery failure then rejects them too: there is
+  no queue to go back to). A removed or disabled expert loses their open
   offers (reason ``config``), as does an expert who no longer matches an offered task's
   selection; an expert's tasks in progress are never taken away. A changed max wait or
   escalation applies to waiting tasks as counted from when they entered the queue.
@@ -560,6 +561,10 @@ class RoutingCore:
         )
         self._emit("task.queued", task_id=t.id, queue_id=t.queue_id, priority=t.priority)
         self._cooldown(t, eid)
+        if t.queue_id not in self._queues:
+            log.info("task=%s rejected reason=queue_removed queue=%s", t.id, t.queue_id)
+            self._end(t, TaskTrigger.REJECT, records.TIME_OUT)
+            return
         self._arm_task_timers(t)
         self._rehung(t)
         self._work_tasks.add(t.id)
@@ -1248,7 +1253,8 @@ class RoutingCore:
             return
         at = max(self._now, t.enqueued_at + spec.max_wait)
         self._set_timer(f"maxwait:{t.id}", at, "maxwait", t.id, "", quiet=quiet)
-        self._arm_escalation(t, spec, quiet=quiet)
+        if spec.escalate or len(self._task_timers.get(t.id, ())) > 1 + len(t.cooldowns):
+            self._arm_escalation(t, spec, quiet=quiet)  # (or drop a step the queue lost)
         for eid, until in t.cooldowns.items():
             if until > self._now:
                 self._set_timer(f"cooldown:{t.id}:{eid}", until, "cooldown", t.id, eid, quiet=quiet)

@@ -399,6 +399,20 @@ def test_removing_a_queue_rejects_its_waiting_tasks_only() -> None:
     assert [r["task_id"] for r in sim.records("tcd")] == ["waiting", "busy"]
 
 
+def test_a_delivery_failure_after_its_queue_was_removed_rejects() -> None:
+    qa, qb = QueueSpec("qa", "A"), QueueSpec("qb", "B")
+    sim = Sim(config([expert("a")], [qa, qb]))
+    sim.available("a")
+    sim.send(TaskCreated("t", "qa"))
+    sim.send(OfferAccepted(sim.open_offer("a")))
+    sim.send(ConfigChanged(config([expert("a")], [qb], version=2)))
+    sim.send(DeliveryFailed("t", 19))
+    assert [r["call_disposition"] for r in sim.records("attempt")] == [19]
+    assert [r["call_disposition"] for r in sim.records("tcd")] == [22]
+    assert sim.status("t") == "rejected"
+    assert sim.core.timers() == {}
+
+
 def test_removing_an_expert_withdraws_their_offers_but_not_their_tasks() -> None:
     sim = Sim(config([expert("a"), expert("b"), expert("c")], [QueueSpec("q", "Q", offer_to=2)]))
     sim.available("a", "b")
