@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -47,7 +47,7 @@ _FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
 _INF = re.compile(r"^[-+]?\.(?:inf|Inf|INF)$")
 _NAN = re.compile(r"^\.(?:nan|NaN|NAN)$")
 _STD = "tag:yaml.org,2002:"
-_MAX_NODES = 20_000_000
+_MAX_CONTAINERS = 5_000_000
 
 
 class _Stop(Exception):
@@ -100,26 +100,12 @@ def parse_yaml(text: str) -> tuple[Any, list[Problem]]:
         data = _json_fast_path(stripped)
         if data is not None:
             return data, []
-    reader = _Reader(_parse_events(text))
+    reader = _Reader(text)
     try:
-        data = reader.document()
+        data = reader.read()
     except _Stop:
         return None, reader.problems
     return data, reader.problems
-
-
-def _parse_events(text: str) -> Iterator[Event]:
-    loader = _Loader(text)
-    try:
-        while True:
-            event = loader.get_event()
-            if event is None:
-                return
-            yield event
-            if isinstance(event, StreamEndEvent):
-                return
-    finally:
-        loader.dispose()
 
 
 class _DuplicateKey(Exception):
@@ -143,83 +129,93 @@ def _json_fast_path(text: str) -> Any:
 
 
 class _Reader:
-    def __init__(self, events: Iterator[Event]) -> None:
-        self._events = events
+    """Builds data from libyaml events; the current path is a stack, rendered only on errors."""
+
+    def __init__(self, text: str) -> None:
+        self._loader = _Loader(text)
+        self._get = self._loader.get_event
         self._anchors: dict[str, Any] = {}
         self._count = 0
+        self._path: list[str | int] = []
         self.problems: list[Problem] = []
 
-    def _next(self) -> Event:
+    def read(self) -> Any:
         try:
-            return next(self._events)
+            return self._document()
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             problem = getattr(exc, "problem", None) or str(exc)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
             self.problems.append(Problem("", f"not valid YAML: {where}{problem}"))
             raise _Stop from exc
+        finally:
+            self._loader.dispose()
 
-    def _problem(self, path: tuple[str | int, ...], event: Event, message: str) -> None:
+    def _problem(self, event: Event, message: str, key: str | None = None) -> None:
         line = event.start_mark.line + 1 if event.start_mark else 0
+        path = self._path if key is None else [*self._path, key]
         self.problems.append(Problem(format_path(path), f"{message} (line {line})"))
 
-    def document(self) -> Any:
-        event = self._next()
-        assert isinstance(event, StreamStartEvent)
-        event = self._next()
-        if isinstance(event, StreamEndEvent):
+    def _document(self) -> Any:
+        get = self._get
+        assert type(get()) is StreamStartEvent
+        event = get()
+        if type(event) is StreamEndEvent:
             self.problems.append(Problem("", "the document is empty"))
             return None
-        assert isinstance(event, DocumentStartEvent)
-        data = self.node(self._next(), ())
-        assert isinstance(self._next(), DocumentEndEvent)
-        event = self._next()
-        if not isinstance(event, StreamEndEvent):
-            self._problem((), event, "only one YAML document is allowed")
+        assert type(event) is DocumentStartEvent
+        data = self.node(get())
+        assert type(get()) is DocumentEndEvent
+        event = get()
+        if type(event) is not StreamEndEvent:
+            self._problem(event, "only one YAML document is allowed")
             raise _Stop
         return data
 
-    def node(self, event: Event, path: tuple[str | int, ...]) -> Any:
-        self._count += 1
-        if self._count > _MAX_NODES:
-            self._problem(path, event, "the document is too large")
-            raise _Stop
-        if isinstance(event, ScalarEvent):
-            value = self.scalar(event, path)
-        elif isinstance(event, SequenceStartEvent):
-            self._tag(event, path, "seq")
-            value = []
-            i = 0
-            while not isinstance(item := self._next(), SequenceEndEvent):
-                value.append(self.node(item, (*path, i)))
-                i += 1
-        elif isinstance(event, MappingStartEvent):
-            self._tag(event, path, "map")
-            value = self.mapping(path)
-        elif isinstance(event, AliasEvent):
+    def node(self, event: Any) -> Any:
+        kind = type(event)
+        if kind is ScalarEvent:
+            if event.tag is None:
+                value = resolve_plain(event.value) if event.implicit[0] else event.value
+            else:
+                value = self.scalar(event)
+        elif kind is MappingStartEvent:
+            self._grow(event)
+            if event.tag is not None:
+                self._tag(event, "map")
+            value = self.mapping()
+        elif kind is SequenceStartEvent:
+            self._grow(event)
+            if event.tag is not None:
+                self._tag(event, "seq")
+            value = self.sequence()
+        elif kind is AliasEvent:
             if event.anchor not in self._anchors:
-                self._problem(path, event, f"unknown alias *{event.anchor}")
+                self._problem(event, f"unknown alias *{event.anchor}")
                 return None
             return self._anchors[event.anchor]
         else:  # pragma: no cover - libyaml yields only the events above here
-            self._problem(path, event, "unexpected YAML event")
+            self._problem(event, "unexpected YAML event")
             raise _Stop
-        anchor = getattr(event, "anchor", None)
-        if anchor:
-            self._anchors[anchor] = value
+        if event.anchor:
+            self._anchors[event.anchor] = value
         return value
 
-    def _tag(self, event: Any, path: tuple[str | int, ...], kind: str) -> None:
-        if event.tag not in (None, "!", _STD + kind):
-            self._problem(path, event, f"YAML tag {event.tag} is not supported")
+    def _grow(self, event: Event) -> None:
+        self._count += 1
+        if self._count > _MAX_CONTAINERS:
+            self._problem(event, "the document is too large")
+            raise _Stop
 
-    def scalar(self, event: ScalarEvent, path: tuple[str | int, ...]) -> Any:
+    def _tag(self, event: Any, kind: str) -> None:
+        if event.tag not in ("!", _STD + kind):
+            self._problem(event, f"YAML tag {event.tag} is not supported")
+
+    def scalar(self, event: Any) -> Any:
         tag = event.tag
-        if tag is None and event.implicit[0]:
-            return resolve_plain(event.value)
-        if tag is None or tag == "!":
-            return event.value
         value = event.value
+        if tag == "!":
+            return value
         try:
             if tag == _STD + "str":
                 return value
@@ -232,42 +228,57 @@ class _Reader:
             if tag == _STD + "null":
                 return None
         except ValueError:
-            self._problem(path, event, f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}")
+            self._problem(event, f"{value!r} is not a valid {tag.rsplit(':', 1)[-1]}")
             return value
-        self._problem(path, event, f"YAML tag {tag} is not supported")
+        self._problem(event, f"YAML tag {tag} is not supported")
         return value
 
-    def mapping(self, path: tuple[str | int, ...]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        lines: dict[str, int] = {}
-        while not isinstance(key_event := self._next(), MappingEndEvent):
-            if not isinstance(key_event, ScalarEvent):
-                self._problem(path, key_event, "mapping keys must be plain text")
-                self._skip(key_event, path)
-                self._skip(self._next(), path)
-                continue
-            value_event = self._next()
-            key = key_event.value
-            line = key_event.start_mark.line + 1
-            if key == "<<" and key_event.implicit[0]:
-                self._problem(path, key_event, "merge keys (<<) are not supported")
-                self._skip(value_event, path)
-                continue
-            if key in out:
-                self.problems.append(
-                    Problem(
-                        format_path((*path, key)),
-                        f"duplicate key at line {line} (first at line {lines[key]})",
-                    )
-                )
-                self._skip(value_event, path)
-                continue
-            lines[key] = line
-            out[key] = self.node(value_event, (*path, key))
+    def sequence(self) -> list[Any]:
+        get = self._get
+        path = self._path
+        out: list[Any] = []
+        i = 0
+        while type(event := get()) is not SequenceEndEvent:
+            path.append(i)
+            out.append(self.node(event))
+            path.pop()
+            i += 1
         return out
 
-    def _skip(self, event: Event, path: tuple[str | int, ...]) -> None:
-        self.node(event, path)
+    def mapping(self) -> dict[str, Any]:
+        get = self._get
+        path = self._path
+        out: dict[str, Any] = {}
+        first: dict[str, Event] = {}
+        while type(key_event := get()) is not MappingEndEvent:
+            if type(key_event) is not ScalarEvent:
+                self._problem(key_event, "mapping keys must be plain text")
+                self.node(key_event)
+                self.node(get())
+                continue
+            key = key_event.value
+            value_event = get()
+            if key in first or (key == "<<" and key_event.implicit[0]):
+                if key == "<<":
+                    self._problem(key_event, "merge keys (<<) are not supported")
+                else:
+                    line = key_event.start_mark.line + 1
+                    self.problems.append(
+                        Problem(
+                            format_path([*path, key]),
+                            f"duplicate key at line {line} "
+                            f"(first at line {first[key].start_mark.line + 1})",
+                        )
+                    )
+                path.append(key)
+                self.node(value_event)
+                path.pop()
+                continue
+            first[key] = key_event
+            path.append(key)
+            out[key] = self.node(value_event)
+            path.pop()
+        return out
 
 
 # --- writing ------------------------------------------------------------------------------------
