@@ -174,3 +174,25 @@ def test_large_pools_choose_like_small_ones() -> None:
         else:
             assert w == ["e000", "e001", "e002"]
             assert nn == sorted(narrow - set(w))[:3]
+
+
+def test_round_robin_rotates_the_same_way_on_both_paths() -> None:
+    n = 300
+    experts = [expert(f"e{i:03d}") for i in range(n)]
+    narrow = {f"e{i:03d}" for i in range(0, n, 60)}  # 5 members: scoring path
+    wide = {f"e{i:03d}" for i in range(n)}  # everyone: walking path
+    queues = [
+        QueueSpec("narrow", "N", order="round_robin"),
+        QueueSpec("wide", "W", order="round_robin"),
+    ]
+    sim = Sim(config(experts, queues, matches={"narrow": (narrow,), "wide": (wide,)}))
+    sim.available(*sorted(wide))
+    got: dict[str, list[str]] = {"narrow": [], "wide": []}
+    for i in range(7):
+        for q in ("narrow", "wide"):
+            eid = first_offer(sim, f"{q}{i}", queue=q)
+            got[q].append(eid)
+            sim.send(OfferAccepted(sim.open_offer(eid)))
+            sim.send(CallEnded(f"{q}{i}"))
+    assert got["narrow"] == ["e000", "e060", "e120", "e180", "e240", "e000", "e060"]
+    assert got["wide"] == [f"e{i:03d}" for i in range(7)]
