@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from expertline.config.schema import DEFAULT_MESSAGES as BUILTIN_MESSAGES
@@ -350,3 +350,28 @@ def answer_outcome(
         result.reason or "closed", "unknown_code"
     )
     return messages.render(key, code=decision.code)
+
+
+# -- reply budget --------------------------------------------------------------------------
+
+
+@dataclass
+class ReplyBudget:
+    """How many help lines an expert's unclear texts may trigger: ``burst`` at once, then one
+    per ``every`` seconds. Stops reply loops with auto-responders ("I am away", bots) while a
+    person who mistypes a few times still gets help. Answers (yes/no) are never limited."""
+
+    burst: int = 3
+    every: float = 20.0
+    _spent: dict[str, tuple[float, float]] = field(default_factory=dict)  # who -> tokens, at
+
+    def allow(self, who: str, now: float) -> bool:
+        tokens, at = self._spent.get(who, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) / self.every)
+        if tokens < 1.0:
+            self._spent[who] = (tokens, now)
+            return False
+        self._spent[who] = (tokens - 1.0, now)
+        if len(self._spent) > 10_000:  # bounded: forget the oldest
+            del self._spent[next(iter(self._spent))]
+        return True

@@ -39,7 +39,9 @@ from expertline.presence.protocol import (
     Accept,
     Decline,
     MessageSet,
+    ReplyBudget,
     Say,
+    Unclear,
     answer_outcome,
     decide,
     parse_reply,
@@ -139,6 +141,7 @@ class XmppSource:
         self._served: dict[str, ExpertSpec] = {}  # bare im -> expert
         self._jid_of: dict[str, str] = {}  # expert id -> bare im
         self._sent: dict[str, dict[str, OfferView]] = {}  # expert -> recent offers by code
+        self._budget = ReplyBudget()
         self._lost: asyncio.Future[str] | None = None
         self.connections = 0  # successful sessions so far (tests and metrics read it)
         self.presence_stanzas = 0  # availability stanzas received (benchmarks read it)
@@ -626,6 +629,12 @@ class XmppSource:
             presence=self.presence_of(known.id),
             tasks=self._tasks_of(known.id),
         )
+        unclear = isinstance(decision, Say) and isinstance(reply, Unclear)
+        if unclear and not self._budget.allow(sender, time.monotonic()):
+            log.info(
+                "im reply held back source=%s expert=%s reason=reply-budget", self.id, known.id
+            )
+            return
         if isinstance(decision, Say):
             log.info(
                 "im answer source=%s expert=%s reply=%s decision=say",

@@ -171,3 +171,16 @@ async def test_presence_the_runtime_refused_is_told_again_with_backoff(lab: Lab)
     await lab.sign_in("hank")
     await async_eventually(lambda: lab.port.presence.get("hank") == "available", timeout=15)
     assert lab.port.refuse_presence == 0
+
+
+async def test_an_auto_responder_gets_a_few_help_lines_not_a_loop(lab: Lab) -> None:
+    lab.add_expert("ivan")
+    source = await lab.source()
+    ivan = await lab.sign_in("ivan")
+    await async_eventually(lambda: lab.port.presence.get("ivan") == "available", timeout=10)
+    for _ in range(6):
+        ivan.say(source.address, "I am out of the office until Monday.")
+    ivan.say(source.address, "status")  # commands still answered
+    await ivan.wait_for("You are available")
+    helps = [b for b in ivan.bodies() if b.startswith("Answer an offer with yes or no")]
+    assert len(helps) == 3

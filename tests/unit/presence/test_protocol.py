@@ -17,6 +17,7 @@ from expertline.presence.protocol import (
     Ask,
     Decline,
     MessageSet,
+    ReplyBudget,
     Say,
     Unclear,
     answer_outcome,
@@ -300,3 +301,13 @@ def test_answer_outcome_lines() -> None:
     assert full is not None and "as many tasks" in full
     unknown = answer_outcome(acc, AnswerResult(False, None, "unknown"), DEFAULT_SET)
     assert unknown == "No open offer #4821; nothing changed."
+
+
+def test_reply_budget_stops_loops_with_auto_responders() -> None:
+    budget = ReplyBudget(burst=3, every=20.0)
+    assert [budget.allow("bot@x", 0.0) for _ in range(5)] == [True, True, True, False, False]
+    assert budget.allow("alice@x", 0.0)  # per sender
+    assert not budget.allow("bot@x", 10.0)
+    assert budget.allow("bot@x", 21.0)  # one more per 20 s
+    assert not budget.allow("bot@x", 22.0)
+    assert [budget.allow("bot@x", 200.0) for _ in range(4)] == [True, True, True, False]
