@@ -227,7 +227,7 @@ def _write_feed(engine: Engine, n: int) -> None:
             cur.executemany(
                 "INSERT INTO routing_feed (id, type, task_id, expert_id, data, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                ((a, b, c, d, e, f.strftime("%Y-%m-%d %H:%M:%S.%f")) for a, b, c, d, e, f in rows),
+                [(a, b, c, d, e, f.strftime("%Y-%m-%d %H:%M:%S.%f")) for a, b, c, d, e, f in rows],
             )
         raw.commit()
     finally:

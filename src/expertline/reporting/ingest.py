@@ -232,11 +232,14 @@ class Ingester:
     # -- feed -------------------------------------------------------------------------------
 
     def _read_feed(self, cursor: int) -> list[tuple[int, str, Any]]:
-        wanted = case(
-            (routing_feed.c.type.in_((TASK_RECORD, EXPERT_STATE)), routing_feed.c.data),
-            else_=None,
+        # Other types share the id sequence (needed to see holes) but not their bodies.
+        wanted = type_coerce(
+            case(
+                (routing_feed.c.type.in_((TASK_RECORD, EXPERT_STATE)), routing_feed.c.data),
+                else_=None,
+            ),
+            JSON,
         )
-        wanted = type_coerce(wanted, JSON)
         query = (
             select(routing_feed.c.id, routing_feed.c.type, wanted)
             .where(routing_feed.c.id > cursor)
