@@ -92,6 +92,17 @@ def synthetic_config(
     return RoutingConfig(version=1, experts=specs, queues=queue_specs, matches=matches)
 
 
+def _export_dirty(core: RoutingCore) -> int:
+    """What the runtime does after every transition: snapshot everything that changed."""
+    dirty = core.drain_dirty()
+    rows = [core.export_task(tid) for tid in dirty.tasks]
+    rows += [core.export_offer(oid) for oid in dirty.offers]
+    rows += [core.export_expert(eid) for eid in dirty.experts]
+    if dirty.meta:
+        rows.append(core.export_meta())
+    return len(rows)
+
+
 def _rss_mb() -> float:
     try:
         import psutil  # type: ignore[import-untyped]
@@ -118,11 +129,17 @@ def run(
     queues_per_expert: int = 3,
     seed: int = 7,
     max_seconds: float = 120.0,
+    with_exports: bool = False,
 ) -> PerfReport:
     """Drive ``lifecycles`` full task lifecycles through one core; stop early at
-        ``max_seconds``. Rates are given per wall second and per CPU second of this process (the
-    latter is the fairer figure on a shared machine). Decision latency is the time of the ``TaskCreated`` step (the choice of
-        experts and the offer), measured per task."""
+    ``max_seconds``.
+
+    ``with_exports`` also snapshots every dirty object after each event, as the runtime does
+    before persisting (JSON encoding and the database are not included). Rates are given per
+    wall second and per CPU second of this process (the latter is the fairer figure on a
+    shared machine). Decision latency is the time of the ``TaskCreated`` step (the choice of
+    experts and the offer), measured per task.
+    """
     started = time.perf_counter()
     config = synthetic_config(experts, queues, queues_per_expert, order, seed)
     core = RoutingCore()
@@ -158,6 +175,8 @@ def run(
         t1 = clock()
         decisions_cpu.append(cpu_clock() - c0)
         decisions.append(t1 - t0)
+        if with_exports:
+            _export_dirty(core)
         event_times.append(t1 - t0)
         offer = next((c for c in out if isinstance(c, SendOffer)), None)
         steps: list[Any] = []
@@ -168,7 +187,12 @@ def run(
             t0 = clock()
             core.handle(ev, now)
             event_times.append(clock() - t0)
-        core.drain_dirty()
+            if with_exports:
+                _export_dirty(core)
+        if with_exports:
+            _export_dirty(core)
+        else:
+            core.drain_dirty()
         events += 1 + len(steps)
         done += 1 if offer is not None else 0
         if clock() > deadline:

@@ -13,7 +13,7 @@ def test_synthetic_config_spreads_experts_over_queues() -> None:
 
 
 def test_run_drives_full_lifecycles_and_reports_latencies() -> None:
-    report = perf.run(experts=300, queues=12, lifecycles=150, waiting=40)
+    report = perf.run(experts=300, queues=12, lifecycles=150, waiting=40, with_exports=True)
     assert report.lifecycles == 150
     assert report.waiting == 40
     assert report.lifecycles_per_cpu_s > 0 and report.decision_ms_p99 >= report.decision_ms_p50
