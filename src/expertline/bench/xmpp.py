@@ -329,10 +329,17 @@ async def _run(options: BenchOptions, result: BenchResult, workdir: Path) -> Non
 
         # Presence storm.
         before = source.presence_stanzas
+        prosody_cpu = server.cpu_seconds()
         storm_at, flushed_at = await clients.call("storm")
         result.add("storm: clients done sending", flushed_at - storm_at, "s", context="1 process")
         await _wait(lambda: available() == count, 60, "storm: experts not all available")
         storm = time.monotonic() - storm_at
+        result.add(
+            "storm: Prosody CPU",
+            server.cpu_seconds() - prosody_cpu,
+            "s",
+            context="user+system while the storm ran",
+        )
         result.add(
             "storm: last stanza at the router",
             source.last_presence_at - storm_at,
