@@ -112,7 +112,7 @@ class RuntimeService:
         self.engine = engine
         self.node = node
         self.clock = clock
-        self._config_loader = config_loader or _default_config_loader
+        self._config_loader = config_loader or StoreConfigSource()
         self._version_probe = version_probe or _default_version_probe
         self._config_poll = config_poll
         self._lost_on_recovery = lost_on_recovery or lost_after_restart
@@ -781,11 +781,11 @@ class RuntimeService:
                 self._ended[tid] = view
                 self._ended.move_to_end(tid)
                 while len(self._ended) > RECENT_ENDED:
-                    gone, _ = self._ended.popitem(last=False)
+                    gone, gone_view = self._ended.popitem(last=False)
                     self._task_meta.pop(gone, None)
-                    ext = self._by_external.get(view.extra.get("external_id") or "")
-                    if ext == gone:
-                        self._by_external.pop(view.extra.get("external_id"), None)
+                    external_id = gone_view.extra.get("external_id")
+                    if external_id and self._by_external.get(external_id) == gone:
+                        del self._by_external[external_id]
             if old is None or old.status != view.status:
                 for fut in self._waiters.pop(tid, []):
                     if not fut.done():
@@ -1183,25 +1183,37 @@ def _empty_config() -> RoutingConfig:
     return RoutingConfig(version=0, experts={}, queues={}, matches={})
 
 
-def _default_config_loader(engine: Engine) -> tuple[RoutingConfig, Any]:
-    """The stored configuration document and the core's view of it."""
-    try:
-        from expertline.config.store import load_document
-    except ImportError:  # configuration part not installed: run with an empty configuration
-        return _empty_config(), None
-    version, doc = load_document(engine)
-    if version == 0:
-        return _empty_config(), doc
-    try:
-        from expertline.routing.build import build_routing_config
-    except ImportError:
-        log.error(
-            "configuration version %d not routed: this installation has no eligibility "
-            "engine (expertline.routing.build); running with an empty configuration",
-            version,
-        )
-        return RoutingConfig(version=int(version), experts={}, queues={}, matches={}), doc
-    return build_routing_config(doc, int(version)), doc
+class StoreConfigSource:
+    """Loads the stored configuration and builds the core's view of it.
+
+    Keeps the eligibility index between versions, so a reload re-evaluates only the experts
+    and queues that changed instead of every selection over every expert.
+    """
+
+    def __init__(self) -> None:
+        self._index: Any = None
+
+    def __call__(self, engine: Engine) -> tuple[RoutingConfig, Any]:
+        try:
+            from expertline.config.store import load_document
+        except ImportError:  # configuration part not installed: run with an empty configuration
+            return _empty_config(), None
+        version, doc = load_document(engine)
+        if version == 0:
+            return _empty_config(), doc
+        try:
+            from expertline.routing.build import build_routing_config
+            from expertline.routing.eligibility import EligibilityIndex
+        except ImportError:
+            log.error(
+                "configuration version %d not routed: this installation has no eligibility "
+                "engine (expertline.routing.build); running with an empty configuration",
+                version,
+            )
+            return RoutingConfig(version=int(version), experts={}, queues={}, matches={}), doc
+        if self._index is None:
+            self._index = EligibilityIndex.from_document(doc)
+        return build_routing_config(doc, int(version), self._index), doc
 
 
 def _default_version_probe(engine: Engine) -> int:

@@ -9,6 +9,7 @@ the test drives them all to their end every task has exactly one TCD.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import socket
@@ -28,6 +29,53 @@ from support.wait import eventually
 
 SERVER = Path(__file__).parent / "rt_server.py"
 
+# The same experts and queues as ``rt_harness.routing_config`` (offers that do not time out
+# while the process is down), as a configuration document for ``expertline config import``.
+CONFIG_YAML = """
+attributes:
+  - {name: billing, type: proficiency}
+  - {name: support, type: boolean}
+experts:
+  - {id: alice, name: Alice, im: alice@example.test, phone: "sip:1001@pbx.example.test",
+     attributes: {billing: 80}}
+  - {id: bob, name: Bob, im: bob@example.test, phone: "sip:1002@pbx.example.test",
+     attributes: {billing: 60}}
+  - {id: carol, name: Carol, im: carol@example.test, phone: "sip:1003@pbx.example.test",
+     attributes: {support: true}}
+queues:
+  - {id: billing, name: Billing, select: "billing >= 50", offer_to: 2, offer_timeout: 1h}
+  - {id: support, name: Support, select: "support", offer_timeout: 1h}
+entry_points:
+  - {dialed_number: "+18005550100", queue: billing}
+  - {dialed_number: "+18005550200", queue: support}
+"""
+
+
+def _has_config_pipeline() -> bool:
+    return all(
+        importlib.util.find_spec(name) is not None
+        for name in ("expertline.config.cli", "expertline.routing.build")
+    )
+
+
+def _prepare(url: str, tmp: Path) -> list[str] | None:
+    """Import the configuration; the command line of a real ``expertline serve``, or None
+    when this installation cannot build routing configurations (then the test server runs)."""
+    if not _has_config_pipeline():
+        return None
+    path = tmp / "crash.yaml"
+    path.write_text(CONFIG_YAML)
+    env = {**os.environ, "EXPERTLINE_DATA_DIR": str(tmp)}
+    done = subprocess.run(
+        [sys.executable, "-m", "expertline", "--db", url, "config", "import", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return [sys.executable, "-m", "expertline", "--db", url, "serve", "--role", "runtime"]
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -36,10 +84,20 @@ def _free_port() -> int:
 
 
 @contextmanager
-def server(url: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    url: str, port: int, serve: list[str] | None, tmp: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    if serve is not None:
+        command = [*serve, "--http", f"127.0.0.1:{port}", "--node", "crash-node"]
+    else:
+        command = [sys.executable, str(SERVER), url, str(port)]
     proc = subprocess.Popen(
-        [sys.executable, str(SERVER), url, str(port)],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        command,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).parents[2]),
+            "EXPERTLINE_DATA_DIR": str(tmp),
+        },
     )
     try:
 
@@ -123,13 +181,16 @@ def _finish_everything(c: Client, task_ids: list[str]) -> None:
     eventually(step, timeout=120, interval=0.01)
 
 
-def test_kill_9_mid_flight_loses_nothing_and_ends_each_task_once(engine: Engine) -> None:
+def test_kill_9_mid_flight_loses_nothing_and_ends_each_task_once(
+    engine: Engine, tmp_path: Path
+) -> None:
     url = engine.url.render_as_string(hide_password=False)
+    serve = _prepare(url, tmp_path)
     port = _free_port()
     rc = create_token(engine, "cc", "routing-client")
     ex = create_token(engine, "console", "expert")
 
-    with server(url, port) as proc:
+    with server(url, port, serve, tmp_path) as proc:
         c = Client(port, rc, ex)
         for expert in ("alice", "bob", "carol"):
             c.presence(expert, "available")
@@ -177,7 +238,7 @@ def test_kill_9_mid_flight_loses_nothing_and_ends_each_task_once(engine: Engine)
         assert proc.returncode == -signal.SIGKILL
         assert len(acknowledged) >= 5
 
-    with server(url, port):
+    with server(url, port, serve, tmp_path):
         c = Client(port, rc, ex)
         for tid, seen in before.items():
             after = c.task(tid)
