@@ -1,0 +1,11 @@
+"""The configuration domain: one YAML document describes attributes, experts, queues, entry
+points, presence sources and IM texts.
+
+- ``schema``: the pydantic models (the single source of truth for the format).
+- ``yamlio``: strict YAML reading (duplicate keys are errors) and canonical writing.
+- ``validate``: every problem at once, each with its YAML path (``validate_document``).
+- ``cel``: type-checked CEL selections.
+- ``store``: atomic apply, versions, history, per-object edits (``apply_document``).
+- ``export``: canonical form; ``cli`` and ``http``: the command line and REST surfaces;
+  ``docs``: generates docs/configuration.md.
+"""
