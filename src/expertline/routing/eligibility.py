@@ -758,17 +758,25 @@ class _Compiler:
 
 @dataclass(slots=True)
 class CompiledSelection:
-    """One selection text: vectorized form, or why not; the checked CEL program either way."""
+    """One selection text: vectorized form, or why not; the checked CEL program on demand."""
 
     text: str
-    program: Any  # cel-expr-python Expression: the reference, and the fallback
     node: _Node | None
     reason: str | None  # why the selection falls back (None when vectorized)
     deps: frozenset[str] | None  # attributes read (None: unknown, assume all)
+    checker: SelectionCompiler
+    _program: Any = None
 
     @property
     def vectorized(self) -> bool:
         return self.node is not None
+
+    @property
+    def program(self) -> Any:
+        """The cel-expr-python program: the reference semantics, and the fallback."""
+        if self._program is None:
+            self._program = self.checker.compile(self.text)
+        return self._program
 
     def evaluate(self, frame: Frame) -> np.ndarray:
         """Boolean match per row of the frame (vectorized selections only)."""
@@ -782,22 +790,33 @@ class CompiledSelection:
 
 
 def compile_selection(
-    text: str, attributes: Mapping[str, str], checker: SelectionCompiler
+    text: str, attributes: Mapping[str, str], checker: SelectionCompiler, checked: bool = False
 ) -> CompiledSelection:
-    """Type-check with cel-expr-python (raising SelectionError), then try to vectorize."""
-    program = checker.compile(text)
+    """Type-check with cel-expr-python (SelectionError if bad), then try to vectorize.
+
+    ``checked``: the text already passed the same check (a validated document), so a text
+    that vectorizes skips cel-expr-python entirely; one that does not is compiled anyway.
+    """
+    if not checked:
+        checker.compile(text)
     try:
         tree = _parser().parse(text)
     except lark.exceptions.LarkError as exc:
-        return CompiledSelection(text, program, None, f"parser: {type(exc).__name__}", None)
+        selection = CompiledSelection(text, None, f"parser: {type(exc).__name__}", None, checker)
+        selection.program  # noqa: B018 - raises SelectionError for a bad text
+        return selection
     compiler = _Compiler(attributes)
     try:
         node = compiler.compile(tree)
-    except Unsupported as exc:
-        return CompiledSelection(text, program, None, str(exc), None)
-    except RecursionError:
-        return CompiledSelection(text, program, None, "too deeply nested", None)
-    return CompiledSelection(text, program, node, None, frozenset(compiler.deps))
+    except (Unsupported, RecursionError) as exc:
+        reason = str(exc) if isinstance(exc, Unsupported) else "too deeply nested"
+        # Any attribute name in the text (even a shadowed one) may be read: a safe superset.
+        names = {str(t.children[0]) for t in tree.find_data("ident")}
+        deps = frozenset(names & attributes.keys())
+        selection = CompiledSelection(text, None, reason, deps, checker)
+        selection.program  # noqa: B018 - raises SelectionError for a bad text
+        return selection
+    return CompiledSelection(text, node, None, frozenset(compiler.deps), checker)
 
 
 # --- expert attribute values -------------------------------------------------------------------
@@ -910,7 +929,12 @@ class _Columns:
         self.capacity = capacity
 
     def load(self, experts: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-        """Fill empty columns from many experts at once (column by column, numpy-fast)."""
+        """Fill empty columns from many experts at once.
+
+        One pass collects the values experts actually list (attributes are sparse: an expert
+        lists a few of many skills); then each column is written and checked with numpy.
+        Columns start at the defaults, so absent values cost nothing.
+        """
         assert self.n == 0
         n = len(experts)
         ids = [eid for eid, _ in experts]
@@ -918,62 +942,65 @@ class _Columns:
             seen: set[str] = set()
             dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
             raise _bad(dup, "", "duplicate expert id")
-        for eid, attrs in experts:
-            unknown = set(attrs) - self.attributes.keys()
-            if unknown:
-                raise _bad(eid, sorted(unknown)[0], "unknown attribute")
+        present: dict[str, tuple[list[int], list[Any]]] = {a: ([], []) for a in self.attributes}
+        for r, (eid, attrs) in enumerate(experts):
+            for name, value in attrs.items():
+                slot = present.get(name)
+                if slot is None:
+                    raise _bad(eid, name, "unknown attribute")
+                slot[0].append(r)
+                slot[1].append(value)
         self.grow(max(n, 16))
         self.ids[:n] = ids
         self.alive[:n] = True
         self.row = {eid: i for i, eid in enumerate(ids)}
         self.n = n
-        rows = [attrs for _, attrs in experts]
         for name, kind in self.attributes.items():
-            default = _DEFAULTS[kind]
-            values = [a.get(name, default) for a in rows]
+            where, values = present[name]
+            if not where:
+                continue
+            rows = np.array(where, dtype=np.intp)
             if kind in _DTYPES:
                 allowed = {"proficiency": {int}, "number": {int, float}, "boolean": {bool}}[kind]
                 if not set(map(type, values)) <= allowed:
-                    self._raise_first(ids, name, kind, values)
-                arr = np.array(values, dtype=_DTYPES[kind]) if values else self.cols[name][:0]
-                if (
-                    kind == "proficiency"
-                    and n
-                    and (arr.min() < PROFICIENCY_RANGE[0] or arr.max() > PROFICIENCY_RANGE[1])
+                    self._raise_first(ids, where, name, kind, values)
+                arr = np.array(values, dtype=_DTYPES[kind])
+                if kind == "proficiency" and (
+                    arr.min() < PROFICIENCY_RANGE[0] or arr.max() > PROFICIENCY_RANGE[1]
                 ):
-                    self._raise_first(ids, name, kind, values)
-                self.cols[name][:n] = arr
+                    self._raise_first(ids, where, name, kind, values)
+                self.cols[name][rows] = arr
             elif kind == "string":
                 if not set(map(type, values)) <= {str}:
-                    self._raise_first(ids, name, kind, values)
+                    self._raise_first(ids, where, name, kind, values)
                 index = self.table_index[name]
                 codes = [index.setdefault(v, len(index)) for v in values]
                 self.tables[name] = list(index)
-                self.codes[name][:n] = codes
+                self.codes[name][rows] = codes
             else:
-                lists = []
-                for eid, v in zip(ids, values, strict=True):
+                raws = self.raw_lists[name]
+                member_rows: dict[str, list[int]] = {}
+                for r, v in zip(where, values, strict=True):
                     try:
-                        lists.append(_normalize(kind, v))
+                        members = raws[r] = _normalize(kind, v)
                     except ValueError as exc:
-                        raise _bad(eid, name, str(exc)) from None
-                self.raw_lists[name][:n] = lists
-                self.sizes[name][:n] = np.fromiter(map(len, lists), np.int64, n)
-                rows_of: dict[str, list[int]] = {}
-                for r, members in enumerate(lists):
+                        raise _bad(ids[r], name, str(exc)) from None
                     for m in members:
-                        rows_of.setdefault(m, []).append(r)
-                for m, where in rows_of.items():
+                        member_rows.setdefault(m, []).append(r)
+                self.sizes[name][rows] = np.fromiter(map(len, values), np.int64, len(values))
+                for m, mrows in member_rows.items():
                     col = np.zeros(self.capacity, dtype=np.uint8)
-                    col[:n] = np.bincount(where, minlength=n).astype(np.uint8)
+                    col[:n] = np.bincount(mrows, minlength=n).astype(np.uint8)
                     self.counts[name][m] = col
 
-    def _raise_first(self, ids: list[str], name: str, kind: str, values: list[Any]) -> None:
-        for eid, v in zip(ids, values, strict=True):
+    def _raise_first(
+        self, ids: list[str], where: list[int], name: str, kind: str, values: list[Any]
+    ) -> None:
+        for r, v in zip(where, values, strict=True):
             try:
                 _normalize(kind, v)
             except ValueError as exc:
-                raise _bad(eid, name, str(exc)) from None
+                raise _bad(ids[r], name, str(exc)) from None
         raise AssertionError("no bad value found")  # pragma: no cover
 
     def normalize_row(self, expert_id: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -989,9 +1016,25 @@ class _Columns:
                 raise _bad(expert_id, name, str(exc)) from None
         return out
 
-    def read_row(self, r: int) -> dict[str, Any]:
+    def key_column(self, name: str) -> np.ndarray:
+        """An int64 per row that is equal exactly when the attribute's values are equal."""
+        kind = self.attributes[name]
+        if kind == "number":
+            return self.cols[name][: self.n].view(np.int64)
+        if kind in _DTYPES:
+            return self.cols[name][: self.n].astype(np.int64)
+        if kind == "string":
+            return self.codes[name][: self.n].astype(np.int64)
+        index: dict[tuple[str, ...], int] = {}
+        raws = self.raw_lists[name]
+        return np.fromiter(
+            (index.setdefault(raws[r], len(index)) for r in range(self.n)), np.int64, self.n
+        )
+
+    def read_row(self, r: int, names: Iterable[str] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, kind in self.attributes.items():
+        for name in self.attributes if names is None else names:
+            kind = self.attributes[name]
             if kind in _DTYPES:
                 out[name] = self.cols[name][r].item()
             elif kind == "string":
@@ -1135,7 +1178,9 @@ class EligibilityIndex:
         attributes: Iterable[AttributeDecl],
         experts: Iterable[tuple[str, Mapping[str, Any]]] = (),
         queues: Iterable[tuple[str, Sequence[str]]] = (),
+        checked: bool = False,
     ) -> None:
+        """``checked``: the selections were already type-checked (a validated document)."""
         started = time.perf_counter()
         decls = list(attributes)
         self.attributes: dict[str, str] = {a.name: str(a.type) for a in decls}
@@ -1149,7 +1194,7 @@ class EligibilityIndex:
         self._sources = {eid: attrs for eid, attrs in expert_list}
         loaded = time.perf_counter()
         queue_list = [(qid, tuple(selects)) for qid, selects in queues]
-        compiled = self._compile_all(queue_list)
+        compiled = self._compile_all(queue_list, checked)
         self._evaluate_bulk(compiled)
         for qid, texts in queue_list:
             self._queues[qid] = texts
@@ -1181,6 +1226,7 @@ class EligibilityIndex:
             doc.attributes,
             ((e.id, e.attributes) for e in doc.experts),
             ((q.id, q.selections()) for q in doc.queues),
+            checked=True,
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -1288,10 +1334,11 @@ class EligibilityIndex:
         before = self.matches(queue_id) if queue_id in self._queues else ()
         compiled = self._compile_all([(queue_id, texts)])
         self._evaluate_bulk(compiled)
-        self._drop_queue(queue_id, keep=texts)
-        self._queues[queue_id] = texts
+        old = self._queues.get(queue_id, ())
+        self._queues[queue_id] = texts  # an existing queue keeps its place in the order
         for step, text in enumerate(texts):
             self._selections[text].users.add((queue_id, step))
+        self._release(queue_id, old, keep=texts)
         for c in compiled:
             if not c.vectorized:
                 log.warning(
@@ -1306,7 +1353,7 @@ class EligibilityIndex:
         if queue_id not in self._queues:
             return QueueChange(queue_id, (), ())
         before = self.matches(queue_id)
-        self._drop_queue(queue_id)
+        self._release(queue_id, self._queues.pop(queue_id))
         return QueueChange(queue_id, before, ())
 
     def sync(self, doc: ConfigDocument) -> str:
@@ -1344,7 +1391,9 @@ class EligibilityIndex:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _compile_all(self, queues: Sequence[tuple[str, Sequence[str]]]) -> list[CompiledSelection]:
+    def _compile_all(
+        self, queues: Sequence[tuple[str, Sequence[str]]], checked: bool = False
+    ) -> list[CompiledSelection]:
         """Compile every new distinct text; InvalidInput lists every bad one (nothing changes)."""
         problems: list[Problem] = []
         out: dict[str, CompiledSelection] = {}
@@ -1353,7 +1402,7 @@ class EligibilityIndex:
                 if text in self._selections or text in out:
                     continue
                 try:
-                    out[text] = compile_selection(text, self.attributes, self._checker)
+                    out[text] = compile_selection(text, self.attributes, self._checker, checked)
                 except SelectionError as exc:
                     where = "select" if step == 0 else f"escalate[{step - 1}].select"
                     problems.append(Problem(f"queues[{qid}].{where}", str(exc)))
@@ -1372,15 +1421,38 @@ class EligibilityIndex:
                 match = np.zeros(cols.n, dtype=bool)
                 fallback.append((c, match))
             self._selections[c.text] = _Selection(c, _pack(match, cols.capacity), set())
-        if fallback:
-            # One activation per expert, shared by every fallback selection.
-            env = self._checker._env
-            for r in np.flatnonzero(alive):
-                activation = env.Activation(_cel_data(cols.read_row(int(r))))
-                for c, match in fallback:
-                    match[r] = _cel_match(c.program, activation)
-            for c, match in fallback:
-                self._selections[c.text].mask = _pack(match, cols.capacity)
+        for c, match in fallback:
+            self._evaluate_fallback(c, match)
+            self._selections[c.text].mask = _pack(match, cols.capacity)
+
+    def _evaluate_fallback(self, c: CompiledSelection, match: np.ndarray) -> None:
+        """Exact per-expert CEL, once per distinct combination of the attributes it reads.
+
+        A selection's verdict depends only on the attributes it names, so experts sharing
+        those values share the verdict: ``region.matches(...) && skill >= 60`` needs at most
+        (regions x 101) evaluations, not one per expert.
+        """
+        cols = self._columns
+        rows = np.flatnonzero(cols.alive[: cols.n])
+        deps = sorted(c.deps if c.deps is not None else self.attributes)
+        if not len(rows):
+            return
+        if deps:
+            keys = np.stack([cols.key_column(name)[rows] for name in deps], axis=1)
+            _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        else:
+            first, inverse = np.zeros(1, dtype=np.intp), np.zeros(len(rows), dtype=np.intp)
+        verdicts = np.zeros(len(first), dtype=bool)
+        for g, r in enumerate(rows[first]):
+            values = cols.read_row(int(r), deps)
+            verdicts[g] = _cel_match(c.program, _cel_data(values))
+        match[rows] = verdicts[np.ravel(inverse)]
+        log.info(
+            "fallback selection evaluated experts=%d distinct_inputs=%d select=%r",
+            len(rows),
+            len(first),
+            c.text,
+        )
 
     def _evaluate_row(
         self, values: Mapping[str, Any], changed: set[str] | None
@@ -1415,12 +1487,15 @@ class EligibilityIndex:
                 mask[: len(sel.mask)] = sel.mask
                 sel.mask = mask
 
-    def _drop_queue(self, queue_id: str, keep: Sequence[str] = ()) -> None:
-        """Forget the queue's use of its selections; drop selections nobody else uses."""
-        for step, text in enumerate(self._queues.pop(queue_id, ())):
+    def _release(self, queue_id: str, texts: Sequence[str], keep: Sequence[str] = ()) -> None:
+        """Forget the queue's former use of ``texts`` (except the steps it still has in
+        ``keep``); drop selections nobody uses any more."""
+        for step, text in enumerate(texts):
+            if step < len(keep) and keep[step] == text:
+                continue
             sel = self._selections[text]
             sel.users.discard((queue_id, step))
-            if not sel.users and text not in keep:
+            if not sel.users:
                 del self._selections[text]
 
 
