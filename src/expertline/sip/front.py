@@ -32,6 +32,7 @@ from expertline.sip.message import (
     Response,
     SipUri,
     Via,
+    is_digits,
     make_response,
     new_branch,
     new_tag,
@@ -72,6 +73,7 @@ SUPPORTED_OPTIONS: frozenset[str] = frozenset()
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_VALUE = 256
 WAIT_SLICE = 30.0  # seconds per long-poll of the task's status (re-armed until it changes)
+PORT_TIMEOUT = 30.0  # bound on any one call into the runtime
 
 
 @dataclass
@@ -111,6 +113,7 @@ class _Call:
     to_tag: str = field(default_factory=new_tag)
     branches: dict[int, _Branch] = field(default_factory=dict)
     waiter: asyncio.Task[Any] | None = None
+    wait_failures: int = 0  # consecutive failed waits (capped exponential backoff)
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
 
     @property
@@ -610,7 +613,7 @@ class SipFront:
 
     async def _create_task(self, call: _Call, request: TaskRequest) -> None:
         try:
-            view = await self.port.async_create_task(request)
+            view = await asyncio.wait_for(self.port.async_create_task(request), PORT_TIMEOUT)
         except NotFound as exc:
             self._feed(call, calls.CreateFailed(404, f"Not Found ({exc.message})"[:120]))
             return
@@ -621,6 +624,12 @@ class SipFront:
             log.warning("sip task refused call_id=%s error=%s", call.call_id, exc.message)
             self._feed(call, calls.CreateFailed(503, "Service Unavailable"))
             return
+        except TimeoutError:
+            log.warning(
+                "sip task creation timed out call_id=%s after=%ss", call.call_id, PORT_TIMEOUT
+            )
+            self._feed(call, calls.CreateFailed(503, "Service Unavailable"))
+            return
         except Exception as exc:
             if _not_running(exc):
                 log.warning("sip call refused call_id=%s reason=%s", call.call_id, exc)
@@ -629,23 +638,35 @@ class SipFront:
             log.exception("sip task creation failed call_id=%s", call.call_id)
             self._feed(call, calls.CreateFailed(500, "Server Internal Error"))
             return
-        log.info(
+        log.debug(
             "sip task created call_id=%s task=%s status=%s", call.call_id, view.id, view.status
         )
         self._feed(call, calls.TaskCreated(view))
 
     async def _wait_task(self, call: _Call, task_id: str, seen: str) -> None:
         try:
-            view = await self.port.async_wait_change(task_id, seen, self.wait_slice)
+            view = await asyncio.wait_for(
+                self.port.async_wait_change(task_id, seen, self.wait_slice),
+                self.wait_slice + PORT_TIMEOUT,
+            )
         except Exception:
-            log.exception("sip task wait failed call_id=%s task=%s", call.call_id, task_id)
-            await asyncio.sleep(1.0)
+            call.wait_failures += 1
+            delay = min(30.0, 0.5 * 2**call.wait_failures)
+            log.exception(
+                "sip task wait failed call_id=%s task=%s retry_in=%.1fs",
+                call.call_id,
+                task_id,
+                delay,
+            )
+            await asyncio.sleep(delay)
             view = None
+        else:
+            call.wait_failures = 0
         self._feed(call, calls.TaskChanged(view))
 
     async def _report_event(self, call: _Call, task_id: str, type_: Any) -> None:
         try:
-            await self.port.async_task_event(task_id, type_)
+            await asyncio.wait_for(self.port.async_task_event(task_id, type_), PORT_TIMEOUT)
         except ExpertlineError as exc:
             log.info(
                 "sip task event not applied call_id=%s task=%s event=%s reason=%s",
@@ -660,7 +681,9 @@ class SipFront:
     async def _delivery_failed(self, call: _Call, task_id: str, disposition: int) -> None:
         view: TaskView | None
         try:
-            view = await self.port.async_delivery_failed(task_id, disposition)
+            view = await asyncio.wait_for(
+                self.port.async_delivery_failed(task_id, disposition), PORT_TIMEOUT
+            )
         except ExpertlineError as exc:
             log.info("sip delivery failure not applied task=%s reason=%s", task_id, exc.message)
             view = self.port.task(task_id)
@@ -898,7 +921,7 @@ def _max_forwards(request: Request) -> int | None:
     if value is None:
         return 70
     value = value.strip()
-    if not value.isdigit() or len(value) > 3 or int(value) > 255:
+    if not is_digits(value) or len(value) > 3 or int(value) > 255:
         return None
     return int(value)
 
@@ -978,7 +1001,7 @@ def build_task_request(invite: Request, number: str) -> TaskRequest:
         if lower in RESERVED_HEADERS:
             if lower == "x-expertline-priority":
                 text = value.strip()
-                if not text.lstrip("-").isdigit() or len(text) > 6:
+                if not is_digits(text.removeprefix("-")) or len(text) > 6:
                     raise InvalidInput("X-Expertline-Priority must be an integer")
                 priority = int(text)
             else:

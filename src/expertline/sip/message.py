@@ -144,6 +144,14 @@ _BAD_REQUEST_URI = re.compile(r"[\x00-\x20]")
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts characters such as '²')."""
+    return _DIGITS.fullmatch(text) is not None
+
+
 def is_token(text: str) -> bool:
     return _TOKEN.fullmatch(text) is not None
 
@@ -258,7 +266,7 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
         raise ParseError(f"bad host {host!r}")
     if not port_text:
         return host, None
-    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+    if not is_digits(port_text) or len(port_text) > 5 or int(port_text) > 65535:
         raise ParseError(f"bad port {port_text!r}")
     return host, int(port_text)
 
@@ -401,7 +409,7 @@ class CSeq:
 def parse_cseq(value: str) -> CSeq:
     number, _, method = value.strip().partition(" ")
     method = method.strip()
-    if not number.isdigit() or len(number) > 10 or int(number) >= 2**31 or not is_token(method):
+    if not is_digits(number) or len(number) > 10 or int(number) >= 2**31 or not is_token(method):
         raise ParseError(f"bad CSeq {value!r}")
     return CSeq(int(number), method)
 
@@ -605,7 +613,7 @@ def parse_message(data: bytes, stream: bool = False) -> Request | Response:
     length_text = headers.get("Content-Length")
     if length_text is not None:
         length_text = length_text.strip()
-        if not length_text.isdigit() or len(length_text) > 6:
+        if not is_digits(length_text) or len(length_text) > 6:
             raise ParseError(f"bad Content-Length {length_text!r}")
         length = int(length_text)
         if length > len(body):
@@ -620,7 +628,7 @@ def parse_message(data: bytes, stream: bool = False) -> Request | Response:
         code, _, reason = rest.partition(" ")
         if version != SIP_VERSION:
             raise ParseError(f"unsupported version {version!r}")
-        if len(code) != 3 or not code.isdigit() or code[0] == "0":
+        if len(code) != 3 or not is_digits(code) or code[0] == "0":
             raise ParseError(f"bad status code {code!r}")
         if _has_control(reason):
             raise ParseError("bad reason phrase")

@@ -17,8 +17,22 @@ from support.sipp import SippPool, require_sipp
 
 
 @pytest.fixture
-async def sip(engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
-    """The harness with sipp available (skips without it, fails in CI)."""
+async def sip(sqlite_engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
+    """The harness with sipp available (skips without it, fails in CI), on SQLite: SIP
+    behaviour does not depend on the database; ``sip_any_db`` runs on both backends."""
+    require_sipp()
+    pool = SippPool(tmp_path / "sipp")
+    harness = SipHarness(sqlite_engine, tmp_path, pool)
+    try:
+        yield harness
+    finally:
+        pool.stop_all()
+        await harness.stop()
+
+
+@pytest.fixture
+async def sip_any_db(engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
+    """The sipp harness on SQLite and on PostgreSQL (records are written by each)."""
     require_sipp()
     pool = SippPool(tmp_path / "sipp")
     harness = SipHarness(engine, tmp_path, pool)

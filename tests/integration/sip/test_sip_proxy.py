@@ -11,9 +11,10 @@ pytestmark = pytest.mark.sipp
 
 @pytest.mark.parametrize("caller_transport", ["u1", "t1"])
 async def test_call_reaches_the_phone_is_answered_and_leaves_tcd_13_with_talk_time(
-    sip: SipHarness, caller_transport: str
+    sip_any_db: SipHarness, caller_transport: str
 ) -> None:
     """A TCP caller and a UDP phone: the front records two routes and bridges transports."""
+    sip = sip_any_db
     phone = sip.sipp.phone("phone_answer")
     await sip.start(sip_config({"alice": f"sip:1001@{phone.uri_host}"}), mode="proxy")
     await sip.available("alice")
@@ -43,8 +44,9 @@ async def test_the_expert_hangs_up_first(sip: SipHarness) -> None:
 
 
 async def test_no_answer_is_cancelled_at_ring_timeout_and_requeued_to_the_next_expert(
-    sip: SipHarness,
+    sip_any_db: SipHarness,
 ) -> None:
+    sip = sip_any_db
     silent = sip.sipp.phone("phone_no_answer")
     answering = sip.sipp.phone("phone_answer")
     config = sip_config(

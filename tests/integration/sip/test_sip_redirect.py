@@ -14,8 +14,9 @@ ALICE = "sip:1001@127.0.0.1:5999"
 
 @pytest.mark.parametrize("transport", ["u1", "t1"])
 async def test_caller_is_redirected_to_the_phone_of_the_expert_who_accepted(
-    sip: SipHarness, transport: str
+    sip_any_db: SipHarness, transport: str
 ) -> None:
+    sip = sip_any_db
     await sip.start(sip_config({"alice": ALICE}))
     await sip.available("alice")
     caller = sip.sipp.caller("caller_redirect", sip.remote, ENTRY, transport=transport)
@@ -72,7 +73,8 @@ async def test_max_wait_without_fallback_is_480_with_tcd_22(sip: SipHarness) -> 
     assert (await sip.one_tcd())["call_disposition"] == 22
 
 
-async def test_max_wait_with_a_fallback_label_redirects_with_tcd_15(sip: SipHarness) -> None:
+async def test_max_wait_with_a_fallback_label_redirects_with_tcd_15(sip_any_db: SipHarness) -> None:
+    sip = sip_any_db
     fallback = "sip:agents@127.0.0.1:5998"
     await sip.start(
         sip_config({"alice": ALICE}, max_wait=0.5, on_max_wait=OnMaxWait("label", fallback))
@@ -83,7 +85,10 @@ async def test_max_wait_with_a_fallback_label_redirects_with_tcd_15(sip: SipHarn
     assert (await sip.one_tcd())["call_disposition"] == 15
 
 
-async def test_caller_cancel_while_queued_is_487_and_abandons_with_tcd_2(sip: SipHarness) -> None:
+async def test_caller_cancel_while_queued_is_487_and_abandons_with_tcd_2(
+    sip_any_db: SipHarness,
+) -> None:
+    sip = sip_any_db
     await sip.start(sip_config({"alice": ALICE}))
     await sip.available("alice")
     caller = sip.sipp.caller("caller_cancel", sip.remote, ENTRY)

@@ -25,8 +25,8 @@ def test_parser_survives_coverage_guided_fuzzing(tmp_path: Path) -> None:
         [
             sys.executable,
             str(HARNESS),
-            "-runs=30000",
-            "-max_total_time=20",
+            "-runs=20000",
+            "-max_total_time=10",
             "-max_len=2048",
             f"-artifact_prefix={tmp_path}/",
             str(corpus),

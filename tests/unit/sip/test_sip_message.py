@@ -137,7 +137,7 @@ def test_split_list_respects_quotes_and_brackets() -> None:
 
 def test_cseq_and_via_errors() -> None:
     assert str(parse_cseq("1 INVITE")) == "1 INVITE"
-    for bad in ("x INVITE", "1", "99999999999 INVITE", "1 IN VITE"):
+    for bad in ("x INVITE", "1", "99999999999 INVITE", "1 IN VITE", "\u00b2 INVITE"):
         with pytest.raises(ParseError):
             parse_cseq(bad)
     for bad in ("SIP/2.0/UDP", "SIP/1.0/UDP h", "HTTP/2.0/UDP h", "SIP/2.0/UDP h:x"):
