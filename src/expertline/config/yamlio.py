@@ -12,6 +12,7 @@ something else, so exported files read back identically here and in other YAML t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -314,7 +315,12 @@ def _scalar(value: Any) -> str:
         if "." not in text:  # 1.0 and 1.0e+20: a YAML 1.1 reader needs the dot too
             text = text.replace("e", ".0e") if "e" in text else text + ".0"
         return text
-    text = str(value)
+    return _text_scalar(str(value))
+
+
+@functools.lru_cache(maxsize=65536)
+def _text_scalar(text: str) -> str:
+    """Cached: keys and common values repeat on every object of an export."""
     if not _needs_quotes(text):
         return text
     # A JSON string is a YAML double-quoted scalar once the characters YAML does not allow
