@@ -187,6 +187,7 @@ class Expert(_Model):
     phone: str = Field(
         min_length=1,
         max_length=255,
+        pattern=r"^\S+$",
         description="The label returned when the expert accepts: a SIP URI or a phone number.",
     )
     im: str | None = Field(
@@ -228,7 +229,7 @@ class OnMaxWait(_Model):
 
     overflow: ObjectId | None = Field(default=None, description="Queue to move the task to.")
     label: str | None = Field(
-        default=None, min_length=1, max_length=255, description="Fallback label."
+        default=None, min_length=1, max_length=255, pattern=r"^\S+$", description="Fallback label."
     )
 
     @model_validator(mode="before")

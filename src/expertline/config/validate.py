@@ -210,11 +210,10 @@ def check_document(
     if positions:
         problems = _Renumbering(positions)
     attributes = _unique(problems, "attributes", doc.attributes, "name")
-    experts = _unique(problems, "experts", doc.experts, "id")
+    _unique(problems, "experts", doc.experts, "id")
     queues = _unique(problems, "queues", doc.queues, "id")
     _unique(problems, "entry_points", doc.entry_points, "dialed_number")
     presence = _unique(problems, "presence", doc.presence, "id")
-    del experts
 
     known_attrs = set(attributes) | failed["attributes"]
     known_queues = set(queues) | failed["queues"]
