@@ -171,3 +171,25 @@ def test_import_file_and_bulk_apply(engine: Engine, tmp_path: Path) -> None:
     assert counts(engine) == (3002, 1, 3002)
     path.write_text(path.read_text().replace("billing > 50", "billing > 60"))
     assert store.import_file(engine, path, actor="cli:t").changed == 1
+
+
+def test_a_failure_midway_rolls_the_whole_apply_back(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.apply_document(engine, load_yaml(DEMO.read_text()), "cli:t")
+    before = counts(engine)
+    real = store._bulk_insert
+
+    def failing(conn, table, *args):  # type: ignore[no-untyped-def]
+        real(conn, table, *args)
+        if table == "config_changes":
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store, "_bulk_insert", failing)
+    edited = DEMO.read_text().replace("  - id: farid\n", "  - id: farida\n")
+    with pytest.raises(RuntimeError):
+        store.apply_document(engine, load_yaml(edited), "cli:t")
+    assert counts(engine) == before
+    assert store.current_version(engine) == 1
+    store._caches.clear()
+    assert "farid" in store.load_document(engine)[1].expert_map
