@@ -438,8 +438,7 @@ class RoutingCore:
         )
         self._emit("task.queued", task_id=tid, queue_id=t.queue_id, priority=t.priority)
         self._arm_task_timers(t)
-        self._rehung(t)
-        self._work_tasks.add(tid)
+        self._work_tasks.add(tid)  # settled (and put in its queue's ordering) right away
 
     def _on_accept(self, ev: OfferAccepted) -> None:
         o = self._offers.get(ev.offer_id)
@@ -704,8 +703,9 @@ class RoutingCore:
             self._work_experts.clear()
             hung = self._hung
             for t in tasks:
-                if t.id in hung:
+                if t.status in WAITING:
                     self._dispatch_task(t, allow_tried=False)
+                    self._rehung(t)
             for eid in experts:
                 if eid in self._free:
                     self._dispatch_expert(eid)

@@ -7,6 +7,7 @@ reporting (``records.feed.TaskRecord``) carries the same facts with ISO 8601 UTC
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -53,8 +54,24 @@ def iso(ts: float | None) -> str | None:
 
 @lru_cache(maxsize=8192)
 def _iso(ts: float) -> str:
-    """Cached: the same instants recur in a task's events, records and expert states."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    """Cached: the same instants recur in a task's events, records and expert states.
+
+    Same text as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")``,
+    built from a per-second prefix (most events of a busy second share it).
+    """
+    frac, whole = math.modf(ts)  # the way datetime.fromtimestamp splits and rounds
+    secs = int(whole)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        secs, us = secs + 1, us - 1_000_000
+    elif us < 0:
+        secs, us = secs - 1, us + 1_000_000
+    return f"{_second(secs)}.{us // 1000:03d}+00:00"
+
+
+@lru_cache(maxsize=4096)
+def _second(secs: int) -> str:
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def timings(task: Task) -> dict[str, float]:
