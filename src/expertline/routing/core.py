@@ -186,6 +186,9 @@ class RoutingCore:
         if handler is None:
             log.warning("event=%r ignored reason=unknown_event_type", event)
             return []
+        if not _well_formed(event):
+            log.warning("event=%r ignored reason=malformed", event)
+            return []
         handler(self, event)
         self._settle()
         self._announce_states()
@@ -194,7 +197,8 @@ class RoutingCore:
 
     def drain_dirty(self) -> Dirty:
         """Ids changed since the last call. Ended tasks and closed offers stay exportable
-        (with their final status) until the following call."""
+        (with their final status) until the following call; call it after every batch of
+        events (until then ended tasks are kept in memory for export)."""
         dirty = Dirty(
             frozenset(self._dirty_tasks),
             frozenset(self._dirty_offers),
@@ -1305,6 +1309,41 @@ class RoutingCore:
 
     def _emit(self, type_: str, **data: Any) -> None:
         self._out.append(Emit(type_, data))
+
+
+_ID_FIELDS: dict[type, tuple[str, ...]] = {
+    PresenceChanged: ("expert_id", "status", "source"),
+    TaskCreated: ("task_id", "queue_id", "channel"),
+    OfferAccepted: ("offer_id",),
+    OfferDeclined: ("offer_id",),
+    CallConnected: ("task_id",),
+    CallEnded: ("task_id",),
+    TaskAbandoned: ("task_id",),
+    TaskFailed: ("task_id",),
+    DeliveryFailed: ("task_id",),
+    TimerFired: ("key",),
+}
+
+
+def _well_formed(event: Event) -> bool:
+    """Field types an outside caller could get wrong (the handlers check values and ids)."""
+    for name in _ID_FIELDS.get(type(event), ()):
+        if not isinstance(getattr(event, name), str):
+            return False
+    if isinstance(event, TaskCreated):
+        return isinstance(event.attributes, dict) and all(
+            v is None or isinstance(v, str)
+            for v in (event.caller, event.dialed_number, event.external_id)
+        )
+    if isinstance(event, OfferAccepted):
+        return event.phone is None or isinstance(event.phone, str)
+    if isinstance(event, DeliveryFailed):
+        return isinstance(event.disposition, int)
+    if isinstance(event, Recovered):
+        return all(isinstance(t, str) for t in event.lost_tasks)
+    if isinstance(event, ConfigChanged):
+        return isinstance(event.config, RoutingConfig)
+    return True
 
 
 def _step_after(spec: QueueSpec, step: int) -> float:

@@ -478,6 +478,30 @@ def test_stale_timers_and_unknown_ids_change_nothing() -> None:
     assert sim.send(TaskAbandoned("t1")) == []  # connected calls end, they are not abandoned
 
 
+def test_malformed_events_change_nothing() -> None:
+    sim = two()
+    sim.send(TaskCreated("t1", "q"))
+    before = sim.core.export_task("t1")
+    bad = [
+        TaskCreated(["x"], "q"),  # type: ignore[arg-type]
+        TaskCreated("t2", "q", attributes=["a"]),  # type: ignore[arg-type]
+        TaskCreated("t3", "q", caller=5),  # type: ignore[arg-type]
+        PresenceChanged({"a"}, "available"),  # type: ignore[arg-type]
+        OfferAccepted(None),  # type: ignore[arg-type]
+        OfferAccepted("t1.1", phone=123),  # type: ignore[arg-type]
+        TaskAbandoned(7),  # type: ignore[arg-type]
+        DeliveryFailed("t1", "19"),  # type: ignore[arg-type]
+        TimerFired(None),  # type: ignore[arg-type]
+        Recovered(frozenset({1})),  # type: ignore[arg-type]
+        ConfigChanged("v2"),  # type: ignore[arg-type]
+        "not an event",  # type: ignore[arg-type]
+    ]
+    for event in bad:
+        assert sim.send(event) == [], event  # type: ignore[arg-type]
+    assert sim.core.export_task("t1") == before
+    assert sim.core.export_task("t2") is None and sim.core.export_task("t3") is None
+
+
 def test_a_timer_fired_before_its_time_is_ignored() -> None:
     sim = two(offer_timeout=10.0)
     sim.send(TaskCreated("t1", "q"))
