@@ -170,7 +170,8 @@ def choose(
         return _choose_scored(
             index, match, want, eligible, allow_tried, _key_fn(index, live, order, skill, rr_last)
         )
-    return _choose_walk(_walk(index, order, skill, rr_last), match, want, eligible, allow_tried)
+    ordered, keyed = _walk(index, order, skill, rr_last)
+    return _choose_walk(ordered, match, want, eligible, allow_tried, keyed)
 
 
 def _key_fn(
@@ -191,19 +192,23 @@ def _key_fn(
     return lambda eid: (live[eid].idle_since, eid)
 
 
-def _walk(index: FreeIndex, order: Order, skill: str | None, rr_last: str | None) -> Iterator[str]:
+def _walk(
+    index: FreeIndex, order: Order, skill: str | None, rr_last: str | None
+) -> tuple[Iterable[Any], bool]:
+    """The ordering to walk, and whether its items are key tuples ending with the expert id
+    (rather than bare ids)."""
     if order == "least_busy" and index.busy is not None:
-        return (k[2] for k in index.busy)
+        return index.busy, True
     if order == "most_skilled" and skill is not None:
-        return (k[2] for k in index.skill[skill])
+        return index.skill[skill], True
     if order == "round_robin" and index.ids is not None:
         if rr_last is None:
-            return iter(index.ids)
+            return index.ids, False
         return _chain(
             index.ids.irange(minimum=rr_last, inclusive=(False, True)),
             index.ids.irange(maximum=rr_last, inclusive=(True, True)),
-        )
-    return (k[1] for k in index.idle)
+        ), False
+    return index.idle, True
 
 
 def _chain(*parts: Iterable[str]) -> Iterator[str]:
@@ -212,15 +217,19 @@ def _chain(*parts: Iterable[str]) -> Iterator[str]:
 
 
 def _choose_walk(
-    ordered: Iterable[str],
+    ordered: Iterable[Any],
     match: frozenset[str],
     want: int,
     eligible: Eligibility,
     allow_tried: bool,
+    keyed: bool = False,
 ) -> list[str]:
     first: list[str] = []
     tried: list[tuple[float, int, str]] = []
-    for pos, eid in enumerate(ordered):
+    pos = 0
+    for item in ordered:
+        eid = item[-1] if keyed else item
+        pos += 1
         if eid not in match:
             continue
         kind = eligible(eid)
