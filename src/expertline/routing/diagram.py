@@ -102,6 +102,24 @@ before its time (an earlier setting of a moved timer).
 """
 
 
+USAGE = """\
+## Driving the core
+
+```python
+core = RoutingCore()
+core.handle(ConfigChanged(config), now)          # always the first event
+commands = core.handle(TaskCreated("t1", "billing-es"), now)
+dirty = core.drain_dirty()                       # persist these, then perform the commands
+rows = [core.export_task(t) for t in dirty.tasks]  # + export_offer / export_expert / export_meta
+# after a restart or failover:
+core = RoutingCore.restore(config, tasks, offers, experts, now, meta)
+commands = core.handle(Recovered(lost_tasks=frozenset(...)), now)  # SetTimer for every live timer
+```
+
+`python -m expertline.routing.perf EXPERTS QUEUES LIFECYCLES WAITING` measures the core alone.
+"""
+
+
 def render() -> str:
     """The full Markdown document."""
     parts = [
@@ -120,6 +138,7 @@ def render() -> str:
         EXPERT_NOTES,
         TIMERS,
         _decisions(),
+        USAGE,
     ]
     return "\n".join(parts)
 
