@@ -3,7 +3,8 @@
 - a task is with at most one expert, and assigned once per time it entered a queue;
 - no expert is over capacity (active tasks + pending offers <= max_tasks);
 - every ended task has exactly one TCD, and no live task has one;
-- every open offer belongs to a waiting task (offers end with their task);
+- every open offer belongs to a waiting task (offers end with their task), and every offer
+  ends exactly once;
 - timers exist only for live objects, and the timer commands agree with the core;
 - after every event the core is settled: no task wanting offers has a free expert it could
   be offered to;
@@ -250,6 +251,22 @@ class RoutingMachine(RuleBasedStateMachine):
         for t in waiting.values():
             assert set(t["open_offers"].values()) <= seen
             assert (t["status"] == "offered") == bool(t["open_offers"])
+
+    @invariant()
+    def every_offer_ends_once(self) -> None:
+        ends: Counter[str] = Counter()
+        for c in self.sim.log:
+            if isinstance(c, Emit) and c.type in (
+                "offer.accepted",
+                "offer.declined",
+                "offer.timeout",
+                "offer.withdrawn",
+            ):
+                ends[c.data["offer_id"]] += 1
+        assert all(n == 1 for n in ends.values()), ends
+        open_ids = {o["id"] for eid in EXPERTS for o in self.sim.core.open_offers(eid)}
+        for oid in self.offer_ids:
+            assert (oid in open_ids) != (ends[oid] == 1), oid
 
     @invariant()
     def timers_only_for_live_objects(self) -> None:
