@@ -20,6 +20,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from expertline.bench.common import BenchOptions, BenchResult, current_rss_mb, percentile
 from expertline.db import migrate
@@ -30,7 +31,7 @@ from expertline.runtime.ports import TaskRequest
 from expertline.runtime.service import RuntimeService
 
 
-def _sized(full: int, scale: float, floor: int = 1) -> int:
+def _sized(full: int, scale: float, floor: int = 100) -> int:
     return max(floor, int(full * scale))
 
 
@@ -204,7 +205,12 @@ def _serve_child(url: str, experts: int, queues: int, port: int, token_file: str
         Path(token_file).write_text(create_token(service.engine, "bench", "admin"))
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(ctx), host="127.0.0.1", port=port, log_level="warning", access_log=False
+                create_app(ctx),
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                access_log=False,
+                timeout_keep_alive=120,
             )
         )
         await server.serve()
@@ -260,41 +266,61 @@ async def _http_clients(
 
     latencies: list[float] = []
     done = 0
+    errors = 0
     next_i = 0
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as c:
 
+        async def lifecycle(i: int) -> bool:
+            t0 = time.perf_counter()
+            r = await c.post("/api/v1/tasks", json={"queue": queues[i % len(queues)]})
+            latencies.append(time.perf_counter() - t0)
+            task = r.json()
+            if not task.get("offers"):
+                return False
+            offer_id = task["offers"][0]["id"]
+            r = await c.post(f"/api/v1/offers/{offer_id}/accept")
+            if r.status_code != 200:
+                return False
+            await c.post(f"/api/v1/tasks/{task['id']}/events", json={"type": "connected"})
+            r = await c.post(f"/api/v1/tasks/{task['id']}/events", json={"type": "ended"})
+            return r.status_code == 200
+
         async def client() -> None:
-            nonlocal done, next_i
+            nonlocal done, next_i, errors
             while next_i < count:
                 i = next_i
                 next_i += 1
-                t0 = time.perf_counter()
-                task = (
-                    await c.post("/api/v1/tasks", json={"queue": queues[i % len(queues)]})
-                ).json()
-                latencies.append(time.perf_counter() - t0)
-                if not task.get("offers"):
-                    continue
-                offer_id = task["offers"][0]["id"]
-                r = await c.post(f"/api/v1/offers/{offer_id}/accept")
-                if r.status_code != 200:
-                    continue
-                await c.post(f"/api/v1/tasks/{task['id']}/events", json={"type": "connected"})
-                await c.post(f"/api/v1/tasks/{task['id']}/events", json={"type": "ended"})
-                done += 1
+                try:
+                    done += 1 if await lifecycle(i) else 0
+                except httpx.HTTPError:
+                    errors += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(32)))
+        if errors:
+            raise RuntimeError(f"{errors} of {count} HTTP lifecycles failed with transport errors")
         return done, time.perf_counter() - started, latencies
 
 
 def run(options: BenchOptions) -> BenchResult:
     result = BenchResult("routing")
     result.notes.append(f"cpus={os.cpu_count()} scale={options.scale}")
-    _core_only(result, options)
-    _durable(result, options, _sized(10_000, options.scale, 100), 2000)
-    _durable(result, options, _sized(100_000, options.scale, 100), None)
-    _waiting_rss(result, options)
-    _http(result, options)
+    sections: list[tuple[str, Any]] = [
+        ("core only", lambda: _core_only(result, options)),
+        ("durable 10k", lambda: _durable(result, options, _sized(10_000, options.scale), 2000)),
+        ("durable 100k", lambda: _durable(result, options, _sized(100_000, options.scale), None)),
+        ("RSS with waiting tasks", lambda: _waiting_rss(result, options)),
+        ("HTTP", lambda: _http(result, options)),
+    ]
+    for name, section in sections:
+        started = time.perf_counter()
+        try:
+            section()
+        except Exception as exc:  # one failed section must not lose the others' figures
+            result.notes.append(f"{name}: failed: {type(exc).__name__}: {exc}")
+        else:
+            result.notes.append(f"{name}: {time.perf_counter() - started:.0f}s")
+    load = os.getloadavg()[0]
+    result.notes.append(f"load average at the end: {load:.1f} on {os.cpu_count()} cpus")
     return result
