@@ -155,6 +155,11 @@ class RuntimeService:
         return self._config
 
     @property
+    def document(self) -> Any:
+        """The configuration document in effect (texts, ``show`` rules, presence sources)."""
+        return self._doc
+
+    @property
     def running(self) -> bool:
         return self._running
 
