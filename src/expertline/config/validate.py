@@ -67,7 +67,7 @@ def load_yaml(text: str) -> ConfigDocument:
 def check_yaml(text: str) -> tuple[ConfigDocument | None, list[Problem]]:
     """Every YAML and document problem at once; (document, []) when there are none."""
     data, problems = parse_yaml(text)
-    if data is None:
+    if data is None and problems:
         return None, problems
     doc, more = validate_document(data)
     if problems or more:
