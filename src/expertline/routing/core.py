@@ -1082,7 +1082,8 @@ class RoutingCore:
             expert_id=t.expert_id,
             call_disposition=disposition,
         )
-        self._out.append(Emit(TASK_RECORD, dict(records.task_record(t, disposition, times))))
+        record = records.task_record(t, disposition, times)
+        self._out.append(Emit(TASK_RECORD, record))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ experts
 
@@ -1177,7 +1178,7 @@ class RoutingCore:
                 }
                 e.state = state
                 self._dirty_experts.add(eid)
-                self._out.append(Emit(EXPERT_STATE, dict(rec)))
+                self._out.append(Emit(EXPERT_STATE, rec))  # type: ignore[arg-type]
         self._touched.clear()
 
     # ------------------------------------------------------------------ indexes & timers
@@ -1322,14 +1323,29 @@ _ID_FIELDS: dict[type, tuple[str, ...]] = {
     TaskFailed: ("task_id",),
     DeliveryFailed: ("task_id",),
     TimerFired: ("key",),
+    Recovered: (),
+    ConfigChanged: (),
 }
+_SIMPLE = frozenset(
+    {
+        PresenceChanged,
+        OfferDeclined,
+        CallConnected,
+        CallEnded,
+        TaskAbandoned,
+        TaskFailed,
+        TimerFired,
+    }
+)
 
 
 def _well_formed(event: Event) -> bool:
     """Field types an outside caller could get wrong (the handlers check values and ids)."""
-    for name in _ID_FIELDS.get(type(event), ()):
+    for name in _ID_FIELDS[type(event)]:
         if not isinstance(getattr(event, name), str):
             return False
+    if type(event) in _SIMPLE:
+        return True
     if isinstance(event, TaskCreated):
         return isinstance(event.attributes, dict) and all(
             v is None or isinstance(v, str)
