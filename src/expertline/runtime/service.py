@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from expertline.errors import Conflict, InvalidInput, NotFound, Problem
+from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
 from expertline.records.feed import EXPERT_STATE, TASK_RECORD
 from expertline.routing import commands as cmd
 from expertline.routing import events as ev
@@ -59,8 +59,11 @@ MAX_WAIT = 60.0  # longest long-poll
 RECENT_ENDED = 20_000  # ended tasks kept in memory for reads; older ones come from the database
 
 
-class ServiceStopped(Exception):
-    """The runtime is not running (not started, stopping, or standby)."""
+class ServiceStopped(ExpertlineError):
+    """The runtime is not running (not started, stopping, or standby): HTTP 503."""
+
+    def __init__(self, message: str = "the routing runtime is not running on this node") -> None:
+        super().__init__(message, [], "unavailable", 503)
 
 
 @dataclass
