@@ -11,6 +11,7 @@ from sip_harness import ENTRY, SipHarness, WireClient, sip_config
 from expertline.settings import Settings
 from expertline.sip.front import create_sip_front
 from expertline.web.app import AppContext
+from support.wait import async_eventually
 
 PHONE = "sip:1001@127.0.0.1:5999"
 
@@ -138,8 +139,8 @@ async def test_final_response_is_retransmitted_until_acked_timer_g(started: SipH
     peer = WireClient(("127.0.0.1", started.front.sip_port))
     peer.send(peer.request(uri="sip:+18009999999@127.0.0.1", branch="z9hG4bKtimerg"))
     _, final = await peer.receive_final()
-    again = [r.status for r in await peer.silence(0.45)]  # T1=0.1: at 0.1, 0.3 (0.2 later)
-    assert again.count(404) >= 2
+    # The same 404 again at T1 (0.1 s) and 2*T1 later: the caller has not acknowledged it.
+    assert [(await peer.receive()).status for _ in range(2)] == [404, 404]
     ack = peer.request(
         "ACK",
         uri="sip:+18009999999@127.0.0.1",
@@ -148,8 +149,15 @@ async def test_final_response_is_retransmitted_until_acked_timer_g(started: SipH
         headers={"To": final.headers.get("To") or ""},
     )
     peer.send(ack)
-    await peer.silence(0.2)  # one may have crossed the ACK on the wire
-    assert await peer.silence(0.6) == []
+    key = ("z9hG4bKtimerg", "INVITE")
+
+    def confirmed() -> bool:
+        entry = started.front._server_tx.get(key)  # type: ignore[union-attr]
+        return entry is not None and entry.tx.state == "confirmed"
+
+    await async_eventually(confirmed, timeout=5)
+    await peer.silence(0.05)  # a retransmission may have crossed the ACK on the wire
+    assert await peer.silence(0.6) == []  # Timer G stopped: nothing more
     peer.close()
 
 
