@@ -892,6 +892,12 @@ class RoutingCore:
 
     def _refuse(self, offer_id: str) -> None:
         eid = self._recent_closed.get(offer_id)
+        if eid is None:  # not remembered (e.g. after a restore): the task's history knows
+            owner = self._tasks.get(offer_id.rpartition(".")[0])
+            for h in owner.history if owner is not None else ():
+                if h["offer_id"] == offer_id:
+                    eid = h["expert_id"]
+                    break
         if eid is None:
             self._out.append(AnswerRefused(offer_id, None, "unknown"))
         else:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from routing_sim import Sim, Store, StoredSim, config, expert
 
-from expertline.routing.commands import SetTimer
+from expertline.routing.commands import AnswerRefused, SetTimer
 from expertline.routing.events import (
     CallConnected,
     CallEnded,
@@ -198,3 +198,16 @@ def test_dirty_names_everything_that_changed_and_exports_survive_one_drain() -> 
     assert sim.core.export_offer("t0.1")["status"] == "withdrawn"  # type: ignore[index]
     assert not sim.core.drain_dirty()
     assert sim.core.export_task("t0") is None
+
+
+def test_a_late_answer_after_a_restore_is_still_closed() -> None:
+    store = Store()
+    sim = StoredSim(cfg(), store)
+    sim.send(PresenceChanged("a", "available"))
+    sim.send(PresenceChanged("b", "available"))
+    sim.send(TaskCreated("t0", "sales"))
+    sim.send(OfferDeclined(sim.open_offer("a")))
+    core = store.restore(cfg(), sim.now)
+    core.handle(Recovered(), sim.now)
+    assert core.handle(OfferAccepted("t0.1"), sim.now) == [AnswerRefused("t0.1", "a", "closed")]
+    assert core.handle(OfferAccepted("t0.99"), sim.now) == [AnswerRefused("t0.99", None, "unknown")]
