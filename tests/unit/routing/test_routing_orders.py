@@ -67,25 +67,24 @@ def test_least_busy_prefers_fewest_tasks_handled_then_longest_idle() -> None:
     sim = Sim(
         config([expert("a"), expert("b"), expert("c")], [QueueSpec("q", "Q", order="least_busy")])
     )
-    sim.available("a", step=1)
-    sim.available("b", step=1)
-    sim.available("c", step=1)
-    for i in range(2):  # a handles two tasks
-        sim.send(TaskCreated(f"x{i}", "q"))
-        oid = sim.core.open_offers("a")
-        if not oid:
-            continue
-        sim.send(OfferAccepted(oid[0]["id"]))
-        sim.send(CallEnded(f"x{i}"))
-    # withdraw any open offers to b/c by accepting/ending them so everybody is free again
-    for eid in ("b", "c"):
-        for o in sim.core.open_offers(eid):
-            sim.send(OfferAccepted(o["id"]))
-            sim.send(CallEnded(o["task_id"]))
-    handled = {e: sim.core.expert_state(e)["handled"] for e in "abc"}  # type: ignore[index]
-    best = min("abc", key=lambda e: (handled[e], sim.core.expert_state(e)["idle_since"], e))  # type: ignore[index]
-    assert first_offer(sim, "t") == best
-    assert handled[best] == min(handled.values())
+
+    def handle(task_id: str) -> str:
+        eid = first_offer(sim, task_id)
+        sim.send(OfferAccepted(sim.open_offer(eid)))
+        sim.now += 1
+        sim.send(CallEnded(task_id))
+        sim.now += 1
+        return eid
+
+    sim.available("a")
+    assert [handle("x0"), handle("x1")] == ["a", "a"]
+    sim.available("b")
+    assert handle("x2") == "b"
+    sim.available("c")  # handled: a 2, b 1, c 0; c idle the shortest
+    assert handle("t1") == "c"
+    assert handle("t2") == "b"  # b and c handled 1 each: b idle longer
+    assert handle("t3") == "c"
+    assert handle("t4") == "a"  # all at 2 now: a idle the longest
 
 
 def test_round_robin_rotates_per_queue() -> None:
