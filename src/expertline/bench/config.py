@@ -100,22 +100,25 @@ def generate(experts: int, queues: int, seed: int = 7) -> dict[str, Any]:
         region, region2 = rng.sample(REGIONS, 2)
         low = rng.randrange(10, 50, 5)
         high = rng.randrange(50, 95, 5)
+        # Each selection has one proficiency threshold {t}; escalation steps widen the
+        # selection by lowering it, as a supervisor would ("billing >= 70" -> 50 -> 30).
         if q < FALLBACK_QUEUES:
-            select = f"region.matches('^(emea|apac)') && {skill} >= {high}"
+            template = f"region.matches('^(emea|apac)') && {skill} >= {{t}}"
         else:
-            select = rng.choice(
+            template = rng.choice(
                 [
-                    f"{skill} >= {high} && '{lang}' in language",
-                    f"{skill} >= {low} && region == '{region}' && certified",
-                    f"({skill} >= {high} || {other} >= {high}) && '{lang}' in language",
-                    f"seniority >= {rng.randint(1, 15)}.0 && {skill} > {low}",
-                    f"language.exists(l, l in ['{lang}', 'de']) && {skill} >= {low}",
-                    f"size(language) >= 2 && {skill} >= {high}",
-                    f"region in ['{region}', '{region2}'] && {skill} + {other} >= {low + high}",
-                    f"region.startsWith('{region[:3]}') && {skill} >= {high} && !certified",
-                    f"{skill} >= {high} && ('{lang}' in language || seniority > 20.0)",
+                    f"{skill} >= {{t}} && '{lang}' in language",
+                    f"{skill} >= {{t}} && region == '{region}' && certified",
+                    f"({skill} >= {{t}} || {other} >= {{t}}) && '{lang}' in language",
+                    f"seniority >= {rng.randint(1, 15)}.0 && {skill} > {{t}}",
+                    f"language.exists(l, l in ['{lang}', 'de']) && {skill} >= {{t}}",
+                    f"size(language) >= 2 && {skill} >= {{t}}",
+                    f"region in ['{region}', '{region2}'] && {skill} + {other} >= {{t}} + {low}",
+                    f"region.startsWith('{region[:3]}') && {skill} >= {{t}} && !certified",
+                    f"{skill} >= {{t}} && ('{lang}' in language || seniority > 20.0)",
                 ]
             )
+        select = template.format(t=high)
         queue: dict[str, Any] = {
             "id": f"q{q:04d}",
             "name": f"Queue {q}",
@@ -129,9 +132,9 @@ def generate(experts: int, queues: int, seed: int = 7) -> dict[str, Any]:
         if order == "most_skilled" or rng.random() < 0.2:
             queue["skill"] = skill
         if rng.random() < 0.35:
-            steps = [{"after": "30s", "select": f"{skill} >= {low}"}]
+            steps = [{"after": "30s", "select": template.format(t=max(1, high - 20))}]
             if rng.random() < 0.5:
-                steps.append({"after": "90s", "select": f"{skill} >= 1 || {other} >= {high}"})
+                steps.append({"after": "90s", "select": template.format(t=low)})
             queue["escalate"] = steps
         if q + 1 < queues and rng.random() < 0.3:
             queue["on_max_wait"] = {"overflow": f"q{q + 1:04d}"}

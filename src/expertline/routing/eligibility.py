@@ -942,61 +942,80 @@ class _Columns:
             seen: set[str] = set()
             dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
             raise _bad(dup, "", "duplicate expert id")
-        present: dict[str, tuple[list[int], list[Any]]] = {a: ([], []) for a in self.attributes}
-        for r, (eid, attrs) in enumerate(experts):
-            for name, value in attrs.items():
-                slot = present.get(name)
-                if slot is None:
-                    raise _bad(eid, name, "unknown attribute")
-                slot[0].append(r)
-                slot[1].append(value)
+        # Flatten every (expert, attribute, value) the experts list, then group by attribute
+        # with numpy: list comprehensions and argsort instead of a Python loop per value.
+        rows_attrs = [attrs for _, attrs in experts]
+        keys = [k for a in rows_attrs for k in a]
+        code_of = {name: i for i, name in enumerate(self.attributes)}
+        try:
+            key_codes = np.fromiter(map(code_of.__getitem__, keys), np.intp, len(keys))
+        except KeyError:
+            eid, attrs = next((e, a) for e, a in experts if not a.keys() <= code_of.keys())
+            raise _bad(eid, sorted(attrs.keys() - code_of.keys())[0], "unknown attribute") from None
+        flat_values = np.fromiter(
+            (v for a in rows_attrs for v in a.values()), dtype=object, count=len(keys)
+        )
+        flat_rows = np.repeat(np.arange(n), np.fromiter(map(len, rows_attrs), np.intp, n))
+        order = np.argsort(key_codes, kind="stable")
+        bounds = np.searchsorted(key_codes[order], np.arange(len(code_of) + 1))
         self.grow(max(n, 16))
         self.ids[:n] = ids
         self.alive[:n] = True
         self.row = {eid: i for i, eid in enumerate(ids)}
         self.n = n
-        for name, kind in self.attributes.items():
-            where, values = present[name]
-            if not where:
+        for i, (name, kind) in enumerate(self.attributes.items()):
+            pick = order[bounds[i] : bounds[i + 1]]
+            if not len(pick):
                 continue
-            rows = np.array(where, dtype=np.intp)
+            rows = flat_rows[pick]
+            values = flat_values[pick].tolist()
             if kind in _DTYPES:
                 allowed = {"proficiency": {int}, "number": {int, float}, "boolean": {bool}}[kind]
                 if not set(map(type, values)) <= allowed:
-                    self._raise_first(ids, where, name, kind, values)
+                    self._raise_first(ids, rows, name, kind, values)
                 arr = np.array(values, dtype=_DTYPES[kind])
                 if kind == "proficiency" and (
                     arr.min() < PROFICIENCY_RANGE[0] or arr.max() > PROFICIENCY_RANGE[1]
                 ):
-                    self._raise_first(ids, where, name, kind, values)
+                    self._raise_first(ids, rows, name, kind, values)
                 self.cols[name][rows] = arr
             elif kind == "string":
                 if not set(map(type, values)) <= {str}:
-                    self._raise_first(ids, where, name, kind, values)
+                    self._raise_first(ids, rows, name, kind, values)
                 index = self.table_index[name]
                 codes = [index.setdefault(v, len(index)) for v in values]
                 self.tables[name] = list(index)
                 self.codes[name][rows] = codes
             else:
+                members = (
+                    [m for v in values for m in v]
+                    if all(type(v) in (list, tuple) for v in values)
+                    else None
+                )
+                if members is None or not set(map(type, members)) <= {str}:
+                    self._raise_first(ids, rows, name, kind, values)
+                    return  # pragma: no cover - _raise_first always raises here
                 raws = self.raw_lists[name]
-                member_rows: dict[str, list[int]] = {}
-                for r, v in zip(where, values, strict=True):
-                    try:
-                        members = raws[r] = _normalize(kind, v)
-                    except ValueError as exc:
-                        raise _bad(ids[r], name, str(exc)) from None
-                    for m in members:
-                        member_rows.setdefault(m, []).append(r)
-                self.sizes[name][rows] = np.fromiter(map(len, values), np.int64, len(values))
-                for m, mrows in member_rows.items():
+                for r, v in zip(rows.tolist(), values, strict=True):
+                    raws[r] = tuple(v)
+                lengths = np.fromiter(map(len, values), np.intp, len(values))
+                self.sizes[name][rows] = lengths
+                member_index: dict[str, int] = {}
+                member_codes = np.fromiter(
+                    (member_index.setdefault(m, len(member_index)) for m in members),
+                    np.intp,
+                    len(members),
+                )
+                member_rows = np.repeat(rows, lengths)
+                for m, code in member_index.items():
                     col = np.zeros(self.capacity, dtype=np.uint8)
-                    col[:n] = np.bincount(mrows, minlength=n).astype(np.uint8)
+                    col[:n] = np.bincount(member_rows[member_codes == code], minlength=n)
                     self.counts[name][m] = col
 
     def _raise_first(
-        self, ids: list[str], where: list[int], name: str, kind: str, values: list[Any]
+        self, ids: list[str], where: np.ndarray, name: str, kind: str, values: list[Any]
     ) -> None:
-        for r, v in zip(where, values, strict=True):
+        for r, v in zip(where.tolist(), values, strict=True):
             try:
                 _normalize(kind, v)
             except ValueError as exc:
@@ -1294,8 +1313,9 @@ class EligibilityIndex:
             if match == _bit(sel.mask, r):
                 continue
             _set_bit(sel.mask, r, match)
-            if sel.members is not None:
-                sel.members = sel.members | {expert_id} if match else sel.members - {expert_id}
+            # Rebuilt from the mask when next asked for: a burst of updates (a directory
+            # sync) costs one rebuild per changed set, not one copy per update.
+            sel.members = None
             (joined if match else left).update(sel.users)
         change = ExpertChange(expert_id, frozenset(joined), frozenset(left))
         if change:
@@ -1316,8 +1336,7 @@ class EligibilityIndex:
         for sel in self._selections.values():
             if _bit(sel.mask, r):
                 _set_bit(sel.mask, r, False)
-                if sel.members is not None:
-                    sel.members = sel.members - {expert_id}
+                sel.members = None
                 left.update(sel.users)
         cols.release(expert_id)
         del self._sources[expert_id]
