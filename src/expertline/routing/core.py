@@ -184,10 +184,10 @@ class RoutingCore:
             return []
         handler = _HANDLERS.get(type(event))
         if handler is None:
-            log.warning("event=%r ignored reason=unknown_event_type", event)
+            log.warning("event=%s ignored reason=unknown_event_type", type(event).__name__)
             return []
         if not _well_formed(event):
-            log.warning("event=%r ignored reason=malformed", event)
+            log.warning("event=%s ignored reason=malformed_fields", type(event).__name__)
             return []
         handler(self, event)
         self._settle()

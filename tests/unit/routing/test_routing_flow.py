@@ -534,3 +534,16 @@ def test_offer_ids_are_task_id_and_counter() -> None:
     sim.send(TaskCreated("t1", "q"))
     sim.send(OfferDeclined("t1.1"))
     assert sim.open_offer("b") == "t1.2"
+
+
+def test_decisions_are_logged_as_key_values(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="expertline.routing")
+    src = QueueSpec("src", "S", max_wait=10.0, on_max_wait=OnMaxWait("overflow", "dst"))
+    dst = QueueSpec("dst", "D", max_wait=10.0)
+    sim = Sim(config([expert("a")], [src, dst], matches={"src": ((),), "dst": ((),)}))
+    sim.send(TaskCreated("t1", "src", caller="+15551234567"))
+    sim.advance(20)
+    lines = [r.getMessage() for r in caplog.records]
+    assert "task=t1 overflowed from=src to=dst reason=max_wait" in lines
+    assert "task=t1 rejected reason=max_wait queue=dst" in lines
+    assert not any("+15551234567" in line for line in lines)
