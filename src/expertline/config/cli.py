@@ -38,10 +38,17 @@ def _read(file: str) -> str:
         fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
 
 
-def _report(file: str, problems: list[Problem]) -> None:
+def _report(file: str, problems: list[Problem], text: str | None = None) -> None:
     from expertline.cli import err
+    from expertline.config.yamlio import locate
 
     n = len(problems)
+    if text is not None and n <= 1000:
+        lines = locate(text, [p.path for p in problems if " line " not in p.message])
+        problems = [
+            Problem(p.path, f"{p.message} (line {lines[p.path]})") if p.path in lines else p
+            for p in problems
+        ]
     err.print(
         f"error: {file}: {n} problem{'s' if n != 1 else ''}; nothing was applied",
         markup=False,
@@ -61,9 +68,10 @@ def validate_cmd(
     from expertline.cli import out
     from expertline.config.validate import check_yaml
 
-    doc, problems = check_yaml(_read(file))
+    text = _read(file)
+    doc, problems = check_yaml(text)
     if doc is None:
-        _report(file, problems)
+        _report(file, problems, text)
         return
     out.print(
         f"{file}: valid ({len(doc.attributes)} attributes, {len(doc.experts)} experts, "
@@ -87,9 +95,10 @@ def import_cmd(
     from expertline.config.store import apply_document, cli_actor, plan_document
     from expertline.config.validate import check_yaml
 
-    doc, problems = check_yaml(_read(file))
+    text = _read(file)
+    doc, problems = check_yaml(text)
     if doc is None:
-        _report(file, problems)
+        _report(file, problems, text)
         return
     engine = migrated_engine()
     if dry_run:

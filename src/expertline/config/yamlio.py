@@ -282,6 +282,59 @@ class _Reader:
         return out
 
 
+# --- locating problems -------------------------------------------------------------------------
+
+_PATH_PART = re.compile(r"\[(\d+)\]|\[(['\"])(.*?)\2\]|\.?([^.\[\]]+)")
+
+
+def parse_path(path: str) -> tuple[str | int, ...]:
+    """``queues[2].select`` -> ``("queues", 2, "select")`` (the inverse of ``format_path``)."""
+    parts: list[str | int] = []
+    for index, _, quoted, plain in _PATH_PART.findall(path):
+        if index:
+            parts.append(int(index))
+        else:
+            parts.append(quoted or plain)
+    return tuple(parts)
+
+
+class _Locator(_Reader):
+    """A reader that notes the line where each wanted path (or a prefix of it) starts."""
+
+    def __init__(self, text: str, wanted: set[tuple[str | int, ...]]) -> None:
+        super().__init__(text)
+        self.wanted = wanted
+        self.lines: dict[tuple[str | int, ...], int] = {}
+
+    def node(self, event: Any) -> Any:
+        key = tuple(self._path)
+        if key in self.wanted and event.start_mark is not None:
+            self.lines.setdefault(key, event.start_mark.line + 1)
+        return super().node(event)
+
+
+def locate(text: str, paths: Iterable[str]) -> dict[str, int]:
+    """Line numbers for problem paths: the line of the path, or of its deepest existing parent.
+
+    Costs one more parse, so it is meant for error reports, not for the success path.
+    """
+    targets = {path: parse_path(path) for path in paths if path}
+    wanted = {t[:n] for t in targets.values() for n in range(1, len(t) + 1)}
+    locator = _Locator(text, wanted)
+    try:
+        locator.read()
+    except _Stop:
+        return {}
+    out = {}
+    for path, parts in targets.items():
+        for n in range(len(parts), 0, -1):
+            line = locator.lines.get(parts[:n])
+            if line is not None:
+                out[path] = line
+                break
+    return out
+
+
 # --- writing ------------------------------------------------------------------------------------
 
 _Y11 = yaml.resolver.Resolver.yaml_implicit_resolvers

@@ -52,9 +52,9 @@ def test_bad_file_lists_every_problem_and_applies_nothing(
         lines = result.stderr.splitlines()
         assert lines[0] == f"error: {bad}: 3 problems; nothing was applied"
         assert lines[1:] == [
-            "  experts[0].attributes.billing: proficiency 800 is out of range 1..100",
-            "  queues[1].select: column 9: found no matching overload for '_>=_' applied to '(int, string)'",
-            "  entry_points[1].queue: no such queue (known: billing-es, billing-any, network-escalations)",
+            "  experts[0].attributes.billing: proficiency 800 is out of range 1..100 (line 22)",
+            "  queues[1].select: column 9: found no matching overload for '_>=_' applied to '(int, string)' (line 73)",
+            "  entry_points[1].queue: no such queue (known: billing-es, billing-any, network-escalations) (line 95)",
         ]
     assert store.current_version(engine) == 1
 

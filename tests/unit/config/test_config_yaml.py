@@ -166,3 +166,15 @@ def test_dump_then_parse_is_identity(data: dict) -> None:
     text = dump_yaml(data)
     assert parse_yaml(text) == (data, [])
     assert dump_yaml(parse_yaml(text)[0]) == text
+
+
+def test_locate_finds_the_line_of_a_path_or_its_parent() -> None:
+    from expertline.config.yamlio import locate, parse_path
+
+    text = "queues:\n  - id: a\n    name: A\n  - id: b\n    select: x\n"
+    assert locate(text, ["queues[1].select", "queues[1].name", "queues[0]", "nowhere.x"]) == {
+        "queues[1].select": 5,
+        "queues[1].name": 4,
+        "queues[0]": 2,
+    }
+    assert parse_path("experts[0].attributes['a b']") == ("experts", 0, "attributes", "a b")
