@@ -255,16 +255,21 @@ def render() -> str:
     out += [
         "## Validation",
         "",
-        "Validation lists every problem at once, each with its YAML path, and applies "
-        "nothing when there is any:",
+        "Validation lists every problem at once, each with its YAML path (and, on the "
+        "command line, its line in the file), and applies nothing when there is any:",
         "",
         "```",
         "error: demo.yaml: 3 problems; nothing was applied",
-        "  experts[0].attributes.billing: proficiency 800 is out of range 1..100",
+        "  experts[0].attributes.billing: proficiency 800 is out of range 1..100 (line 22)",
         "  queues[1].select: column 9: found no matching overload for '_>=_' applied to "
-        "'(int, string)'",
-        "  entry_points[1].queue: no such queue (known: billing-es, billing-any)",
+        "'(int, string)' (line 73)",
+        "  entry_points[1].queue: no such queue (known: billing-es, billing-any, "
+        "network-escalations) (line 95)",
         "```",
+        "",
+        "The REST API returns the same problems as "
+        '`{"error": {"code": "invalid", "message": ..., "details": [{"path", "message"}]}}` '
+        "with status 422.",
         "",
         "Checked: YAML syntax and duplicate keys; unknown keys; types, ranges and formats of "
         "every field; duplicate ids (attribute names, expert ids, expert IM addresses, queue "
