@@ -108,6 +108,17 @@ def db_upgrade() -> None:
         out.print(f"database already at revision {after}")
     else:
         out.print(f"database upgraded from {before or 'empty'} to {after}")
+    from expertline.reporting.migrate import upgrade_url
+
+    try:
+        before, after = upgrade_url(settings.reporting_db_url)
+    except DatabaseError as exc:
+        fail(str(exc))
+    where = "" if settings.reporting_db_url == settings.db_url else " (reporting database)"
+    if before == after:
+        out.print(f"reporting schema already at revision {after}{where}")
+    else:
+        out.print(f"reporting schema upgraded from {before or 'empty'} to {after}{where}")
 
 
 @tokens_app.command("create")
