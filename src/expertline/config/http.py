@@ -6,13 +6,14 @@ Admin tokens write; admin and reporting tokens read. The applied version is retu
 ``X-Config-Version`` header of every response.
 """
 
+import json
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from expertline.config import store
 from expertline.config.export import document_data
@@ -27,7 +28,7 @@ from expertline.config.schema import (
     Queue,
     object_id,
 )
-from expertline.config.validate import check_yaml, validate_document
+from expertline.config.validate import check_yaml, pydantic_problems, validate_document
 from expertline.errors import InvalidInput, Problem
 from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
@@ -207,8 +208,6 @@ def _parse_document(body: bytes, content_type: str) -> tuple[ConfigDocument | No
         return None, [Problem("", "the body is not UTF-8")]
     if "yaml" in content_type:
         return check_yaml(text)
-    import json
-
     try:
         raw = json.loads(text)
     except ValueError as exc:
@@ -253,6 +252,28 @@ def _crud(
             locale = data.pop("locale")
             return locale, MessageSet.model_validate(data)
         return None, body
+
+    # Bodies are validated here rather than by FastAPI so that their problems read exactly as
+    # those of an imported file ("unknown key", "required", ...); the model still documents them.
+    body_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }
+
+    async def read_body(request: Request) -> BaseModel:
+        raw = await request.body()
+        try:
+            data = json.loads(raw or b"null")
+        except ValueError as exc:
+            raise InvalidInput("the body is not valid JSON", [Problem("", str(exc))]) from exc
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidInput(f"invalid {noun}", pydantic_problems(exc, ())) from exc
 
     def oid_of(body: BaseModel) -> str:
         if is_messages:
@@ -302,16 +323,17 @@ def _crud(
         response_model=model,
         responses={409: {"description": "The id exists already"}, 422: {"description": "Invalid"}},
         name=f"create_{section}",
+        openapi_extra=body_schema,
     )
-    def create_(
-        body: model,  # type: ignore[valid-type]
+    async def create_(
         request: Request,
         response: Response,
         token: TokenInfo = Depends(write),
     ) -> Any:
+        body = await read_body(request)
         locale, obj = split(body)
-        result = store.create_object(
-            engine, section, obj, store.token_actor(token.name), locale=locale
+        result = await run_in_threadpool(
+            store.create_object, engine, section, obj, store.token_actor(token.name), locale
         )
         versioned(response, result.version)
         response.headers["Location"] = f"{request.url.path.rstrip('/')}/{oid_of(body)}"
@@ -324,20 +346,24 @@ def _crud(
         response_model=model,
         responses={404: {"description": "No such object"}, 422: {"description": "Invalid"}},
         name=f"replace_{section}",
+        openapi_extra=body_schema,
     )
-    def replace_(
+    async def replace_(
         oid: str,
-        body: model,  # type: ignore[valid-type]
+        request: Request,
         response: Response,
         token: TokenInfo = Depends(write),
     ) -> Any:
+        body = await read_body(request)
         locale, obj = split(body)
         if is_messages and locale != oid:
             raise InvalidInput(
                 "the id in the body differs from the one in the path",
                 [Problem("locale", f"must be {oid!r}")],
             )
-        result = store.replace_object(engine, section, oid, obj, store.token_actor(token.name))
+        result = await run_in_threadpool(
+            store.replace_object, engine, section, oid, obj, store.token_actor(token.name)
+        )
         versioned(response, result.version)
         return body
 

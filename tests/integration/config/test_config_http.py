@@ -131,7 +131,19 @@ def test_invalid_input_is_422_with_paths_and_changes_nothing(api: Api) -> None:
         headers=api.admin,
     )
     assert r.status_code == 422
-    assert r.json()["error"]["details"][0]["path"] == "password"
+    assert r.json()["error"]["details"] == [{"path": "password", "message": "unknown key"}]
+    r = c.post("/api/v1/queues", content=b"{oops", headers=api.admin)
+    assert r.status_code == 422 and r.json()["error"]["message"] == "the body is not valid JSON"
+    r = c.post(
+        "/api/v1/queues", json={"id": "q", "select": "true", "offer_to": 0}, headers=api.admin
+    )
+    assert r.json()["error"]["details"] == [
+        {"path": "name", "message": "required"},
+        {
+            "path": "offer_to",
+            "message": "expected a number of experts from 1 to 1000, or all; got 0",
+        },
+    ]
     r = c.post(
         "/api/v1/experts",
         json={"id": "x", "name": "X", "phone": "1", "attributes": {"billing": 0}},
@@ -211,7 +223,10 @@ def test_status_shows_the_config_version_and_openapi_has_the_models(api: Api) ->
     assert c.get("/api/v1/status", headers=api.reader).json()["config_version"] == 1
     c.post("/api/v1/attributes", json={"name": "vip", "type": "boolean"}, headers=api.admin)
     assert c.get("/api/v1/status", headers=api.reader).json()["config_version"] == 2
-    schemas = c.get("/openapi.json").json()["components"]["schemas"]
+    spec = c.get("/openapi.json").json()
+    body = spec["paths"]["/api/v1/experts"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/Expert"}
+    schemas = spec["components"]["schemas"]
     assert {
         "Expert",
         "Queue",
