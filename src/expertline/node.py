@@ -100,7 +100,7 @@ class Node:
             self.ctx.services["runtime"] = runtime
             self.services.append(("runtime", runtime))
             create_sources = _optional("expertline.presence.service", "create_presence_sources")
-            if create_sources is not None:
+            if create_sources is not None and s.presence:
                 for source in create_sources(self.ctx, runtime):
                     self.services.append((f"presence:{getattr(source, 'id', '?')}", source))
             if s.sip:

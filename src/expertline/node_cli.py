@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
-from expertline.settings import parse_host_port
+from expertline.settings import Settings, parse_host_port
 
 
 def register(app: typer.Typer) -> None:
@@ -29,24 +30,29 @@ def register(app: typer.Typer) -> None:
         sip_mode: Annotated[
             str | None, typer.Option(help="redirect | proxy (default redirect).")
         ] = None,
+        presence: Annotated[
+            bool | None,
+            typer.Option(
+                "--presence/--no-presence", help="Connect the configured presence sources."
+            ),
+        ] = None,
         log_level: Annotated[
             str | None, typer.Option(help="debug | info | warning | error")
         ] = None,
         log_format: Annotated[str | None, typer.Option(help="text | json")] = None,
     ) -> None:
         """Run a node: HTTP API, routing runtime, presence, SIP, reporting (per role)."""
-        _run(
-            GLOBALS.settings(
-                role=role,
-                node=node,
-                http=http,
-                sip=sip,
-                sip_mode=sip_mode,
-                log_level=log_level,
-                log_format=log_format,
-            ),
-            fail,
+        settings = GLOBALS.settings(
+            role=role,
+            node=node,
+            http=http,
+            sip=sip,
+            sip_mode=sip_mode,
+            presence=presence,
+            log_level=log_level,
+            log_format=log_format,
         )
+        _run(settings, fail)
 
     @app.command("demo")
     def demo(
@@ -55,18 +61,18 @@ def register(app: typer.Typer) -> None:
         ] = Path("examples/demo.yaml"),
         http: Annotated[str | None, typer.Option(help="HTTP listen address HOST:PORT.")] = None,
     ) -> None:
-        """Run on embedded defaults: SQLite in the data directory, the demo configuration, an admin token."""
+        """Run on embedded defaults: SQLite in the data directory, the demo configuration, an admin token.
+
+        The demo connects no XMPP server: experts set their presence over REST.
+        """
+        from expertline.config.store import current_version, import_file
         from expertline.db import migrate
         from expertline.security.tokens import create_token, list_tokens, revoke_token
 
-        settings = GLOBALS.settings(http=http)
+        settings = GLOBALS.settings(http=http, presence=False)
         engine = GLOBALS.engine(settings)
         migrate.upgrade(engine)
-        try:
-            from expertline.config.store import current_version, import_file
-        except ImportError:
-            current_version = import_file = None  # type: ignore[assignment]
-        if current_version is not None and current_version(engine) == 0:
+        if current_version(engine) == 0:
             if not config.exists():
                 fail(f"demo configuration {config} not found")
             import_file(engine, config, actor=f"cli:{getpass.getuser()}")
@@ -76,19 +82,16 @@ def register(app: typer.Typer) -> None:
         token = create_token(engine, "demo-admin", "admin")
         engine.dispose()
         host, port = parse_host_port(settings.http)
-        out.print(
-            f"expertline demo on http://{host}:{port}  data: {settings.data_dir}", highlight=False
+        print(
+            f"expertline demo on http://{host}:{port} (data: {settings.data_dir}; presence over REST)"
         )
-        out.print(
-            f'try: curl -H "Authorization: Bearer {token}" http://{host}:{port}/api/v1/experts',
-            highlight=False,
-        )
-        out.print("admin token:", highlight=False)
+        print(f'try: curl -H "Authorization: Bearer {token}" http://{host}:{port}/api/v1/experts')
+        print("admin token:")
         print(token, flush=True)
         _run(settings, fail)
 
 
-def _run(settings, fail) -> None:  # type: ignore[no-untyped-def]
+def _run(settings: Settings, fail: Callable[[str], NoReturn]) -> None:
     from expertline.logs import setup_logging
     from expertline.node import StartupError, serve
 

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     http: str = "127.0.0.1:8080"
     sip: str | None = None
     sip_mode: SipMode = "redirect"
+    presence: bool = True  # connect the configured presence sources (XMPP); off: REST presence only
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
 
