@@ -17,7 +17,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import Engine
 
-from expertline.errors import InvalidInput, Problem
+from expertline.db.engine import DatabaseError
+from expertline.errors import ExpertlineError, InvalidInput, Problem
+from expertline.reporting import migrate
 from expertline.reporting.core import QueueFigures, iso, utc
 from expertline.reporting.reports import (
     ReportRange,
@@ -53,8 +55,19 @@ _templates = Environment(
 def router(ctx: AppContext) -> APIRouter:
     r = APIRouter()
 
+    checked: set[int] = set()
+
     def engine() -> Engine:
-        return reporting_engine(ctx)
+        """The reporting database, once its schema is known to be current (else a 503 that
+        says why, instead of SQL errors)."""
+        eng = reporting_engine(ctx)
+        if id(eng) not in checked:
+            try:
+                migrate.require_current(eng)
+            except DatabaseError as exc:
+                raise ExpertlineError(str(exc), [], "unavailable", 503) from exc
+            checked.add(id(eng))
+        return eng
 
     # --- REST --------------------------------------------------------------------------------
 

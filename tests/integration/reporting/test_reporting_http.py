@@ -119,3 +119,14 @@ def test_pages_need_a_token_and_keep_it_in_a_cookie(client: TestClient, engine: 
     assert "expected an ISO 8601" in bad.text
     client.get("/reports/sign-out")
     assert client.get("/reports", follow_redirects=False).status_code == 303
+
+
+def test_reports_say_when_the_reporting_schema_is_missing(
+    engine: Engine, db_url: str, tmp_path
+) -> None:
+    ctx = AppContext(Settings(db=db_url, data_dir=tmp_path), engine)
+    app = create_app(ctx, factories=[reporting_http.router])
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        r = c.get("/api/v1/reports/queues", headers=auth(engine))
+    assert r.status_code == 503
+    assert "reporting schema is empty" in r.json()["error"]["message"]
