@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,7 @@ from expertline.sip.transaction import (
     TransportFailed,
     response_event,
 )
-from expertline.sip.transport import Peer, SipTransport
+from expertline.sip.transport import Peer, SipTransport, TransportName
 
 log = logging.getLogger("expertline.sip")
 
@@ -742,7 +743,7 @@ class SipFront:
         branch.entry = self._new_client_tx(request, peer, deliver, failed)
 
     async def _resolve(self, uri: SipUri) -> Peer | None:
-        transport = "tcp" if uri.transport == "tcp" else "udp"
+        transport: TransportName = "tcp" if uri.transport == "tcp" else "udp"
         port = uri.port or 5060
         host = uri.params.get("maddr") or uri.host
         try:
@@ -753,7 +754,12 @@ class SipFront:
         assert self._loop is not None
         try:
             infos = await asyncio.wait_for(
-                self._loop.getaddrinfo(host, port, type=2 if transport == "udp" else 1), 2.0
+                self._loop.getaddrinfo(
+                    host,
+                    port,
+                    type=socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM,
+                ),
+                2.0,
             )
         except (OSError, TimeoutError):
             return None
@@ -1075,10 +1081,10 @@ class EntryPointModes:
         except ImportError:
             return
         _, doc = await asyncio.to_thread(load_document, self.engine)
-        modes = {
+        modes: dict[str, SipMode] = {
             number: entry.sip_mode
             for number, entry in doc.entry_point_map.items()
-            if getattr(entry, "sip_mode", None)
+            if entry.sip_mode is not None
         }
         self.version, self.modes = version, modes
         log.info("sip entry point modes loaded config_version=%s overrides=%d", version, len(modes))

@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from expertline.sip.message import ParseError, StreamFramer
 
@@ -43,7 +43,7 @@ class _Udp(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport) -> None:
         self.owner = owner
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.owner.receive(data, Peer("udp", addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
@@ -133,7 +133,7 @@ class SipTransport:
                 continue
             udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
             transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp_sock)
-            self._udp = cast(asyncio.DatagramTransport, transport)
+            self._udp = transport
             self.host, self.port = host, bound
             self._sweeper = asyncio.create_task(self._sweep_idle())
             return
