@@ -40,6 +40,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 
 from expertline.config.export import object_body
 from expertline.config.schema import (
@@ -55,7 +56,7 @@ from expertline.config.schema import (
 )
 from expertline.config.validate import check_document, pydantic_problems
 from expertline.db.tables import config_changes, config_objects, config_versions
-from expertline.errors import Conflict, InvalidInput, NotFound, Problem
+from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +302,35 @@ def apply_document(
     Writes nothing and keeps the version when nothing differs. With ``expect_version``, raises
     Conflict if another writer applied a version in between (optimistic edits).
     """
+    try:
+        return _apply(engine, doc, actor, source, expect_version)
+    except DBAPIError as exc:
+        if "read-only" in str(exc.orig) or "read only" in str(exc.orig):
+            log.warning("config apply refused: the database is read-only actor=%s", actor)
+            raise ReadOnly() from exc
+        raise
+
+
+class ReadOnly(ExpertlineError):
+    """This node's database is a read-only standby: configuration is written on the primary."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this node's database is read-only (a standby); change the configuration on the "
+            "node whose database is the primary",
+            [],
+            "read_only",
+            503,
+        )
+
+
+def _apply(
+    engine: Engine,
+    doc: ConfigDocument,
+    actor: str,
+    source: str,
+    expect_version: int | None,
+) -> ApplyResult:
     started = time.perf_counter()
     wanted = document_rows(doc)
     with engine.begin() as conn:

@@ -193,3 +193,31 @@ def test_a_failure_midway_rolls_the_whole_apply_back(
     assert store.current_version(engine) == 1
     store._caches.clear()
     assert "farid" in store.load_document(engine)[1].expert_map
+
+
+@pytest.mark.postgres
+def test_a_read_only_database_refuses_with_a_clear_error(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("read-only transactions are a PostgreSQL standby's behaviour")
+    from sqlalchemy import text
+
+    from expertline.db.engine import make_engine
+
+    url = engine.url.render_as_string(hide_password=False)
+    with engine.begin() as conn:
+        conn.execute(
+            text(f'ALTER DATABASE "{engine.url.database}" SET default_transaction_read_only = on')
+        )
+    standby = make_engine(url)
+    try:
+        with pytest.raises(store.ReadOnly) as caught:
+            store.apply_document(standby, load_yaml(DEMO.read_text()), "cli:t")
+        assert caught.value.http_status == 503
+        assert "read-only" in caught.value.message
+    finally:
+        standby.dispose()
+        with engine.begin() as conn:
+            conn.execute(text("SET default_transaction_read_only = off"))
+            conn.execute(
+                text(f'ALTER DATABASE "{engine.url.database}" RESET default_transaction_read_only')
+            )
