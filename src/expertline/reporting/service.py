@@ -14,14 +14,20 @@ import contextlib
 import logging
 from typing import Any
 
+from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
 
 from expertline.db.engine import make_engine
 from expertline.reporting import migrate
-from expertline.reporting.ingest import BatchResult, Ingester
+from expertline.reporting.ingest import BatchResult, Ingester, feed_head
 from expertline.web.app import AppContext
 
 log = logging.getLogger(__name__)
+
+INGESTED = Counter(
+    "expertline_reporting_ingested_total", "Feed rows ingested by reporting", ["kind"]
+)
+LAG = Gauge("expertline_reporting_lag_rows", "Feed rows written but not ingested yet")
 
 STOP_TIMEOUT = 10.0
 
@@ -109,8 +115,12 @@ class ReportingService:
                 continue
             backoff = self.poll_interval
             self.last = result
+            INGESTED.labels("task").inc(result.tasks)
+            INGESTED.labels("state").inc(result.states)
             self._report(True, f"cursor {result.cursor}")
             if result.read < self.ingester.batch_size:
+                with contextlib.suppress(Exception):  # a gauge is not worth a failed loop
+                    LAG.set(max(0, await asyncio.to_thread(feed_head, self.source) - result.cursor))
                 await self._pause(self.poll_interval)
 
     async def _pause(self, seconds: float) -> None:

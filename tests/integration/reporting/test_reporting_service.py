@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client import REGISTRY
 from reporting_scenario import QUEUES_60M, Feed, task, write_all
 from sqlalchemy import Engine, func, select
 
@@ -42,6 +43,9 @@ async def test_service_ingests_stops_and_catches_up(
         await async_eventually(lambda: task_count(engine) == 9, timeout=20)
         assert queue_report(engine, HOUR) == QUEUES_60M
         assert health.components()[0].up
+        await async_eventually(
+            lambda: REGISTRY.get_sample_value("expertline_reporting_lag_rows") == 0
+        )
     finally:
         await service.async_stop()
     later = [task(f"x{n}", 70 + n, "sales", "abandoned", wait=4, version=2) for n in range(25)]
