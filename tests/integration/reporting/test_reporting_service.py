@@ -15,7 +15,7 @@ from expertline.health import Health
 from expertline.records.feed import TASK_RECORD
 from expertline.reporting import migrate as reporting_migrate
 from expertline.reporting.reports import parse_range, queue_report
-from expertline.reporting.service import ReportingService, create_reporting
+from expertline.reporting.service import LAG, ReportingService, create_reporting
 from expertline.reporting.tables import report_tasks
 from expertline.settings import Settings
 from expertline.web.app import AppContext
@@ -37,6 +37,7 @@ async def test_service_ingests_stops_and_catches_up(
     ctx = AppContext(Settings(db=db_url, data_dir=tmp_path), engine, {"health": health})
     service = create_reporting(ctx)
     service.poll_interval = 0.02
+    LAG.set(-1)  # so that 0 below can only come from the service
     await service.async_start()
     try:
         feed = write_all(engine)
