@@ -134,8 +134,13 @@ class SipFront:
         mode_for: Callable[[str], SipMode | None] | None = None,
         timers: TimerValues = DEFAULT_TIMERS,
         wait_slice: float = WAIT_SLICE,
+        active: Callable[[], bool] | None = None,
+        health: Any = None,
     ) -> None:
         self.port = port
+        # Is this the node that takes calls (HA: the active one)? Standby answers 503.
+        self.active = active or (lambda: True)
+        self.health = health
         self.mode = mode
         self.mode_for = mode_for or (lambda number: None)
         self.timers = timers
@@ -167,6 +172,8 @@ class SipFront:
         for companion in self.companions:
             await companion.async_start()
         await self.transport.async_start(*self._bind)
+        if self.health is not None:
+            self.health.report("sip", True, f"udp,tcp {self.host}:{self.sip_port} {self.mode}")
         log.info(
             "sip listening host=%s port=%d transports=udp,tcp mode=%s",
             self.host,
@@ -176,6 +183,8 @@ class SipFront:
 
     async def async_stop(self) -> None:
         self._stopping = True  # nothing new is taken from now on
+        if self.health is not None:
+            self.health.report("sip", False, "stopped")
         for task in list(self._tasks):
             task.cancel()
         for entry in list(self._server_tx.values()) + list(self._client_tx.values()):
@@ -408,6 +417,10 @@ class SipFront:
                 self._forward_in_dialog(request, peer, key)
             else:
                 self._reply_stateless(request, peer, 481)
+            return
+        if request.method in ("OPTIONS", "INVITE") and not self.active():
+            log.info("sip refused on a standby node method=%s status=503", request.method)
+            self._reply_stateless(request, peer, 503, extra=(("Retry-After", "5"),))
             return
         if request.method == "OPTIONS":
             self._reply_stateless(
@@ -1096,7 +1109,11 @@ def create_sip_front(ctx: Any, port: TaskPort) -> SipFront:
     settings = ctx.settings
     host, sip_port = parse_host_port(settings.sip)
     modes = EntryPointModes(ctx.engine, port)
-    front = SipFront(port, host, sip_port, mode=settings.sip_mode, mode_for=modes)
+    health = ctx.services.get("health")
+    active = (lambda: bool(health.active)) if health is not None else None
+    front = SipFront(
+        port, host, sip_port, mode=settings.sip_mode, mode_for=modes, active=active, health=health
+    )
     front.companions.append(modes)
     return front
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sip_harness import ENTRY, SipHarness, WireClient, sip_config
 
+from expertline.health import Health
 from expertline.settings import Settings
 from expertline.sip.front import create_sip_front
 from expertline.web.app import AppContext
@@ -161,19 +162,32 @@ async def test_final_response_is_retransmitted_until_acked_timer_g(started: SipH
     peer.close()
 
 
-async def test_create_sip_front_reads_the_node_settings(started: SipHarness) -> None:
+async def test_create_sip_front_reads_the_node_settings_and_reports_health(
+    started: SipHarness,
+) -> None:
     ctx = AppContext(Settings(node="n1", sip="127.0.0.1:0", sip_mode="proxy"), started.engine)
-    assert started.service is not None
-    front = create_sip_front(ctx, started.service)
+    health = Health()
+    ctx.services["health"] = health
+    assert started.port is not None
+    front = create_sip_front(ctx, started.port)  # the real runtime, requests recorded
     await front.async_start()
     try:
         assert front.mode == "proxy" and front.sip_port > 0
+        assert [c.up for c in health.components() if c.name == "sip"] == [True]
         peer = WireClient(("127.0.0.1", front.sip_port))
         peer.send(peer.request("OPTIONS"))
         assert (await peer.receive()).status == 200
+        health.active = False  # HA: this node became the standby
+        peer.send(peer.request("OPTIONS"))
+        assert (await peer.receive()).status == 503
+        peer.send(peer.request("INVITE"))
+        refused = await peer.receive()
+        assert refused.status == 503 and refused.headers.get("Retry-After") == "5"
+        assert started.port.requests == []  # nothing was created on the standby
         peer.close()
     finally:
         await front.async_stop()
+    assert [c.up for c in health.components() if c.name == "sip"] == [False]
 
 
 async def test_priority_and_external_id_headers(started: SipHarness) -> None:
