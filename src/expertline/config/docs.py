@@ -87,7 +87,7 @@ _SECTIONS: list[tuple[str, str, type[BaseModel], str]] = [
 
 def _type(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     if "$ref" in prop:
-        return prop["$ref"].rsplit("/", 1)[-1]
+        return str(prop["$ref"]).rsplit("/", 1)[-1]
     if "const" in prop:
         return f"`{prop['const']}`"
     if "enum" in prop:

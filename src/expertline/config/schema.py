@@ -436,9 +436,10 @@ class StatusMap(_Model):
         return self
 
     def status_of(self, show: str) -> PresenceStatus:
-        for status in ("available", "dnd"):
-            if show in getattr(self, status):
-                return status  # type: ignore[return-value]
+        if show in self.available:
+            return "available"
+        if show in self.dnd:
+            return "dnd"
         return "away"
 
 

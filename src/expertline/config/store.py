@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -193,7 +193,7 @@ def _cache(engine: Engine) -> _Cache:
         return cache
 
 
-def _document_from_rows(rows: list[Any]) -> ConfigDocument:
+def _document_from_rows(rows: Sequence[Any]) -> ConfigDocument:
     sections: dict[str, Any] = {s: [] for s in SECTIONS}
     sections["messages"] = {}
     for kind, body in rows:

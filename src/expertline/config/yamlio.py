@@ -19,8 +19,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import yaml
-from yaml.events import (
+import yaml  # type: ignore[import-untyped]
+from yaml.events import (  # type: ignore[import-untyped]
     AliasEvent,
     DocumentEndEvent,
     DocumentStartEvent,
