@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -572,14 +573,7 @@ def bulk_insert(conn: Connection, target: Table, rows: Sequence[dict[str, Any]])
         f"INSERT INTO {target.name} ({', '.join(columns)}) "
         f"VALUES ({', '.join(marker for _ in columns)})"
     )
-    values = [
-        tuple(
-            row[c] if f is None or row[c] is None else f(row[c])
-            for c, f in zip(columns, converters, strict=True)
-        )
-        for row in rows
-    ]
-    conn.exec_driver_sql(sql, values)
+    conn.exec_driver_sql(sql, _converted(columns, rows, converters))
 
 
 def _copy_rows(
@@ -594,15 +588,30 @@ def _copy_rows(
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         with cursor.copy(f"COPY {target.name} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(
-                    [
-                        row[c] if f is None or row[c] is None else f(row[c])
-                        for c, f in zip(columns, converters, strict=True)
-                    ]
-                )
+            for values in _converted(columns, rows, converters):
+                copy.write_row(values)
     finally:
         cursor.close()
+
+
+def _converted(
+    columns: list[str],
+    rows: Sequence[dict[str, Any]],
+    converters: list[Callable[[Any], Any] | None],
+) -> list[tuple[Any, ...]]:
+    """Rows as value tuples in column order, converting only the columns that need it."""
+    pick = itemgetter(*columns)
+    todo = [(i, f) for i, f in enumerate(converters) if f is not None]
+    out: list[tuple[Any, ...]] = []
+    for row in rows:
+        picked = pick(row)
+        values = list(picked) if len(columns) > 1 else [picked]
+        for i, f in todo:
+            v = values[i]
+            if v is not None:
+                values[i] = f(v)
+        out.append(tuple(values))
+    return out
 
 
 def _json_text(value: Any) -> str:
