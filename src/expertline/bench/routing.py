@@ -102,7 +102,7 @@ def _durable(
             try:
                 await _make_available(service, config)
                 qids = [q for q in config.queues if q != perf.BACKLOG]
-                done, seconds, lat = await _lifecycles(service, qids, lifecycles, 256, 120.0)
+                done, seconds, lat = await _lifecycles(service, qids, lifecycles, 256, 60.0)
                 return done, seconds, lat, service.commits
             finally:
                 await service.async_stop()
@@ -260,7 +260,7 @@ def _http(result: BenchResult, options: BenchOptions) -> None:
 
 
 async def _http_clients(
-    base: str, headers: dict[str, str], queues: list[str], count: int
+    base: str, headers: dict[str, str], queues: list[str], count: int, max_seconds: float = 60.0
 ) -> tuple[int, float, list[float]]:
     import httpx
 
@@ -286,9 +286,11 @@ async def _http_clients(
             r = await c.post(f"/api/v1/tasks/{task['id']}/events", json={"type": "ended"})
             return r.status_code == 200
 
+        deadline = time.perf_counter() + max_seconds
+
         async def client() -> None:
             nonlocal done, next_i, errors
-            while next_i < count:
+            while next_i < count and time.perf_counter() < deadline:
                 i = next_i
                 next_i += 1
                 try:
