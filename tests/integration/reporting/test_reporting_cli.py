@@ -54,3 +54,23 @@ def test_report_commands(tmp_path: Path) -> None:
     r = runner.invoke(app, ["--db", empty, "report", "queues"])
     assert r.exit_code == 2
     assert "expertline db upgrade" in r.stderr
+
+
+def test_db_upgrade_migrates_a_separate_reporting_database(tmp_path: Path) -> None:
+    runtime = f"sqlite:///{tmp_path / 'runtime.db'}"
+    reporting = f"sqlite:///{tmp_path / 'reporting.db'}"
+    r = CliRunner().invoke(
+        app, ["--db", runtime, "db", "upgrade"], env={"EXPERTLINE_REPORTING_DB": reporting}
+    )
+    assert r.exit_code == 0, r.output
+    assert "reporting schema upgraded from empty" in r.stdout
+    engine = make_engine(reporting)
+    try:
+        reporting_migrate.require_current(engine)
+    finally:
+        engine.dispose()
+    r = CliRunner().invoke(
+        app, ["--db", runtime, "report", "queues"], env={"EXPERTLINE_REPORTING_DB": reporting}
+    )
+    assert r.exit_code == 0, r.output
+    assert "0 row(s)" in r.stdout
