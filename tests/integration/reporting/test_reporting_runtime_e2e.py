@@ -16,8 +16,7 @@ from expertline.config.validate import load_yaml
 from expertline.health import Health
 from expertline.reporting import migrate as reporting_migrate
 from expertline.reporting.service import create_reporting
-from expertline.routing.model import ExpertSpec, QueueSpec, RoutingConfig
-from expertline.runtime.service import RuntimeService, create_runtime
+from expertline.runtime.service import create_runtime
 from expertline.security.tokens import create_token
 from expertline.settings import Settings
 from expertline.web.app import AppContext, create_app
@@ -37,34 +36,13 @@ queues:
 """
 
 
-def make_runtime(ctx: AppContext) -> RuntimeService:
-    """The node's runtime; with the core's view of CONFIG built by hand while the builder from
-    the configuration store is not part of this installation."""
-    try:
-        import expertline.routing.build  # noqa: F401
-    except ModuleNotFoundError:
-        config = RoutingConfig(
-            version=1,
-            experts={"alice": ExpertSpec("alice", "Alice Ng", "sip:1001@pbx.example.test")},
-            queues={"billing": QueueSpec("billing", "Billing")},
-            matches={"billing": (frozenset({"alice"}),)},
-        )
-        return RuntimeService(
-            ctx.engine,
-            node=ctx.settings.node,
-            config_loader=lambda _e: (config, None),
-            version_probe=lambda _e: config.version,
-        )
-    return create_runtime(ctx)
-
-
 @pytest.fixture
 async def api(engine: Engine, db_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     reporting_migrate.upgrade(engine)
     apply_document(engine, load_yaml(CONFIG), "test")
     ctx = AppContext(Settings(db=db_url, data_dir=tmp_path, node="e2e"), engine)
     ctx.services["health"] = Health()
-    runtime = make_runtime(ctx)
+    runtime = create_runtime(ctx)
     ctx.services["runtime"] = runtime
     reporting = create_reporting(ctx)
     reporting.poll_interval = 0.05
