@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from expertline.config.schema import ConfigDocument, Expert, Queue
 from expertline.routing.eligibility import EligibilityIndex
@@ -42,7 +43,7 @@ def build_routing_config(
         how = index.sync(doc)
     evaluated = time.perf_counter()
     numeric = [a.name for a in doc.attributes if a.type in NUMERIC_TYPES]
-    floats: dict[float, float] = {}  # one float object per distinct value: 100k experts share
+    floats: dict[Any, float] = {}  # one float object per distinct value: 100k experts share
     experts = {e.id: expert_spec(e, numeric, floats) for e in doc.experts}
     queues = {q.id: queue_spec(q) for q in doc.queues}
     matches = {q.id: index.matches(q.id) for q in doc.queues}
@@ -68,15 +69,18 @@ def build_routing_config(
 
 
 def expert_spec(
-    expert: Expert, numeric: list[str], floats: dict[float, float] | None = None
+    expert: Expert, numeric: list[str], floats: dict[Any, float] | None = None
 ) -> ExpertSpec:
     """``numbers`` holds every numeric attribute, absent ones at their default 0."""
     floats = {} if floats is None else floats
-    attrs = expert.attributes
-    numbers = {}
-    for name in numeric:
-        value = float(attrs.get(name, 0))
-        numbers[name] = floats.setdefault(value, value)
+    zero = floats.setdefault(0, 0.0)
+    numbers = dict.fromkeys(numeric, zero)
+    for name, value in expert.attributes.items():
+        if name in numbers:
+            number = floats.get(value)
+            if number is None:
+                number = floats[value] = float(value)
+            numbers[name] = number
     return ExpertSpec(
         id=expert.id,
         name=expert.name,

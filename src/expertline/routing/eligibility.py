@@ -299,6 +299,22 @@ def _literal(token: lark.Token) -> _Node:
     raise Unsupported(f"{kind.lower().removesuffix('_lit')} literal")
 
 
+_PASSTHROUGH = frozenset(
+    {
+        "expr",
+        "conditionalor",
+        "conditionaland",
+        "relation",
+        "addition",
+        "multiplication",
+        "unary",
+        "member",
+        "primary",
+        "paren_expr",
+    }
+)
+
+
 class _Compiler:
     """Lark tree -> ``_Node``; raises ``Unsupported`` outside the vectorized subset."""
 
@@ -313,6 +329,9 @@ class _Compiler:
         return node
 
     def walk(self, tree: Any, scope: dict[str, str]) -> _Node:
+        # The grammar wraps every operand in one rule per precedence level: skip them.
+        while isinstance(tree, lark.Tree) and tree.data in _PASSTHROUGH and len(tree.children) == 1:
+            tree = tree.children[0]
         if isinstance(tree, lark.Token):
             raise Unsupported(f"token {tree.type}")
         method = getattr(self, "r_" + str(tree.data), None)
