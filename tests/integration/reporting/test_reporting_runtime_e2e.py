@@ -106,6 +106,8 @@ async def test_handled_and_abandoned_tasks_reach_the_reports(api: httpx.AsyncCli
     experts = (await ok(await api.get("/api/v1/reports/experts", params=rng)))["items"]
     alice = next(e for e in experts if e["expert_id"] == "alice")
     assert (alice["expert_name"], alice["accepted"], alice["handled"]) == ("Alice Ng", 3, 3)
+    # Her state changes streamed in too: ready time before the offers, busy time on calls.
+    assert alice["available_time"] > 0 and alice["busy_time"] > 0
     tasks = (await ok(await api.get("/api/v1/reports/tasks", params=rng)))["items"]
     assert sorted(t["status"] for t in tasks) == [
         "abandoned",
