@@ -280,7 +280,7 @@ def check_document(
     for i, entry in enumerate(doc.entry_points):
         if entry.queue not in known_queues:
             problems.append(Problem(f"entry_points[{i}].queue", _unknown("queue", queues)))
-    return problems
+    return list(problems)
 
 
 class _Renumbering(list[Problem]):

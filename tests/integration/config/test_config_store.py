@@ -221,3 +221,46 @@ def test_a_read_only_database_refuses_with_a_clear_error(engine: Engine) -> None
             conn.execute(
                 text(f'ALTER DATABASE "{engine.url.database}" RESET default_transaction_read_only')
             )
+
+
+def test_single_object_edits_match_what_a_reader_loads_afterwards(engine: Engine) -> None:
+    store.apply_document(engine, load_yaml(DEMO.read_text()), "cli:t")
+    store.delete_object(engine, "experts", "chloe", "t")
+    store.create_object(engine, "experts", Expert(id="zed", name="Zed", phone="9"), "t")
+    store.create_object(engine, "experts", Expert(id="amy", name="Amy", phone="8"), "t")
+    alice = store.get_object(engine, "experts", "alice")
+    same = store.replace_object(engine, "experts", "alice", alice, "t")
+    assert same.unchanged and same.version == 4  # identical body: no new version
+    _, cached = store.load_document(engine)
+    store._caches.clear()
+    version, cold = store.load_document(engine)
+    assert version == 4
+    assert export_yaml(cold) == export_yaml(cached)
+    assert [e.id for e in cold.experts][-2:] == ["zed", "amy"]
+    # A full import of that same document changes nothing (positions are renumbered quietly).
+    assert store.apply_document(engine, load_yaml(export_yaml(cold)), "cli:t").unchanged
+    store._caches.clear()
+    assert export_yaml(store.load_document(engine)[1]) == export_yaml(cold)
+
+
+def test_an_expert_edit_is_checked_against_the_rest(engine: Engine) -> None:
+    store.apply_document(engine, load_yaml(DEMO.read_text()), "cli:t")
+    clash = Expert(
+        id="al2",
+        name="Al",
+        phone="7",
+        im="ALICE@example.test",
+        attributes={"language": ["de"], "seniority": 2},
+        presence_source="nope",
+    )
+    with pytest.raises(InvalidInput) as caught:
+        store.create_object(engine, "experts", clash, "t")
+    assert [str(p) for p in caught.value.details] == [
+        "experts[6].attributes.language: 'de' is not one of [en, es, fr]",
+        "experts[6].presence_source: no such presence source (known: corp-xmpp)",
+        "experts[6].im: already used by experts[0] (alice@example.test)",
+    ]
+    ok = Expert(id="al2", name="Al", phone="7", attributes={"seniority": 2})
+    store.create_object(engine, "experts", ok, "t")
+    stored = store.changes(engine, 2)[0].after
+    assert stored == {"id": "al2", "name": "Al", "phone": "7", "attributes": {"seniority": 2.0}}
