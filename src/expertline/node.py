@@ -92,30 +92,33 @@ class Node:
         """Create the services of this node's role (not started yet)."""
         s = self.settings
         if runs_runtime(s):
-            create_runtime = _optional("expertline.runtime.service", "create_runtime")
-            if create_runtime is None:
-                log.warning("no routing runtime in this installation; serving the API only")
-                return
-            runtime = create_runtime(self.ctx)
-            self.ctx.services["runtime"] = runtime
-            self.services.append(("runtime", runtime))
-            create_sources = _optional("expertline.presence.service", "create_presence_sources")
-            if create_sources is not None and s.presence:
-                for source in create_sources(self.ctx, runtime):
-                    self.services.append((f"presence:{getattr(source, 'id', '?')}", source))
-            if s.sip:
-                create_front = _optional("expertline.sip.front", "create_sip_front")
-                if create_front is None:
-                    raise StartupError("--sip was given but this installation has no SIP front")
-                front = create_front(self.ctx, runtime)
-                self.ctx.services["sip"] = front
-                self.services.append(("sip", front))
+            self._build_runtime()
         if runs_reporting(s):
             create_reporting = _optional("expertline.reporting.service", "create_reporting")
             if create_reporting is not None:
                 reporting = create_reporting(self.ctx)
                 self.ctx.services["reporting"] = reporting
                 self.services.append(("reporting", reporting))
+
+    def _build_runtime(self) -> None:
+        s = self.settings
+        create_runtime = _optional("expertline.runtime.service", "create_runtime")
+        if create_runtime is None:
+            raise StartupError("this installation has no routing runtime")
+        runtime = create_runtime(self.ctx)
+        self.ctx.services["runtime"] = runtime
+        self.services.append(("runtime", runtime))
+        create_sources = _optional("expertline.presence.service", "create_presence_sources")
+        if create_sources is not None and s.presence:
+            for source in create_sources(self.ctx, runtime):
+                self.services.append((f"presence:{getattr(source, 'id', '?')}", source))
+        if s.sip:
+            create_front = _optional("expertline.sip.front", "create_sip_front")
+            if create_front is None:
+                raise StartupError("--sip was given but this installation has no SIP front")
+            front = create_front(self.ctx, runtime)
+            self.ctx.services["sip"] = front
+            self.services.append(("sip", front))
 
     async def async_start(self) -> None:
         self.health.report("database", True, self.engine.url.get_backend_name())
