@@ -127,6 +127,11 @@ class Frame(Protocol):
     def list_size(self, name: str) -> np.ndarray: ...
 
 
+def _vec(value: Value) -> _Vec:
+    assert isinstance(value, _Vec)
+    return value
+
+
 def _err_or(*errs: Any) -> Any:
     out = None
     for e in errs:
@@ -299,6 +304,11 @@ def _literal(token: lark.Token) -> _Node:
     raise Unsupported(f"{kind.lower().removesuffix('_lit')} literal")
 
 
+_STRING_TESTS: dict[str, Callable[[str, str], bool]] = {
+    "startsWith": str.startswith,
+    "endsWith": str.endswith,
+    "contains": str.__contains__,
+}
 _PASSTHROUGH = frozenset(
     {
         "expr",
@@ -425,7 +435,7 @@ class _Compiler:
                     return _Vec(data, x.err)
                 data = np.zeros(f.n, bool)
                 for member, col in counts.items():
-                    is_member = _str_table(x, lambda v, m=member: v == m, bool)
+                    is_member = _str_table(x, member.__eq__, bool)
                     data |= is_member & (col > 0)
                 return _Vec(data, x.err)
 
@@ -490,7 +500,7 @@ class _Compiler:
             ufunc = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}[op]
 
             def double_op(f: Frame, e: Env) -> Value:
-                x, y = af(f, e), bf(f, e)
+                x, y = _vec(af(f, e)), _vec(bf(f, e))
                 with np.errstate(all="ignore"):
                     return _Vec(ufunc(x.data, y.data), _err_or(x.err, y.err))
 
@@ -522,7 +532,7 @@ class _Compiler:
             is_div = op == "div"
 
             def int_div(f: Frame, e: Env) -> Value:
-                x, y = af(f, e), bf(f, e)
+                x, y = _vec(af(f, e)), _vec(bf(f, e))
                 errs = [x.err, y.err]
                 divisor = y.data
                 if may_be_zero:
@@ -536,7 +546,7 @@ class _Compiler:
             return _Node("int", int_div, scalar, rng)
 
         def int_op(f: Frame, e: Env) -> Value:
-            x, y = af(f, e), bf(f, e)
+            x, y = _vec(af(f, e)), _vec(bf(f, e))
             return _Vec(ufunc(x.data, y.data), _err_or(x.err, y.err))
 
         return _Node("int", int_op, scalar, rng)
@@ -572,7 +582,7 @@ class _Compiler:
                 raise Unsupported(f"! on {a.kind}")
 
             def negate(f: Frame, e: Env) -> Value:
-                x = af(f, e)
+                x = _vec(af(f, e))
                 return _Vec(np.logical_not(x.data), x.err)
 
             return _Node("bool", negate, a.scalar)
@@ -585,7 +595,7 @@ class _Compiler:
             raise Unsupported(f"- on {a.kind}")
 
         def minus(f: Frame, e: Env) -> Value:
-            x = af(f, e)
+            x = _vec(af(f, e))
             return _Vec(np.negative(x.data), x.err)
 
         return _Node(a.kind, minus, a.scalar, rng)
@@ -650,7 +660,7 @@ class _Compiler:
                 raise Unsupported(f"double() of {a.kind}")
 
             def to_double(f: Frame, e: Env) -> Value:
-                x = af(f, e)
+                x = _vec(af(f, e))
                 return _Vec(np.asarray(x.data, dtype=np.float64), x.err)
 
             return _Node("double", to_double, a.scalar)
@@ -692,17 +702,15 @@ class _Compiler:
                 raise Unsupported(f"{method_token} with an attribute argument")
             rf, argf = receiver.fn, arg.fn
             assert rf and argf
-            test = {
-                "startsWith": str.startswith,
-                "endsWith": str.endswith,
-                "contains": operator.contains,
-            }[method_token]
+            test = _STRING_TESTS[method_token]
 
             def string_test(f: Frame, e: Env) -> Value:
                 x, y = rf(f, e), argf(f, e)
                 assert isinstance(x, _Strs) and isinstance(y, _Strs)
                 s = y.scalar()
-                return _Vec(_str_table(x, lambda v: test(v, s), bool), _err_or(x.err, y.err))
+                assert s is not None
+                tested = _str_table(x, lambda v: test(v, s), bool)
+                return _Vec(tested, _err_or(x.err, y.err))
 
             return _Node("bool", string_test, receiver.scalar)
         raise Unsupported(f"method {method_token}")
@@ -875,6 +883,11 @@ _DEFAULTS: dict[str, Any] = {
     "string": "",
     "list": (),
 }
+_ALLOWED_TYPES: dict[str, set[type]] = {
+    "proficiency": {int},
+    "number": {int, float},
+    "boolean": {bool},
+}
 _DTYPES: dict[str, Any] = {"proficiency": np.int64, "number": np.float64, "boolean": np.bool_}
 
 
@@ -989,7 +1002,7 @@ class _Columns:
             rows = flat_rows[pick]
             values = flat_values[pick].tolist()
             if kind in _DTYPES:
-                allowed = {"proficiency": {int}, "number": {int, float}, "boolean": {bool}}[kind]
+                allowed: set[type] = _ALLOWED_TYPES[kind]
                 if not set(map(type, values)) <= allowed:
                     self._raise_first(ids, rows, name, kind, values)
                 arr = np.array(values, dtype=_DTYPES[kind])
