@@ -1222,6 +1222,9 @@ class EligibilityIndex:
     """Match sets of every (queue, escalation step), kept current as experts and queues change.
 
     Identical selection texts are compiled and evaluated once, whichever queues use them.
+    Match sets are frozensets built on first request and shared by every routing config
+    version until a change touches them. Not thread-safe: one owner (the runtime's routing
+    loop) changes and reads it.
     """
 
     def __init__(
@@ -1351,7 +1354,7 @@ class EligibilityIndex:
             (joined if match else left).update(sel.users)
         change = ExpertChange(expert_id, frozenset(joined), frozenset(left))
         if change:
-            log.info(
+            log.debug(
                 "expert eligibility changed expert=%s joined=%d left=%d",
                 expert_id,
                 len(joined),
