@@ -40,15 +40,11 @@ def _read(file: str) -> str:
 
 def _report(file: str, problems: list[Problem], text: str | None = None) -> None:
     from expertline.cli import err
-    from expertline.config.yamlio import locate
+    from expertline.config.validate import with_lines
 
     n = len(problems)
-    if text is not None and n <= 1000:
-        lines = locate(text, [p.path for p in problems if " line " not in p.message])
-        problems = [
-            Problem(p.path, f"{p.message} (line {lines[p.path]})") if p.path in lines else p
-            for p in problems
-        ]
+    if text is not None:
+        problems = with_lines(text, problems)
     err.print(
         f"error: {file}: {n} problem{'s' if n != 1 else ''}; nothing was applied",
         markup=False,

@@ -28,7 +28,12 @@ from expertline.config.schema import (
     Queue,
     object_id,
 )
-from expertline.config.validate import check_yaml, pydantic_problems, validate_document
+from expertline.config.validate import (
+    check_yaml,
+    pydantic_problems,
+    validate_document,
+    with_lines,
+)
 from expertline.errors import InvalidInput, Problem
 from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
@@ -207,7 +212,8 @@ def _parse_document(body: bytes, content_type: str) -> tuple[ConfigDocument | No
     except UnicodeDecodeError:
         return None, [Problem("", "the body is not UTF-8")]
     if "yaml" in content_type:
-        return check_yaml(text)
+        doc, problems = check_yaml(text)
+        return doc, with_lines(text, problems)
     try:
         raw = json.loads(text)
     except ValueError as exc:

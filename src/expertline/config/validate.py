@@ -32,7 +32,7 @@ from expertline.config.schema import (
     PresenceSource,
     Queue,
 )
-from expertline.config.yamlio import format_path, parse_yaml
+from expertline.config.yamlio import format_path, locate, parse_yaml
 from expertline.errors import InvalidInput, Problem
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,17 @@ def check_yaml(text: str) -> tuple[ConfigDocument | None, list[Problem]]:
     if problems or more:
         return None, sorted([*problems, *more], key=_document_order)
     return doc, []
+
+
+def with_lines(text: str, problems: list[Problem], limit: int = 1000) -> list[Problem]:
+    """The problems with `` (line N)`` added where the path (or its parent) is in ``text``."""
+    if len(problems) > limit:
+        return problems
+    lines = locate(text, [p.path for p in problems if " line " not in p.message])
+    return [
+        Problem(p.path, f"{p.message} (line {lines[p.path]})") if p.path in lines else p
+        for p in problems
+    ]
 
 
 def require_valid(raw: Any) -> ConfigDocument:

@@ -193,6 +193,17 @@ def test_whole_document(api: Api) -> None:
     assert r.json() == {"version": 2, "added": 0, "changed": 1, "removed": 0, "unchanged": False}
     r = c.put("/api/v1/config", content=b"{not json", headers=api.admin)
     assert r.status_code == 422
+    r = c.put(
+        "/api/v1/config",
+        content=DEMO.read_text().replace("billing: 80", "billing: 0"),
+        headers={**api.admin, "content-type": "application/yaml"},
+    )
+    assert r.json()["error"]["details"] == [
+        {
+            "path": "experts[0].attributes.billing",
+            "message": "proficiency 0 is out of range 1..100 (line 22)",
+        }
+    ]
 
 
 def test_history_names_the_token(api: Api) -> None:
