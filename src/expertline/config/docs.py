@@ -255,8 +255,8 @@ def render() -> str:
     out += [
         "## Validation",
         "",
-        "Validation lists every problem at once, each with its YAML path (and, on the "
-        "command line, its line in the file), and applies nothing when there is any:",
+        "Validation lists every problem at once, each with its YAML path (and, for YAML "
+        "input, its line in the file), and applies nothing when there is any:",
         "",
         "```",
         "error: demo.yaml: 3 problems; nothing was applied",
