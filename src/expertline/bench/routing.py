@@ -294,9 +294,12 @@ async def _http_clients(
                 i = next_i
                 next_i += 1
                 try:
-                    done += 1 if await lifecycle(i) else 0
+                    ok = await lifecycle(i)
                 except httpx.HTTPError:
                     errors += 1
+                    continue
+                if ok:  # counted after the await: `done += await ...` would lose updates
+                    done += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(32)))
