@@ -79,6 +79,11 @@ def _parser() -> lark.Lark:
     )
 
 
+def warm_up() -> None:
+    """Build the parser now (~0.25 s, once per process) rather than inside the first build."""
+    _parser()
+
+
 class Unsupported(Exception):
     """The selection uses something outside the vectorized subset; evaluate it per expert."""
 
@@ -1491,11 +1496,14 @@ class EligibilityIndex:
         deps = sorted(c.deps if c.deps is not None else self.attributes)
         if not len(rows):
             return
-        if deps:
-            keys = np.stack([cols.key_column(name)[rows] for name in deps], axis=1)
-            _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-        else:
-            first, inverse = np.zeros(1, dtype=np.intp), np.zeros(len(rows), dtype=np.intp)
+        # One int64 key per expert: the attributes' value codes in mixed radix.
+        key = np.zeros(len(rows), dtype=np.int64)
+        for name in deps:
+            values, codes = np.unique(cols.key_column(name)[rows], return_inverse=True)
+            if len(values) and int(key.max(initial=0) + 1) * len(values) >= 2**62:
+                _, key = np.unique(key, return_inverse=True)  # renumber densely first
+            key = key * len(values) + np.ravel(codes)
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         verdicts = np.zeros(len(first), dtype=bool)
         for g, r in enumerate(rows[first]):
             values = cols.read_row(int(r), deps)
