@@ -1499,15 +1499,14 @@ class EligibilityIndex:
         # One int64 key per expert: the attributes' value codes in mixed radix.
         key = np.zeros(len(rows), dtype=np.int64)
         for name in deps:
-            values, codes = np.unique(cols.key_column(name)[rows], return_inverse=True)
-            if len(values) and int(key.max(initial=0) + 1) * len(values) >= 2**62:
+            distinct, codes = np.unique(cols.key_column(name)[rows], return_inverse=True)
+            if int(key.max(initial=0) + 1) * len(distinct) >= 2**62:
                 _, key = np.unique(key, return_inverse=True)  # renumber densely first
-            key = key * len(values) + np.ravel(codes)
+            key = key * len(distinct) + np.ravel(codes)
         _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         verdicts = np.zeros(len(first), dtype=bool)
         for g, r in enumerate(rows[first]):
-            values = cols.read_row(int(r), deps)
-            verdicts[g] = _cel_match(c.program, _cel_data(values))
+            verdicts[g] = _cel_match(c.program, _cel_data(cols.read_row(int(r), deps)))
         match[rows] = verdicts[np.ravel(inverse)]
         log.info(
             "fallback selection evaluated experts=%d distinct_inputs=%d select=%r",
