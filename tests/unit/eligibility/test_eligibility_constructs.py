@@ -11,6 +11,7 @@ from cel_expr_python import cel
 
 from expertline.config.cel import CEL_TYPES, SelectionCompiler
 from expertline.errors import InvalidInput
+from expertline.routing import eligibility
 from expertline.routing.eligibility import EligibilityIndex, compile_selection
 
 
@@ -168,14 +169,19 @@ def test_fallback_is_exact_and_logged(
     )
 
 
-def test_fallback_evaluates_once_per_distinct_input() -> None:
+def test_fallback_evaluates_once_per_distinct_input(monkeypatch: pytest.MonkeyPatch) -> None:
     """Experts sharing the values a fallback selection reads share one CEL evaluation."""
+    calls: list[Any] = []
+    original = eligibility._cel_match
+    monkeypatch.setattr(eligibility, "_cel_match", lambda p, d: calls.append(d) or original(p, d))
     experts = [
         (f"e{i}", {"billing": 1 + i % 3, "region": ["emea", "amer"][i % 2]}) for i in range(600)
     ]
     index = EligibilityIndex(ATTRS, experts, [("q", ["region.matches('^e') && billing >= 2"])])
     expected = {eid for eid, v in experts if v["region"] == "emea" and v["billing"] >= 2}
     assert index.matches("q") == (frozenset(expected),)
+    assert len(calls) == 6  # billing 1..3 x two regions; other attributes are not read
+    assert all(set(data) == {"billing", "region"} for data in calls)
 
 
 @pytest.mark.parametrize(
