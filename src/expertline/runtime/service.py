@@ -675,19 +675,23 @@ class RuntimeService:
     def _absorb(self, commands: list[cmd.Command], now: float) -> None:
         """Turn the core's commands into rows of the current batch and post-commit effects."""
         pending = self._pending
-        batch = pending.batch
+        feed = pending.batch.feed
+        seq = self._seq
         at = store.utc(now)
+        emit = cmd.Emit
         for c in commands:
-            if isinstance(c, cmd.Emit):
-                data = dict(c.data)
+            if type(c) is emit:
+                # The core builds a fresh dict for every Emit, so it is stored as is.
+                data = c.data
                 if c.type == TASK_RECORD:
-                    data.setdefault("node", self.node)
+                    data = {**data, "node": data.get("node") or self.node}
                     data.setdefault("config_version", self._config.version)
                 elif c.type == EXPERT_STATE:
-                    data.setdefault("config_version", self._config.version)
-                batch.feed.append(
+                    data = {"config_version": self._config.version, **data}
+                seq.feed += 1
+                feed.append(
                     {
-                        "id": self._seq.take("feed"),
+                        "id": seq.feed,
                         "type": c.type,
                         "task_id": data.get("task_id"),
                         "expert_id": data.get("expert_id"),

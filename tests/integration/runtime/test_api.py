@@ -60,6 +60,12 @@ async def test_broadcast_first_accept_wins_and_the_task_ends_with_one_tcd(h: Har
     for expected in ("task.created", "offer.created", "offer.accepted", "offer.withdrawn"):
         assert expected in types
     assert types.count("task.record") == 1
+    record = (await h.events(type="task.record"))[0]["data"]
+    assert (record["node"], record["call_disposition"], record["expert_id"]) == (
+        "test-node",
+        13,
+        "alice",
+    )
 
 
 async def test_abandoned_while_offered_gets_tcd_2_and_offers_are_withdrawn(h: Harness) -> None:
