@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,8 @@ RANGE = "from=2026-11-25T10:00&to=2026-11-25T11:00"
 @pytest.fixture
 def browser_page() -> Iterator[object]:
     if shutil.which(CHROMIUM) is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("Chromium is required in CI (apt-get install -y chromium)")
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
