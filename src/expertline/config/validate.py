@@ -106,6 +106,9 @@ def validate_document(raw: Any) -> tuple[ConfigDocument | None, list[Problem]]:
         return None, [Problem("", "the document must be a mapping of sections")]
     problems: list[Problem] = []
     failed: dict[str, set[str]] = {s: set() for s in SECTIONS}
+    # Selections of queues that failed their own validation are still type-checked, so one
+    # pass reports every mistake (a bad duration does not hide a bad CEL in the same queue).
+    stray_selects: list[tuple[str, str]] = []
     positions: dict[str, list[int]] = {}
     sections: dict[str, Any] = {}
     for key in raw:
@@ -135,10 +138,12 @@ def validate_document(raw: Any) -> tuple[ConfigDocument | None, list[Problem]]:
                 problems.extend(pydantic_problems(exc, (section, i)))
                 if isinstance(item, dict) and isinstance(item.get(id_field), str | int):
                     failed[section].add(str(item[id_field]))
+                if section == "queues":
+                    stray_selects.extend(_raw_selects(item, i, exc))
         sections[section] = good
     sections["messages"] = _message_sets(raw.get("messages"), problems)
     doc = ConfigDocument.model_construct(**sections)
-    problems.extend(check_document(doc, failed, positions))
+    problems.extend(check_document(doc, failed, positions, stray_selects))
     if problems:
         problems.sort(key=_document_order)
         log.info("config validation rejected the document problems=%d", len(problems))
@@ -206,10 +211,32 @@ def _describe(value: Any) -> str:
 # --- cross-object checks ------------------------------------------------------------------------
 
 
+def _raw_selects(item: Any, index: int, exc: ValidationError) -> list[tuple[str, str]]:
+    """(path, text) of the selections of a queue item that failed validation, unless the
+    selection itself is what failed."""
+    if not isinstance(item, dict):
+        return []
+    bad = {tuple(err.get("loc", ())) for err in exc.errors()}
+    found: list[tuple[str, str]] = []
+    if isinstance(item.get("select"), str) and ("select",) not in bad:
+        found.append((f"queues[{index}].select", item["select"]))
+    steps = item.get("escalate")
+    if isinstance(steps, list):
+        for j, step in enumerate(steps):
+            if (
+                isinstance(step, dict)
+                and isinstance(step.get("select"), str)
+                and ("escalate", j, "select") not in bad
+            ):
+                found.append((f"queues[{index}].escalate[{j}].select", step["select"]))
+    return found
+
+
 def check_document(
     doc: ConfigDocument,
     failed: dict[str, set[str]] | None = None,
     positions: dict[str, list[int]] | None = None,
+    stray_selects: list[tuple[str, str]] | None = None,
 ) -> list[Problem]:
     """Whole-document checks over individually valid objects (ids, references, values, CEL).
 
@@ -287,10 +314,21 @@ def check_document(
             if message:
                 problems.append(Problem(f"{base}.escalate[{j}].select", message))
     problems.extend(_overflow_loops(doc.queues, queues))
+    if stray_selects:
+        # Paths of invalid objects are already document indexes: bypass the renumbering.
+        list.extend(
+            problems,
+            (Problem(path, msg) for path, text in stray_selects if (msg := compiler.check(text))),
+        )
 
     for i, entry in enumerate(doc.entry_points):
         if entry.queue not in known_queues:
-            problems.append(Problem(f"entry_points[{i}].queue", _unknown("queue", queues)))
+            problems.append(
+                Problem(
+                    f"entry_points[{i}].queue",
+                    _unknown("queue", {**queues, **dict.fromkeys(failed["queues"])}),
+                )
+            )
     return list(problems)
 
 

@@ -370,3 +370,16 @@ def test_document_helpers() -> None:
     assert doc.queue_map["q"].name == "Q"
     assert doc.entry_point_map["100"].queue == "q"
     assert doc.queue_map["q"].selections() == ["true"]
+
+
+def test_a_broken_queue_still_has_its_selections_checked() -> None:
+    # A bad duration in a queue must not hide a bad CEL selection in the same queue, and a
+    # reference to that queue is not reported as missing.
+    text = BASE.replace(
+        'select: "billing >= 1"}', 'select: "billing >= \'high\'", offer_timeout: 20 seconds}'
+    ).replace("queue: billing-es}", "queue: billing-any}")
+    problems = problems_of(text)
+    assert problems[0].startswith("queues[1].offer_timeout: bad duration '20 seconds'")
+    assert problems[1:] == [
+        "queues[1].select: column 9: found no matching overload for '_>=_' applied to '(int, string)'"
+    ]
