@@ -9,11 +9,25 @@ commit order. Readers (HTTP feeds, reporting, recovery) use the functions at the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Engine, Table, delete, func, insert, select, update
+import orjson
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Connection,
+    DateTime,
+    Engine,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from expertline.db.tables import (
@@ -131,11 +145,53 @@ def write_batch(engine: Engine, batch: Batch) -> None:
 # SQLite: the same rows through the driver directly. SQLAlchemy's per-value processing costs
 # more than SQLite itself at thousands of rows per commit; values are converted here exactly
 # as SQLAlchemy stores them (naive UTC datetime strings, JSON text, 0/1 booleans), so every
-# reader (SQLAlchemy included) sees the same data.
-_SQLITE_SQL: dict[tuple[str, str], tuple[str, list[str]]] = {}
+# reader (SQLAlchemy included) sees the same data. Each table gets one row-to-parameters
+# function that converts only the columns needing it (JSON with orjson, datetimes once per
+# distinct value), because the per-value work is most of a commit's CPU time.
+_RowFunction = Callable[[dict[str, Any], dict[Any, Any]], tuple[Any, ...]]
+_SQLITE_SQL: dict[tuple[str, str], tuple[str, _RowFunction]] = {}
 
 
-def _sqlite_sql(table: Table, key: str | None) -> tuple[str, list[str]]:
+def _json_text(value: Any) -> str | None:
+    """JSON text as SQLAlchemy's JSON type reads it back (None is the text ``null``)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # beyond what orjson encodes (e.g. integers over 64 bits)
+        return json.dumps(value)
+
+
+def _datetime_text(value: Any) -> Any:
+    if not isinstance(value, datetime):
+        return value
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _flag(value: Any) -> Any:
+    return int(value) if isinstance(value, bool) else value
+
+
+def _row_function(table: Table) -> _RowFunction:
+    """A function turning one row dict into the driver's parameter tuple for ``table``."""
+    parts: list[str] = []
+    for column in table.columns:
+        get = f"row.get({column.name!r})"
+        if isinstance(column.type, JSON):
+            parts.append(f"json_text({get})")
+        elif isinstance(column.type, DateTime):
+            parts.append(f"(dt[v] if (v := {get}) in dt else dt.setdefault(v, dt_text(v)))")
+        elif isinstance(column.type, Boolean):
+            parts.append(f"flag({get})")
+        else:
+            parts.append(get)
+    source = "def convert(row, dt):\n    return (" + ", ".join(parts) + ",)\n"
+    scope: dict[str, Any] = {"json_text": _json_text, "dt_text": _datetime_text, "flag": _flag}
+    exec(source, scope)
+    return scope["convert"]  # type: ignore[no-any-return]
+
+
+def _sqlite_sql(table: Table, key: str | None) -> tuple[str, _RowFunction]:
     cached = _SQLITE_SQL.get((table.name, key or ""))
     if cached is not None:
         return cached
@@ -145,20 +201,8 @@ def _sqlite_sql(table: Table, key: str | None) -> tuple[str, list[str]]:
         sql += f" ON CONFLICT({key}) DO UPDATE SET " + ", ".join(
             f"{c} = excluded.{c}" for c in cols if c != key
         )
-    _SQLITE_SQL[(table.name, key or "")] = (sql, cols)
-    return sql, cols
-
-
-def _sqlite_value(value: Any, json_column: bool) -> Any:
-    if json_column:
-        return json.dumps(value)
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(value, bool):
-        return int(value)
-    return value
+    entry = _SQLITE_SQL[(table.name, key or "")] = (sql, _row_function(table))
+    return entry
 
 
 def _sqlite_rows(
@@ -166,9 +210,9 @@ def _sqlite_rows(
 ) -> None:
     if not rows:
         return
-    sql, cols = _sqlite_sql(table, key)
-    json_cols = {c.name for c in table.columns if isinstance(c.type, JSON)}
-    params = [tuple(_sqlite_value(row.get(c), c in json_cols) for c in cols) for row in rows]
+    sql, convert = _sqlite_sql(table, key)
+    dt: dict[Any, str | None] = {}  # a batch shares a handful of timestamps
+    params = [convert(row, dt) for row in rows]
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.executemany(sql, params)

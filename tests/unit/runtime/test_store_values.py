@@ -58,3 +58,30 @@ def test_rows_written_by_the_fast_path_read_back_identically(tmp_path: Path) -> 
     assert (task.status, task.active) == ("completed", False)
     assert store.as_utc(task.created_at) == at
     assert store.load_sequences(engine).feed == 1
+
+
+def test_json_values_read_back_as_the_standard_encoder_would_give_them(tmp_path: Path) -> None:
+    """Integer keys, tuples, non-ASCII text and huge integers survive the fast encoder."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    migrate.upgrade(engine)
+    at = datetime(2026, 11, 25, 18, 0, 1, tzinfo=UTC)
+    data = {"name": "Zoë 東京", "by_slot": {1: "a"}, "pair": (1, 2), "big": 2**70, "none": None}
+    batch = store.Batch()
+    batch.feed.append(
+        {"id": 1, "type": "x", "task_id": None, "expert_id": None, "data": data, "created_at": at}
+    )
+    batch.feed.append(
+        {"id": 2, "type": "x", "task_id": None, "expert_id": None, "data": None, "created_at": at}
+    )
+    store.write_batch(engine, batch)
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(routing_feed).order_by(routing_feed.c.id)).all()
+    assert rows[0].data == {
+        "name": "Zoë 東京",
+        "by_slot": {"1": "a"},
+        "pair": [1, 2],
+        "big": 2**70,
+        "none": None,
+    }
+    assert rows[1].data is None
