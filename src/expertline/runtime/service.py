@@ -58,6 +58,21 @@ MAX_BATCH = 2000  # operations per transaction
 MAX_WAIT = 60.0  # longest long-poll
 RECENT_ENDED = 20_000  # ended tasks kept in memory for reads; older ones come from the database
 
+# What a routing client may report, and in which committed statuses (built once, not per call).
+_TASK_EVENTS: dict[str, Callable[[str], ev.Event]] = {
+    "connected": ev.CallConnected,
+    "ended": ev.CallEnded,
+    "abandoned": ev.TaskAbandoned,
+    "failed": ev.TaskFailed,
+}
+_TASK_EVENT_ALLOWED: dict[str, frozenset[str]] = {
+    "connected": frozenset({"assigned"}),
+    "ended": frozenset({"assigned", "connected"}),
+    "abandoned": frozenset({"queued", "offered", "assigned"}),
+    "failed": frozenset({"queued", "offered", "assigned", "connected"}),
+}
+_CHANNEL_EFFECTS = (cmd.SendOffer, cmd.WithdrawOffer, cmd.ConfirmAccepted, cmd.NotifyExpert)
+
 
 class ServiceStopped(ExpertlineError):
     """The runtime is not running (not started, stopping, or standby): HTTP 503."""
@@ -312,22 +327,14 @@ class RuntimeService:
     async def async_task_event(
         self, task_id: str, type: TaskEventType, disposition: int | None = None
     ) -> TaskView:
-        event_of: dict[str, Callable[[], ev.Event]] = {
-            "connected": lambda: ev.CallConnected(task_id),
-            "ended": lambda: ev.CallEnded(task_id),
-            "abandoned": lambda: ev.TaskAbandoned(task_id),
-            "failed": lambda: ev.TaskFailed(task_id, disposition),
-        }
-        if type not in event_of:
+        if type not in _TASK_EVENTS:
             raise InvalidInput(
                 f"unknown event type {type!r}; expected connected, ended, abandoned or failed"
             )
-        allowed = {
-            "connected": {"assigned"},
-            "ended": {"assigned", "connected"},
-            "abandoned": {"queued", "offered", "assigned"},
-            "failed": {"queued", "offered", "assigned", "connected"},
-        }[type]
+        allowed = _TASK_EVENT_ALLOWED[type]
+        event = (
+            ev.TaskFailed(task_id, disposition) if type == "failed" else _TASK_EVENTS[type](task_id)
+        )
 
         def apply() -> None:
             status = self._committed_status(task_id)
@@ -336,7 +343,7 @@ class RuntimeService:
                     f"task {task_id} is {status}; {type!r} applies only when it is "
                     + " or ".join(sorted(allowed))
                 )
-            if not self._handle(event_of[type]()):
+            if not self._handle(event):
                 raise Conflict(f"task {task_id} changed meanwhile; {type!r} no longer applies")
 
         if self.task(task_id) is None:
@@ -706,9 +713,7 @@ class RuntimeService:
                 self._timer_wake.set()
             elif isinstance(c, cmd.CancelTimer):
                 self._timers.cancel(c.key)
-            elif isinstance(
-                c, cmd.SendOffer | cmd.WithdrawOffer | cmd.ConfirmAccepted | cmd.NotifyExpert
-            ):
+            elif isinstance(c, _CHANNEL_EFFECTS):
                 self._channel_effect(c, at)
             # ReturnLabel: the label is part of the task's state (view, webhook, RCD record);
             # AnswerRefused: returned to whoever answered.
@@ -877,6 +882,8 @@ class RuntimeService:
 
     def _view_of(self, t: TaskState) -> TaskView:
         meta = self._task_meta.get(t.id, {})
+        old = self._views.get(t.id)
+        created = old.created_at if old is not None else store.iso(t.created_at) or ""
         return TaskView(
             id=t.id,
             code=t.code,
@@ -884,7 +891,7 @@ class RuntimeService:
             queue=t.queue_id,
             expert=t.expert_id,
             label=t.label,
-            created_at=store.iso(t.created_at) or "",
+            created_at=created,
             extra={
                 "channel": t.channel,
                 "caller": t.caller,
