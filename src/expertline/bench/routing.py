@@ -236,7 +236,7 @@ def _http(result: BenchResult, options: BenchOptions) -> None:
     experts = _sized(10_000, options.scale, 100)
     queues = _sized(1000, options.scale, 10)
     lifecycles = _sized(3000, options.scale, 100)
-    clients = 32
+    clients = 128
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"

@@ -11,4 +11,5 @@ def default_factories() -> list[RouterFactory]:
     from expertline.runtime import http as runtime_http
     from expertline.web import ops
 
-    return [ops.router, config_http.router, runtime_http.router, reporting_http.router]
+    # The routing-client API first: its hot paths are matched before the 34 admin routes.
+    return [ops.router, runtime_http.router, config_http.router, reporting_http.router]
