@@ -792,6 +792,10 @@ class RoutingCore:
                         continue
                     until = t.cooldowns.get(eid)
                     if until is not None and now <= until:
+                        if now == until:
+                            # Had it this very moment: the task's own pass decides whether it
+                            # comes back to earlier experts (nobody untried is free).
+                            self._work_tasks.add(t.id)
                         continue  # in cooldown, or had it this very moment
                     best_key = key
                     break

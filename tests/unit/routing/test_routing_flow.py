@@ -547,3 +547,17 @@ def test_decisions_are_logged_as_key_values(caplog: pytest.LogCaptureFixture) ->
     assert "task=t1 overflowed from=src to=dst reason=max_wait" in lines
     assert "task=t1 rejected reason=max_wait queue=dst" in lines
     assert not any("+15551234567" in line for line in lines)
+
+
+def test_an_expert_back_at_the_same_instant_gets_the_task_they_declined_again() -> None:
+    # decline_cooldown 0: the only expert declines, leaves and comes back within one clock
+    # reading (one batch of events); the task must not hang with that expert free.
+    sim = Sim(config([expert("b")], [QueueSpec("q", "Q")]))
+    sim.available("b")
+    sim.send(TaskCreated("t1", "q"))
+    sim.send(OfferDeclined(sim.open_offer("b")))
+    sim.send(PresenceChanged("b", "away"))
+    assert sim.status("t1") == "queued"
+    sim.send(PresenceChanged("b", "available"))
+    assert sim.status("t1") == "offered"
+    assert sim.offered_to("t1")[-1] == "b"
