@@ -217,4 +217,12 @@ def bind_http(host: str, port: int) -> socket.socket:
 
 
 def serve(settings: Settings) -> int:
-    return asyncio.run(async_serve(settings))
+    """Run the node on uvloop when it is installed (it comes with ``uvicorn[standard]``)."""
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(async_serve(settings))
