@@ -23,9 +23,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from expertline import visibility
 from expertline.config.schema import DEFAULT_MESSAGES as BUILTIN_MESSAGES
 from expertline.config.schema import MESSAGE_KEYS, ConfigDocument
 from expertline.runtime.ports import AnswerResult, OfferView
+from expertline.visibility import mask
 
 # -- message sets --------------------------------------------------------------------------
 
@@ -111,32 +113,10 @@ DEFAULT_SET: Final = MessageSet.build("en")
 # -- attribute visibility ------------------------------------------------------------------
 
 
-def mask(value: str) -> str:
-    """Keep the last 4 characters; shorter values are hidden whole. Masking twice is a no-op."""
-    tail = value[-4:] if len(value) > 4 else ""
-    return "****" + tail
-
-
 def apply_show(values: Mapping[str, Any], rules: Mapping[str, str]) -> dict[str, str]:
-    """Attributes as an offer may show them: hidden ones dropped, masked ones masked.
-
-    Attributes without a rule are shown (the queue's ``show`` lists what it restricts)."""
-    shown: dict[str, str] = {}
-    for name, value in values.items():
-        rule = rules.get(name, "visible")
-        if rule == "hidden" or value is None:
-            continue
-        text = _as_text(value)
-        shown[name] = mask(text) if rule == "masked" else text
-    return shown
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, list | tuple | set | frozenset):
-        return ", ".join(str(v) for v in value)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
+    """Attributes as an offer text may show them. The values have already been through the
+    queue's rules (``RoutingPort`` offer views), so attributes without a rule stay shown."""
+    return visibility.apply_show(values, rules, unlisted="visible")
 
 
 # -- render --------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from expertline.runtime.ports import (
 )
 from expertline.runtime.timers import TimerHeap
 from expertline.runtime.webhooks import WebhookSender
+from expertline.visibility import apply_show
 
 log = logging.getLogger("expertline.runtime")
 
@@ -870,15 +871,7 @@ class RuntimeService:
         if self._doc is not None:
             queue = getattr(self._doc, "queue_map", {}).get(queue_id)
             rules = dict(getattr(queue, "show", {}) or {})
-        shown: dict[str, str] = {}
-        for name, value in attributes.items():
-            rule = rules.get(name, "hidden")
-            text = value if isinstance(value, str) else str(value)
-            if rule == "visible":
-                shown[name] = text
-            elif rule == "masked":
-                shown[name] = "*" * max(0, len(text) - 4) + text[-4:]
-        return shown
+        return apply_show(attributes, rules)
 
     def _view_of(self, t: TaskState) -> TaskView:
         meta = self._task_meta.get(t.id, {})
