@@ -56,6 +56,7 @@ from expertline.config.schema import (
     object_id,
 )
 from expertline.config.validate import check_document, pydantic_problems
+from expertline.db.engine import as_utc
 from expertline.db.tables import config_changes, config_objects, config_versions
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
 
@@ -231,7 +232,7 @@ def history(engine: Engine, limit: int = 50, before: int | None = None) -> list[
     return [
         VersionInfo(
             version=r.version,
-            applied_at=_utc(r.applied_at),
+            applied_at=as_utc(r.applied_at),
             actor=r.actor,
             source=r.source,
             summary=r.summary,
@@ -542,10 +543,6 @@ def _chunks(items: list[Any]) -> list[list[Any]]:
 
 def _backoff(attempt: int) -> None:
     time.sleep(min(0.5, 0.01 * (2**attempt)))
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # --- whole documents and single objects ---------------------------------------------------------

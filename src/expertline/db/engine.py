@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN")
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were written as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

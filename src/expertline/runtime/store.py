@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from expertline.db.engine import as_utc
 from expertline.db.tables import (
     rcd,
     routing_feed,
@@ -53,11 +54,6 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were written as UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Literal, get_args
 
 from sqlalchemy import Engine, insert, select, update
 
+from expertline.db.engine import as_utc
 from expertline.db.tables import api_tokens
 from expertline.errors import InvalidInput, NotFound, Problem
 
@@ -61,7 +62,7 @@ def list_tokens(engine: Engine) -> list[TokenInfo]:
         rows = conn.execute(select(api_tokens).order_by(api_tokens.c.id)).all()
     return [
         TokenInfo(
-            r.id, r.name, r.role, _utc(r.created_at), _utc(r.revoked_at) if r.revoked_at else None
+            r.id, r.name, r.role, as_utc(r.created_at), as_utc(r.revoked_at) if r.revoked_at else None
         )
         for r in rows
     ]
@@ -90,9 +91,4 @@ def verify_token(engine: Engine, token: str) -> TokenInfo | None:
         ).first()
     if row is None:
         return None
-    return TokenInfo(row.id, row.name, row.role, _utc(row.created_at), None)
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return TokenInfo(row.id, row.name, row.role, as_utc(row.created_at), None)
