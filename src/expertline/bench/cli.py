@@ -33,6 +33,10 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--bench-db", help="Database URL (default: temporary SQLite).")
         ] = None,
         out: Annotated[Path | None, typer.Option(help="JSON output file.")] = None,
+        only: Annotated[
+            str | None,
+            typer.Option(help="Comma-separated sections to run (default: all), e.g. durable10k."),
+        ] = None,
     ) -> None:
         """Run a benchmark; prints a table and writes the figures as JSON."""
         from expertline.cli import fail
@@ -42,5 +46,9 @@ def register(app: typer.Typer) -> None:
         if not 0 < scale <= 10:
             fail("--scale must be in (0, 10]")
         module = importlib.import_module(f"expertline.bench.{name}")
-        result = module.run(BenchOptions(scale=scale, db=db, out=out))
+        sections = frozenset(s.strip() for s in (only or "").split(",") if s.strip())
+        try:
+            result = module.run(BenchOptions(scale=scale, db=db, out=out, only=sections))
+        except ValueError as exc:
+            fail(str(exc))
         report(result, out)

@@ -27,6 +27,17 @@ class BenchOptions:
     db: str | None = None  # database URL; default: a temporary SQLite file
     out: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    only: frozenset[str] = frozenset()  # section keys to run; empty: every section
+
+    def selected(self, key: str) -> bool:
+        """Whether the section ``key`` runs (``--only`` narrows a benchmark while iterating)."""
+        return not self.only or key in self.only
+
+    def check_sections(self, keys: list[str]) -> None:
+        """Refuse ``--only`` names the benchmark does not have (a typo must not run nothing)."""
+        unknown = sorted(self.only - set(keys))
+        if unknown:
+            raise ValueError(f"unknown section {', '.join(unknown)}; sections: {', '.join(keys)}")
 
 
 @dataclass

@@ -370,13 +370,16 @@ def run(options: BenchOptions) -> BenchResult:
     result = BenchResult("routing")
     result.notes.append(f"cpus={os.cpu_count()} scale={options.scale}")
     sections: list[tuple[str, Any]] = [
-        ("core only", lambda: _core_only(result, options)),
-        ("durable 10k", lambda: _durable(result, options, _sized(10_000, options.scale), 2000)),
-        ("durable 100k", lambda: _durable(result, options, _sized(100_000, options.scale), None)),
-        ("RSS with waiting tasks", lambda: _waiting_rss(result, options)),
-        ("HTTP", lambda: _http(result, options)),
+        ("core", lambda: _core_only(result, options)),
+        ("durable10k", lambda: _durable(result, options, _sized(10_000, options.scale), 2000)),
+        ("durable100k", lambda: _durable(result, options, _sized(100_000, options.scale), None)),
+        ("rss", lambda: _waiting_rss(result, options)),
+        ("http", lambda: _http(result, options)),
     ]
+    options.check_sections([name for name, _ in sections])
     for name, section in sections:
+        if not options.selected(name):
+            continue
         started = time.perf_counter()
         try:
             section()
