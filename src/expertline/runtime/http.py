@@ -24,6 +24,7 @@ from expertline.runtime.ports import OfferView, TaskRequest
 from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
 from expertline.web.auth import require
+from expertline.web.hot import respond
 
 
 def _inline(*roles: str) -> Callable[[Request], Awaitable[TokenInfo]]:
@@ -37,11 +38,14 @@ def _inline(*roles: str) -> Callable[[Request], Awaitable[TokenInfo]]:
     return dependency
 
 
-ROUTING_CLIENT = _inline("routing-client")
+ROUTING_CLIENT_ROLES = ("routing-client",)
+EXPERT_ROLES = ("expert",)
+ROUTING_CLIENT = _inline(*ROUTING_CLIENT_ROLES)
 FEED_READER = _inline("routing-client", "reporting")
-EXPERT = _inline("expert")
+EXPERT = _inline(*EXPERT_ROLES)
 STATE_READER = _inline("routing-client", "expert", "reporting")
 
+PREFIX = "/api/v1"
 MAX_LIMIT = 1000
 
 
@@ -102,7 +106,12 @@ class AcceptBody(_Body):
 
 
 def router(ctx: AppContext) -> APIRouter:
-    r = APIRouter(prefix="/api/v1")
+    """The API's routes. Task creation, task events and offer answers are also served hot
+    (``expertline.web.hot``): their handlers below are shared by both ways in."""
+    from expertline.runtime.service import task_json
+
+    r = APIRouter(prefix=PREFIX)
+    hot = ctx.hot_routes
 
     def runtime() -> Any:
         service = ctx.services.get("runtime")
@@ -112,22 +121,7 @@ def router(ctx: AppContext) -> APIRouter:
 
     # --- tasks ---------------------------------------------------------------------------
 
-    @r.post(
-        "/tasks",
-        tags=["routing client"],
-        summary="Create a task (route request)",
-        status_code=201,
-        responses={
-            200: {"description": "The task with this external_id already existed"},
-            404: {"description": "Unknown entry point or queue"},
-            422: {"description": "Invalid request"},
-        },
-    )
-    async def create_task(
-        body: TaskCreate, response: Response, _: Any = Depends(ROUTING_CLIENT)
-    ) -> dict[str, Any]:
-        from expertline.runtime.service import task_json
-
+    async def create(body: TaskCreate) -> tuple[int, dict[str, Any]]:
         if (body.entry_point is None) == (body.queue is None):
             raise InvalidInput("give exactly one of entry_point or queue")
         service = runtime()
@@ -144,8 +138,24 @@ def router(ctx: AppContext) -> APIRouter:
                 origin="http",
             )
         )
-        response.status_code = 201 if created else 200
-        return task_json(view)
+        return (201 if created else 200), task_json(view)
+
+    @r.post(
+        "/tasks",
+        tags=["routing client"],
+        summary="Create a task (route request)",
+        status_code=201,
+        response_model=dict[str, Any],
+        responses={
+            200: {"description": "The task with this external_id already existed"},
+            404: {"description": "Unknown entry point or queue"},
+            422: {"description": "Invalid request"},
+        },
+    )
+    async def create_task(body: TaskCreate, _: Any = Depends(ROUTING_CLIENT)) -> Response:
+        return respond(await create(body))
+
+    hot.add("POST", PREFIX + "/tasks", create, roles=ROUTING_CLIENT_ROLES, body=TaskCreate)
 
     @r.get("/tasks/{task_id}", tags=["routing client"], summary="A task; long-polls with ?wait=S")
     async def get_task(
@@ -157,7 +167,7 @@ def router(ctx: AppContext) -> APIRouter:
         ] = None,
         _: Any = Depends(STATE_READER),
     ) -> dict[str, Any]:
-        from expertline.runtime.service import WAITING_STATUSES, task_json
+        from expertline.runtime.service import WAITING_STATUSES
 
         service = runtime()
         view = await service.async_task(task_id)
@@ -168,21 +178,31 @@ def router(ctx: AppContext) -> APIRouter:
             view = await service.async_wait_change(task_id, seen, wait) or view
         return task_json(view)
 
+    async def report(body: TaskEvent, task_id: str) -> tuple[int, dict[str, Any]]:
+        if body.disposition is not None and body.type != "failed":
+            raise InvalidInput("disposition applies only to type 'failed'")
+        view = await runtime().async_task_event(task_id, body.type, body.disposition)
+        return 200, task_json(view)
+
     @r.post(
         "/tasks/{task_id}/events",
         tags=["routing client"],
         summary="Report call progress: connected, ended, abandoned, failed",
+        response_model=dict[str, Any],
         responses={404: {"description": "Unknown task"}, 409: {"description": "Not applicable"}},
     )
     async def task_event(
         task_id: str, body: TaskEvent, _: Any = Depends(ROUTING_CLIENT)
-    ) -> dict[str, Any]:
-        from expertline.runtime.service import task_json
+    ) -> Response:
+        return respond(await report(body, task_id=task_id))
 
-        if body.disposition is not None and body.type != "failed":
-            raise InvalidInput("disposition applies only to type 'failed'")
-        view = await runtime().async_task_event(task_id, body.type, body.disposition)
-        return task_json(view)
+    hot.add(
+        "POST",
+        PREFIX + "/tasks/{task_id}/events",
+        report,
+        roles=ROUTING_CLIENT_ROLES,
+        body=TaskEvent,
+    )
 
     # --- feeds ---------------------------------------------------------------------------
 
@@ -307,27 +327,46 @@ def router(ctx: AppContext) -> APIRouter:
         )
         return {"items": [_offer_row_json(service, row) for row in rows]}
 
+    async def answer_accept(body: AcceptBody | None, offer_id: str) -> tuple[int, dict[str, Any]]:
+        result = await runtime().async_accept(offer_id, body.phone if body else None)
+        return 200, _answer_json(offer_id, result)
+
+    async def answer_decline(_: None, offer_id: str) -> tuple[int, dict[str, Any]]:
+        result = await runtime().async_decline(offer_id)
+        return 200, _answer_json(offer_id, result)
+
     @r.post(
         "/offers/{offer_id}/accept",
         tags=["experts"],
         summary="Accept an offer (first accept wins)",
+        response_model=dict[str, Any],
         responses={404: {"description": "Unknown offer"}, 409: {"description": "Not open"}},
     )
     async def accept(
         offer_id: str, body: AcceptBody | None = None, _: Any = Depends(EXPERT)
-    ) -> dict[str, Any]:
-        result = await runtime().async_accept(offer_id, body.phone if body else None)
-        return _answer_json(offer_id, result)
+    ) -> Response:
+        return respond(await answer_accept(body, offer_id=offer_id))
 
     @r.post(
         "/offers/{offer_id}/decline",
         tags=["experts"],
         summary="Decline an offer",
+        response_model=dict[str, Any],
         responses={404: {"description": "Unknown offer"}, 409: {"description": "Not open"}},
     )
-    async def decline(offer_id: str, _: Any = Depends(EXPERT)) -> dict[str, Any]:
-        result = await runtime().async_decline(offer_id)
-        return _answer_json(offer_id, result)
+    async def decline(offer_id: str, _: Any = Depends(EXPERT)) -> Response:
+        return respond(await answer_decline(None, offer_id=offer_id))
+
+    offer = PREFIX + "/offers/{offer_id}"
+    hot.add(
+        "POST",
+        offer + "/accept",
+        answer_accept,
+        roles=EXPERT_ROLES,
+        body=AcceptBody,
+        body_required=False,
+    )
+    hot.add("POST", offer + "/decline", answer_decline, roles=EXPERT_ROLES)
 
     return r
 

@@ -1,7 +1,9 @@
 """The HTTP application: one FastAPI app; each part of the product contributes routers.
 
 Parts register themselves in ``ROUTER_FACTORIES`` order; each factory gets the ``AppContext``
-and returns an ``APIRouter`` (or None when its role is not running on this node).
+and returns an ``APIRouter`` (or None when its role is not running on this node). A factory may
+also serve some of its routes hot (``ctx.hot_routes``, see ``expertline.web.hot``): those
+requests are answered before FastAPI's per-request machinery when they are fit to succeed.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from expertline import __version__
 from expertline.errors import ExpertlineError, Problem
 from expertline.settings import Settings
 from expertline.web.auth import TokenVerifier
+from expertline.web.hot import HotRoutes
 
 
 @dataclass
@@ -29,19 +33,43 @@ class AppContext:
     settings: Settings
     engine: Engine
     services: dict[str, Any] = field(default_factory=dict)
+    hot_routes: HotRoutes = field(default_factory=HotRoutes)
 
 
 RouterFactory = Callable[[AppContext], Any]
 
 
+class ExpertlineAPI(FastAPI):
+    """FastAPI that first offers each HTTP request to the hot routes."""
+
+    hot_routes: HotRoutes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path") and not self.root_path:
+            hit = self.hot_routes.match(scope["method"], scope["path"])
+            if hit is not None:
+                await self.hot_routes.serve(
+                    *hit,
+                    scope,
+                    receive,
+                    send,
+                    verifier=self.state.verify_token,
+                    fallback=super().__call__,
+                    problem=problem_response,
+                )
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(ctx: AppContext, factories: list[RouterFactory] | None = None) -> FastAPI:
-    app = FastAPI(
+    app = ExpertlineAPI(
         title="expertline",
         version=__version__,
         description="Routes contact-center work to enterprise experts by IM presence.",
         openapi_url="/openapi.json",
     )
     app.state.ctx = ctx
+    app.hot_routes = ctx.hot_routes
     app.state.verify_token = TokenVerifier(ctx.engine)
     _install_error_handlers(app)
     if factories is None:
@@ -64,14 +92,18 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status)
 
 
+def problem_response(exc: ExpertlineError) -> JSONResponse:
+    """The answer to a refusal, wherever in the application it was raised."""
+    resp = error_response(exc.http_status, exc.code, exc.message, exc.details)
+    if exc.http_status == 401:
+        resp.headers.update({"WWW-Authenticate": "Bearer"})
+    return resp
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ExpertlineError)
     async def _expertline(_: Request, exc: ExpertlineError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
-        resp = error_response(exc.http_status, exc.code, exc.message, exc.details)
-        if headers:
-            resp.headers.update(headers)
-        return resp
+        return problem_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,7 +8,7 @@ a revocation takes effect within that bound.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from fastapi import Request
 from sqlalchemy import Engine
@@ -40,29 +40,42 @@ class TokenVerifier:
         self._cache.clear()
 
 
-def bearer(request: Request) -> TokenInfo:
-    header = request.headers.get("authorization", "")
+def allowed_roles(roles: Iterable[str]) -> frozenset[str]:
+    """The roles admitted by an endpoint that names ``roles``: those and ``admin``."""
+    return frozenset({"admin", *roles})
+
+
+def authenticate(verifier: TokenVerifier, header: str) -> TokenInfo:
+    """The live token in an ``Authorization`` header value, or Unauthorized."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
-    verifier: TokenVerifier = request.app.state.verify_token
     info = verifier(token.strip())
     if info is None:
         raise Unauthorized("the bearer token is unknown or revoked")
+    return info
+
+
+def authorize(info: TokenInfo, allowed: frozenset[str]) -> TokenInfo:
+    """``info`` if its role is one of ``allowed``, else Forbidden."""
+    if info.role not in allowed:
+        raise Forbidden(
+            f"role {info.role!r} may not call this endpoint (needs {' or '.join(sorted(allowed))})"
+        )
+    return info
+
+
+def bearer(request: Request) -> TokenInfo:
+    info = authenticate(request.app.state.verify_token, request.headers.get("authorization", ""))
     request.state.token = info
     return info
 
 
 def require(*roles: str) -> Callable[[Request], TokenInfo]:
     """A FastAPI dependency admitting ``admin`` and the given roles."""
-    allowed = {"admin", *roles}
+    allowed = allowed_roles(roles)
 
     def dependency(request: Request) -> TokenInfo:
-        info = bearer(request)
-        if info.role not in allowed:
-            raise Forbidden(
-                f"role {info.role!r} may not call this endpoint (needs {' or '.join(sorted(allowed))})"
-            )
-        return info
+        return authorize(bearer(request), allowed)
 
     return dependency

@@ -1,0 +1,189 @@
+"""Hot routes: the routing client's busiest endpoints, answered before FastAPI's machinery.
+
+A task lifecycle is four small JSON requests (create, accept, connected, ended). For each of
+them FastAPI spends several times the handler's own CPU on generic work: its middleware
+layers, matching the path against every route, solving dependencies, body plumbing and
+response encoding. A hot route answers a request that is fit to succeed straight from the
+ASGI scope: it matches the method and path, checks the bearer token and the role, parses the
+JSON body with orjson and validates it with the endpoint's own pydantic model, awaits the
+handler and writes its JSON with orjson.
+
+Every request it is not sure of goes on, with the body already read, to the FastAPI route of
+the same path, which remains the documented endpoint (OpenAPI) and the one place that words
+refusals: no or bad token, wrong role, a body that is not a JSON object valid for the model,
+another content type, a body FastAPI would read otherwise. A refusal raised by the handler
+itself (unknown task, conflict, runtime not running) is answered with the application's
+problem JSON, as FastAPI's handler would.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.responses import JSONResponse, Response
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from expertline.errors import ExpertlineError
+from expertline.web.auth import TokenVerifier, allowed_roles, authenticate, authorize
+
+Handler = Callable[..., Awaitable[tuple[int, Any]]]
+"""``handler(body, **path_params) -> (status, JSON payload)``; refusals raise ExpertlineError."""
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    """A JSON response encoded by orjson; values orjson refuses (integers beyond 64 bits) fall
+    back to Starlette's encoder so any payload the API could send before still goes out."""
+    try:
+        return Response(orjson.dumps(payload), status, media_type="application/json")
+    except orjson.JSONEncodeError:
+        return JSONResponse(payload, status)
+
+
+def respond(result: tuple[int, Any]) -> Response:
+    """The response to a handler's ``(status, payload)``."""
+    status, payload = result
+    return json_response(payload, status)
+
+
+@dataclass(frozen=True)
+class HotRoute:
+    method: str
+    path: str
+    handler: Handler
+    allowed: frozenset[str]
+    body: type[BaseModel] | None
+    body_required: bool
+    regex: re.Pattern[str]
+
+
+class _Refer(Exception):
+    """The request is left to the FastAPI route (it answers or refuses it in its own words)."""
+
+
+class HotRoutes:
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str], HotRoute] = {}
+        self._by_method: dict[str, list[HotRoute]] = {}
+
+    def add(
+        self,
+        method: str,
+        path: str,
+        handler: Handler,
+        *,
+        roles: tuple[str, ...],
+        body: type[BaseModel] | None = None,
+        body_required: bool = True,
+    ) -> None:
+        """Serve ``method path`` (a Starlette path template, ``{name}`` parameters) hot.
+
+        A FastAPI route with the same method, path, roles and body model must exist: it
+        documents the endpoint and answers every request the hot route leaves to it.
+        """
+        regex, _, _ = compile_path(path)
+        route = HotRoute(
+            method, path, handler, allowed_roles(roles), body, body_required and bool(body), regex
+        )
+        self._routes[(method, path)] = route
+        self._by_method = {}
+        for r in self._routes.values():
+            self._by_method.setdefault(r.method, []).append(r)
+
+    def match(self, method: str, path: str) -> tuple[HotRoute, dict[str, str]] | None:
+        for route in self._by_method.get(method, ()):
+            found = route.regex.match(path)
+            if found is not None:
+                return route, found.groupdict()
+        return None
+
+    async def serve(
+        self,
+        route: HotRoute,
+        params: dict[str, str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        verifier: TokenVerifier,
+        fallback: ASGIApp,
+        problem: Callable[[ExpertlineError], Response],
+    ) -> None:
+        body = await _read_body(receive)
+        if body is None:  # the client went away before sending its body
+            return
+        try:
+            value = _admit(route, scope, body, verifier)
+        except (_Refer, ExpertlineError):
+            await fallback(scope, _replay(body, receive), send)
+            return
+        try:
+            response = respond(await route.handler(value, **params))
+        except ExpertlineError as exc:
+            response = problem(exc)
+        await response(scope, receive, send)
+
+
+def _admit(route: HotRoute, scope: Scope, body: bytes, verifier: TokenVerifier) -> Any:
+    """The validated body (None if absent and optional); raises if FastAPI should decide."""
+    authorization = content_type = None
+    for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
+        if name == b"authorization" and authorization is None:
+            authorization = value
+        elif name == b"content-type" and content_type is None:
+            content_type = value
+    if authorization is None:
+        raise _Refer
+    authorize(authenticate(verifier, authorization.decode("latin-1")), route.allowed)
+    if route.body is None:
+        return None  # FastAPI ignores a body the endpoint does not declare
+    if not body:
+        if route.body_required:
+            raise _Refer
+        return None
+    # FastAPI reads JSON only when the content type says so (strict content type).
+    if (
+        content_type is None
+        or content_type.split(b";", 1)[0].strip().lower() != b"application/json"
+    ):
+        raise _Refer
+    try:
+        data = orjson.loads(body)  # stricter than json.loads: what it refuses, FastAPI judges
+    except orjson.JSONDecodeError:
+        raise _Refer from None
+    if not isinstance(data, dict):
+        raise _Refer
+    try:
+        return route.body.model_validate(data)
+    except ValidationError:
+        raise _Refer from None
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that first hands over the body already read."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
