@@ -43,7 +43,8 @@ EXPERT_ROLES = ("expert",)
 ROUTING_CLIENT = _inline(*ROUTING_CLIENT_ROLES)
 FEED_READER = _inline("routing-client", "reporting")
 EXPERT = _inline(*EXPERT_ROLES)
-STATE_READER = _inline("routing-client", "expert", "reporting")
+STATE_READER_ROLES = ("routing-client", "expert", "reporting")
+STATE_READER = _inline(*STATE_READER_ROLES)
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 1000
@@ -86,6 +87,16 @@ class TaskCreate(_Body):
     )
 
 
+class TaskPoll(BaseModel):
+    """The query of ``GET /tasks/{id}``."""
+
+    wait: float = Field(default=0, ge=0, le=60, description="Long-poll seconds")
+    status: str | None = Field(
+        default=None,
+        description="Long-poll while the task still has this status (default: current)",
+    )
+
+
 class TaskEvent(_Body):
     type: Literal["connected", "ended", "abandoned", "failed"]
     disposition: int | None = Field(default=None, ge=0, le=999)
@@ -108,7 +119,7 @@ class AcceptBody(_Body):
 def router(ctx: AppContext) -> APIRouter:
     """The API's routes. Task creation, task events and offer answers are also served hot
     (``expertline.web.hot``): their handlers below are shared by both ways in."""
-    from expertline.runtime.service import task_json
+    from expertline.runtime.service import WAITING_STATUSES, task_json
 
     r = APIRouter(prefix=PREFIX)
     hot = ctx.hot_routes
@@ -157,26 +168,28 @@ def router(ctx: AppContext) -> APIRouter:
 
     hot.add("POST", PREFIX + "/tasks", create, roles=ROUTING_CLIENT_ROLES, body=TaskCreate)
 
-    @r.get("/tasks/{task_id}", tags=["routing client"], summary="A task; long-polls with ?wait=S")
-    async def get_task(
-        task_id: str,
-        wait: Annotated[float, Query(ge=0, le=60, description="Long-poll seconds")] = 0,
-        status: Annotated[
-            str | None,
-            Query(description="Long-poll while the task still has this status (default: current)"),
-        ] = None,
-        _: Any = Depends(STATE_READER),
-    ) -> dict[str, Any]:
-        from expertline.runtime.service import WAITING_STATUSES
-
+    async def poll(query: TaskPoll, task_id: str) -> tuple[int, dict[str, Any]]:
         service = runtime()
         view = await service.async_task(task_id)
         if view is None:
             raise NotFound(f"unknown task {task_id!r}")
-        seen = status or view.status
-        if wait > 0 and view.status == seen and view.status in WAITING_STATUSES:
-            view = await service.async_wait_change(task_id, seen, wait) or view
-        return task_json(view)
+        seen = query.status or view.status
+        if query.wait > 0 and view.status == seen and view.status in WAITING_STATUSES:
+            view = await service.async_wait_change(task_id, seen, query.wait) or view
+        return 200, task_json(view)
+
+    @r.get(
+        "/tasks/{task_id}",
+        tags=["routing client"],
+        summary="A task; long-polls with ?wait=S",
+        response_model=dict[str, Any],
+    )
+    async def get_task(
+        task_id: str, query: Annotated[TaskPoll, Query()], _: Any = Depends(STATE_READER)
+    ) -> Response:
+        return respond(await poll(query, task_id=task_id))
+
+    hot.add("GET", PREFIX + "/tasks/{task_id}", poll, roles=STATE_READER_ROLES, query=TaskPoll)
 
     async def report(body: TaskEvent, task_id: str) -> tuple[int, dict[str, Any]]:
         if body.disposition is not None and body.type != "failed":

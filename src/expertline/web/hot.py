@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import QueryParams
 from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,7 +34,8 @@ from expertline.errors import ExpertlineError
 from expertline.web.auth import TokenVerifier, allowed_roles, authenticate, authorize
 
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
-"""``handler(body, **path_params) -> (status, JSON payload)``; refusals raise ExpertlineError."""
+"""``handler(value, **path_params) -> (status, JSON payload)``, where ``value`` is the validated
+body or query model (None without one); refusals raise ExpertlineError."""
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -59,6 +61,7 @@ class HotRoute:
     allowed: frozenset[str]
     body: type[BaseModel] | None
     body_required: bool
+    query: type[BaseModel] | None
     regex: re.Pattern[str]
 
 
@@ -80,15 +83,25 @@ class HotRoutes:
         roles: tuple[str, ...],
         body: type[BaseModel] | None = None,
         body_required: bool = True,
+        query: type[BaseModel] | None = None,
     ) -> None:
         """Serve ``method path`` (a Starlette path template, ``{name}`` parameters) hot.
 
-        A FastAPI route with the same method, path, roles and body model must exist: it
-        documents the endpoint and answers every request the hot route leaves to it.
+        A FastAPI route with the same method, path, roles and body or query model must exist:
+        it documents the endpoint and answers every request the hot route leaves to it.
         """
+        if body is not None and query is not None:
+            raise ValueError("a hot route takes a body model or a query model, not both")
         regex, _, _ = compile_path(path)
         route = HotRoute(
-            method, path, handler, allowed_roles(roles), body, body_required and bool(body), regex
+            method,
+            path,
+            handler,
+            allowed_roles(roles),
+            body,
+            body_required and body is not None,
+            query,
+            regex,
         )
         self._routes[(method, path)] = route
         self._by_method = {}
@@ -130,7 +143,7 @@ class HotRoutes:
 
 
 def _admit(route: HotRoute, scope: Scope, body: bytes, verifier: TokenVerifier) -> Any:
-    """The validated body (None if absent and optional); raises if FastAPI should decide."""
+    """The validated body or query (None if there is none); raises if FastAPI should decide."""
     authorization = content_type = None
     for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
         if name == b"authorization" and authorization is None:
@@ -140,6 +153,8 @@ def _admit(route: HotRoute, scope: Scope, body: bytes, verifier: TokenVerifier) 
     if authorization is None:
         raise _Refer
     authorize(authenticate(verifier, authorization.decode("latin-1")), route.allowed)
+    if route.query is not None:
+        return _query(route.query, scope["query_string"])
     if route.body is None:
         return None  # FastAPI ignores a body the endpoint does not declare
     if not body:
@@ -160,6 +175,16 @@ def _admit(route: HotRoute, scope: Scope, body: bytes, verifier: TokenVerifier) 
         raise _Refer
     try:
         return route.body.model_validate(data)
+    except ValidationError:
+        raise _Refer from None
+
+
+def _query(model: type[BaseModel], raw: bytes) -> BaseModel:
+    """The query string validated as FastAPI reads a query model: the last value of each of
+    the model's fields, other parameters ignored."""
+    given = QueryParams(raw)
+    try:
+        return model.model_validate({k: given[k] for k in model.model_fields if k in given})
     except ValidationError:
         raise _Refer from None
 

@@ -1,5 +1,6 @@
-"""The hot routes (task create, task events, offer answers) against the FastAPI routes they
-stand in front of: successes skip FastAPI, every refusal reads exactly as FastAPI words it."""
+"""The hot routes (task create and read, task events, offer answers) against the FastAPI
+routes they stand in front of: successes skip FastAPI, every refusal reads exactly as FastAPI
+words it."""
 
 from __future__ import annotations
 
@@ -65,7 +66,9 @@ async def test_a_lifecycle_is_served_without_fastapi(h: Harness, fastapi_calls: 
     assert fastapi_calls == []
 
     assert (await h.task(task["id"]))["status"] == "completed"
-    assert fastapi_calls == [f"GET /api/v1/tasks/{task['id']}"]
+    polled = await h.client.get(f"/api/v1/tasks/{task['id']}?wait=5&status=offered", headers=h.rep)
+    assert polled.json()["status"] == "completed"  # not offered: answered at once
+    assert fastapi_calls == []
 
 
 async def test_accept_without_a_body_or_with_charset_is_served_hot(
@@ -169,6 +172,23 @@ async def test_refusals_read_as_fastapi_words_them(h: Harness) -> None:
             "code": "conflict",
             "message": f"offer {offer} is accepted; it can no longer be answered",
         }
+        task_url = f"/api/v1/tasks/{task['id']}"
+        for status, url, what, headers, words in [
+            (422, task_url + "?wait=x", "not a number", rc, "query.wait: Input should be a valid number"),
+            (422, task_url + "?wait=600", "too long", rc, "query.wait: Input should be less than or equal to 60"),
+            (422, task_url + "?wait=", "empty", rc, "query.wait"),
+            (422, task_url + "?wait=1&wait=-1", "last value counts", rc, "greater than or equal to 0"),
+            (404, "/api/v1/tasks/nope?wait=1", "unknown task", rc, "unknown task 'nope'"),
+            (401, task_url, "no token", {}, "a bearer token is required"),
+            (401, task_url, "unknown token", {"authorization": "Bearer elt_nope"}, "unknown or revoked"),
+        ]:  # fmt: skip
+            r = await _same_answer(h.client, plain, method="GET", url=url, headers=headers)
+            assert r.status_code == status, (what, r.text)
+            assert words in r.json()["error"]["message"], (what, r.text)
+        for url in (task_url + "?wait=0.01&wait=0&other=1", task_url + "?status="):
+            r = await _same_answer(h.client, plain, method="GET", url=url, headers=h.rep)
+            assert r.json()["id"] == task["id"]
+
         # Not hot: another method or a trailing slash reach FastAPI's routing as before.
         for method, url in (
             ("DELETE", "/api/v1/tasks"),
