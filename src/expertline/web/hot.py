@@ -13,7 +13,8 @@ the same path, which remains the documented endpoint (OpenAPI) and the one place
 refusals: no or bad token, wrong role, a body that is not a JSON object valid for the model,
 another content type, a body FastAPI would read otherwise. A refusal raised by the handler
 itself (unknown task, conflict, runtime not running) is answered with the application's
-problem JSON, as FastAPI's handler would.
+problem JSON, as FastAPI's handler would. FastAPI's middleware, its optional OpenTelemetry
+instrumentation included, does not see the requests answered here.
 """
 
 from __future__ import annotations

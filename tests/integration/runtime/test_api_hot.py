@@ -4,6 +4,7 @@ words it."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -208,3 +209,31 @@ async def test_refusals_read_as_fastapi_words_them(h: Harness) -> None:
             )
             assert r.status_code == 503
             assert r.json()["error"]["code"] == "unavailable"
+
+
+async def test_openapi_still_describes_the_hot_endpoints(h: Harness) -> None:
+    doc = (await h.client.get("/openapi.json")).json()
+    paths, schemas = doc["paths"], doc["components"]["schemas"]
+
+    def body_ref(operation: dict[str, Any]) -> str:
+        return json.dumps(operation["requestBody"]["content"]["application/json"]["schema"])
+
+    create = paths["/api/v1/tasks"]["post"]
+    assert "#/components/schemas/TaskCreate" in body_ref(create)
+    assert {"200", "201", "404", "422"} <= create["responses"].keys()
+    events = paths["/api/v1/tasks/{task_id}/events"]["post"]
+    assert "#/components/schemas/TaskEvent" in body_ref(events)
+    accept = paths["/api/v1/offers/{offer_id}/accept"]["post"]
+    assert "#/components/schemas/AcceptBody" in body_ref(accept)
+    assert "post" in paths["/api/v1/offers/{offer_id}/decline"]
+    query = {p["name"]: p for p in paths["/api/v1/tasks/{task_id}"]["get"]["parameters"]}
+    assert query["wait"]["in"] == "query"
+    assert (query["wait"]["schema"]["minimum"], query["wait"]["schema"]["maximum"]) == (0, 60)
+    assert query["status"]["in"] == "query" and query["task_id"]["in"] == "path"
+    assert set(schemas["TaskCreate"]["properties"]) >= {"entry_point", "queue", "attributes"}
+    assert schemas["TaskEvent"]["properties"]["type"]["enum"] == [
+        "connected",
+        "ended",
+        "abandoned",
+        "failed",
+    ]
