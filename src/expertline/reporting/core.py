@@ -322,6 +322,80 @@ def add_up(
     return total
 
 
+class QueueTotals:
+    """A batch's queue figures per (15-minute interval, queue), added up task by task.
+
+    The same sums as ``add_up`` over every ``task_contribution``, without building a
+    contribution per task: this runs for every ingested record. Intervals are keyed by their
+    start in epoch seconds until ``figures()`` hands them out as datetimes.
+    """
+
+    def __init__(self, names: ConfigView) -> None:
+        self._names = names
+        self._queues: dict[tuple[str, int], tuple[str, float]] = {}
+        self._figures: dict[tuple[int, str], QueueFigures] = {}
+
+    def _queue(self, queue_id: str, version: int) -> tuple[str, float]:
+        """The queue's name and service-level threshold at ``version``."""
+        key = (queue_id, version)
+        found = self._queues.get(key)
+        if found is None:
+            names = self._names
+            found = (
+                names.name("queue", queue_id, version),
+                names.service_level(queue_id, version),
+            )
+            self._queues[key] = found
+        return found
+
+    def _figure(self, start: int, queue_id: str, name: str) -> QueueFigures:
+        key = (start, queue_id)
+        fig = self._figures.get(key)
+        if fig is None:
+            fig = self._figures[key] = QueueFigures(name)
+        else:
+            fig.queue_name = name  # a later task's name wins, as in QueueFigures.merge
+        return fig
+
+    def add(self, record: TaskRecord, arrived: datetime) -> None:
+        """Add one ended task that arrived at ``arrived`` (its ``created_at``, UTC)."""
+        version = int(record.get("config_version") or 0)
+        step = BASE_INTERVAL_MINUTES * 60
+        start = int(arrived.timestamp() // step) * step
+        final = record["queue_id"]
+        queues = record.get("queues")
+        if queues and (len(queues) > 1 or queues[0] != final):
+            for q in visited_before(record):
+                fig = self._figure(start, q, self._queue(q, version)[0])
+                fig.offered += 1
+                fig.overflowed += 1
+        name, threshold = self._queue(final, version)
+        fig = self._figure(start, final, name)
+        wait = float(record["wait"])
+        fig.offered += 1
+        status = record["status"]
+        if status == "completed":
+            fig.handled += 1
+            fig.handle_time_sum += float(record["talk_time"]) + float(record["work_time"])
+            fig.handled_within_sl += wait <= threshold
+        elif status == "abandoned":
+            fig.abandoned += 1
+            fig.abandoned_within_sl += wait <= threshold
+        elif status == "overflowed":
+            fig.overflowed += 1
+        elif status == "rejected":
+            fig.rejected += 1
+        fig.wait_max = max(fig.wait_max, wait) if fig.wait_count else wait
+        fig.wait_count += 1
+        fig.wait_sum += wait
+
+    def figures(self) -> dict[tuple[datetime, str], QueueFigures]:
+        return {
+            (EPOCH + timedelta(seconds=start), queue_id): fig
+            for (start, queue_id), fig in self._figures.items()
+        }
+
+
 def ratio(num: float, den: float, digits: int = 4) -> float | None:
     return round(num / den, digits) if den else None
 

@@ -122,6 +122,13 @@ Index(
     report_expert_states.c.started_at,
 )
 Index("ix_report_expert_states_started_at", report_expert_states.c.started_at)
+# Each expert's open state (at most one row each), which every state change closes.
+Index(
+    "ix_report_expert_states_open",
+    report_expert_states.c.expert_id,
+    postgresql_where=report_expert_states.c.ended_at.is_(None),
+    sqlite_where=report_expert_states.c.ended_at.is_(None),
+)
 
 # Queue figures per 15-minute interval (by task arrival), maintained at ingestion; 30- and
 # 60-minute reports add these up. Sums and counts, so any average can be derived.
