@@ -234,14 +234,15 @@ def _feed_rows(n: int) -> Iterator[tuple[int, str, str | None, str | None, str, 
         yield fid, TASK_RECORD, rec["task_id"], None, json.dumps(rec), now
         if i % 2 == 0:
             fid += 1
+            expert = f"e{i % 50}"
             state = {
                 "config_version": 1,
-                "expert_id": f"e{i % 50}",
+                "expert_id": expert,
                 "state": "busy" if i % 4 == 0 else "available",
                 "previous": None,
                 "at": iso(START.timestamp() + i * 3 + 1.5),
             }
-            yield fid, EXPERT_STATE, None, state["expert_id"], json.dumps(state), now
+            yield fid, EXPERT_STATE, None, expert, json.dumps(state), now
 
 
 def _write_feed(engine: Engine, n: int) -> None:
