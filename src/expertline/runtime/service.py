@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import uuid
@@ -199,6 +200,7 @@ class RuntimeService:
         self._seq = await asyncio.to_thread(store.load_sequences, self.engine)
         state = await asyncio.to_thread(store.load_state, self.engine)
         await self._recover(state)
+        _freeze_heap()
         self._running = True
         self._tasks = [
             asyncio.create_task(self._writer(), name="runtime-writer"),
@@ -542,17 +544,9 @@ class RuntimeService:
         try:
             while True:
                 first = await self._queue.get()
-                ops = [first]
-                while len(ops) < MAX_BATCH and not self._queue.empty():
-                    ops.append(self._queue.get_nowait())
-                results: list[tuple[_Operation, bool, Any]] = []
-                for op in ops:
-                    try:
-                        results.append((op, True, op.apply()))
-                    except Exception as exc:  # typed failures go back to their caller
-                        if not isinstance(exc, InvalidInput | NotFound | Conflict):
-                            log.exception("operation failed error=%r", exc)
-                        results.append((op, False, exc))
+                results = [self._apply(first)]
+                while len(results) < MAX_BATCH and not self._queue.empty():
+                    results.append(self._apply(self._queue.get_nowait()))
                 pending = self._collect()
                 if inflight is not None:
                     await inflight
@@ -561,6 +555,15 @@ class RuntimeService:
             if inflight is not None and not inflight.done():
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(asyncio.shield(inflight), timeout=10)
+
+    def _apply(self, op: _Operation) -> tuple[_Operation, bool, Any]:
+        """Run one operation on the core; typed failures go back to their caller."""
+        try:
+            return op, True, op.apply()
+        except Exception as exc:
+            if not isinstance(exc, InvalidInput | NotFound | Conflict):
+                log.exception("operation failed error=%r", exc)
+            return op, False, exc
 
     async def _finish(self, pending: _Pending, results: list[tuple[_Operation, bool, Any]]) -> None:
         """Commit a closed batch, then publish it and answer its callers."""
@@ -1005,6 +1008,7 @@ class RuntimeService:
             self._handle(ev.ConfigChanged(config))
 
         await self._submit(apply)
+        _freeze_heap()
         log.info(
             "configuration applied version=%d previous=%d experts=%d queues=%d",
             config.version,
@@ -1058,6 +1062,20 @@ class RuntimeService:
                 len(lost),
                 "SIP calls whose legs lived in the previous process" if lost else "none",
             )
+
+
+def _freeze_heap() -> None:
+    """Move what exists now (the configuration, its indexes, tasks in flight) out of the cyclic
+    garbage collector's sight.
+
+    The routing configuration of a large enterprise is millions of long-lived objects; every
+    full collection would walk them all while the writer waits, and under load full
+    collections come often (each batch allocates rows, views and snapshots), which halved
+    durable throughput. Frozen objects are still freed by reference counting; only cycles
+    among them stay until the process ends, and a configuration version is built once.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def lost_after_restart(row: dict[str, Any]) -> bool:
