@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import (
@@ -239,9 +240,12 @@ class Ingester:
             f"WHERE id > {mark} ORDER BY id LIMIT {mark}"
         )
         with self.source.connect() as src:
-            rows = src.exec_driver_sql(
-                sql, (TASK_RECORD, EXPERT_STATE, cursor, self.batch_size)
-            ).all()
+            read = src.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                read.execute(sql, (TASK_RECORD, EXPERT_STATE, cursor, self.batch_size))
+                rows = read.fetchall()
+            finally:
+                read.close()
         return [
             (int(fid), str(kind), None if body is None else json_value(body))
             for fid, kind, body in rows
@@ -493,8 +497,7 @@ ATTEMPT_COLUMNS = ("task_id", "seq", "expert_id", "disposition", "at")
 STATE_COLUMNS = ("feed_id", "expert_id", "state", "started_at", "ended_at", "config_version")
 
 
-@dataclass(frozen=True)
-class PreparedTask:
+class PreparedTask(NamedTuple):
     """One task record's rows, values already in the form the target database takes."""
 
     record: TaskRecord
@@ -598,8 +601,9 @@ class Batch:
 
 
 def json_value(text: str | bytes) -> Any:
-    """A feed row's JSON body. orjson, with the standard library for what orjson refuses
-    (``NaN`` or ``Infinity`` from an older writer, integers beyond 64 bits)."""
+    """A feed row's JSON body: orjson, with the standard library for the ``NaN`` and
+    ``Infinity`` an older writer may have left (orjson refuses them). orjson reads integers
+    beyond 64 bits as floats; no field reporting reads holds one."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -630,29 +634,12 @@ def time_converter(sqlite_target: bool) -> Callable[[str], Any]:
     return time_of
 
 
-_UTC_SUFFIXES = ("+00:00", "Z")
-
-
-def _utc_fraction(value: str) -> str | None:
-    """The fraction digits of a UTC time written in the extended form with a fraction (the
-    runtime writes ``2026-11-25T10:00:00.125+00:00``); None for any other form. Only called
-    on text that parsed as a time, so the fields are digits and in range."""
-    n = len(value)
-    if (
-        22 <= n <= 32
-        and value[10] == "T"
-        and value[19] == "."
-        and value[4] == "-"
-        and value[7] == "-"
-        and value[13] == ":"
-        and value[16] == ":"
-        and value[11:13] != "24"  # midnight of the next day, where a parser takes it
-        and value.endswith(_UTC_SUFFIXES)
-    ):
-        fraction = value[20 : n - 6 if value[-1] == "0" else n - 1]
-        if 1 <= len(fraction) <= 6 and fraction.isascii() and fraction.isdigit():
-            return fraction
-    return None
+# A time in the runtime's own form: UTC, extended, with a fraction
+# (``2026-11-25T10:00:00.125+00:00``). Hour 24 is left to the general path: a parser may take it
+# for midnight of the next day.
+_RUNTIME_TIME = re.compile(
+    r"(\d{4}-\d\d-\d\d)T(?!24)(\d\d:\d\d:\d\d)\.(\d{1,6})(?:Z|\+00:00)", re.ASCII
+)
 
 
 def sqlite_time_text(value: str) -> str:
@@ -660,21 +647,23 @@ def sqlite_time_text(value: str) -> str:
     ``YYYY-MM-DD HH:MM:SS.ffffff`` (rows read back through SQLAlchemy are identical).
 
     The text is validated by parsing it whatever its form; the runtime's own form then only
-    needs its separator changed and its fraction padded, any other is formatted.
+    needs its separator changed and its fraction padded, any other form is formatted.
     """
-    moment = utc(value)
-    fraction = _utc_fraction(value)
-    if fraction is None:
-        return sqlite_time(moment)
-    return f"{value[:10]} {value[11:19]}.{fraction:0<6}"
+    moment = datetime.fromisoformat(value)
+    form = _RUNTIME_TIME.fullmatch(value)
+    if form is None:
+        return sqlite_time(utc(moment))
+    day, clock, fraction = form.groups()
+    return f"{day} {clock}.{fraction:0<6}"
 
 
 def pg_time_text(value: str) -> str:
-    """An ISO 8601 time as text for a ``timestamptz`` column in COPY: the text itself when it
-    is in the runtime's form (UTC, explicit offset), else the parsed time formatted with its
-    offset. Text, because psycopg formats datetimes for COPY several times slower."""
-    moment = utc(value)
-    return value if _utc_fraction(value) is not None else moment.isoformat()
+    """An ISO 8601 time as text for a ``timestamptz`` column in COPY: the text itself in the
+    runtime's form (validated by parsing it; UTC, explicit offset), else the parsed time
+    formatted with its offset. Text, because psycopg formats datetimes for COPY several times
+    slower."""
+    moment = datetime.fromisoformat(value)
+    return value if _RUNTIME_TIME.fullmatch(value) else utc(moment).isoformat()
 
 
 def sqlite_time(value: datetime) -> str:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from reporting_scenario import (
     EXPERTS,
+    QUEUE_V1,
     QUEUES_15M,
     QUEUES_60M,
     T0,
     Feed,
+    config_version,
     state,
     task,
     tasks,
@@ -20,7 +22,7 @@ from reporting_scenario import (
 from sqlalchemy import Engine, func, select, update
 
 from expertline.db import migrate
-from expertline.db.engine import make_engine
+from expertline.db.engine import as_utc, make_engine
 from expertline.errors import InvalidInput
 from expertline.records.feed import EXPERT_STATE, TASK_RECORD
 from expertline.reporting import migrate as reporting_migrate
@@ -294,3 +296,75 @@ def test_ingesting_while_the_runtime_writes(rengine: Engine) -> None:
     assert errors == []
     assert counts(rengine)["report_tasks"] == 300
     assert ing.cursor() == feed_max(rengine)
+
+
+def test_configuration_copied_in_the_same_batch_names_its_tasks(rengine: Engine) -> None:
+    """Rows are built before the write transaction, with the names known then; a batch that
+    copies a new configuration version must name its tasks by that version."""
+    feed = write_all(rengine)
+    ing = Ingester(rengine, rengine)
+    ing.run_until_idle()
+    config_version(
+        rengine,
+        3,
+        T0 + timedelta(minutes=50),
+        [
+            (
+                "queue",
+                "billing",
+                "update",
+                {**QUEUE_V1["billing"], "name": "Billing 3", "service_level": "45s"},
+            )
+        ],
+    )
+    feed.write([(TASK_RECORD, dict(task("v3", 75, "billing", "completed", wait=40, version=3)))])
+    assert ing.run_once().config_versions == 1
+    with rengine.connect() as conn:
+        row = conn.execute(
+            select(report_tasks.c.queue_name, report_tasks.c.sl_threshold).where(
+                report_tasks.c.task_id == "v3"
+            )
+        ).one()
+    assert tuple(row) == ("Billing 3", 45.0)
+    (late,) = queue_report(
+        rengine, parse_range("2026-11-25T11:15:00Z", "2026-11-25T11:30:00Z", "15m")
+    )
+    assert (late["queue_name"], late["handled"], late["service_level"]) == ("Billing 3", 1, 1.0)
+
+
+def test_times_in_any_iso_form_are_the_same_instants(rengine: Engine) -> None:
+    """The runtime writes ``…T10:00:00.125+00:00``; other writers (older versions, a moved
+    cursor over hand-made rows) may not. Every form lands as the same instant."""
+    runtime_form = task(
+        "a", 3, "billing", "completed", wait=4, expert="bob", offers=[("bob", 1, 4, "accepted")]
+    )
+    other = dict(runtime_form, task_id="b")
+    moments = ("created_at", "assigned_at", "connected_at", "ended_at")
+    for key in moments:
+        runtime_form[key] = utc_text(runtime_form[key]).isoformat(timespec="milliseconds")
+    other["created_at"] = utc_text(other["created_at"]).isoformat().replace("+00:00", "Z")
+    other["assigned_at"] = (
+        utc_text(other["assigned_at"]).astimezone(timezone(timedelta(hours=-5))).isoformat()
+    )
+    other["connected_at"] = utc_text(other["connected_at"]).replace(tzinfo=None).isoformat()
+    other["ended_at"] = utc_text(other["ended_at"]).isoformat(" ", timespec="microseconds")
+    other["offers"] = [dict(runtime_form["offers"][0], offer_id="b-o1")]
+    Feed(rengine).write([(TASK_RECORD, dict(runtime_form)), (TASK_RECORD, other)])
+    Ingester(rengine, rengine).run_until_idle()
+    columns = [report_tasks.c[k] for k in moments]
+    with rengine.connect() as conn:
+        got = {
+            r[0]: [as_utc(v) for v in r[1:]]
+            for r in conn.execute(select(report_tasks.c.task_id, *columns))
+        }
+        offers = conn.execute(
+            select(report_offers.c.created_at, report_offers.c.ended_at).order_by(
+                report_offers.c.offer_id
+            )
+        ).all()
+    assert got["a"] == got["b"] == [utc_text(runtime_form[k]) for k in moments]
+    assert offers[0] == offers[1]
+
+
+def utc_text(value: object) -> datetime:
+    return datetime.fromisoformat(str(value)).astimezone(UTC)

@@ -6,7 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from sqlalchemy import inspect
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect
 
 from expertline.db import migrate
 from expertline.db.engine import make_engine
@@ -47,3 +49,24 @@ def _check(db_url: str) -> None:
         assert {"alembic_version", "reporting_alembic_version"} <= tables
     finally:
         engine.dispose()
+
+
+def test_migrations_build_the_tables_the_code_describes(engine: Engine) -> None:
+    reporting_migrate.upgrade(engine)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": _reporting_only}
+        )
+        assert compare_metadata(ctx, metadata) == []
+    open_states = [
+        ix
+        for ix in inspect(engine).get_indexes("report_expert_states")
+        if ix["name"] == "ix_report_expert_states_open"
+    ]
+    assert [ix["column_names"] for ix in open_states] == [["expert_id"]]
+
+
+def _reporting_only(name: str | None, kind: str, parents: dict[str, str | None]) -> bool:
+    """The runtime's tables share the database; compare only reporting's."""
+    table = name if kind == "table" else parents.get("table_name")
+    return kind == "schema" or table in metadata.tables

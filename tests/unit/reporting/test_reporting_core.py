@@ -13,6 +13,7 @@ from expertline.records.feed import TaskRecord
 from expertline.reporting.core import (
     ConfigView,
     GapWatch,
+    QueueTotals,
     Version,
     add_up,
     interval_start,
@@ -21,6 +22,7 @@ from expertline.reporting.core import (
     plan_window,
     queue_row,
     task_contribution,
+    utc,
 )
 from expertline.reporting.web.charts import VolumePoint, utilization_chart, volume_chart
 
@@ -162,6 +164,41 @@ def test_service_level_definitions() -> None:
         300.0,
         81.0,
     )
+
+
+QUEUE_IDS = st.sampled_from(["q1", "q2", "q3"])
+TASKS = st.builds(
+    lambda n, queue, visited, status, wait, talk, version, second: record(
+        task_id=f"t{n}",
+        queue_id=queue,
+        queues=[*visited, queue],
+        status=status,
+        wait=wait,
+        talk_time=talk,
+        config_version=version,
+        created_at=f"2026-11-25T10:{second // 60:02d}:{second % 60:02d}.250+00:00",
+    ),
+    st.integers(0, 10_000),
+    QUEUE_IDS,
+    st.lists(QUEUE_IDS, max_size=3),
+    st.sampled_from(["completed", "abandoned", "overflowed", "rejected", "failed"]),
+    st.floats(0, 600, allow_nan=False),
+    st.floats(0, 600, allow_nan=False),
+    st.integers(0, 4),
+    st.integers(0, 3599),
+)
+
+
+@given(st.lists(TASKS, max_size=40))
+def test_batch_totals_add_up_what_each_task_contributes(tasks: list[TaskRecord]) -> None:
+    """The ingester sums a batch task by task; the figures must be exactly those of adding
+    up each task's contribution (names, thresholds, overflow, wait_max included)."""
+    view = names()
+    totals = QueueTotals(view)
+    for t in tasks:
+        totals.add(t, utc(t["created_at"]))
+    expected = add_up(p for t in tasks for p in task_contribution(t, view))
+    assert totals.figures() == expected
 
 
 def test_charts_escape_labels_and_carry_values() -> None:
