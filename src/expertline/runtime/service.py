@@ -36,7 +36,7 @@ from expertline.routing import commands as cmd
 from expertline.routing import events as ev
 from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
 from expertline.runtime import store
-from expertline.runtime.core_adapter import CoreAdapter, OfferState, TaskState
+from expertline.runtime.core_adapter import CoreAdapter
 from expertline.runtime.ports import (
     AnswerResult,
     ExpertChannel,
@@ -108,7 +108,7 @@ class _Pending:
 
     batch: store.Batch = field(default_factory=store.Batch)
     effects: list[_Effect] = field(default_factory=list)
-    tasks: dict[str, TaskState] = field(default_factory=dict)  # snapshots at close
+    tasks: dict[str, TaskView] = field(default_factory=dict)  # views at close
     offers: dict[str, OfferView] = field(default_factory=dict)
     webhooks: bool = False
 
@@ -616,30 +616,34 @@ class RuntimeService:
         now = self.clock()
         at = store.utc(now)
         dirty = self._core.drain_dirty()
+        core = self._core.core
+        exported: dict[str, dict[str, Any]] = {}  # this batch's task snapshots, for offer views
         for tid in dirty.tasks:
-            t = self._core.task(tid)
-            if t is None:
+            d = core.export_task(tid)  # a fresh dict: the row's state and the view's source
+            if d is None:
                 continue
-            pending.tasks[tid] = t
+            exported[tid] = d
             meta = self._task_meta.get(tid, {})
+            view = pending.tasks[tid] = self._view_of(d, meta)
+            d["_meta"] = dict(meta)
             batch.tasks[tid] = {
                 "task_id": tid,
-                "code": t.code,
-                "external_id": t.external_id,
-                "status": t.status,
-                "active": t.status in ACTIVE_STATUSES,
-                "queue_id": t.queue_id,
-                "expert_id": t.expert_id,
-                "label": t.label,
+                "code": view.code,
+                "external_id": d["external_id"],
+                "status": view.status,
+                "active": d["active"],
+                "queue_id": view.queue,
+                "expert_id": view.expert,
+                "label": view.label,
                 "origin": meta.get("origin", "http"),
                 "callback_url": meta.get("callback_url"),
-                "created_at": store.utc(t.created_at),
+                "created_at": store.utc(d["created_at"]),
                 "updated_at": at,
-                "state": {**t.export, "_meta": meta},
+                "state": d,
             }
             url = meta.get("callback_url")
             old = self._views.get(tid) or self._ended.get(tid)
-            if url and (old is None or old.status != t.status or old.label != t.label):
+            if url and (old is None or old.status != view.status or old.label != view.label):
                 batch.webhooks.append(
                     {
                         "id": self._seq.take("webhook"),
@@ -647,7 +651,7 @@ class RuntimeService:
                         "url": url,
                         "body": {
                             "event": "task.status",
-                            "task": _view_json(self._view_of(t)),
+                            "task": _view_json(view),
                             "at": store.iso(now),
                         },
                         "created_at": at,
@@ -660,20 +664,20 @@ class RuntimeService:
                 )
                 pending.webhooks = True
         for oid in dirty.offers:
-            o = self._core.offer(oid)
+            o = core.export_offer(oid)
             if o is None:
                 continue
-            pending.offers[oid] = self._offer_view(o, pending.tasks.get(o.task_id))
+            pending.offers[oid] = self._offer_view(o, exported.get(o["task_id"]))
             batch.offers[oid] = {
                 "offer_id": oid,
-                "task_id": o.task_id,
-                "expert_id": o.expert_id,
-                "status": o.status,
+                "task_id": o["task_id"],
+                "expert_id": o["expert_id"],
+                "status": o["status"],
                 "updated_at": at,
-                "state": o.export,
+                "state": o,
             }
         for eid in dirty.experts:
-            export = self._core.export_expert(eid)
+            export = core.export_expert(eid)
             if export is None:
                 continue
             batch.experts[eid] = {"expert_id": eid, "updated_at": at, "state": export}
@@ -792,10 +796,9 @@ class RuntimeService:
     def _after_commit(self, pending: _Pending) -> None:
         """The batch is durable: publish views, wake waiters, perform effects."""
         assert self._core is not None
-        for tid, t in pending.tasks.items():
-            view = self._view_of(t)
+        for tid, view in pending.tasks.items():
             old = self._views.get(tid)
-            if t.status in ACTIVE_STATUSES:
+            if view.status in ACTIVE_STATUSES:
                 self._views[tid] = view
             else:
                 self._views.pop(tid, None)
@@ -843,29 +846,31 @@ class RuntimeService:
     def _offer_from_core(self, offer_id: str) -> OfferView | None:
         if self._core is None:
             return None
-        o = self._core.offer(offer_id)
+        o = self._core.core.export_offer(offer_id)
         if o is None:
             return None
         return self._offer_view(o, None)
 
-    def _offer_view(self, o: OfferState, t: TaskState | None) -> OfferView:
+    def _offer_view(self, o: dict[str, Any], t: dict[str, Any] | None) -> OfferView:
+        """The API/IM view of an exported offer; ``t``: its task's export, when at hand."""
         if t is None and self._core is not None:
-            t = self._core.task(o.task_id)
-        queue = self._config.queues.get(o.queue_id)
+            t = self._core.core.export_task(o["task_id"])
+        queue_id = o["queue_id"]
+        queue = self._config.queues.get(queue_id)
         return OfferView(
-            id=o.id,
-            task_id=o.task_id,
-            code=o.code,
-            expert_id=o.expert_id,
-            status=o.status,
-            queue_id=o.queue_id,
-            queue_name=queue.name if queue else o.queue_id,
-            caller=t.caller if t else None,
-            created_at=o.created_at,
-            expires_at=o.expires_at,
-            task_created_at=t.created_at if t else o.created_at,
-            notice_only=o.notice_only,
-            shown_attributes=self._shown(o.queue_id, t.attributes if t else {}),
+            id=o["id"],
+            task_id=o["task_id"],
+            code=o["code"],
+            expert_id=o["expert_id"],
+            status=str(o["status"]),
+            queue_id=queue_id,
+            queue_name=queue.name if queue else queue_id,
+            caller=t["caller"] if t else None,
+            created_at=float(o["created_at"]),
+            expires_at=o["expires_at"],
+            task_created_at=float(t["created_at"] if t else o["created_at"]),
+            notice_only=bool(o["notice_only"]),
+            shown_attributes=self._shown(queue_id, t["attributes"] if t else {}),
         )
 
     def _shown(self, queue_id: str, attributes: dict[str, Any]) -> dict[str, str]:
@@ -876,33 +881,33 @@ class RuntimeService:
             rules = dict(getattr(queue, "show", {}) or {})
         return apply_show(attributes, rules)
 
-    def _view_of(self, t: TaskState) -> TaskView:
-        meta = self._task_meta.get(t.id, {})
-        old = self._views.get(t.id)
-        created = old.created_at if old is not None else store.iso(t.created_at) or ""
+    def _view_of(self, d: dict[str, Any], meta: dict[str, Any]) -> TaskView:
+        """The API view of an exported task (``RoutingCore.export_task``) and its metadata."""
+        tid = d["id"]
+        old = self._views.get(tid)
+        created_ts = d["created_at"]
+        created = old.created_at if old is not None else store.iso(created_ts) or ""
+        ended = d["ended_at"]
         return TaskView(
-            id=t.id,
-            code=t.code,
-            status=t.status,
-            queue=t.queue_id,
-            expert=t.expert_id,
-            label=t.label,
+            id=tid,
+            code=d["code"],
+            status=d["status"],
+            queue=d["queue_id"],
+            expert=d["expert_id"],
+            label=d["label"],
             created_at=created,
             extra={
-                "channel": t.channel,
-                "caller": t.caller,
-                "priority": t.priority,
-                "external_id": t.external_id,
-                "dialed_number": t.dialed_number,
+                "channel": d["channel"],
+                "caller": d["caller"],
+                "priority": d["priority"],
+                "external_id": d["external_id"],
+                "dialed_number": d["dialed_number"],
                 "call_disposition": meta.get("call_disposition"),
-                "ended_at": store.iso(t.ended_at),
+                "ended_at": None if ended is None else store.iso(ended),
                 "origin": meta.get("origin", "http"),
                 "callback_url": meta.get("callback_url"),
-                "offers": [
-                    {"id": oid, "expert": eid}
-                    for eid, oid in (t.export.get("open_offers") or {}).items()
-                ],
-                "_created_ts": t.created_at,
+                "offers": [{"id": oid, "expert": eid} for eid, oid in d["open_offers"].items()],
+                "_created_ts": created_ts,
             },
         )
 
@@ -1044,13 +1049,14 @@ class RuntimeService:
             self._pending.effects.append(_Effect(channel, row["kind"], row["payload"], row["id"]))
         pending = self._collect()
         for row in state.tasks:
-            restored = self._core.task(row["task_id"])
+            restored = self._core.core.export_task(row["task_id"])
             if restored is not None:
-                pending.tasks.setdefault(restored.id, restored)
+                meta = self._task_meta.get(restored["id"], {})
+                pending.tasks.setdefault(restored["id"], self._view_of(restored, meta))
         for row in state.offers:
-            offer = self._core.offer(row["offer_id"])
+            offer = self._core.core.export_offer(row["offer_id"])
             if offer is not None:
-                pending.offers.setdefault(offer.id, self._offer_view(offer, None))
+                pending.offers.setdefault(offer["id"], self._offer_view(offer, None))
         if not pending.batch.empty():
             await self._commit(pending.batch)
         self._after_commit(pending)
