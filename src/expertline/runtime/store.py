@@ -131,11 +131,18 @@ class Batch:
 
 def write_batch(engine: Engine, batch: Batch) -> None:
     """Write one batch in one transaction (called from a worker thread)."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            _write_sqlite(conn, batch)
-        else:
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
             _write(conn, batch)
+        return
+    statements = _sqlite_statements(batch)  # before the transaction: it holds the write lock
+    with engine.begin() as conn:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+        finally:
+            cursor.close()
 
 
 # SQLite: the same rows through the driver directly. SQLAlchemy's per-value processing costs
@@ -143,9 +150,18 @@ def write_batch(engine: Engine, batch: Batch) -> None:
 # as SQLAlchemy stores them (naive UTC datetime strings, JSON text, 0/1 booleans), so every
 # reader (SQLAlchemy included) sees the same data. Each table gets one row-to-parameters
 # function that converts only the columns needing it (JSON with orjson, datetimes once per
-# distinct value), because the per-value work is most of a commit's CPU time.
+# distinct value).
+#
+# Rows go in multi-row ``INSERT ... VALUES (...), (...)`` statements of power-of-two sizes (a
+# handful of distinct statements, all kept in the driver's statement cache). SQLite's own work
+# then runs in a few long steps, during which the driver releases the GIL, so the event loop
+# keeps routing while a commit runs. A per-row ``executemany`` gives up and re-takes the GIL
+# at every row, and each re-take waits for a busy loop thread to let go (up to the
+# interpreter's switch interval): a commit crawled whenever the loop was busy.
 _RowFunction = Callable[[dict[str, Any], dict[Any, Any]], tuple[Any, ...]]
-_SQLITE_SQL: dict[tuple[str, str], tuple[str, _RowFunction]] = {}
+_SQLITE_SQL: dict[tuple[str, str, int], str] = {}
+_SQLITE_ROWS: dict[str, _RowFunction] = {}
+_SQLITE_MAX_PARAMS = 32766  # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32
 
 
 def _json_text(value: Any) -> str | None:
@@ -169,7 +185,10 @@ def _flag(value: Any) -> Any:
 
 
 def _row_function(table: Table) -> _RowFunction:
-    """A function turning one row dict into the driver's parameter tuple for ``table``."""
+    """A function turning one row dict into the driver's parameters for ``table``."""
+    cached = _SQLITE_ROWS.get(table.name)
+    if cached is not None:
+        return cached
     parts: list[str] = []
     for column in table.columns:
         get = f"row.get({column.name!r})"
@@ -184,50 +203,66 @@ def _row_function(table: Table) -> _RowFunction:
     source = "def convert(row, dt):\n    return (" + ", ".join(parts) + ",)\n"
     scope: dict[str, Any] = {"json_text": _json_text, "dt_text": _datetime_text, "flag": _flag}
     exec(source, scope)
-    return scope["convert"]  # type: ignore[no-any-return]
+    convert: _RowFunction = scope["convert"]
+    _SQLITE_ROWS[table.name] = convert
+    return convert
 
 
-def _sqlite_sql(table: Table, key: str | None) -> tuple[str, _RowFunction]:
-    cached = _SQLITE_SQL.get((table.name, key or ""))
+def _insert_sql(table: Table, key: str | None, rows: int) -> str:
+    """``INSERT`` of ``rows`` rows into ``table`` (an upsert on ``key`` when given)."""
+    cached = _SQLITE_SQL.get((table.name, key or "", rows))
     if cached is not None:
         return cached
     cols = [c.name for c in table.columns]
-    sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    one = "(" + ", ".join("?" * len(cols)) + ")"
+    sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES " + ", ".join([one] * rows)
     if key is not None:
         sql += f" ON CONFLICT({key}) DO UPDATE SET " + ", ".join(
             f"{c} = excluded.{c}" for c in cols if c != key
         )
-    entry = _SQLITE_SQL[(table.name, key or "")] = (sql, _row_function(table))
-    return entry
+    _SQLITE_SQL[(table.name, key or "", rows)] = sql
+    return sql
 
 
-def _sqlite_rows(
-    conn: Connection, table: Table, rows: list[dict[str, Any]], key: str | None = None
+def _sqlite_inserts(
+    out: list[tuple[str, list[Any]]],
+    dt: dict[Any, str | None],
+    table: Table,
+    rows: list[dict[str, Any]],
+    key: str | None = None,
 ) -> None:
     if not rows:
         return
-    sql, convert = _sqlite_sql(table, key)
+    convert = _row_function(table)
+    width = len(table.columns)
+    params = [value for row in rows for value in convert(row, dt)]
+    largest = 1 << ((_SQLITE_MAX_PARAMS // width).bit_length() - 1)  # rows per statement
+    done, total = 0, len(rows)
+    while done < total:
+        n = min(largest, 1 << ((total - done).bit_length() - 1))
+        out.append((_insert_sql(table, key, n), params[done * width : (done + n) * width]))
+        done += n
+
+
+def _sqlite_statements(batch: Batch) -> list[tuple[str, list[Any]]]:
+    out: list[tuple[str, list[Any]]] = []
     dt: dict[Any, str | None] = {}  # a batch shares a handful of timestamps
-    params = [convert(row, dt) for row in rows]
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.executemany(sql, params)
-    finally:
-        cursor.close()
-
-
-def _write_sqlite(conn: Connection, batch: Batch) -> None:
-    _sqlite_rows(conn, routing_feed, batch.feed)
-    _sqlite_rows(conn, runtime_tasks, list(batch.tasks.values()), "task_id")
-    _sqlite_rows(conn, runtime_offers, list(batch.offers.values()), "offer_id")
-    _sqlite_rows(conn, runtime_experts, list(batch.experts.values()), "expert_id")
-    _sqlite_rows(conn, runtime_meta, [{"key": k, "value": v} for k, v in batch.meta.items()], "key")
-    _sqlite_rows(conn, rcd, batch.rcd)
-    _sqlite_rows(conn, tcd, batch.tcd)
-    _sqlite_rows(conn, runtime_outbox, batch.outbox)
-    if batch.outbox_done:
-        conn.execute(delete(runtime_outbox).where(runtime_outbox.c.id.in_(batch.outbox_done)))
-    _sqlite_rows(conn, webhook_deliveries, batch.webhooks)
+    _sqlite_inserts(out, dt, routing_feed, batch.feed)
+    _sqlite_inserts(out, dt, runtime_tasks, list(batch.tasks.values()), "task_id")
+    _sqlite_inserts(out, dt, runtime_offers, list(batch.offers.values()), "offer_id")
+    _sqlite_inserts(out, dt, runtime_experts, list(batch.experts.values()), "expert_id")
+    meta = [{"key": k, "value": v} for k, v in batch.meta.items()]
+    _sqlite_inserts(out, dt, runtime_meta, meta, "key")
+    _sqlite_inserts(out, dt, rcd, batch.rcd)
+    _sqlite_inserts(out, dt, tcd, batch.tcd)
+    _sqlite_inserts(out, dt, runtime_outbox, batch.outbox)
+    done = batch.outbox_done
+    for start in range(0, len(done), 1000):
+        chunk = done[start : start + 1000]
+        marks = ", ".join("?" * len(chunk))
+        out.append((f"DELETE FROM {runtime_outbox.name} WHERE id IN ({marks})", list(chunk)))
+    _sqlite_inserts(out, dt, webhook_deliveries, batch.webhooks)
+    return out
 
 
 def _write(conn: Connection, batch: Batch) -> None:
