@@ -126,8 +126,9 @@ class Task:
             "open_offers": dict(self.open_offers),
             "offer_n": self.offer_n,
             "cooldowns": dict(self.cooldowns),
-            "history": [dict(h) for h in self.history],
-            "attempts": [dict(a) for a in self.attempts],
+            # entries are never changed once appended: the lists are copied, not the entries
+            "history": list(self.history),
+            "attempts": list(self.attempts),
             "expert_id": self.expert_id,
             "label": self.label,
             "assigned_at": self.assigned_at,

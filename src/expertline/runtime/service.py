@@ -699,9 +699,9 @@ class RuntimeService:
                 # The core builds a fresh dict for every Emit, so it is stored as is.
                 data = c.data
                 if c.type == TASK_RECORD:
-                    data = {**data, "node": data.get("node") or self.node}
+                    data["node"] = data.get("node") or self.node
                     data.setdefault("config_version", self._config.version)
-                elif c.type == EXPERT_STATE:
+                elif c.type == EXPERT_STATE and "config_version" not in data:
                     data = {"config_version": self._config.version, **data}
                 seq.feed += 1
                 feed.append(
@@ -727,7 +727,7 @@ class RuntimeService:
             # AnswerRefused: returned to whoever answered.
 
     def _record(self, c: cmd.WriteRecord, now: float) -> None:
-        data = dict(c.data)
+        data = _jsonable(c.data)
         batch = self._pending.batch
         if c.kind == "attempt":
             batch.feed.append(
@@ -736,7 +736,7 @@ class RuntimeService:
                     "type": "task.attempt",
                     "task_id": data.get("task_id"),
                     "expert_id": data.get("expert_id"),
-                    "data": _jsonable(data),
+                    "data": data,
                     "created_at": store.utc(now),
                 }
             )
@@ -753,7 +753,7 @@ class RuntimeService:
             "expert_id": data.get("expert_id"),
             "queue_id": data.get("queue_id"),
             "node": self.node,
-            "data": _jsonable(data),
+            "data": data,
         }
         if c.kind == "rcd":
             row["label"] = data.get("label")
@@ -1163,11 +1163,11 @@ def _offer_from_payload(p: dict[str, Any]) -> OfferView:
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """A record's data as stored: a copy with sets and tuples as lists (JSON arrays)."""
+    out = dict(data)
     for key, value in data.items():
         if isinstance(value, frozenset | set | tuple):
-            value = list(value)
-        out[key] = value
+            out[key] = list(value)
     return out
 
 
