@@ -87,14 +87,15 @@ Index("ix_api_tokens_name", api_tokens.c.name)
 # --- runtime: routing state, feed, records, outbox -----------------------------------------
 # The active runtime node is the only writer of these tables. It assigns ``id`` and
 # ``recovery_key`` values itself (ascending, from the highest stored at start), so ids ascend in
-# commit order and a reader's cursor never skips a row that commits later.
+# commit order and a reader's cursor never skips a row that commits later. On SQLite these
+# keys are INTEGER, i.e. the rowid itself (no separate index to maintain); BIGINT elsewhere.
 from sqlalchemy import Boolean, Float  # noqa: E402
 
 # Every transition, in order (see expertline.records.feed).
 routing_feed = Table(
     "routing_feed",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", BigId, primary_key=True, autoincrement=False),
     Column("type", String(64), nullable=False),
     Column("task_id", String(64)),
     Column("expert_id", String(255)),
@@ -161,7 +162,7 @@ runtime_meta = Table(
 rcd = Table(
     "rcd",
     metadata,
-    Column("recovery_key", BigInteger, primary_key=True, autoincrement=False),
+    Column("recovery_key", BigId, primary_key=True, autoincrement=False),
     Column("datetime", DateTime(timezone=True), nullable=False),
     Column("task_id", String(64), nullable=False),
     Column("peripheral_call_key", String(32)),
@@ -180,7 +181,7 @@ Index("ix_rcd_task_id", rcd.c.task_id)
 tcd = Table(
     "tcd",
     metadata,
-    Column("recovery_key", BigInteger, primary_key=True, autoincrement=False),
+    Column("recovery_key", BigId, primary_key=True, autoincrement=False),
     Column("datetime", DateTime(timezone=True), nullable=False),
     Column("task_id", String(64), nullable=False),
     Column("peripheral_call_key", String(32)),
@@ -205,7 +206,7 @@ tcd = Table(
 runtime_outbox = Table(
     "runtime_outbox",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", BigId, primary_key=True, autoincrement=False),
     Column("channel", String(64), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("expert_id", String(255), nullable=False),
@@ -217,7 +218,7 @@ runtime_outbox = Table(
 webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", BigId, primary_key=True, autoincrement=False),
     Column("task_id", String(64), nullable=False),
     Column("url", Text, nullable=False),
     Column("body", JSON, nullable=False),
