@@ -62,7 +62,11 @@ def list_tokens(engine: Engine) -> list[TokenInfo]:
         rows = conn.execute(select(api_tokens).order_by(api_tokens.c.id)).all()
     return [
         TokenInfo(
-            r.id, r.name, r.role, as_utc(r.created_at), as_utc(r.revoked_at) if r.revoked_at else None
+            r.id,
+            r.name,
+            r.role,
+            as_utc(r.created_at),
+            as_utc(r.revoked_at) if r.revoked_at else None,
         )
         for r in rows
     ]

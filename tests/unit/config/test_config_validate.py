@@ -376,7 +376,7 @@ def test_a_broken_queue_still_has_its_selections_checked() -> None:
     # A bad duration in a queue must not hide a bad CEL selection in the same queue, and a
     # reference to that queue is not reported as missing.
     text = BASE.replace(
-        'select: "billing >= 1"}', 'select: "billing >= \'high\'", offer_timeout: 20 seconds}'
+        'select: "billing >= 1"}', "select: \"billing >= 'high'\", offer_timeout: 20 seconds}"
     ).replace("queue: billing-es}", "queue: billing-any}")
     problems = problems_of(text)
     assert problems[0].startswith("queues[1].offer_timeout: bad duration '20 seconds'")
