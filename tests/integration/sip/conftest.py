@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,24 +17,9 @@ from sip_harness import SipHarness
 from support.sipp import SippPool, require_sipp
 
 
-@pytest.fixture
-async def sip(sqlite_engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
-    """The harness with sipp available (skips without it, fails in CI), on SQLite: SIP
-    behaviour does not depend on the database; ``sip_any_db`` runs on both backends."""
-    require_sipp()
-    pool = SippPool(tmp_path / "sipp")
-    harness = SipHarness(sqlite_engine, tmp_path, pool)
-    try:
-        yield harness
-    finally:
-        pool.stop_all()
-        await harness.stop()
-
-
-@pytest.fixture
-async def sip_any_db(engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
-    """The sipp harness on SQLite and on PostgreSQL (records are written by each)."""
-    require_sipp()
+@contextlib.asynccontextmanager
+async def _harness(engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
+    """A harness whose sipp processes and node are always stopped afterwards."""
     pool = SippPool(tmp_path / "sipp")
     harness = SipHarness(engine, tmp_path, pool)
     try:
@@ -44,13 +30,25 @@ async def sip_any_db(engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness
 
 
 @pytest.fixture
+async def sip(sqlite_engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
+    """The harness with sipp available (skips without it, fails in CI), on SQLite: SIP
+    behaviour does not depend on the database; ``sip_any_db`` runs on both backends."""
+    require_sipp()
+    async with _harness(sqlite_engine, tmp_path) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def sip_any_db(engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
+    """The sipp harness on SQLite and on PostgreSQL (records are written by each)."""
+    require_sipp()
+    async with _harness(engine, tmp_path) as harness:
+        yield harness
+
+
+@pytest.fixture
 async def wire(sqlite_engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
     """The harness for tests that speak SIP from Python sockets (no sipp). Protocol behaviour
     does not depend on the database, so these run on SQLite only."""
-    pool = SippPool(tmp_path / "sipp")
-    harness = SipHarness(sqlite_engine, tmp_path, pool)
-    try:
+    async with _harness(sqlite_engine, tmp_path) as harness:
         yield harness
-    finally:
-        pool.stop_all()
-        await harness.stop()

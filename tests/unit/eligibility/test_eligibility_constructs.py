@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -13,22 +12,9 @@ from expertline.config.cel import CEL_TYPES, SelectionCompiler
 from expertline.errors import InvalidInput
 from expertline.routing import eligibility
 from expertline.routing.eligibility import EligibilityIndex, compile_selection
+from support.eligibility import SKILL_ATTRS
 
-
-@dataclass(frozen=True)
-class Attr:
-    name: str
-    type: str
-
-
-ATTRS = [
-    Attr("billing", "proficiency"),
-    Attr("tech", "proficiency"),
-    Attr("rating", "number"),
-    Attr("certified", "boolean"),
-    Attr("region", "string"),
-    Attr("language", "list"),
-]
+ATTRS = SKILL_ATTRS
 KINDS = {a.name: a.type for a in ATTRS}
 EXPERTS: dict[str, dict[str, Any]] = {
     "alice": {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -13,13 +12,7 @@ from hypothesis import strategies as st
 
 from expertline.config.cel import CEL_TYPES, SelectionCompiler
 from expertline.routing.eligibility import EligibilityIndex, compile_selection
-
-
-@dataclass(frozen=True)
-class Attr:
-    name: str
-    type: str
-
+from support.eligibility import Attr
 
 ATTRS = [
     Attr("p1", "proficiency"),

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from expertline.routing.eligibility import CompiledSelection, EligibilityIndex
+from support.eligibility import SKILL_ATTRS
 
-
-@dataclass(frozen=True)
-class Attr:
-    name: str
-    type: str
-
-
-ATTRS = [
-    Attr("billing", "proficiency"),
-    Attr("tech", "proficiency"),
-    Attr("rating", "number"),
-    Attr("certified", "boolean"),
-    Attr("region", "string"),
-    Attr("language", "list"),
-]
+ATTRS = SKILL_ATTRS
 QUEUES = [
     ("billing", ["billing >= 50", "billing >= 20"]),
     ("tech-es", ["tech > 60 && 'es' in language", "tech > 30"]),
