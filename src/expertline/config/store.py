@@ -550,7 +550,12 @@ def _backoff(attempt: int) -> None:
 
 def validated(doc: ConfigDocument) -> ConfigDocument:
     """``doc`` if the whole-document checks pass, else InvalidInput with every problem."""
-    problems = check_document(doc)
+    _refuse(list(check_document(doc)))
+    return doc
+
+
+def _refuse(problems: list[Problem]) -> None:
+    """InvalidInput listing every problem, if there is any: the change is not applied."""
     if problems:
         n = len(problems)
         raise InvalidInput(
@@ -558,7 +563,6 @@ def validated(doc: ConfigDocument) -> ConfigDocument:
             "nothing was applied",
             problems,
         )
-    return doc
 
 
 def parse_object(section: str, data: Any) -> BaseModel:
@@ -665,13 +669,7 @@ def _check_edit(
                     Problem(f"experts[{index}].im", f"already used by experts[{i}] ({other.im})")
                 )
                 break
-    if problems:
-        n = len(problems)
-        raise InvalidInput(
-            f"the change would leave {n} problem{'s' if n != 1 else ''} in the configuration; "
-            "nothing was applied",
-            problems,
-        )
+    _refuse(problems)
 
 
 def _body_text(section: str, oid: str, obj: Any) -> str:
