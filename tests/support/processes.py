@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,13 +12,10 @@ from pathlib import Path
 
 import httpx
 
+from expertline.net import free_port
 from support.wait import eventually
 
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["ServerProcess", "cli", "expertline_cmd", "free_port", "running_server"]
 
 
 def expertline_cmd(*args: str) -> list[str]:

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from expertline.bench.common import BenchOptions, BenchResult, current_rss_mb, percentile
 from expertline.db import migrate
 from expertline.db.engine import make_engine
+from expertline.net import free_port
 from expertline.routing import perf
 from expertline.routing.model import RoutingConfig
 from expertline.runtime.ports import TaskRequest
@@ -180,12 +180,6 @@ def _core_only(result: BenchResult, options: BenchOptions) -> None:
 # --- over HTTP -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve_child(url: str, experts: int, queues: int, port: int, token_file: str) -> None:
     """Child process: a runtime with the synthetic configuration behind uvicorn.
 
@@ -237,7 +231,7 @@ def _http(result: BenchResult, options: BenchOptions) -> None:
     queues = _sized(1000, options.scale, 10)
     lifecycles = _sized(3000, options.scale, 100)
     clients = 128
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         token_file = str(Path(tmp) / "token")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from expertline.bench.common import BenchOptions, BenchResult
+from expertline.net import free_port
 
 ENTRY = "+18005550100"
 RATES = (100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000, 2500, 3000)
@@ -271,12 +272,6 @@ def _wait_udp_bound(port: int, process: subprocess.Popen[bytes], timeout: float 
     raise RuntimeError(f"nothing listens on udp {port} after {timeout}s")
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # -- sipp load ---------------------------------------------------------------------------------
 
 
@@ -293,7 +288,7 @@ def run_step(workdir: Path, remote: str, rate: int, seconds: float) -> Step:
     calls = max(1, int(rate * seconds))
     stats = step_dir / "stats.csv"
     cmd = [
-        sipp, "-sf", str(scenario), "-s", ENTRY, "-i", "127.0.0.1", "-p", str(free_udp_port()),
+        sipp, "-sf", str(scenario), "-s", ENTRY, "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_DGRAM)),
         "-r", str(rate), "-rp", "1000", "-m", str(calls), "-l", str(max(rate * 6, 100)),
         "-recv_timeout", str(CALL_TIMEOUT_MS), "-nostdin", "-trace_stat", "-stf", str(stats),
         "-fd", "3600", "-timeout", f"{int(seconds * 3 + 30)}s", "-max_recv_loops", "100000",
@@ -415,7 +410,7 @@ def run(options: BenchOptions) -> BenchResult:
         ours = _climb_node(workdir, options, 200, seconds, "expertline", result.notes)
         alone = _climb_node(workdir, options, 0, seconds, "front-alone", result.notes)
         (workdir / "kamailio-run").mkdir()
-        kamailio = Kamailio(workdir / "kamailio-run", free_udp_port())
+        kamailio = Kamailio(workdir / "kamailio-run", free_port(socket.SOCK_DGRAM))
         ceiling = None
         try:
             kamailio.start()

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from expertline.net import free_port
+
 DOMAIN = "example.test"
 COMPONENT = "expertline.example.test"
 COMPONENT_SECRET = "component-secret"
@@ -28,13 +30,6 @@ COMPONENT_SECRET = "component-secret"
 
 def prosody_available() -> bool:
     return shutil.which("prosody") is not None and shutil.which("prosodyctl") is not None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _encode_node(name: str) -> str:

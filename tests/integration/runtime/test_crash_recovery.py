@@ -12,7 +12,6 @@ import asyncio
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from sqlalchemy import Engine, func, select
 
 from expertline.db.tables import runtime_tasks, tcd
 from expertline.security.tokens import create_token
+from support.processes import free_port
 from support.wait import eventually
 
 SERVER = Path(__file__).parent / "rt_server.py"
@@ -75,12 +75,6 @@ def _prepare(url: str, tmp: Path) -> list[str] | None:
     )
     assert done.returncode == 0, done.stderr
     return [sys.executable, "-m", "expertline", "--db", url, "serve", "--role", "runtime"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -186,7 +180,7 @@ def test_kill_9_mid_flight_loses_nothing_and_ends_each_task_once(
 ) -> None:
     url = engine.url.render_as_string(hide_password=False)
     serve = _prepare(url, tmp_path)
-    port = _free_port()
+    port = free_port()
     rc = create_token(engine, "cc", "routing-client")
     ex = create_token(engine, "console", "expert")
 
