@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
@@ -60,3 +62,24 @@ def _sqlite_begin(connection: Any) -> None:
 def as_utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; they were written as UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# Writers that bypass SQLAlchemy's per-value processing (the runtime's commits, reporting
+# ingestion) store values exactly as its types would, so every reader sees the same data.
+
+
+def sqlite_time(value: datetime) -> str:
+    """A datetime as SQLAlchemy stores a DateTime on SQLite: UTC, ``%Y-%m-%d %H:%M:%S.%f``
+    (a naive datetime is taken as UTC already, as ``as_utc`` reads it back)."""
+    if value.tzinfo is not None and value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # == strftime of that format, faster
+
+
+def json_text(value: Any) -> str:
+    """JSON text for a JSON column (both databases take text); compact, keys need not be
+    strings, and values beyond orjson (integers over 64 bits) go through the standard library."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))

@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from expertline.db.engine import json_text, sqlite_time
 from expertline.records.feed import EXPERT_STATE, TASK_RECORD, ExpertStateRecord, TaskRecord
 from expertline.reporting.core import (
     ConfigView,
@@ -610,14 +611,6 @@ def json_value(text: str | bytes) -> Any:
         return json.loads(text)
 
 
-def json_text(value: Any) -> str:
-    """JSON text for a JSON column (both databases take it as text)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # beyond what orjson encodes (e.g. integers over 64 bits)
-        return json.dumps(value, separators=(",", ":"))
-
-
 def time_converter(sqlite_target: bool) -> Callable[[str], Any]:
     """Converts a record's ISO 8601 times to the text the target's timestamp columns take,
     each distinct text once (the same instants recur across a task's fields, its offers and
@@ -664,13 +657,6 @@ def pg_time_text(value: str) -> str:
     slower."""
     moment = datetime.fromisoformat(value)
     return value if _RUNTIME_TIME.fullmatch(value) else utc(moment).isoformat()
-
-
-def sqlite_time(value: datetime) -> str:
-    """A datetime in SQLAlchemy's SQLite text form (``%Y-%m-%d %H:%M:%S.%f``, UTC)."""
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]
 
 
 # -- writing rows ---------------------------------------------------------------------------

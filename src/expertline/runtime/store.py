@@ -8,13 +8,11 @@ commit order. Readers (HTTP feeds, reporting, recovery) use the functions at the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -30,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from expertline.db.engine import as_utc
+from expertline.db.engine import as_utc, json_text, sqlite_time
 from expertline.db.tables import (
     rcd,
     routing_feed,
@@ -164,20 +162,8 @@ _SQLITE_ROWS: dict[str, _RowFunction] = {}
 _SQLITE_MAX_PARAMS = 32766  # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32
 
 
-def _json_text(value: Any) -> str | None:
-    """JSON text as SQLAlchemy's JSON type reads it back (None is the text ``null``)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # beyond what orjson encodes (e.g. integers over 64 bits)
-        return json.dumps(value)
-
-
 def _datetime_text(value: Any) -> Any:
-    if not isinstance(value, datetime):
-        return value
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return sqlite_time(value) if isinstance(value, datetime) else value
 
 
 def _flag(value: Any) -> Any:
@@ -201,7 +187,7 @@ def _row_function(table: Table) -> _RowFunction:
         else:
             parts.append(get)
     source = "def convert(row, dt):\n    return (" + ", ".join(parts) + ",)\n"
-    scope: dict[str, Any] = {"json_text": _json_text, "dt_text": _datetime_text, "flag": _flag}
+    scope: dict[str, Any] = {"json_text": json_text, "dt_text": _datetime_text, "flag": _flag}
     exec(source, scope)
     convert: _RowFunction = scope["convert"]
     _SQLITE_ROWS[table.name] = convert

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from expertline.db.engine import json_text
 from expertline.records.feed import EXPERT_STATE, TASK_RECORD
 from expertline.reporting.core import ConfigView, Version, utc
 from expertline.reporting.ingest import (
     Batch,
-    json_text,
     json_value,
     pg_time_text,
     sqlite_time_text,
