@@ -7,7 +7,7 @@ decides comes from here, so the rules can be tested on hand-written records and 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -268,66 +268,14 @@ def visited_before(record: TaskRecord) -> list[str]:
     return seen
 
 
-def task_contribution(
-    record: TaskRecord, names: ConfigView
-) -> list[tuple[datetime, str, QueueFigures]]:
-    """What one ended task adds to the 15-minute queue figures, keyed by its arrival interval.
-
-    Every queue the task visited counts it as offered; the queues it overflowed from count it
-    as overflowed. The queue it ended in counts its outcome, its wait, and the service level
-    against that queue's threshold (in effect at the task's config version).
-    """
-    version = int(record.get("config_version") or 0)
-    bucket = interval_start(utc(record["created_at"]), BASE_INTERVAL_MINUTES)
-    out: list[tuple[datetime, str, QueueFigures]] = []
-    for q in visited_before(record):
-        out.append(
-            (bucket, q, QueueFigures(names.name("queue", q, version), offered=1, overflowed=1))
-        )
-    final = record["queue_id"]
-    fig = QueueFigures(names.name("queue", final, version), offered=1)
-    wait = float(record["wait"])
-    threshold = names.service_level(final, version)
-    status = record["status"]
-    if status == "completed":
-        fig.handled = 1
-        fig.handle_time_sum = float(record["talk_time"]) + float(record["work_time"])
-        fig.handled_within_sl = int(wait <= threshold)
-    elif status == "abandoned":
-        fig.abandoned = 1
-        fig.abandoned_within_sl = int(wait <= threshold)
-    elif status == "overflowed":
-        fig.overflowed = 1
-    elif status == "rejected":
-        fig.rejected = 1
-    fig.wait_count = 1
-    fig.wait_sum = wait
-    fig.wait_max = wait
-    out.append((bucket, final, fig))
-    return out
-
-
-def add_up(
-    parts: Iterable[tuple[datetime, str, QueueFigures]],
-) -> dict[tuple[datetime, str], QueueFigures]:
-    """Merge contributions by (interval, queue)."""
-    total: dict[tuple[datetime, str], QueueFigures] = {}
-    for bucket, queue_id, fig in parts:
-        key = (bucket, queue_id)
-        if key in total:
-            total[key].merge(fig)
-        else:
-            total[key] = QueueFigures(fig.queue_name)
-            total[key].merge(fig)
-    return total
-
-
 class QueueTotals:
     """A batch's queue figures per (15-minute interval, queue), added up task by task.
 
-    The same sums as ``add_up`` over every ``task_contribution``, without building a
-    contribution per task: this runs for every ingested record. Intervals are keyed by their
-    start in epoch seconds until ``figures()`` hands them out as datetimes.
+    Every queue the task visited counts it as offered; the queues it overflowed from count it
+    as overflowed. The queue it ended in counts its outcome, its wait, and the service level
+    against that queue's threshold (in effect at the task's config version). This runs for
+    every ingested record; intervals are keyed by their start in epoch seconds until
+    ``figures()`` hands them out as datetimes.
     """
 
     def __init__(self, names: ConfigView) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from itertools import pairwise
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -11,18 +13,19 @@ from hypothesis import strategies as st
 
 from expertline.records.feed import TaskRecord
 from expertline.reporting.core import (
+    BASE_INTERVAL_MINUTES,
     ConfigView,
     GapWatch,
+    QueueFigures,
     QueueTotals,
     Version,
-    add_up,
     interval_start,
     parse_interval,
     parse_seconds,
     plan_window,
     queue_row,
-    task_contribution,
     utc,
+    visited_before,
 )
 from expertline.reporting.web.charts import VolumePoint, utilization_chart, volume_chart
 
@@ -130,10 +133,18 @@ def test_names_and_thresholds_follow_the_version() -> None:
     assert view.service_level("nope", 3) == 20.0
 
 
+def totals_of(tasks: list[TaskRecord], view: ConfigView) -> dict[tuple[datetime, str], Any]:
+    """The queue figures the ingester adds up for ``tasks``."""
+    totals = QueueTotals(view)
+    for t in tasks:
+        totals.add(t, utc(t["created_at"]))
+    return totals.figures()
+
+
 def test_overflowed_task_counts_in_each_queue() -> None:
-    parts = task_contribution(record(queues=["q1", "q2"]), names())
-    by_queue = {q: f for _, q, f in parts}
-    assert {b for b, _, _ in parts} == {datetime(2026, 11, 25, 10, 0, tzinfo=UTC)}
+    figures = totals_of([record(queues=["q1", "q2"])], names())
+    by_queue = {q: f for (_, q), f in figures.items()}
+    assert {b for b, _ in figures} == {datetime(2026, 11, 25, 10, 0, tzinfo=UTC)}
     assert (by_queue["q1"].offered, by_queue["q1"].overflowed, by_queue["q1"].wait_count) == (
         1,
         1,
@@ -153,8 +164,7 @@ def test_service_level_definitions() -> None:
         record(task_id="d", status="abandoned", wait=50.0),
         record(task_id="e", status="rejected", wait=300.0),
     ]
-    totals = add_up(p for t in tasks for p in task_contribution(t, view))
-    (((start, queue), fig),) = totals.items()
+    (((start, queue), fig),) = totals_of(tasks, view).items()
     row = queue_row(start, queue, fig)
     assert row["service_level"] == 0.5  # 1 of 2 handled within 30s
     assert row["service_level_2"] == 0.5  # (1 + 1) of (2 + 2)
@@ -192,13 +202,67 @@ TASKS = st.builds(
 @given(st.lists(TASKS, max_size=40))
 def test_batch_totals_add_up_what_each_task_contributes(tasks: list[TaskRecord]) -> None:
     """The ingester sums a batch task by task; the figures must be exactly those of adding
-    up each task's contribution (names, thresholds, overflow, wait_max included)."""
+    up each task's contribution, computed independently below (names, thresholds, overflow,
+    wait_max included)."""
     view = names()
-    totals = QueueTotals(view)
-    for t in tasks:
-        totals.add(t, utc(t["created_at"]))
     expected = add_up(p for t in tasks for p in task_contribution(t, view))
-    assert totals.figures() == expected
+    assert totals_of(tasks, view) == expected
+
+
+# An independent, per-task statement of the rules, against which the ingester's sums are
+# checked.
+def task_contribution(
+    record: TaskRecord, names: ConfigView
+) -> list[tuple[datetime, str, QueueFigures]]:
+    """What one ended task adds to the 15-minute queue figures, keyed by its arrival interval.
+
+    Every queue the task visited counts it as offered; the queues it overflowed from count it
+    as overflowed. The queue it ended in counts its outcome, its wait, and the service level
+    against that queue's threshold (in effect at the task's config version).
+    """
+    version = int(record.get("config_version") or 0)
+    bucket = interval_start(utc(record["created_at"]), BASE_INTERVAL_MINUTES)
+    out: list[tuple[datetime, str, QueueFigures]] = []
+    for q in visited_before(record):
+        out.append(
+            (bucket, q, QueueFigures(names.name("queue", q, version), offered=1, overflowed=1))
+        )
+    final = record["queue_id"]
+    fig = QueueFigures(names.name("queue", final, version), offered=1)
+    wait = float(record["wait"])
+    threshold = names.service_level(final, version)
+    status = record["status"]
+    if status == "completed":
+        fig.handled = 1
+        fig.handle_time_sum = float(record["talk_time"]) + float(record["work_time"])
+        fig.handled_within_sl = int(wait <= threshold)
+    elif status == "abandoned":
+        fig.abandoned = 1
+        fig.abandoned_within_sl = int(wait <= threshold)
+    elif status == "overflowed":
+        fig.overflowed = 1
+    elif status == "rejected":
+        fig.rejected = 1
+    fig.wait_count = 1
+    fig.wait_sum = wait
+    fig.wait_max = wait
+    out.append((bucket, final, fig))
+    return out
+
+
+def add_up(
+    parts: Iterable[tuple[datetime, str, QueueFigures]],
+) -> dict[tuple[datetime, str], QueueFigures]:
+    """Merge contributions by (interval, queue)."""
+    total: dict[tuple[datetime, str], QueueFigures] = {}
+    for bucket, queue_id, fig in parts:
+        key = (bucket, queue_id)
+        if key in total:
+            total[key].merge(fig)
+        else:
+            total[key] = QueueFigures(fig.queue_name)
+            total[key].merge(fig)
+    return total
 
 
 def test_charts_escape_labels_and_carry_values() -> None:
