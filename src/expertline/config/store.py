@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import (
     JSON,
     Connection,
@@ -55,7 +55,7 @@ from expertline.config.schema import (
     Queue,
     object_id,
 )
-from expertline.config.validate import check_document, pydantic_problems
+from expertline.config.validate import check_document
 from expertline.db.engine import as_utc
 from expertline.db.tables import config_changes, config_objects, config_versions
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
@@ -565,15 +565,6 @@ def _refuse(problems: list[Problem]) -> None:
         )
 
 
-def parse_object(section: str, data: Any) -> BaseModel:
-    """Validate one object's data (as sent over the API) or raise InvalidInput."""
-    try:
-        return MODELS[section].model_validate(data)
-    except ValidationError as exc:
-        problems = pydantic_problems(exc, ())
-        raise InvalidInput(f"invalid {KINDS[section].replace('_', ' ')}", problems) from exc
-
-
 def list_objects(engine: Engine, section: str) -> list[Any]:
     _, doc = load_document(engine)
     if section == "messages":
@@ -817,11 +808,6 @@ def delete_object(engine: Engine, section: str, oid: str, actor: str) -> ApplyRe
         return _replaced(doc, section, items), None, found[0]
 
     return _edit(engine, section, oid, change, actor)
-
-
-def replace_document(engine: Engine, doc: ConfigDocument, actor: str, source: str) -> ApplyResult:
-    """Apply a whole, already validated document (import, PUT /config)."""
-    return apply_document(engine, doc, actor, source)
 
 
 def import_file(engine: Engine, path: str | os.PathLike[str], actor: str) -> ApplyResult:
