@@ -644,7 +644,7 @@ class RuntimeService:
                 "state": d,
             }
             url = meta.get("callback_url")
-            old = self._views.get(tid) or self._ended.get(tid)
+            old = (self._views.get(tid) or self._ended.get(tid)) if url else None
             if url and (old is None or old.status != view.status or old.label != view.label):
                 batch.webhooks.append(
                     {
