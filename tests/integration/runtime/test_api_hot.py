@@ -140,6 +140,7 @@ async def test_refusals_read_as_fastapi_words_them(h: Harness) -> None:
             (403, f"/api/v1/offers/{offer}/accept", "routing-client token", rc, None, "role 'routing-client'"),
             (401, f"/api/v1/offers/{offer}/decline", "no token", {}, None, "a bearer token is required"),
             (404, "/api/v1/offers/nope/decline", "unknown offer", ex, None, "unknown offer 'nope'"),
+            (403, f"/api/v1/offers/{offer}/decline", "reporting token", rep, None, "role 'reporting'"),
         ]  # fmt: skip
         for status, path, what, headers, content, words in cases:
             r = await _same_answer(
