@@ -354,17 +354,8 @@ def _apply(
                 _update_positions(conn, moved, wanted)
             log.info("config apply found nothing to change version=%d actor=%s", version, actor)
             return ApplyResult(version)
-        new = version + 1
         summary = _summary(added, changed, removed)
-        conn.execute(
-            insert(config_versions).values(
-                version=new,
-                applied_at=datetime.now(UTC),
-                actor=actor[:255],
-                source=source[:64],
-                summary=summary,
-            )
-        )
+        new = _new_version(conn, version, actor, source, summary)
         for chunk in _chunks(removed):
             conn.execute(
                 delete(config_objects).where(
@@ -517,6 +508,21 @@ def _lock(conn: Connection) -> None:
             .where(config_versions.c.version == -1)
             .values(version=config_versions.c.version)
         )
+
+
+def _new_version(conn: Connection, version: int, actor: str, source: str, summary: str) -> int:
+    """Record the version after ``version`` (who, from where, what) and return it."""
+    new = version + 1
+    conn.execute(
+        insert(config_versions).values(
+            version=new,
+            applied_at=datetime.now(UTC),
+            actor=actor[:255],
+            source=source[:64],
+            summary=summary,
+        )
+    )
+    return new
 
 
 def _summary(added: list[Key], changed: list[Key], removed: list[Key]) -> str:
@@ -693,18 +699,10 @@ def _write_one(
         ).first()
         if row is not None and row.body == body:
             return ApplyResult(version)
-        new = version + 1
         op = "remove" if body is None else ("add" if row is None else "change")
         word = {"add": "added", "change": "changed", "remove": "removed"}[op]
-        conn.execute(
-            insert(config_versions).values(
-                version=new,
-                applied_at=datetime.now(UTC),
-                actor=actor[:255],
-                source=source[:64],
-                summary=f"{word} {kind.replace('_', ' ')} {oid}",
-            )
-        )
+        summary = f"{word} {kind.replace('_', ' ')} {oid}"
+        new = _new_version(conn, version, actor, source, summary)
         if op == "remove":
             conn.execute(delete(config_objects).where(key))
         elif op == "add":
