@@ -125,6 +125,9 @@ class Dirty:
         return bool(self.tasks or self.offers or self.experts or self.meta)
 
 
+_CLEAN = Dirty(frozenset(), frozenset(), frozenset(), False)
+
+
 class RoutingCore:
     """Matches tasks to experts; see the module docstring for the rules it follows."""
 
@@ -199,6 +202,12 @@ class RoutingCore:
         """Ids changed since the last call. Ended tasks and closed offers stay exportable
         (with their final status) until the following call; call it after every batch of
         events (until then ended tasks are kept in memory for export)."""
+        if self._ended_now or self._ended_prev:
+            self._ended_prev, self._ended_now = self._ended_now, {}
+        if self._closed_now or self._closed_prev:
+            self._closed_prev, self._closed_now = self._closed_now, {}
+        if not (self._dirty_tasks or self._dirty_offers or self._dirty_experts or self._dirty_meta):
+            return _CLEAN
         dirty = Dirty(
             frozenset(self._dirty_tasks),
             frozenset(self._dirty_offers),
@@ -209,8 +218,6 @@ class RoutingCore:
         self._dirty_offers.clear()
         self._dirty_experts.clear()
         self._dirty_meta = False
-        self._ended_prev, self._ended_now = self._ended_now, {}
-        self._closed_prev, self._closed_now = self._closed_now, {}
         return dirty
 
     def export_task(self, task_id: str) -> dict[str, Any] | None:
@@ -430,7 +437,7 @@ class RoutingCore:
         self._seq += 1
         self._dirty_meta = True
         self._tasks[tid] = t
-        self._task_dirty(t)
+        self._dirty_tasks.add(t.id)
         self._emit(
             "task.created",
             task_id=tid,
@@ -481,7 +488,7 @@ class RoutingCore:
             return
         t.status = advance_task(t.status, TaskTrigger.CONNECT)
         t.connected_at = self._now
-        self._task_dirty(t)
+        self._dirty_tasks.add(t.id)
         self._emit("task.connected", task_id=t.id, expert_id=t.expert_id)
 
     def _on_ended(self, ev: CallEnded) -> None:
@@ -547,7 +554,7 @@ class RoutingCore:
         t.label = None
         t.assigned_at = None
         t.connected_at = None
-        self._task_dirty(t)
+        self._dirty_tasks.add(t.id)
         log.info(
             "task=%s requeued queue=%s expert=%s disposition=%d reason=delivery_failed",
             t.id,
@@ -678,7 +685,7 @@ class RoutingCore:
                 continue
             if t.explicit_priority is None and t.priority != spec_q.priority:
                 t.priority = spec_q.priority
-                self._task_dirty(t)
+                self._dirty_tasks.add(t.id)
             t.step = min(t.step, self._max_step(t.queue_id, spec_q))
             match = self._match(t.queue_id, t.step)
             for eid, oid in list(t.open_offers.items()):
@@ -698,11 +705,11 @@ class RoutingCore:
             rounds += 1
             if rounds > 1000:  # each round consumes capacity; this is a safety net
                 raise RuntimeError("routing core did not settle")
-            tasks = sorted(
-                (self._tasks[tid] for tid in self._work_tasks if tid in self._tasks),
-                key=Task.order_key,
-            )
-            experts = sorted(self._work_experts)
+            live = self._tasks
+            tasks = [live[tid] for tid in self._work_tasks if tid in live]
+            if len(tasks) > 1:
+                tasks.sort(key=Task.order_key)
+            experts = sorted(self._work_experts) if self._work_experts else ()
             self._work_tasks.clear()
             self._work_experts.clear()
             hung = self._hung
@@ -755,7 +762,7 @@ class RoutingCore:
             self._match(t.queue_id, t.step),
             free_in_match,
             want,
-            eligible,
+            eligible if open_offers or cooldowns else None,  # None: nobody had it yet
             allow_tried,
             t.id,
             t.offer_n,
@@ -832,7 +839,7 @@ class RoutingCore:
             expires_at=expires,
         )
         self._dirty_offers.add(oid)
-        self._task_dirty(t)
+        self._dirty_tasks.add(t.id)
         self._rehung(t)
         self._expert_changed(e)
         if log.isEnabledFor(logging.DEBUG):
@@ -886,7 +893,7 @@ class RoutingCore:
         e.no_answer = 0
         self._cancel_task_timers(t)
         self._rehung(t)
-        self._task_dirty(t)
+        self._dirty_tasks.add(t.id)
         self._expert_changed(e)
         self._out.append(ReturnLabel(t.id, label, e.id))
         self._out.append(WriteRecord("rcd", records.rcd(t, label, e.id, now)))
@@ -921,7 +928,7 @@ class RoutingCore:
         t.history.append(_history(o))
         if t.status is TaskStatus.OFFERED and not t.open_offers:
             t.status = advance_task(t.status, TaskTrigger.OFFERS_CLOSED)
-        self._task_dirty(t)
+        self._dirty_tasks.add(t.id)
         e = self._experts.get(o.expert_id)
         if trigger is OfferTrigger.ACCEPT:
             # ``_assign`` follows at once: it re-indexes the task and the expert (whose load
@@ -981,7 +988,7 @@ class RoutingCore:
         pause = spec.decline_cooldown if spec is not None else 0.0
         until = self._now + pause
         t.cooldowns[eid] = until
-        self._task_dirty(t)
+        self._dirty_tasks.add(t.id)
         if pause > 0:
             self._set_timer(f"cooldown:{t.id}:{eid}", until, "cooldown", t.id, eid)
 
@@ -1026,7 +1033,7 @@ class RoutingCore:
         t.step = 0
         if t.explicit_priority is None:
             t.priority = spec.priority
-        self._task_dirty(t)
+        self._dirty_tasks.add(t.id)
         log.info("task=%s overflowed from=%s to=%s reason=max_wait", t.id, source, target)
         self._emit(
             "task.moved", task_id=t.id, from_queue=source, queue_id=target, reason="max_wait"
@@ -1046,7 +1053,7 @@ class RoutingCore:
                 step = i
         if step > t.step:
             t.step = step
-            self._task_dirty(t)
+            self._dirty_tasks.add(t.id)
             self._rehung(t)
             self._work_tasks.add(t.id)
             log.info("task=%s escalated queue=%s step=%d", t.id, t.queue_id, step)
@@ -1082,7 +1089,7 @@ class RoutingCore:
         self._release_code(t)
         del self._tasks[t.id]
         self._ended_now[t.id] = t
-        self._task_dirty(t)
+        self._dirty_tasks.add(t.id)
         times = records.timings(t)
         self._out.append(WriteRecord("tcd", records.tcd(t, disposition, times)))
         self._emit(
@@ -1122,18 +1129,16 @@ class RoutingCore:
         self._drop_timer(f"wrapup:{e.id}", cancel=True)
         self._dirty_experts.add(e.id)
 
-    def _is_free(self, e: ExpertLive) -> bool:
+    def _reindex(self, e: ExpertLive) -> None:
+        """Keep the expert in the free orderings exactly while they can take one more offer."""
         spec = self._specs.get(e.id)
-        return (
+        if (
             spec is not None
             and spec.enabled
             and e.presence == "available"
             and e.wrapup_until is None
             and len(e.active) + len(e.pending) < spec.max_tasks
-        )
-
-    def _reindex(self, e: ExpertLive) -> None:
-        if self._is_free(e):
+        ):
             if e.indexed is None:
                 self._free.add(e)
                 self._count_free(e.id, 1)
@@ -1314,9 +1319,6 @@ class RoutingCore:
         if self._codes.get(t.code) == t.id:
             del self._codes[t.code]
             self._code_counts[len(t.code)] -= 1
-
-    def _task_dirty(self, t: Task) -> None:
-        self._dirty_tasks.add(t.id)
 
     def _emit(self, type_: str, **data: Any) -> None:
         self._out.append(Emit(type_, data))

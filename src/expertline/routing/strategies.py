@@ -21,6 +21,8 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
@@ -138,7 +140,7 @@ def choose(
     match: frozenset[str],
     free_in_match: int,
     want: int,
-    eligible: Eligibility,
+    eligible: Eligibility | None,
     allow_tried: bool,
     task_id: str,
     seed_n: int,
@@ -146,7 +148,10 @@ def choose(
     rr_last: str | None,
 ) -> list[str]:
     """Up to ``want`` expert ids for one task, best first: untried experts, then (when
-    ``allow_tried``) experts who declined or ignored it before and are out of cooldown."""
+    ``allow_tried``) experts who declined or ignored it before and are out of cooldown.
+
+    ``eligible`` None: every free expert in the match set is untried (nobody had the task),
+    which spares a call per candidate."""
     if want <= 0 or not index.members or not match:
         return []
     if order == "most_skilled" and (skill is None or skill not in index.skill):
@@ -156,40 +161,54 @@ def choose(
             index, match, free_in_match, want, eligible, allow_tried, task_id, seed_n
         )
     if order == "closest_match":
-        target = numeric_attributes(attributes)
-        specs = index.specs
-
-        def key(eid: str) -> tuple[Any, ...]:
-            return (distance(target, specs.get(eid)), live[eid].idle_since, eid)
-
-        return _choose_scored(index, match, want, eligible, allow_tried, key)
+        return _choose_scored(
+            index, match, want, eligible, allow_tried, _closest_keys(index, live, attributes)
+        )
     if free_in_match <= 0:
         return []
     walk_cost = want * len(index.members) / free_in_match
     if walk_cost > SCORE_COST * len(match):
         return _choose_scored(
-            index, match, want, eligible, allow_tried, _key_fn(index, live, order, skill, rr_last)
+            index, match, want, eligible, allow_tried, _keys_fn(index, live, order, skill, rr_last)
         )
     ordered, keyed = _walk(index, order, skill, rr_last)
     return _choose_walk(ordered, match, want, eligible, allow_tried, keyed)
 
 
-def _key_fn(
+Keys = Callable[[Iterable[str]], list[tuple[Any, ...]]]
+"""The ordering keys of some expert ids, each ending with the id (smallest key first)."""
+
+
+def _keys_fn(
     index: FreeIndex,
     live: dict[str, ExpertLive],
     order: Order,
     skill: str | None,
     rr_last: str | None,
-) -> Callable[[str], tuple[Any, ...]]:
+) -> Keys:
+    # One comprehension per call rather than a key function per expert: scoring a match set
+    # is the most frequent choice (a narrow queue among many free experts).
     specs = index.specs
     if order == "least_busy":
-        return lambda eid: (live[eid].handled, live[eid].idle_since, eid)
+        return lambda ids: [(live[eid].handled, live[eid].idle_since, eid) for eid in ids]
     if order == "most_skilled" and skill is not None:
-        return lambda eid: (_skill_value(specs.get(eid), skill), live[eid].idle_since, eid)
+        return lambda ids: [
+            (_skill_value(specs.get(eid), skill), live[eid].idle_since, eid) for eid in ids
+        ]
     if order == "round_robin":
         last = rr_last
-        return lambda eid: (last is not None and eid <= last, eid)
-    return lambda eid: (live[eid].idle_since, eid)
+        return lambda ids: [(last is not None and eid <= last, eid) for eid in ids]
+    return lambda ids: [(live[eid].idle_since, eid) for eid in ids]
+
+
+def _closest_keys(
+    index: FreeIndex, live: dict[str, ExpertLive], attributes: dict[str, Any]
+) -> Keys:
+    target = numeric_attributes(attributes)
+    specs = index.specs
+    return lambda ids: [
+        (distance(target, specs.get(eid)), live[eid].idle_since, eid) for eid in ids
+    ]
 
 
 def _walk(
@@ -216,22 +235,24 @@ def _chain(*parts: Iterable[str]) -> Iterator[str]:
         yield from part
 
 
+_LAST = itemgetter(-1)
+
+
 def _choose_walk(
     ordered: Iterable[Any],
     match: frozenset[str],
     want: int,
-    eligible: Eligibility,
+    eligible: Eligibility | None,
     allow_tried: bool,
     keyed: bool = False,
 ) -> list[str]:
+    # The walk skips most experts (not in the match set): filter in C, not in a Python loop.
+    in_match = filter(match.__contains__, map(_LAST, ordered) if keyed else ordered)
+    if eligible is None:
+        return list(islice(in_match, want))
     first: list[str] = []
     tried: list[tuple[float, int, str]] = []
-    pos = 0
-    for item in ordered:
-        eid = item[-1] if keyed else item
-        pos += 1
-        if eid not in match:
-            continue
+    for pos, eid in enumerate(in_match):
         kind = eligible(eid)
         if kind is None:
             continue
@@ -246,7 +267,7 @@ def _choose_walk(
     return first
 
 
-def _candidates(index: FreeIndex, match: frozenset[str]) -> Iterable[str]:
+def _candidates(index: FreeIndex, match: frozenset[str]) -> list[str]:
     """The free experts in the match set, found from whichever set is smaller."""
     members = index.members
     if len(match) <= len(members):
@@ -258,23 +279,27 @@ def _choose_scored(
     index: FreeIndex,
     match: frozenset[str],
     want: int,
-    eligible: Eligibility,
+    eligible: Eligibility | None,
     allow_tried: bool,
-    key: Callable[[str], tuple[Any, ...]],
+    keys: Keys,
 ) -> list[str]:
+    candidates = _candidates(index, match)
+    if eligible is None:
+        return [key[-1] for key in heapq.nsmallest(want, keys(candidates))]
     first: list[str] = []
-    tried: list[tuple[float, tuple[Any, ...], str]] = []
-    for eid in _candidates(index, match):
+    tried: list[tuple[float, str]] = []
+    for eid in candidates:
         kind = eligible(eid)
         if kind is None:
             continue
         if kind == UNTRIED:
             first.append(eid)
         elif allow_tried:
-            tried.append((kind, key(eid), eid))
-    out = heapq.nsmallest(want, first, key=key)
+            tried.append((kind, eid))
+    out = [key[-1] for key in heapq.nsmallest(want, keys(first))]
     if len(out) < want and tried:
-        out += [eid for _, _, eid in heapq.nsmallest(want - len(out), tried)]
+        ranked = zip([kind for kind, _ in tried], keys([eid for _, eid in tried]), strict=True)
+        out += [key[-1] for _, key in heapq.nsmallest(want - len(out), ranked)]
     return out
 
 
@@ -283,7 +308,7 @@ def _choose_random(
     match: frozenset[str],
     free_in_match: int,
     want: int,
-    eligible: Eligibility,
+    eligible: Eligibility | None,
     allow_tried: bool,
     task_id: str,
     seed_n: int,
@@ -295,7 +320,7 @@ def _choose_random(
         first: list[str] = []
         tried: list[tuple[float, str]] = []
         for eid in sorted(_candidates(index, match)):
-            kind = eligible(eid)
+            kind = UNTRIED if eligible is None else eligible(eid)
             if kind is None:
                 continue
             if kind == UNTRIED:
