@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+from expertline.db.sqlite import BUSY_TIMEOUT_S, configure, json_text, sqlite_time
+
+__all__ = ["DatabaseError", "as_utc", "is_sqlite", "json_text", "make_engine", "sqlite_time"]
 
 
 class DatabaseError(Exception):
@@ -30,7 +32,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -40,19 +42,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy drive transactions (pysqlite's implicit BEGIN is disabled).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    # Multi-row upserts (the runtime's batches) sort through a temporary b-tree: in memory,
-    # not a temporary file. A 32 MiB page cache (the default is 2 MiB) keeps the indexes'
-    # hot pages of a busy routing database in memory instead of re-reading them.
-    cursor.execute("PRAGMA temp_store=MEMORY")
-    cursor.execute("PRAGMA cache_size=-32768")
-    cursor.close()
+    configure(dbapi_connection)
 
 
 def _sqlite_begin(connection: Any) -> None:
@@ -62,24 +52,3 @@ def _sqlite_begin(connection: Any) -> None:
 def as_utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; they were written as UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-# Writers that bypass SQLAlchemy's per-value processing (the runtime's commits, reporting
-# ingestion) store values exactly as its types would, so every reader sees the same data.
-
-
-def sqlite_time(value: datetime) -> str:
-    """A datetime as SQLAlchemy stores a DateTime on SQLite: UTC, ``%Y-%m-%d %H:%M:%S.%f``
-    (a naive datetime is taken as UTC already, as ``as_utc`` reads it back)."""
-    if value.tzinfo is not None and value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]  # == strftime of that format, faster
-
-
-def json_text(value: Any) -> str:
-    """JSON text for a JSON column (both databases take text); compact, keys need not be
-    strings, and values beyond orjson (integers over 64 bits) go through the standard library."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"))

@@ -17,6 +17,7 @@ sees a state that a crash could take back.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
@@ -25,7 +26,6 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -48,6 +48,7 @@ from expertline.runtime.ports import (
 )
 from expertline.runtime.timers import TimerHeap
 from expertline.runtime.webhooks import WebhookSender
+from expertline.runtime.writer import BatchWriter, writer_for
 from expertline.visibility import apply_show
 
 log = logging.getLogger("expertline.runtime")
@@ -59,6 +60,7 @@ Clock = Callable[[], float]
 ACTIVE_STATUSES = frozenset(str(s) for s in TaskStatus if s not in FINAL_TASK)
 WAITING_STATUSES = frozenset(str(s) for s in WAITING)
 MAX_BATCH = 2000  # operations per transaction
+MAX_IN_FLIGHT = 4  # closed batches on their way to the database at once
 MAX_WAIT = 60.0  # longest long-poll
 RECENT_ENDED = 20_000  # ended tasks kept in memory for reads; older ones come from the database
 
@@ -130,8 +132,10 @@ class RuntimeService:
         webhook_options: dict[str, Any] | None = None,
         lost_on_recovery: Callable[[dict[str, Any]], bool] | None = None,
         health: Any = None,
+        writer: BatchWriter | None = None,
     ) -> None:
         self.engine = engine
+        self.writer = writer or writer_for(engine)
         self.node = node
         self.clock = clock
         self._config_loader = config_loader or StoreConfigSource()
@@ -198,7 +202,11 @@ class RuntimeService:
 
     async def async_start(self) -> None:
         """Load configuration and every task in flight, then start taking operations."""
-        self._config, self._doc = await asyncio.to_thread(self._config_loader, self.engine)
+        starting = asyncio.create_task(self.writer.async_start())
+        try:
+            self._config, self._doc = await asyncio.to_thread(self._config_loader, self.engine)
+        finally:
+            await starting  # a writer that cannot start fails the start
         self._seq = await asyncio.to_thread(store.load_sequences, self.engine)
         state = await asyncio.to_thread(store.load_state, self.engine)
         await self._recover(state)
@@ -237,6 +245,7 @@ class RuntimeService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        await self.writer.async_stop()
         await self.webhooks.async_stop()
         self._report(False, "stopped")
         for waiters in self._waiters.values():
@@ -537,12 +546,14 @@ class RuntimeService:
     # --- the writer ------------------------------------------------------------------------
 
     async def _writer(self) -> None:
-        """Handle a batch while the previous one commits; commits stay in order.
+        """Handle batches while earlier ones commit; commits and publication stay in order.
 
-        Each batch is closed with snapshots of what changed, so publishing a batch after its
-        commit never shows the state of a later, not yet durable, batch.
+        A closed batch goes to the writer at once (``MAX_IN_FLIGHT`` may be on their way),
+        so the database's work overlaps the core's. Each batch is closed with snapshots of
+        what changed, so publishing a batch after its commit never shows the state of a
+        later, not yet durable, batch.
         """
-        inflight: asyncio.Task[None] | None = None
+        in_flight: collections.deque[asyncio.Task[None]] = collections.deque()
         try:
             while True:
                 first = await self._queue.get()
@@ -550,13 +561,17 @@ class RuntimeService:
                 while len(results) < MAX_BATCH and not self._queue.empty():
                     results.append(self._apply(self._queue.get_nowait()))
                 pending = self._collect()
-                if inflight is not None:
-                    await inflight
-                inflight = asyncio.create_task(self._finish(pending, results))
+                while in_flight and in_flight[0].done():
+                    in_flight.popleft()
+                if len(in_flight) >= MAX_IN_FLIGHT:
+                    await asyncio.wait([in_flight[0]])
+                    in_flight.popleft()
+                previous = in_flight[-1] if in_flight else None
+                in_flight.append(asyncio.create_task(self._finish(pending, results, previous)))
         finally:
-            if inflight is not None and not inflight.done():
+            if in_flight:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(asyncio.shield(inflight), timeout=10)
+                    await asyncio.wait_for(asyncio.shield(asyncio.gather(*in_flight)), timeout=10)
 
     def _apply(self, op: _Operation) -> tuple[_Operation, bool, Any]:
         """Run one operation on the core; typed failures go back to their caller."""
@@ -567,10 +582,18 @@ class RuntimeService:
                 log.exception("operation failed error=%r", exc)
             return op, False, exc
 
-    async def _finish(self, pending: _Pending, results: list[tuple[_Operation, bool, Any]]) -> None:
-        """Commit a closed batch, then publish it and answer its callers."""
+    async def _finish(
+        self,
+        pending: _Pending,
+        results: list[tuple[_Operation, bool, Any]],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        """Commit a closed batch, then (after the batch before it) publish it and answer its
+        callers."""
         if not pending.batch.empty():
             await self._commit(pending.batch)
+        if previous is not None:
+            await asyncio.wait([previous])
         try:
             self._after_commit(pending)
         except Exception:  # publishing must not stop the writer
@@ -589,7 +612,8 @@ class RuntimeService:
         while True:
             try:
                 started = time.perf_counter()
-                await asyncio.to_thread(store.write_batch, self.engine, batch)
+                if not await self.writer.async_write(batch):
+                    log.info("batch was already committed seq=%s", batch.seq)
                 self.commits += 1
                 if delay > 0.05:
                     self._report(True, "database writable again")
@@ -599,7 +623,7 @@ class RuntimeService:
                     log.warning("slow commit seconds=%.3f rows=%d", elapsed, batch.rows())
                 return
             except Exception as exc:
-                self._report(False, f"database writes failing: {type(exc).__name__}")
+                self._report(False, f"database writes failing: {str(exc)[:200]}")
                 log.error(
                     "commit failed rows=%d error=%r; retrying in %.2fs (state is kept in memory)",
                     batch.rows(),
@@ -616,7 +640,7 @@ class RuntimeService:
         self._pending = _Pending()
         batch = pending.batch
         now = self.clock()
-        at = store.utc(now)
+        at = now  # rows carry times as POSIX seconds; the writer converts them
         dirty = self._core.drain_dirty()
         core = self._core
         exported: dict[str, dict[str, Any]] = {}  # this batch's task snapshots, for offer views
@@ -639,7 +663,7 @@ class RuntimeService:
                 "label": view.label,
                 "origin": meta.get("origin", "http"),
                 "callback_url": meta.get("callback_url"),
-                "created_at": store.utc(d["created_at"]),
+                "created_at": d["created_at"],
                 "updated_at": at,
                 "state": d,
             }
@@ -687,6 +711,8 @@ class RuntimeService:
             batch.meta["core"] = self._core.export_meta()
         if self._outbox_done:
             batch.outbox_done, self._outbox_done = self._outbox_done, []
+        if not batch.empty():
+            batch.seq = self._seq.take("batch")
         return pending
 
     def _absorb(self, commands: list[cmd.Command], now: float) -> None:
@@ -694,7 +720,7 @@ class RuntimeService:
         pending = self._pending
         feed = pending.batch.feed
         seq = self._seq
-        at = store.utc(now)
+        at = now
         emit = cmd.Emit
         for c in commands:
             if type(c) is emit:
@@ -739,14 +765,14 @@ class RuntimeService:
                     "task_id": data.get("task_id"),
                     "expert_id": data.get("expert_id"),
                     "data": data,
-                    "created_at": store.utc(now),
+                    "created_at": now,
                 }
             )
             return
         when = data.get("at") or data.get("ended_at") or now
         row: dict[str, Any] = {
             "recovery_key": self._seq.take(c.kind),
-            "datetime": store.utc(float(when)) if isinstance(when, int | float) else store.utc(now),
+            "datetime": float(when) if isinstance(when, int | float) else now,
             "task_id": data["task_id"],
             "peripheral_call_key": data.get("peripheral_call_key"),
             "router_call_key": data.get("router_call_key"),
@@ -768,7 +794,7 @@ class RuntimeService:
                 row[name] = float(data.get(name) or 0.0)
             batch.tcd.append(row)
 
-    def _channel_effect(self, c: cmd.Command, at: datetime) -> None:
+    def _channel_effect(self, c: cmd.Command, at: float) -> None:
         expert_id = getattr(c, "expert_id", None)
         spec = self._config.experts.get(expert_id) if expert_id else None
         if spec is None or not self._channels:

@@ -1,14 +1,16 @@
 """Durable storage of the runtime: one transaction per batch of core transitions.
 
-The service prepares a ``Batch`` (plain rows) on the event loop and writes it in a worker
-thread; everything in one batch commits together or not at all. The active node is the only
-writer, so it assigns feed ids and recovery keys itself (``Sequences``) and they ascend in
-commit order. Readers (HTTP feeds, reporting, recovery) use the functions at the bottom.
+The service prepares a ``Batch`` (plain rows, times as POSIX seconds) on the event loop and
+a writer (``runtime/writer.py``: a process for SQLite, a worker thread for PostgreSQL) writes
+it; everything in one batch commits together or not at all. The active node is the only
+writer, so it assigns feed ids, recovery keys and batch numbers itself (``Sequences``) and
+they ascend in commit order. Each transaction also records its batch number, which makes a
+retried commit harmless. Readers (HTTP feeds, reporting, recovery) use the functions at the
+bottom.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from expertline.db.engine import as_utc, json_text, sqlite_time
+from expertline.db.engine import as_utc
 from expertline.db.tables import (
     rcd,
     routing_feed,
@@ -40,6 +42,7 @@ from expertline.db.tables import (
     tcd,
     webhook_deliveries,
 )
+from expertline.runtime import sqlwrite
 
 RECORD_TABLES: dict[str, Table] = {"rcd": rcd, "tcd": tcd}
 
@@ -63,6 +66,7 @@ class Sequences:
     tcd: int = 0
     outbox: int = 0
     webhook: int = 0
+    batch: int = 0
 
     def take(self, name: str) -> int:
         value = getattr(self, name) + 1
@@ -82,13 +86,16 @@ def load_sequences(engine: Engine) -> Sequences:
             tcd=top(tcd.c.recovery_key),
             outbox=top(runtime_outbox.c.id),
             webhook=top(webhook_deliveries.c.id),
+            batch=_committed_seq(conn),
         )
 
 
 @dataclass
 class Batch:
-    """Rows of one transaction. Upserts are keyed by primary key; the last one of a key wins."""
+    """Rows of one transaction. Upserts are keyed by primary key; the last one of a key wins.
+    ``seq`` numbers the batch (``Sequences.batch``); None leaves it unnumbered."""
 
+    seq: int | None = None
     feed: list[dict[str, Any]] = field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     offers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -127,151 +134,120 @@ class Batch:
         )
 
 
-def write_batch(engine: Engine, batch: Batch) -> None:
-    """Write one batch in one transaction (called from a worker thread)."""
+def writes(batch: Batch) -> sqlwrite.Writes:
+    """The batch as plain data, in statement order (what a writer process is sent)."""
+    return sqlwrite.Writes(
+        seq=batch.seq,
+        rows=[
+            (routing_feed.name, None, batch.feed),
+            (runtime_tasks.name, "task_id", list(batch.tasks.values())),
+            (runtime_offers.name, "offer_id", list(batch.offers.values())),
+            (runtime_experts.name, "expert_id", list(batch.experts.values())),
+            (runtime_meta.name, "key", [{"key": k, "value": v} for k, v in batch.meta.items()]),
+            (rcd.name, None, batch.rcd),
+            (tcd.name, None, batch.tcd),
+            (runtime_outbox.name, None, batch.outbox),
+            (webhook_deliveries.name, None, batch.webhooks),
+        ],
+        deletes=[(runtime_outbox.name, "id", batch.outbox_done)] if batch.outbox_done else [],
+    )
+
+
+_WRITTEN_TABLES = (
+    routing_feed,
+    runtime_tasks,
+    runtime_offers,
+    runtime_experts,
+    runtime_meta,
+    rcd,
+    tcd,
+    runtime_outbox,
+    webhook_deliveries,
+)
+
+
+def _kind(column: Any) -> str:
+    if isinstance(column.type, JSON):
+        return sqlwrite.JSON
+    if isinstance(column.type, DateTime):
+        return sqlwrite.TIME
+    if isinstance(column.type, Boolean):
+        return sqlwrite.FLAG
+    return sqlwrite.PLAIN
+
+
+def table_plans() -> list[sqlwrite.TablePlan]:
+    """The tables a batch writes, as the SQLite writer (thread or process) needs them."""
+    return [
+        sqlwrite.TablePlan(t.name, tuple(c.name for c in t.columns), tuple(map(_kind, t.columns)))
+        for t in _WRITTEN_TABLES
+    ]
+
+
+_SQLITE_WRITER = sqlwrite.SqliteBatchWriter(table_plans())
+
+
+def write_batch(engine: Engine, batch: Batch) -> bool:
+    """Write one batch in one transaction (called from a worker thread). Returns False when
+    the batch's sequence number shows it was already written (a retried commit)."""
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
+            if batch.seq is not None:
+                last = _committed_seq(conn)
+                if batch.seq <= last:
+                    return False
+                if batch.seq != last + 1:
+                    raise sqlwrite.OutOfOrder(f"batch {batch.seq} waits for batch {last + 1}")
             _write(conn, batch)
-        return
-    statements = _sqlite_statements(batch)  # before the transaction: it holds the write lock
+        return True
+    plain = writes(batch)
+    statements = _SQLITE_WRITER.statements(plain)  # before the transaction: it holds the lock
     with engine.begin() as conn:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            for sql, params in statements:
-                cursor.execute(sql, params)
+            last = sqlwrite.committed_seq(cursor)
+            return _SQLITE_WRITER.write(cursor, plain, statements, last)
         finally:
             cursor.close()
 
 
-# SQLite: the same rows through the driver directly. SQLAlchemy's per-value processing costs
-# more than SQLite itself at thousands of rows per commit; values are converted here exactly
-# as SQLAlchemy stores them (naive UTC datetime strings, JSON text, 0/1 booleans), so every
-# reader (SQLAlchemy included) sees the same data. Each table gets one row-to-parameters
-# function that converts only the columns needing it (JSON with orjson, datetimes once per
-# distinct value).
-#
-# Rows go in multi-row ``INSERT ... VALUES (...), (...)`` statements of power-of-two sizes (a
-# handful of distinct statements, all kept in the driver's statement cache). SQLite's own work
-# then runs in a few long steps, during which the driver releases the GIL, so the event loop
-# keeps routing while a commit runs. A per-row ``executemany`` gives up and re-takes the GIL
-# at every row, and each re-take waits for a busy loop thread to let go (up to the
-# interpreter's switch interval): a commit crawled whenever the loop was busy.
-_RowFunction = Callable[[dict[str, Any], dict[Any, Any]], tuple[Any, ...]]
-_SQLITE_SQL: dict[tuple[str, str, int], str] = {}
-_SQLITE_ROWS: dict[str, _RowFunction] = {}
-_SQLITE_MAX_PARAMS = 32766  # SQLITE_MAX_VARIABLE_NUMBER's default since SQLite 3.32
+def _committed_seq(conn: Connection) -> int:
+    value = conn.execute(
+        select(runtime_meta.c.value).where(runtime_meta.c.key == sqlwrite.BATCH_KEY)
+    ).scalar()
+    return int(value) if value is not None else 0
 
 
-def _datetime_text(value: Any) -> Any:
-    return sqlite_time(value) if isinstance(value, datetime) else value
-
-
-def _flag(value: Any) -> Any:
-    return int(value) if isinstance(value, bool) else value
-
-
-def _row_function(table: Table) -> _RowFunction:
-    """A function turning one row dict into the driver's parameters for ``table``."""
-    cached = _SQLITE_ROWS.get(table.name)
-    if cached is not None:
-        return cached
-    parts: list[str] = []
-    for column in table.columns:
-        get = f"row.get({column.name!r})"
-        if isinstance(column.type, JSON):
-            parts.append(f"json_text({get})")
-        elif isinstance(column.type, DateTime):
-            parts.append(f"(dt[v] if (v := {get}) in dt else dt.setdefault(v, dt_text(v)))")
-        elif isinstance(column.type, Boolean):
-            parts.append(f"flag({get})")
-        else:
-            parts.append(get)
-    source = "def convert(row, dt):\n    return (" + ", ".join(parts) + ",)\n"
-    scope: dict[str, Any] = {"json_text": json_text, "dt_text": _datetime_text, "flag": _flag}
-    exec(source, scope)
-    convert: _RowFunction = scope["convert"]
-    _SQLITE_ROWS[table.name] = convert
-    return convert
-
-
-def _insert_sql(table: Table, key: str | None, rows: int) -> str:
-    """``INSERT`` of ``rows`` rows into ``table`` (an upsert on ``key`` when given)."""
-    cached = _SQLITE_SQL.get((table.name, key or "", rows))
-    if cached is not None:
-        return cached
-    cols = [c.name for c in table.columns]
-    one = "(" + ", ".join("?" * len(cols)) + ")"
-    sql = f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES " + ", ".join([one] * rows)
-    if key is not None:
-        sql += f" ON CONFLICT({key}) DO UPDATE SET " + ", ".join(
-            f"{c} = excluded.{c}" for c in cols if c != key
-        )
-    _SQLITE_SQL[(table.name, key or "", rows)] = sql
-    return sql
-
-
-def _sqlite_inserts(
-    out: list[tuple[str, list[Any]]],
-    dt: dict[Any, str | None],
-    table: Table,
-    rows: list[dict[str, Any]],
-    key: str | None = None,
-) -> None:
-    if not rows:
-        return
-    convert = _row_function(table)
-    width = len(table.columns)
-    params = [value for row in rows for value in convert(row, dt)]
-    largest = 1 << ((_SQLITE_MAX_PARAMS // width).bit_length() - 1)  # rows per statement
-    done, total = 0, len(rows)
-    while done < total:
-        n = min(largest, 1 << ((total - done).bit_length() - 1))
-        out.append((_insert_sql(table, key, n), params[done * width : (done + n) * width]))
-        done += n
-
-
-def _sqlite_statements(batch: Batch) -> list[tuple[str, list[Any]]]:
-    out: list[tuple[str, list[Any]]] = []
-    dt: dict[Any, str | None] = {}  # a batch shares a handful of timestamps
-    _sqlite_inserts(out, dt, routing_feed, batch.feed)
-    _sqlite_inserts(out, dt, runtime_tasks, list(batch.tasks.values()), "task_id")
-    _sqlite_inserts(out, dt, runtime_offers, list(batch.offers.values()), "offer_id")
-    _sqlite_inserts(out, dt, runtime_experts, list(batch.experts.values()), "expert_id")
-    meta = [{"key": k, "value": v} for k, v in batch.meta.items()]
-    _sqlite_inserts(out, dt, runtime_meta, meta, "key")
-    _sqlite_inserts(out, dt, rcd, batch.rcd)
-    _sqlite_inserts(out, dt, tcd, batch.tcd)
-    _sqlite_inserts(out, dt, runtime_outbox, batch.outbox)
-    done = batch.outbox_done
-    for start in range(0, len(done), 1000):
-        chunk = done[start : start + 1000]
-        marks = ", ".join("?" * len(chunk))
-        out.append((f"DELETE FROM {runtime_outbox.name} WHERE id IN ({marks})", list(chunk)))
-    _sqlite_inserts(out, dt, webhook_deliveries, batch.webhooks)
-    return out
+_TABLES = {t.name: t for t in _WRITTEN_TABLES}
 
 
 def _write(conn: Connection, batch: Batch) -> None:
-    if batch.feed:
-        conn.execute(insert(routing_feed), batch.feed)
-    if batch.tasks:
-        _upsert(conn, runtime_tasks, "task_id", list(batch.tasks.values()))
-    if batch.offers:
-        _upsert(conn, runtime_offers, "offer_id", list(batch.offers.values()))
-    if batch.experts:
-        _upsert(conn, runtime_experts, "expert_id", list(batch.experts.values()))
-    if batch.meta:
-        _upsert(conn, runtime_meta, "key", [{"key": k, "value": v} for k, v in batch.meta.items()])
-    if batch.rcd:
-        conn.execute(insert(rcd), batch.rcd)
-    if batch.tcd:
-        conn.execute(insert(tcd), batch.tcd)
-    if batch.outbox:
-        conn.execute(insert(runtime_outbox), batch.outbox)
-    if batch.outbox_done:
-        conn.execute(delete(runtime_outbox).where(runtime_outbox.c.id.in_(batch.outbox_done)))
-    if batch.webhooks:
-        conn.execute(insert(webhook_deliveries), batch.webhooks)
+    """The batch through SQLAlchemy (PostgreSQL), in the same statement order as SQLite."""
+    plain = writes(batch)
+    for name, key, rows in plain.rows:
+        if not rows:
+            continue
+        table = _TABLES[name]
+        rows = _with_datetimes(table, rows)
+        if key is None:
+            conn.execute(insert(table), rows)
+        else:
+            _upsert(conn, table, key, rows)
+    for name, column, values in plain.deletes:
+        table = _TABLES[name]
+        conn.execute(delete(table).where(table.c[column].in_(values)))
+    if plain.seq is not None:
+        _upsert(conn, runtime_meta, "key", [{"key": sqlwrite.BATCH_KEY, "value": plain.seq}])
+
+
+def _with_datetimes(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows carry times as POSIX seconds; SQLAlchemy's DateTime wants datetimes."""
+    names = [c.name for c in table.columns if isinstance(c.type, DateTime)]
+    out = []
+    for row in rows:
+        times = {n: utc(v) for n in names if isinstance(v := row.get(n), int | float)}
+        out.append({**row, **times} if times else row)
+    return out
 
 
 def _upsert(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
