@@ -1351,6 +1351,9 @@ _SIMPLE = frozenset(
 )
 
 
+_TEXT_OR_NONE = (str, type(None))
+
+
 def _well_formed(event: Event) -> bool:
     """Field types an outside caller could get wrong (the handlers check values and ids)."""
     for name in _ID_FIELDS[type(event)]:
@@ -1359,9 +1362,11 @@ def _well_formed(event: Event) -> bool:
     if type(event) in _SIMPLE:
         return True
     if isinstance(event, TaskCreated):
-        return isinstance(event.attributes, dict) and all(
-            v is None or isinstance(v, str)
-            for v in (event.caller, event.dialed_number, event.external_id)
+        return (
+            isinstance(event.attributes, dict)
+            and isinstance(event.caller, _TEXT_OR_NONE)
+            and isinstance(event.dialed_number, _TEXT_OR_NONE)
+            and isinstance(event.external_id, _TEXT_OR_NONE)
         )
     if isinstance(event, OfferAccepted):
         return event.phone is None or isinstance(event.phone, str)
