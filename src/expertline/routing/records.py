@@ -117,21 +117,23 @@ def rcd(task: Task, label: str, expert_id: str | None, now: float) -> dict[str, 
 
 
 def tcd(task: Task, disposition: int, times: dict[str, float] | None = None) -> dict[str, Any]:
-    return {
+    # A display of at most 15 keys, then assignments: see ``Task.to_dict``.
+    record: dict[str, Any] = {
         "task_id": task.id,
         "peripheral_call_key": task.code,
         "router_call_key": task.external_id,
         "dialed_number": task.dialed_number,
         "ani": task.caller,
         "call_disposition": disposition,
-        **(times or timings(task)),
-        "expert_id": task.expert_id,
-        "queue_id": task.queue_id,
-        "channel": task.channel,
-        "status": str(task.status),
-        "started_at": task.created_at,
-        "ended_at": task.ended_at,
     }
+    record.update(times or timings(task))
+    record["expert_id"] = task.expert_id
+    record["queue_id"] = task.queue_id
+    record["channel"] = task.channel
+    record["status"] = str(task.status)
+    record["started_at"] = task.created_at
+    record["ended_at"] = task.ended_at
+    return record
 
 
 def task_record(task: Task, disposition: int, times: dict[str, float] | None = None) -> TaskRecord:
@@ -155,7 +157,8 @@ def task_record(task: Task, disposition: int, times: dict[str, float] | None = N
         }
         for a in task.attempts
     ]
-    return {
+    # A display of at most 15 keys, then assignments: see ``Task.to_dict``.
+    record: dict[str, Any] = {
         "task_id": task.id,
         "code": task.code,
         "external_id": task.external_id,
@@ -171,12 +174,13 @@ def task_record(task: Task, disposition: int, times: dict[str, float] | None = N
         "assigned_at": iso(task.assigned_at),
         "connected_at": iso(task.connected_at),
         "ended_at": iso(task.ended_at) or "",
-        "wait": t["delay_time"],
-        "ring_time": t["ring_time"],
-        "talk_time": t["talk_time"],
-        "work_time": t["work_time"],
-        "config_version": task.config_version,
-        "node": "",
-        "offers": offers,
-        "attempts": attempts,
     }
+    record["wait"] = t["delay_time"]
+    record["ring_time"] = t["ring_time"]
+    record["talk_time"] = t["talk_time"]
+    record["work_time"] = t["work_time"]
+    record["config_version"] = task.config_version
+    record["node"] = ""
+    record["offers"] = offers
+    record["attempts"] = attempts
+    return record  # type: ignore[return-value]  # every key of TaskRecord is set above
