@@ -51,7 +51,7 @@ import logging
 import math
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,12 +189,14 @@ class RoutingCore:
         if handler is None:
             log.warning("event=%s ignored reason=unknown_event_type", type(event).__name__)
             return []
-        if not _well_formed(event):
+        if not _WELL_FORMED[type(event)](event):
             log.warning("event=%s ignored reason=malformed_fields", type(event).__name__)
             return []
         handler(self, event)
-        self._settle()
-        self._announce_states()
+        if self._work_tasks or self._work_experts:
+            self._settle()
+        if self._touched:
+            self._announce_states()
         out, self._out = self._out, []
         return out
 
@@ -1324,59 +1326,34 @@ class RoutingCore:
         self._out.append(Emit(type_, data))
 
 
-_ID_FIELDS: dict[type, tuple[str, ...]] = {
-    PresenceChanged: ("expert_id", "status", "source"),
-    TaskCreated: ("task_id", "queue_id", "channel"),
-    OfferAccepted: ("offer_id",),
-    OfferDeclined: ("offer_id",),
-    CallConnected: ("task_id",),
-    CallEnded: ("task_id",),
-    TaskAbandoned: ("task_id",),
-    TaskFailed: ("task_id",),
-    DeliveryFailed: ("task_id",),
-    TimerFired: ("key",),
-    Recovered: (),
-    ConfigChanged: (),
-}
-_SIMPLE = frozenset(
-    {
-        PresenceChanged,
-        OfferDeclined,
-        CallConnected,
-        CallEnded,
-        TaskAbandoned,
-        TaskFailed,
-        TimerFired,
-    }
-)
-
-
 _TEXT_OR_NONE = (str, type(None))
 
-
-def _well_formed(event: Event) -> bool:
-    """Field types an outside caller could get wrong (the handlers check values and ids)."""
-    for name in _ID_FIELDS[type(event)]:
-        if not isinstance(getattr(event, name), str):
-            return False
-    if type(event) in _SIMPLE:
-        return True
-    if isinstance(event, TaskCreated):
-        return (
-            isinstance(event.attributes, dict)
-            and isinstance(event.caller, _TEXT_OR_NONE)
-            and isinstance(event.dialed_number, _TEXT_OR_NONE)
-            and isinstance(event.external_id, _TEXT_OR_NONE)
-        )
-    if isinstance(event, OfferAccepted):
-        return event.phone is None or isinstance(event.phone, str)
-    if isinstance(event, DeliveryFailed):
-        return isinstance(event.disposition, int)
-    if isinstance(event, Recovered):
-        return all(isinstance(t, str) for t in event.lost_tasks)
-    if isinstance(event, ConfigChanged):
-        return isinstance(event.config, RoutingConfig)
-    return True
+# Field types an outside caller could get wrong, per event type (the handlers check values
+# and ids). One check per type rather than a loop over field names: it runs for every event.
+_WELL_FORMED: dict[type, Callable[[Any], bool]] = {
+    ConfigChanged: lambda ev: isinstance(ev.config, RoutingConfig),
+    PresenceChanged: lambda ev: (
+        isinstance(ev.expert_id, str) and isinstance(ev.status, str) and isinstance(ev.source, str)
+    ),
+    TaskCreated: lambda ev: (
+        isinstance(ev.task_id, str)
+        and isinstance(ev.queue_id, str)
+        and isinstance(ev.channel, str)
+        and isinstance(ev.attributes, dict)
+        and isinstance(ev.caller, _TEXT_OR_NONE)
+        and isinstance(ev.dialed_number, _TEXT_OR_NONE)
+        and isinstance(ev.external_id, _TEXT_OR_NONE)
+    ),
+    OfferAccepted: lambda ev: isinstance(ev.offer_id, str) and isinstance(ev.phone, _TEXT_OR_NONE),
+    OfferDeclined: lambda ev: isinstance(ev.offer_id, str),
+    CallConnected: lambda ev: isinstance(ev.task_id, str),
+    CallEnded: lambda ev: isinstance(ev.task_id, str),
+    TaskAbandoned: lambda ev: isinstance(ev.task_id, str),
+    TaskFailed: lambda ev: isinstance(ev.task_id, str),
+    DeliveryFailed: lambda ev: isinstance(ev.task_id, str) and isinstance(ev.disposition, int),
+    TimerFired: lambda ev: isinstance(ev.key, str),
+    Recovered: lambda ev: all(isinstance(t, str) for t in ev.lost_tasks),
+}
 
 
 def _step_after(spec: QueueSpec, step: int) -> float:
