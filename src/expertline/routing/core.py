@@ -467,7 +467,8 @@ class RoutingCore:
         label = ev.phone if isinstance(ev.phone, str) and ev.phone else spec.phone
         self._close_offer(o, OfferTrigger.ACCEPT)
         self._emit("offer.accepted", offer_id=o.id, task_id=t.id, expert_id=o.expert_id)
-        self._withdraw_task_offers(t, "taken")
+        if t.open_offers:
+            self._withdraw_task_offers(t, "taken")
         self._out.append(ConfirmAccepted(o.id, t.id, o.expert_id, o.code))
         self._assign(t, e, label)
 
@@ -880,7 +881,8 @@ class RoutingCore:
             notice_only=True,
         )
         self._emit("offer.accepted", offer_id=oid, task_id=t.id, expert_id=e.id)
-        self._withdraw_task_offers(t, "taken")
+        if t.open_offers:
+            self._withdraw_task_offers(t, "taken")
         log.info("task=%s assigned expert=%s reason=may_not_decline", t.id, e.id)
         self._assign(t, e, self._specs[e.id].phone)
 
@@ -1064,12 +1066,14 @@ class RoutingCore:
 
     def _end(self, t: Task, trigger: TaskTrigger, disposition: int) -> None:
         now = self._now
-        self._withdraw_task_offers(t, "ended")
+        if t.open_offers:
+            self._withdraw_task_offers(t, "ended")
         was_connected = t.connected_at is not None
         t.status = advance_task(t.status, trigger)
         t.ended_at = now
         t.call_disposition = disposition
-        self._cancel_task_timers(t)
+        if t.id in self._task_timers:
+            self._cancel_task_timers(t)
         self._rehung(t)
         if t.expert_id is not None:
             e = self._experts.get(t.expert_id)
