@@ -46,19 +46,16 @@ def handled_disposition(task: Task) -> int:
     return HANDLED_VOICE if task.channel == "voice" else HANDLED_CHAT
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return _iso(ts)
-
-
 @lru_cache(maxsize=8192)
-def _iso(ts: float) -> str:
-    """Cached: the same instants recur in a task's events, records and expert states.
+def iso(ts: float | None) -> str | None:
+    """Cached: the same instants recur in a task's events, records and expert states (a hit
+    costs no Python call).
 
     Same text as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")``,
     built from a per-second prefix (most events of a busy second share it).
     """
+    if ts is None:
+        return None
     frac, whole = math.modf(ts)  # the way datetime.fromtimestamp splits and rounds
     secs = int(whole)
     us = round(frac * 1e6)
