@@ -20,11 +20,10 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import queue
+import select
 import sqlite3
 import struct
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -190,7 +189,7 @@ def frame(value: Any) -> bytes:
 
 
 class FrameReader:
-    """Length-prefixed pickles from a file descriptor."""
+    """Length-prefixed pickles from a file descriptor, with a look at what is already there."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -208,17 +207,37 @@ class FrameReader:
         del self._buf[:end]
         return value
 
+    def _fill(self, block: bool) -> None:
+        if not block and not select.select([self._fd], [], [], 0)[0]:
+            return
+        data = os.read(self._fd, _CHUNK)
+        if data:
+            self._buf += data
+        else:
+            self.closed = True
+
     def next(self) -> Any:
         """The next value, waiting for it; None at the end of the input."""
         while (value := self._complete()) is None:
             if self.closed:
                 return None
-            data = os.read(self._fd, _CHUNK)
-            if data:
-                self._buf += data
-            else:
-                self.closed = True
+            self._fill(block=True)
         return value
+
+    def ready(self) -> list[Any]:
+        """Every value already sent, without waiting."""
+        out: list[Any] = []
+        while True:
+            value = self._complete()
+            if value is None:
+                if self.closed:
+                    return out
+                before = len(self._buf)
+                self._fill(block=False)
+                if len(self._buf) == before:
+                    return out
+                continue
+            out.append(value)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -235,25 +254,22 @@ def _die_with_parent(parent_pid: int) -> None:
         sys.exit(0)
 
 
-# a batch and its statements, or why they could not be built
-Prepared = tuple[Writes, list[tuple[str, list[Any]]] | Exception]
-
-
-def commit_group(conn: sqlite3.Connection, group: list[Prepared]) -> list[tuple[str, Any]]:
+def commit_group(
+    conn: sqlite3.Connection, writer: SqliteBatchWriter, group: list[Writes]
+) -> list[tuple[str, Any]]:
     """Write batches that arrived together in one transaction (one fsync): group commit.
 
     They succeed or fail together; each gets its answer, ``("ok", written)`` or
     ``("error", text)``, and the runtime retries failed ones in order."""
     cursor = conn.cursor()
     try:
+        statements = [writer.statements(w) for w in group]
         cursor.execute("BEGIN IMMEDIATE")
         try:
             last = committed_seq(cursor)
             written = []
-            for writes, statements in group:
-                if isinstance(statements, Exception):
-                    raise statements
-                written.append(SqliteBatchWriter.write(cursor, writes, statements, last))
+            for writes, stmts in zip(group, statements, strict=True):
+                written.append(SqliteBatchWriter.write(cursor, writes, stmts, last))
                 if writes.seq is not None:
                     last = max(last, writes.seq)
             cursor.execute("COMMIT")
@@ -269,14 +285,14 @@ def commit_group(conn: sqlite3.Connection, group: list[Prepared]) -> list[tuple[
 
 
 def serve(source: int, sink: BinaryIO) -> int:
-    """The writer process: a greeting, then one answer per batch, in order, until the end of
-    the input.
+    """The writer process's loop: a greeting, then one answer per batch, until end of input.
 
     Greeting in: ``{"database", "plans", "parent_pid"}``; out: ``("ready", last batch)``.
-    Batches in: ``Writes``; out: one answer each (``commit_group``). This thread reads and
-    prepares batches (unpickling, SQL values) while a database thread writes what is
-    prepared, so that preparing overlaps SQLite's work and its fsync (both release the
-    interpreter lock)."""
+    Batches in: ``Writes``; out: one answer per batch, in order (``commit_group``).
+
+    One thread does it all. A second one, preparing batches while the first writes, was
+    slower: the writing thread gives the interpreter lock up around each SQLite step and
+    then waits for the preparing one to let it go (up to the switch interval) every time."""
     # Everything here is acyclic (rows, tuples, text): reference counting frees it, and the
     # cyclic collector would only walk each batch's many small objects again.
     gc.disable()
@@ -290,37 +306,12 @@ def serve(source: int, sink: BinaryIO) -> int:
     writer = SqliteBatchWriter([TablePlan(*p) for p in hello["plans"]])
     sink.write(frame(("ready", committed_seq(conn.cursor()))))
     sink.flush()
-    prepared: queue.SimpleQueue[Prepared | None] = queue.SimpleQueue()
-    database = threading.Thread(target=_write_prepared, args=(conn, prepared, sink), daemon=True)
-    database.start()
-    while (writes := reader.next()) is not None:
-        try:
-            prepared.put((writes, writer.statements(writes)))
-        except Exception as exc:  # a row that cannot be turned into SQL values
-            prepared.put((writes, exc))
-    prepared.put(None)
-    database.join()
+    while (first := reader.next()) is not None:
+        group = [first, *reader.ready()]
+        sink.write(b"".join(frame(answer) for answer in commit_group(conn, writer, group)))
+        sink.flush()
     conn.close()
     return 0
-
-
-def _write_prepared(
-    conn: sqlite3.Connection, prepared: queue.SimpleQueue[Prepared | None], sink: BinaryIO
-) -> None:
-    """The database thread: everything prepared so far goes in one transaction."""
-    while (first := prepared.get()) is not None:
-        group = [first]
-        end = False
-        while not prepared.empty():
-            item = prepared.get()
-            if item is None:
-                end = True
-                break
-            group.append(item)
-        sink.write(b"".join(frame(answer) for answer in commit_group(conn, group)))
-        sink.flush()
-        if end:
-            return
 
 
 def main() -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -42,6 +43,7 @@ from expertline.db.tables import (
     tcd,
     webhook_deliveries,
 )
+from expertline.routing.records import iso as record_iso
 from expertline.runtime import sqlwrite
 
 RECORD_TABLES: dict[str, Table] = {"rcd": rcd, "tcd": tcd}
@@ -52,9 +54,15 @@ def utc(ts: float) -> datetime:
 
 
 def iso(ts: float | None) -> str | None:
+    """API form of an instant: UTC with milliseconds and ``Z`` (feed records say ``+00:00``)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso_z(ts)
+
+
+@lru_cache(maxsize=8192)
+def _iso_z(ts: float) -> str:
+    return str(record_iso(ts))[:-6] + "Z"
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from expertline.db import migrate
@@ -85,3 +87,10 @@ def test_json_values_read_back_as_the_standard_encoder_would_give_them(tmp_path:
         "none": None,
     }
     assert rows[1].data is None
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_api_times_are_the_datetime_form_with_z(ts: float) -> None:
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    assert store.iso(ts) == expected.replace("+00:00", "Z")
+    assert store.iso(None) is None
