@@ -8,7 +8,9 @@ connection, so both write and read the same database the same way.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -43,10 +45,28 @@ def sqlite_time(value: datetime | float) -> str:
     ``value`` is a datetime (a naive one is taken as UTC already, as ``as_utc`` reads it
     back) or POSIX seconds, which is what the runtime's rows carry."""
     if not isinstance(value, datetime):
-        value = datetime.fromtimestamp(value, UTC)
-    elif value.tzinfo is not None and value.tzinfo is not UTC:
+        return _seconds_text(value)
+    if value.tzinfo is not None and value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     return value.isoformat(" ", "microseconds")[:26]  # == strftime of that format, faster
+
+
+def _seconds_text(ts: float) -> str:
+    """``sqlite_time`` of POSIX seconds without a datetime: the date and time of the whole
+    second come from a small cache (a batch's instants share a few seconds)."""
+    frac, whole = math.modf(ts)  # split and rounded as datetime.fromtimestamp does
+    secs = int(whole)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        secs, us = secs + 1, us - 1_000_000
+    elif us < 0:
+        secs, us = secs - 1, us + 1_000_000
+    return f"{_second_text(secs)}.{us:06d}"
+
+
+@lru_cache(maxsize=1024)
+def _second_text(secs: int) -> str:
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def json_text(value: Any) -> str:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from expertline.db import migrate
-from expertline.db.engine import make_engine
+from expertline.db.engine import make_engine, sqlite_time
 from expertline.db.tables import routing_feed, runtime_tasks
 from expertline.runtime import store
 
@@ -94,3 +94,9 @@ def test_api_times_are_the_datetime_form_with_z(ts: float) -> None:
     expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
     assert store.iso(ts) == expected.replace("+00:00", "Z")
     assert store.iso(None) is None
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_seconds_are_stored_as_their_datetime_would_be(ts: float) -> None:
+    assert sqlite_time(ts) == sqlite_time(datetime.fromtimestamp(ts, UTC))
+    assert sqlite_time(ts) == datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
