@@ -1365,13 +1365,16 @@ def _step_after(spec: QueueSpec, step: int) -> float:
     return max((s.after for s in spec.escalate[:step]), default=0.0)
 
 
+_OUTCOMES: dict[OfferStatus, str] = {
+    OfferStatus.ACCEPTED: "accepted",
+    OfferStatus.DECLINED: "declined",
+    OfferStatus.TIMEOUT: "timeout",
+    OfferStatus.WITHDRAWN: "withdrawn",
+}
+
+
 def _history(o: Offer) -> dict[str, Any]:
-    outcome = {
-        OfferStatus.ACCEPTED: "accepted",
-        OfferStatus.DECLINED: "declined",
-        OfferStatus.TIMEOUT: "timeout",
-        OfferStatus.WITHDRAWN: "withdrawn",
-    }.get(o.status, "open")
+    outcome = _OUTCOMES.get(o.status, "open")
     return {
         "offer_id": o.id,
         "expert_id": o.expert_id,

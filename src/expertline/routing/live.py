@@ -111,14 +111,14 @@ class Task:
             "id": self.id,
             "seq": self.seq,
             "queue_id": self.queue_id,
-            "queues": list(self.queues),
+            "queues": self.queues.copy(),
             "channel": self.channel,
             "priority": self.priority,
             "explicit_priority": self.explicit_priority,
             "caller": self.caller,
             "dialed_number": self.dialed_number,
             "external_id": self.external_id,
-            "attributes": dict(self.attributes),
+            "attributes": self.attributes.copy(),
             "code": self.code,
             "created_at": self.created_at,
             "enqueued_at": self.enqueued_at,
@@ -127,12 +127,12 @@ class Task:
         d["status"] = str(self.status)
         d["active"] = self.status not in FINAL_TASK
         d["step"] = self.step
-        d["open_offers"] = dict(self.open_offers)
+        d["open_offers"] = self.open_offers.copy()
         d["offer_n"] = self.offer_n
-        d["cooldowns"] = dict(self.cooldowns)
+        d["cooldowns"] = self.cooldowns.copy()
         # entries are never changed once appended: the lists are copied, not the entries
-        d["history"] = list(self.history)
-        d["attempts"] = list(self.attempts)
+        d["history"] = self.history.copy()
+        d["attempts"] = self.attempts.copy()
         d["expert_id"] = self.expert_id
         d["label"] = self.label
         d["assigned_at"] = self.assigned_at
@@ -286,7 +286,7 @@ class ExpertLive:
             "id": self.id,
             "presence": self.presence,
             "active": list(self.active),
-            "pending": dict(self.pending),
+            "pending": self.pending.copy(),
             "wrapup_until": self.wrapup_until,
             "idle_since": self.idle_since,
             "handled": self.handled,
