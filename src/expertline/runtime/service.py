@@ -59,7 +59,7 @@ Clock = Callable[[], float]
 # The core's statuses as plain strings (views and rows carry them as text).
 ACTIVE_STATUSES = frozenset(str(s) for s in TaskStatus if s not in FINAL_TASK)
 WAITING_STATUSES = frozenset(str(s) for s in WAITING)
-MAX_BATCH = 2000  # operations per transaction
+MIN_BATCH = 64  # operations a batch takes at least, when that many wait
 MAX_IN_FLIGHT = 4  # closed batches on their way to the database at once
 MAX_WAIT = 60.0  # longest long-poll
 RECENT_ENDED = 20_000  # ended tasks kept in memory for reads; older ones come from the database
@@ -155,6 +155,7 @@ class RuntimeService:
         self._effects: asyncio.Queue[_Effect | None] = asyncio.Queue()
         self._outbox_done: list[int] = []
         self._pending = _Pending()
+        self._ops_in_flight = 0  # operations in batches handed to the writer, not answered
         # committed views
         self._views: dict[str, TaskView] = {}
         self._task_meta: dict[str, dict[str, Any]] = {}
@@ -548,17 +549,22 @@ class RuntimeService:
     async def _writer(self) -> None:
         """Handle batches while earlier ones commit; commits and publication stay in order.
 
-        A closed batch goes to the writer at once (``MAX_IN_FLIGHT`` may be on their way),
-        so the database's work overlaps the core's. Each batch is closed with snapshots of
-        what changed, so publishing a batch after its commit never shows the state of a
-        later, not yet durable, batch.
+        A batch takes half of the operations waiting (at least ``MIN_BATCH``, at most the
+        writer's ``batch_ops``) and goes to the writer as soon as it closes (up to
+        ``MAX_IN_FLIGHT`` on their way). Callers wait for their commit before sending more,
+        so one batch of everything would leave the core idle while the database works and
+        the database idle while the core works; two halves keep both busy. Each batch is
+        closed with snapshots of what changed, so publishing a batch after its commit never
+        shows the state of a later, not yet durable, batch.
         """
         in_flight: collections.deque[asyncio.Task[None]] = collections.deque()
         try:
             while True:
                 first = await self._queue.get()
+                waiting = self._queue.qsize() + 1 + self._ops_in_flight  # callers not answered
+                limit = min(self.writer.batch_ops, max(MIN_BATCH, waiting // 2))
                 results = [self._apply(first)]
-                while len(results) < MAX_BATCH and not self._queue.empty():
+                while len(results) < limit and not self._queue.empty():
                     results.append(self._apply(self._queue.get_nowait()))
                 pending = self._collect()
                 while in_flight and in_flight[0].done():
@@ -567,7 +573,9 @@ class RuntimeService:
                     await asyncio.wait([in_flight[0]])
                     in_flight.popleft()
                 previous = in_flight[-1] if in_flight else None
+                self._ops_in_flight += len(results)
                 in_flight.append(asyncio.create_task(self._finish(pending, results, previous)))
+                await asyncio.sleep(0)  # the batch leaves now, not when the queue is empty
         finally:
             if in_flight:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -594,6 +602,7 @@ class RuntimeService:
             await self._commit(pending.batch)
         if previous is not None:
             await asyncio.wait([previous])
+        self._ops_in_flight -= len(results)
         try:
             self._after_commit(pending)
         except Exception:  # publishing must not stop the writer

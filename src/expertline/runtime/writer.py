@@ -43,6 +43,7 @@ class CommitError(Exception):
 
 class BatchWriter(Protocol):
     name: str
+    batch_ops: int  # operations the runtime puts in one batch, at most
 
     async def async_start(self) -> None: ...
 
@@ -57,6 +58,7 @@ class ThreadWriter:
     """Commits with ``store.write_batch`` in a worker thread."""
 
     name = "thread"
+    batch_ops = 2000  # one transaction per batch: batches as large as the load makes them
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -97,6 +99,7 @@ class ProcessWriter:
     commit) and answers each in order. The child is started again on demand after it dies."""
 
     name = "process"
+    batch_ops = 2000
 
     def __init__(self, database: str) -> None:
         self._database = database
