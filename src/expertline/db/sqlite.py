@@ -8,12 +8,13 @@ connection, so both write and read the same database the same way.
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import orjson
+
+from expertline.instants import split
 
 BUSY_TIMEOUT_S = 30.0
 
@@ -54,13 +55,7 @@ def sqlite_time(value: datetime | float) -> str:
 def _seconds_text(ts: float) -> str:
     """``sqlite_time`` of POSIX seconds without a datetime: the date and time of the whole
     second come from a small cache (a batch's instants share a few seconds)."""
-    frac, whole = math.modf(ts)  # split and rounded as datetime.fromtimestamp does
-    secs = int(whole)
-    us = round(frac * 1e6)
-    if us >= 1_000_000:
-        secs, us = secs + 1, us - 1_000_000
-    elif us < 0:
-        secs, us = secs - 1, us + 1_000_000
+    secs, us = split(ts)
     return f"{_second_text(secs)}.{us:06d}"
 
 

@@ -7,11 +7,11 @@ reporting (``records.feed.TaskRecord``) carries the same facts with ISO 8601 UTC
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from expertline.instants import split
 from expertline.records.feed import AttemptRecord, OfferRecord, TaskRecord
 from expertline.routing.live import Task
 from expertline.routing.states import TaskStatus
@@ -56,13 +56,7 @@ def iso(ts: float | None) -> str | None:
     """
     if ts is None:
         return None
-    frac, whole = math.modf(ts)  # the way datetime.fromtimestamp splits and rounds
-    secs = int(whole)
-    us = round(frac * 1e6)
-    if us >= 1_000_000:
-        secs, us = secs + 1, us - 1_000_000
-    elif us < 0:
-        secs, us = secs - 1, us + 1_000_000
+    secs, us = split(ts)
     return f"{_second(secs)}.{us // 1000:03d}+00:00"
 
 
