@@ -256,3 +256,13 @@ def test_rows_carry_times_as_seconds_and_read_back_as_datetimes(db: tuple[str, E
         count = conn.execute(select(func.count()).select_from(routing_feed)).scalar()
     assert count == 1
     assert store.as_utc(created).timestamp() == pytest.approx(1_795_000_001.25)
+
+
+def test_the_writer_process_imports_no_sqlalchemy() -> None:
+    """It starts with each node and after each death: it must stay light to start."""
+    probe = (
+        "import sys, expertline.runtime.sqlwrite; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'fastapi')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
