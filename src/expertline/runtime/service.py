@@ -22,7 +22,6 @@ import contextlib
 import gc
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
+from expertline.instants import time_ordered_id
 from expertline.records.feed import EXPERT_STATE, TASK_RECORD
 from expertline.routing import commands as cmd
 from expertline.routing import events as ev
@@ -288,7 +288,7 @@ class RuntimeService:
             if existing is not None:
                 return existing, False
 
-        task_id = uuid.uuid4().hex
+        task_id = time_ordered_id()
 
         def apply() -> tuple[str, bool]:
             if request.external_id and request.external_id in self._by_external:
