@@ -216,13 +216,17 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: Settings) -> int:
-    """Run the node on uvloop when it is installed (it comes with ``uvicorn[standard]``)."""
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a node runs on: uvloop when it is installed (it comes with
+    ``uvicorn[standard]``), else asyncio's own. Benchmarks use the same."""
     try:
         import uvloop
-
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def serve(settings: Settings) -> int:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(async_serve(settings))

@@ -2,7 +2,8 @@
 
 Measures, on a synthetic configuration (experts over 1,000 queues, every expert available):
 - full lifecycles per second (create -> offer -> accept -> connected -> ended) through the
-  ``RuntimeService`` in-process with group commit on SQLite (``synchronous=FULL``);
+  ``RuntimeService`` in-process with group commit on SQLite (``synchronous=FULL``), on the
+  event loop a node runs on (uvloop);
 - decision latency: core only (the routing core's perf helper) and durable (create submitted
   -> the task committed with its offers out);
 - peak RSS with 10,000 tasks waiting at 100,000 experts;
@@ -25,6 +26,7 @@ from expertline.bench.common import BenchOptions, BenchResult, current_rss_mb, p
 from expertline.db import migrate
 from expertline.db.engine import make_engine
 from expertline.net import free_port
+from expertline.node import loop_factory
 from expertline.routing import perf
 from expertline.routing.model import RoutingConfig
 from expertline.runtime.ports import TaskRequest
@@ -108,9 +110,11 @@ def _durable(
                 await service.async_stop()
                 service.engine.dispose()
 
-        done, seconds, lat, commits = asyncio.run(go())
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:  # as a node runs
+            done, seconds, lat, commits = runner.run(go())
     backend = "sqlite synchronous=FULL" if not options.db else "given database"
-    ctx = f"{experts:,} experts, {queues} queues, {backend}, 256 clients in-process"
+    loop = "uvloop" if loop_factory() is not None else "asyncio loop"
+    ctx = f"{experts:,} experts, {queues} queues, {backend}, 256 clients in-process on {loop}"
     result.add(
         f"durable lifecycles/s @{experts:,}",
         done / seconds if seconds else 0.0,
@@ -153,7 +157,8 @@ def _waiting_rss(result: BenchResult, options: BenchOptions) -> None:
                 await service.async_stop()
                 service.engine.dispose()
 
-        rss = asyncio.run(go())
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            rss = runner.run(go())
     result.add(
         "RSS with tasks waiting",
         rss,
