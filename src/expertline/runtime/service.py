@@ -203,14 +203,18 @@ class RuntimeService:
 
     async def async_start(self) -> None:
         """Load configuration and every task in flight, then start taking operations."""
-        starting = asyncio.create_task(self.writer.async_start())
+        starting = asyncio.create_task(self.writer.async_start())  # meanwhile, read
         try:
             self._config, self._doc = await asyncio.to_thread(self._config_loader, self.engine)
-        finally:
+            self._seq = await asyncio.to_thread(store.load_sequences, self.engine)
+            state = await asyncio.to_thread(store.load_state, self.engine)
             await starting  # a writer that cannot start fails the start
-        self._seq = await asyncio.to_thread(store.load_sequences, self.engine)
-        state = await asyncio.to_thread(store.load_state, self.engine)
-        await self._recover(state)
+            await self._recover(state)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await starting
+            await self.writer.async_stop()
+            raise
         _freeze_heap()
         self._running = True
         self._tasks = [

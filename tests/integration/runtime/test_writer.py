@@ -23,6 +23,7 @@ from expertline.db import migrate
 from expertline.db.engine import make_engine
 from expertline.db.tables import routing_feed, runtime_meta
 from expertline.runtime import sqlwrite, store
+from expertline.runtime.service import RuntimeService
 from expertline.runtime.writer import CommitError, ProcessWriter, ThreadWriter, writer_for
 from support.databases import postgres_database, sqlite_url
 from support.wait import async_eventually, eventually
@@ -266,3 +267,22 @@ def test_the_writer_process_imports_no_sqlalchemy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_start_that_fails_leaves_no_writer_process(db: tuple[str, Engine]) -> None:
+    _, engine = db
+
+    def broken(_engine: Engine) -> Any:
+        raise RuntimeError("configuration unreadable")
+
+    async def go() -> ProcessWriter:
+        service = RuntimeService(engine, config_loader=broken)
+        writer = service.writer
+        assert isinstance(writer, ProcessWriter)
+        with pytest.raises(RuntimeError, match="configuration unreadable"):
+            await service.async_start()
+        return writer
+
+    writer = asyncio.run(go())
+    assert writer.started == 1  # it had started, and was stopped again
+    assert writer._child is None
