@@ -179,13 +179,13 @@ def committed_seq(cursor: Any) -> int:
 
 # --- the writer process ------------------------------------------------------------------------
 
-_LENGTH = struct.Struct(">I")
+FRAME_LENGTH = struct.Struct(">I")  # a frame: this length, then a pickle
 _CHUNK = 1 << 20
 
 
 def frame(value: Any) -> bytes:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(data)) + data
+    return FRAME_LENGTH.pack(len(data)) + data
 
 
 class FrameReader:
@@ -197,13 +197,13 @@ class FrameReader:
         self.closed = False
 
     def _complete(self) -> Any:
-        if len(self._buf) < _LENGTH.size:
+        if len(self._buf) < FRAME_LENGTH.size:
             return None
-        (size,) = _LENGTH.unpack_from(self._buf)
-        end = _LENGTH.size + size
+        (size,) = FRAME_LENGTH.unpack_from(self._buf)
+        end = FRAME_LENGTH.size + size
         if len(self._buf) < end:
             return None
-        value = pickle.loads(memoryview(self._buf)[_LENGTH.size : end])
+        value = pickle.loads(memoryview(self._buf)[FRAME_LENGTH.size : end])
         del self._buf[:end]
         return value
 

@@ -6,10 +6,12 @@ another core, outside the event loop's interpreter lock; only pickling the rows 
 loop. ``ThreadWriter`` (PostgreSQL, in-memory SQLite) commits in a worker thread; its driver
 waits on the network with the lock released.
 
-Both take one batch at a time and raise ``CommitError`` when a batch did not commit. A retry
-of the same batch is always safe: every transaction records its batch number and a batch
-already written is skipped (``store.write_batch``, ``sqlwrite.SqliteBatchWriter.write``),
-which covers the case where the outcome was not seen (the writer process died mid-commit).
+Both commit batches in the order they are given (the process writer takes the next ones
+before answering the first) and raise ``CommitError`` when a batch did not commit. A retry
+of the same batch is always safe: every transaction records its batch number, a batch
+already written is skipped and one ahead of a missing one is refused
+(``store.write_batch``, ``sqlwrite.SqliteBatchWriter.write``), which covers the case where
+the outcome was not seen (the writer process died mid-commit).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import contextlib
 import logging
 import os
 import pickle
-import struct
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,7 +35,6 @@ log = logging.getLogger("expertline.runtime")
 START_TIMEOUT_S = 30.0  # the writer process imports, opens the database, answers
 COMMIT_TIMEOUT_S = 120.0  # beyond SQLite's own 30 s wait for a lock: the writer is stuck
 STOP_TIMEOUT_S = 10.0
-_LENGTH = struct.Struct(">I")
 
 
 class CommitError(Exception):
@@ -221,7 +221,8 @@ class ProcessWriter:
 
 
 async def _read(stream: asyncio.StreamReader) -> Any:
-    (size,) = _LENGTH.unpack(await stream.readexactly(_LENGTH.size))
+    length = sqlwrite.FRAME_LENGTH
+    (size,) = length.unpack(await stream.readexactly(length.size))
     return pickle.loads(await stream.readexactly(size))
 
 
