@@ -64,3 +64,9 @@ class Unauthorized(ExpertlineError):
 class Forbidden(ExpertlineError):
     def __init__(self, message: str) -> None:
         super().__init__(message, [], "forbidden", 403)
+
+
+class TooLarge(ExpertlineError):
+    def __init__(self, limit: int) -> None:
+        message = f"the request body is over {limit:,} bytes; nothing was done"
+        super().__init__(message, [], "too_large", 413)

@@ -20,10 +20,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from expertline import __version__
-from expertline.errors import ExpertlineError, Problem
+from expertline.errors import ExpertlineError, Problem, TooLarge
 from expertline.settings import Settings
 from expertline.web.auth import TokenVerifier
-from expertline.web.hot import HotRoutes
+from expertline.web.hot import HotRoutes, read_body, replay_body
 
 
 @dataclass
@@ -39,18 +39,43 @@ class AppContext:
 RouterFactory = Callable[[AppContext], Any]
 
 
+MAX_BODY = 1 << 20  # bytes of a request body: tasks, presence, offers, tokens, queries
+MAX_CONFIG_BODY = 64 << 20  # a whole configuration document (100,000 experts fit)
+
+
+def body_limit(path: str) -> int:
+    return MAX_CONFIG_BODY if path.startswith("/api/v1/config") else MAX_BODY
+
+
 class ExpertlineAPI(FastAPI):
-    """FastAPI that first offers each HTTP request to the hot routes."""
+    """FastAPI that reads each request body first (refusing one over its limit with 413,
+    before anything is done) and offers the request to the hot routes."""
 
     hot_routes: HotRoutes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path") and not self.root_path:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        limit = body_limit(scope["path"])
+        declared = _content_length(scope)
+        try:
+            if declared is not None and declared > limit:
+                raise TooLarge(limit)
+            body = await read_body(receive, limit)
+        except TooLarge as exc:
+            await problem_response(exc)(scope, receive, send)
+            return
+        if body is None:  # the client went away before sending its body
+            return
+        receive = replay_body(body, receive)
+        if not scope.get("root_path") and not self.root_path:
             hit = self.hot_routes.match(scope["method"], scope["path"])
             if hit is not None:
                 await self.hot_routes.serve(
                     *hit,
                     scope,
+                    body,
                     receive,
                     send,
                     verifier=self.state.verify_token,
@@ -59,6 +84,16 @@ class ExpertlineAPI(FastAPI):
                 )
                 return
         await super().__call__(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server refuses such a request before it gets here
+    return None
 
 
 def create_app(ctx: AppContext, factories: list[RouterFactory] | None = None) -> FastAPI:

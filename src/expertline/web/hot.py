@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from expertline.errors import ExpertlineError
+from expertline.errors import ExpertlineError, TooLarge
 from expertline.web.auth import TokenVerifier, allowed_roles, authenticate, authorize
 
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
@@ -121,6 +121,7 @@ class HotRoutes:
         route: HotRoute,
         params: dict[str, str],
         scope: Scope,
+        body: bytes,
         receive: Receive,
         send: Send,
         *,
@@ -128,13 +129,11 @@ class HotRoutes:
         fallback: ASGIApp,
         problem: Callable[[ExpertlineError], Response],
     ) -> None:
-        body = await _read_body(receive)
-        if body is None:  # the client went away before sending its body
-            return
+        """Answer the request (its ``body`` already read, see ``read_body``) or pass it on."""
         try:
             value = _admit(route, scope, body, verifier)
         except (_Refer, ExpertlineError):
-            await fallback(scope, _replay(body, receive), send)
+            await fallback(scope, receive, send)  # the body is still to be received
             return
         try:
             response = respond(await route.handler(value, **params))
@@ -190,18 +189,25 @@ def _query(model: type[BaseModel], raw: bytes) -> BaseModel:
         raise _Refer from None
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, refused (``TooLarge``) once it grows over ``limit`` bytes: a
+    body sent in chunks has no length to check first. None when the client went away."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(limit)
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """``receive`` that first hands over the body already read."""
     pending = True
 

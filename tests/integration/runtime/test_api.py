@@ -13,6 +13,7 @@ from rt_harness import PHONES, Harness
 from sqlalchemy import func, select
 
 from expertline.db.tables import routing_feed, runtime_tasks, tcd
+from expertline.web.app import MAX_BODY, body_limit
 from support.wait import async_eventually
 
 
@@ -231,3 +232,25 @@ async def test_live_event_stream_over_a_real_socket(h: Harness) -> None:
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, timeout=10)
+
+
+async def test_a_body_over_the_limit_is_refused_with_413_and_changes_nothing(h: Harness) -> None:
+    padding = "x" * MAX_BODY
+    big = {"entry_point": "+18005550100", "attributes": {"note": padding}}
+    r = await h.client.post("/api/v1/tasks", json=big, headers=h.rc)  # with its length
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "too_large"
+
+    async def chunks() -> Any:  # no length: refused while it arrives
+        yield b'{"entry_point": "+18005550100", "attributes": {"note": "'
+        for _ in range(MAX_BODY // 65536 + 1):
+            yield b"x" * 65536
+        yield b'"}}'
+
+    headers = {**h.rc, "content-type": "application/json"}
+    r = await h.client.post("/api/v1/tasks", content=chunks(), headers=headers)
+    assert r.status_code == 413, r.text
+    with h.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(runtime_tasks)).scalar() == 0
+    assert (await h.create()).status_code == 201  # a normal request right after
+    assert body_limit("/api/v1/config") > body_limit("/api/v1/tasks") == MAX_BODY

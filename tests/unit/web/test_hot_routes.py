@@ -6,10 +6,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from pydantic import BaseModel, ConfigDict
 
+from expertline.errors import TooLarge
 from expertline.security.tokens import TokenInfo
-from expertline.web.hot import HotRoutes, json_response
+from expertline.web.hot import HotRoutes, json_response, read_body, replay_body
 
 
 async def _handler(body: Any, **params: str) -> tuple[int, Any]:
@@ -94,10 +96,13 @@ async def _serve(body_chunks: list[bytes], headers: dict[str, str]) -> tuple[lis
     token = TokenInfo(1, "cc", "routing-client", datetime.now(UTC), None)
     hit = routes.match("POST", "/t/42")
     assert hit is not None
+    body = await read_body(receive, 1 << 20)  # as the application does before the hot routes
+    assert body is not None
     await routes.serve(
         *hit,
         _scope("/t/42", headers),
-        receive,
+        body,
+        replay_body(body, receive),
         send,
         verifier=lambda value: token if value == "good" else None,  # type: ignore[arg-type]
         fallback=fallback,
@@ -125,3 +130,18 @@ async def test_what_the_hot_route_refuses_reaches_fastapi_with_its_body() -> Non
     ):
         sent, fallback = await _serve(chunks, headers)
         assert sent == [] and fallback == b"".join(chunks), (chunks, headers)
+
+
+async def test_a_body_growing_over_the_limit_is_refused_while_it_is_read() -> None:
+    chunks = [b"x" * 600, b"x" * 600]
+    incoming = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
+
+    async def receive() -> Any:
+        return incoming.pop(0)
+
+    with pytest.raises(TooLarge, match="over 1,000 bytes"):
+        await read_body(receive, 1000)
+    assert incoming == []  # refused at the chunk that crossed the limit
