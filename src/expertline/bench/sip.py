@@ -36,6 +36,7 @@ from typing import Any
 
 from expertline.bench.common import BenchOptions, BenchResult
 from expertline.net import free_port
+from expertline.node import loop_factory
 
 ENTRY = "+18005550100"
 RATES = (100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000, 2500, 3000)
@@ -71,10 +72,11 @@ class Step:
 
 def _node_main(conn: Connection, db_url: str | None, data_dir: str, experts: int) -> None:
     logging.basicConfig(level=logging.WARNING)
-    if experts == 0:
-        asyncio.run(_front_only(conn))
-    else:
-        asyncio.run(_node(conn, db_url, data_dir, experts))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:  # the loop a node runs on
+        if experts == 0:
+            runner.run(_front_only(conn))
+        else:
+            runner.run(_node(conn, db_url, data_dir, experts))
 
 
 class InstantPort:
