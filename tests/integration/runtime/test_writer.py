@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,75 +74,63 @@ def test_a_file_database_gets_a_process_and_memory_a_thread(db: tuple[str, Engin
     assert isinstance(writer_for(memory), ThreadWriter)
 
 
-def test_process_writer_commits_in_order_and_skips_a_batch_written_already(
-    db: tuple[str, Engine],
+@pytest.fixture()
+async def writer(db: tuple[str, Engine]) -> AsyncIterator[ProcessWriter]:
+    """A writer process on the test database, always stopped afterwards."""
+    path, _ = db
+    writer = ProcessWriter(path)
+    try:
+        yield writer
+    finally:
+        await writer.async_stop()
+
+
+async def test_process_writer_commits_in_order_and_skips_a_batch_written_already(
+    db: tuple[str, Engine], writer: ProcessWriter
 ) -> None:
-    path, engine = db
-
-    async def go() -> list[bool]:
-        writer = ProcessWriter(path)
-        await writer.async_start()
-        try:
-            # sent before the earlier ones are answered: they may share a transaction
-            first = await asyncio.gather(*(writer.async_write(_batch(n, n)) for n in (1, 2, 3)))
-            again = await writer.async_write(_batch(2, 2))
-            return [*first, again]
-        finally:
-            await writer.async_stop()
-
-    assert asyncio.run(go()) == [True, True, True, False]
+    _, engine = db
+    await writer.async_start()
+    # sent before the earlier ones are answered: they may share a transaction
+    first = await asyncio.gather(*(writer.async_write(_batch(n, n)) for n in (1, 2, 3)))
+    assert first == [True, True, True]
+    assert not await writer.async_write(_batch(2, 2))
     assert _feed_ids(engine) == [1, 2, 3]
     assert _last_batch(engine) == 3
     assert store.load_sequences(engine).batch == 3
 
 
-def test_a_batch_ahead_of_a_missing_one_is_refused_and_changes_nothing(
-    db: tuple[str, Engine],
+async def test_a_batch_ahead_of_a_missing_one_is_refused_and_changes_nothing(
+    db: tuple[str, Engine], writer: ProcessWriter
 ) -> None:
-    path, engine = db
-
-    async def go() -> None:
-        writer = ProcessWriter(path)
-        try:
-            with pytest.raises(CommitError, match="batch 2 waits for batch 1"):
-                await writer.async_write(_batch(2, 2))
-            assert await writer.async_write(_batch(1, 1))
-            assert await writer.async_write(_batch(2, 2))
-        finally:
-            await writer.async_stop()
-
-    asyncio.run(go())
+    _, engine = db
+    with pytest.raises(CommitError, match="batch 2 waits for batch 1"):
+        await writer.async_write(_batch(2, 2))
+    assert _feed_ids(engine) == []
+    assert await writer.async_write(_batch(1, 1))
+    assert await writer.async_write(_batch(2, 2))
     assert _feed_ids(engine) == [1, 2]
 
 
-def test_a_database_error_rolls_back_the_batch_and_the_retry_lands(
-    db: tuple[str, Engine],
+async def test_a_database_error_rolls_back_the_batch_and_the_retry_lands(
+    db: tuple[str, Engine], writer: ProcessWriter
 ) -> None:
-    path, engine = db
-
-    async def go() -> None:
-        writer = ProcessWriter(path)
-        try:
-            assert await writer.async_write(_batch(1, 1))
-            clash = _batch(2, 1)  # feed id 1 exists: the whole batch must roll back
-            clash.feed.append({**_batch(2, 2).feed[0]})
-            with pytest.raises(CommitError, match="IntegrityError"):
-                await writer.async_write(clash)
-            assert _last_batch(engine) == 1
-            assert await writer.async_write(_batch(2, 2))
-        finally:
-            await writer.async_stop()
-
-    asyncio.run(go())
+    _, engine = db
+    assert await writer.async_write(_batch(1, 1))
+    clash = _batch(2, 1)  # feed id 1 exists: the whole batch must roll back
+    clash.feed.append({**_batch(2, 2).feed[0]})
+    with pytest.raises(CommitError, match="IntegrityError"):
+        await writer.async_write(clash)
+    assert _last_batch(engine) == 1
+    assert await writer.async_write(_batch(2, 2))
     assert _feed_ids(engine) == [1, 2]
 
 
-def test_a_killed_writer_process_is_replaced_and_no_batch_is_lost_or_doubled(
-    db: tuple[str, Engine],
+async def test_a_killed_writer_process_is_replaced_and_no_batch_is_lost_or_doubled(
+    db: tuple[str, Engine], writer: ProcessWriter
 ) -> None:
-    path, engine = db
+    _, engine = db
 
-    async def write(writer: ProcessWriter, batch: store.Batch) -> bool:
+    async def write(batch: store.Batch) -> bool:
         # what the runtime does: retry the same batch until it lands
         async def attempt() -> bool:
             try:
@@ -153,23 +141,16 @@ def test_a_killed_writer_process_is_replaced_and_no_batch_is_lost_or_doubled(
 
         return await async_eventually(attempt, timeout=20)
 
-    async def go() -> int:
-        writer = ProcessWriter(path)
-        try:
-            await write(writer, _batch(1, 1))
-            child = writer._child
-            assert child is not None
-            os.kill(child.proc.pid, signal.SIGKILL)
-            await write(writer, _batch(2, 2))
-            # the outcome of a commit was not seen: the same batch again is harmless
-            store.write_batch(engine, _batch(3, 3))
-            assert not await writer.async_write(_batch(3, 3))
-            await write(writer, _batch(4, 4))
-            return writer.started
-        finally:
-            await writer.async_stop()
-
-    assert asyncio.run(go()) == 2
+    await write(_batch(1, 1))
+    child = writer._child
+    assert child is not None
+    os.kill(child.proc.pid, signal.SIGKILL)
+    await write(_batch(2, 2))
+    # the outcome of a commit was not seen: the same batch again is harmless
+    store.write_batch(engine, _batch(3, 3))
+    assert not await writer.async_write(_batch(3, 3))
+    await write(_batch(4, 4))
+    assert writer.started == 2
     assert _feed_ids(engine) == [1, 2, 3, 4]
 
 
@@ -188,19 +169,13 @@ def any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engin
         engine.dispose()
 
 
-def test_the_thread_writer_keeps_the_same_rules(any_engine: Engine) -> None:
-    engine = any_engine
-
-    async def go() -> list[Any]:
-        writer = ThreadWriter(engine)
-        out: list[Any] = [await writer.async_write(_batch(1, 1))]
-        out.append(await writer.async_write(_batch(1, 1)))
-        with pytest.raises(CommitError, match="batch 3 waits for batch 2"):
-            await writer.async_write(_batch(3, 3))
-        return out
-
-    assert asyncio.run(go()) == [True, False]
-    assert _feed_ids(engine) == [1]
+async def test_the_thread_writer_keeps_the_same_rules(any_engine: Engine) -> None:
+    writer = ThreadWriter(any_engine)
+    assert await writer.async_write(_batch(1, 1))
+    assert not await writer.async_write(_batch(1, 1))
+    with pytest.raises(CommitError, match="batch 3 waits for batch 2"):
+        await writer.async_write(_batch(3, 3))
+    assert _feed_ids(any_engine) == [1]
 
 
 def test_the_writer_process_dies_with_its_node(db: tuple[str, Engine]) -> None:
@@ -241,17 +216,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_rows_carry_times_as_seconds_and_read_back_as_datetimes(db: tuple[str, Engine]) -> None:
-    path, engine = db
-
-    async def go() -> None:
-        writer = ProcessWriter(path)
-        try:
-            await writer.async_write(_batch(1, 1))
-        finally:
-            await writer.async_stop()
-
-    asyncio.run(go())
+async def test_rows_carry_times_as_seconds_and_read_back_as_datetimes(
+    db: tuple[str, Engine], writer: ProcessWriter
+) -> None:
+    _, engine = db
+    assert await writer.async_write(_batch(1, 1))
     with engine.connect() as conn:
         created = conn.execute(select(routing_feed.c.created_at)).scalar()
         count = conn.execute(select(func.count()).select_from(routing_feed)).scalar()
@@ -269,20 +238,16 @@ def test_the_writer_process_imports_no_sqlalchemy() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_a_start_that_fails_leaves_no_writer_process(db: tuple[str, Engine]) -> None:
+async def test_a_start_that_fails_leaves_no_writer_process(db: tuple[str, Engine]) -> None:
     _, engine = db
 
     def broken(_engine: Engine) -> Any:
         raise RuntimeError("configuration unreadable")
 
-    async def go() -> ProcessWriter:
-        service = RuntimeService(engine, config_loader=broken)
-        writer = service.writer
-        assert isinstance(writer, ProcessWriter)
-        with pytest.raises(RuntimeError, match="configuration unreadable"):
-            await service.async_start()
-        return writer
-
-    writer = asyncio.run(go())
+    service = RuntimeService(engine, config_loader=broken)
+    writer = service.writer
+    assert isinstance(writer, ProcessWriter)
+    with pytest.raises(RuntimeError, match="configuration unreadable"):
+        await service.async_start()
     assert writer.started == 1  # it had started, and was stopped again
     assert writer._child is None
