@@ -61,6 +61,19 @@ class OutOfOrder(Exception):
     """A batch arrived before the one it follows was written; it is retried later."""
 
 
+def due(seq: int | None, last: int) -> bool:
+    """Whether batch ``seq`` is to be written now that ``last`` is the last one written:
+    False when it was written already, ``OutOfOrder`` when an earlier one is missing. Both
+    writers (SQLite here, PostgreSQL in ``store``) apply this one rule."""
+    if seq is None:
+        return True
+    if seq <= last:
+        return False
+    if seq != last + 1:
+        raise OutOfOrder(f"batch {seq} waits for batch {last + 1}")
+    return True
+
+
 _RowFunction = Callable[[dict[str, Any], dict[Any, str]], tuple[Any, ...]]
 
 
@@ -104,11 +117,8 @@ class SqliteBatchWriter:
         """Run ``statements`` inside the caller's transaction, where ``last`` is the number
         of the last batch written. False when ``writes.seq`` was written already (nothing is
         done then); ``OutOfOrder`` when an earlier batch is still missing."""
-        if writes.seq is not None:
-            if writes.seq <= last:
-                return False
-            if writes.seq != last + 1:
-                raise OutOfOrder(f"batch {writes.seq} waits for batch {last + 1}")
+        if not due(writes.seq, last):
+            return False
         for sql, params in statements:
             cursor.execute(sql, params)
         return True

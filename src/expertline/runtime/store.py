@@ -29,7 +29,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from expertline.db.engine import as_utc
 from expertline.db.tables import (
@@ -200,12 +200,8 @@ def write_batch(engine: Engine, batch: Batch) -> bool:
     the batch's sequence number shows it was already written (a retried commit)."""
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
-            if batch.seq is not None:
-                last = _committed_seq(conn)
-                if batch.seq <= last:
-                    return False
-                if batch.seq != last + 1:
-                    raise sqlwrite.OutOfOrder(f"batch {batch.seq} waits for batch {last + 1}")
+            if not sqlwrite.due(batch.seq, _committed_seq(conn)):
+                return False
             _write(conn, batch)
         return True
     plain = writes(batch)
@@ -259,14 +255,7 @@ def _with_datetimes(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def _upsert(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
-    dialect = conn.dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table)
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise RuntimeError(f"unsupported database {dialect}")
+    stmt = postgresql.insert(table)  # SQLite batches go through ``sqlwrite``
     columns = [c for c in rows[0] if c != key]
     stmt = stmt.on_conflict_do_update(
         index_elements=[key], set_={c: stmt.excluded[c] for c in columns}
