@@ -10,41 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound
 from expertline.runtime import store
 from expertline.runtime.ports import OfferView, TaskRequest
-from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
-from expertline.web.auth import require
-from expertline.web.hot import respond
-
-
-def _inline(*roles: str) -> Callable[[Request], Awaitable[TokenInfo]]:
-    """``require`` run on the event loop: verified tokens are cached, so this is a dict
-    lookup nearly always, and it spares every request a hop through the thread pool."""
-    check = require(*roles)
-
-    async def dependency(request: Request) -> TokenInfo:
-        return check(request)
-
-    return dependency
-
+from expertline.web.auth import require_on_loop
 
 ROUTING_CLIENT_ROLES = ("routing-client",)
 EXPERT_ROLES = ("expert",)
-ROUTING_CLIENT = _inline(*ROUTING_CLIENT_ROLES)
-FEED_READER = _inline("routing-client", "reporting")
-EXPERT = _inline(*EXPERT_ROLES)
 STATE_READER_ROLES = ("routing-client", "expert", "reporting")
-STATE_READER = _inline(*STATE_READER_ROLES)
+FEED_READER = require_on_loop("routing-client", "reporting")
+EXPERT = require_on_loop(*EXPERT_ROLES)
+STATE_READER = require_on_loop(*STATE_READER_ROLES)
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 1000
@@ -151,22 +136,23 @@ def router(ctx: AppContext) -> APIRouter:
         )
         return (201 if created else 200), task_json(view)
 
-    @r.post(
+    hot.declare(
+        r,
+        "POST",
         "/tasks",
+        create,
+        roles=ROUTING_CLIENT_ROLES,
+        body=TaskCreate,
+        name="create_task",
         tags=["routing client"],
         summary="Create a task (route request)",
         status_code=201,
-        response_model=dict[str, Any],
         responses={
             200: {"description": "The task with this external_id already existed"},
             404: {"description": "Unknown entry point or queue"},
             422: {"description": "Invalid request"},
         },
     )
-    async def create_task(body: TaskCreate, _: Any = Depends(ROUTING_CLIENT)) -> Response:
-        return respond(await create(body))
-
-    hot.add("POST", PREFIX + "/tasks", create, roles=ROUTING_CLIENT_ROLES, body=TaskCreate)
 
     async def poll(query: TaskPoll, task_id: str) -> tuple[int, dict[str, Any]]:
         service = runtime()
@@ -178,18 +164,17 @@ def router(ctx: AppContext) -> APIRouter:
             view = await service.async_wait_change(task_id, seen, query.wait) or view
         return 200, task_json(view)
 
-    @r.get(
+    hot.declare(
+        r,
+        "GET",
         "/tasks/{task_id}",
+        poll,
+        roles=STATE_READER_ROLES,
+        query=TaskPoll,
+        name="get_task",
         tags=["routing client"],
         summary="A task; long-polls with ?wait=S",
-        response_model=dict[str, Any],
     )
-    async def get_task(
-        task_id: str, query: Annotated[TaskPoll, Query()], _: Any = Depends(STATE_READER)
-    ) -> Response:
-        return respond(await poll(query, task_id=task_id))
-
-    hot.add("GET", PREFIX + "/tasks/{task_id}", poll, roles=STATE_READER_ROLES, query=TaskPoll)
 
     async def report(body: TaskEvent, task_id: str) -> tuple[int, dict[str, Any]]:
         if body.disposition is not None and body.type != "failed":
@@ -197,24 +182,17 @@ def router(ctx: AppContext) -> APIRouter:
         view = await runtime().async_task_event(task_id, body.type, body.disposition)
         return 200, task_json(view)
 
-    @r.post(
-        "/tasks/{task_id}/events",
-        tags=["routing client"],
-        summary="Report call progress: connected, ended, abandoned, failed",
-        response_model=dict[str, Any],
-        responses={404: {"description": "Unknown task"}, 409: {"description": "Not applicable"}},
-    )
-    async def task_event(
-        task_id: str, body: TaskEvent, _: Any = Depends(ROUTING_CLIENT)
-    ) -> Response:
-        return respond(await report(body, task_id=task_id))
-
-    hot.add(
+    hot.declare(
+        r,
         "POST",
-        PREFIX + "/tasks/{task_id}/events",
+        "/tasks/{task_id}/events",
         report,
         roles=ROUTING_CLIENT_ROLES,
         body=TaskEvent,
+        name="task_event",
+        tags=["routing client"],
+        summary="Report call progress: connected, ended, abandoned, failed",
+        responses={404: {"description": "Unknown task"}, 409: {"description": "Not applicable"}},
     )
 
     # --- feeds ---------------------------------------------------------------------------
@@ -348,38 +326,31 @@ def router(ctx: AppContext) -> APIRouter:
         result = await runtime().async_decline(offer_id)
         return 200, _answer_json(offer_id, result)
 
-    @r.post(
-        "/offers/{offer_id}/accept",
-        tags=["experts"],
-        summary="Accept an offer (first accept wins)",
-        response_model=dict[str, Any],
-        responses={404: {"description": "Unknown offer"}, 409: {"description": "Not open"}},
-    )
-    async def accept(
-        offer_id: str, body: AcceptBody | None = None, _: Any = Depends(EXPERT)
-    ) -> Response:
-        return respond(await answer_accept(body, offer_id=offer_id))
-
-    @r.post(
-        "/offers/{offer_id}/decline",
-        tags=["experts"],
-        summary="Decline an offer",
-        response_model=dict[str, Any],
-        responses={404: {"description": "Unknown offer"}, 409: {"description": "Not open"}},
-    )
-    async def decline(offer_id: str, _: Any = Depends(EXPERT)) -> Response:
-        return respond(await answer_decline(None, offer_id=offer_id))
-
-    offer = PREFIX + "/offers/{offer_id}"
-    hot.add(
+    answered = {404: {"description": "Unknown offer"}, 409: {"description": "Not open"}}
+    hot.declare(
+        r,
         "POST",
-        offer + "/accept",
+        "/offers/{offer_id}/accept",
         answer_accept,
         roles=EXPERT_ROLES,
         body=AcceptBody,
         body_required=False,
+        name="accept",
+        tags=["experts"],
+        summary="Accept an offer (first accept wins)",
+        responses=answered,
     )
-    hot.add("POST", offer + "/decline", answer_decline, roles=EXPERT_ROLES)
+    hot.declare(
+        r,
+        "POST",
+        "/offers/{offer_id}/decline",
+        answer_decline,
+        roles=EXPERT_ROLES,
+        name="decline",
+        tags=["experts"],
+        summary="Decline an offer",
+        responses=answered,
+    )
 
     return r
 

@@ -19,12 +19,14 @@ instrumentation included, does not see the requests answered here.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import QueryParams
 from starlette.responses import JSONResponse, Response
@@ -32,7 +34,13 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from expertline.errors import ExpertlineError, TooLarge
-from expertline.web.auth import TokenVerifier, allowed_roles, authenticate, authorize
+from expertline.web.auth import (
+    TokenVerifier,
+    allowed_roles,
+    authenticate,
+    authorize,
+    require_on_loop,
+)
 
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 """``handler(value, **path_params) -> (status, JSON payload)``, where ``value`` is the validated
@@ -75,6 +83,74 @@ class HotRoutes:
         self._routes: dict[tuple[str, str], HotRoute] = {}
         self._by_method: dict[str, list[HotRoute]] = {}
 
+    def declare(
+        self,
+        router: APIRouter,
+        method: str,
+        path: str,
+        handler: Handler,
+        *,
+        roles: tuple[str, ...],
+        body: type[BaseModel] | None = None,
+        body_required: bool = True,
+        query: type[BaseModel] | None = None,
+        **route: Any,
+    ) -> None:
+        """Serve ``method path`` (under ``router``'s prefix) hot, and declare on ``router`` the
+        FastAPI route behind it, from the same path, roles and model.
+
+        The FastAPI endpoint takes the path parameters, the body (``body``, optional unless
+        ``body_required``) or the query model, and a token of one of ``roles`` (or admin); it
+        awaits ``handler`` as the hot route does. ``route`` goes to ``add_api_route`` (summary,
+        tags, status code, responses, name).
+        """
+        params = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str)
+            for name in compile_path(path)[2]
+        ]
+        if body is not None:
+            params.append(
+                inspect.Parameter(
+                    "body",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=body if body_required else body | None,
+                    default=inspect.Parameter.empty if body_required else None,
+                )
+            )
+        elif query is not None:
+            params.append(
+                inspect.Parameter(
+                    "query", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[query, Query()]
+                )
+            )
+        params.append(
+            inspect.Parameter(
+                "token",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Any,
+                default=Depends(require_on_loop(*roles)),
+            )
+        )
+
+        async def endpoint(**given: Any) -> Response:
+            del given["token"]
+            value = given.pop("body", None) if body is not None else given.pop("query", None)
+            return respond(await handler(value, **given))
+
+        endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        route.setdefault("name", handler.__name__)
+        route.setdefault("response_model", dict[str, Any])
+        router.add_api_route(path, endpoint, methods=[method], **route)
+        self.add(
+            method,
+            router.prefix + path,
+            handler,
+            roles=roles,
+            body=body,
+            body_required=body_required,
+            query=query,
+        )
+
     def add(
         self,
         method: str,
@@ -90,6 +166,7 @@ class HotRoutes:
 
         A FastAPI route with the same method, path, roles and body or query model must exist:
         it documents the endpoint and answers every request the hot route leaves to it.
+        ``declare`` makes both from one declaration.
         """
         if body is not None and query is not None:
             raise ValueError("a hot route takes a body model or a query model, not both")

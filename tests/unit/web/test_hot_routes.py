@@ -7,10 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict
 
-from expertline.errors import TooLarge
+from expertline.errors import ExpertlineError, TooLarge
 from expertline.security.tokens import TokenInfo
+from expertline.web.app import problem_response
 from expertline.web.hot import HotRoutes, json_response, read_body, replay_body
 
 
@@ -145,3 +149,39 @@ async def test_a_body_growing_over_the_limit_is_refused_while_it_is_read() -> No
     with pytest.raises(TooLarge, match="over 1,000 bytes"):
         await read_body(receive, 1000)
     assert incoming == []  # refused at the chunk that crossed the limit
+
+
+def test_declare_serves_hot_and_declares_the_same_route_on_fastapi() -> None:
+    """One declaration: the hot route and the FastAPI route behind it share path, method,
+    roles and model, and FastAPI's endpoint awaits the same handler."""
+    routes, router = HotRoutes(), APIRouter(prefix="/api/v1")
+
+    async def report(body: _Body, task_id: str) -> tuple[int, Any]:
+        return 202, {"task": task_id, "type": body.type}
+
+    routes.declare(router, "POST", "/t/{task_id}", report, roles=("routing-client",), body=_Body)
+    hit = routes.match("POST", "/api/v1/t/7")
+    assert hit is not None and hit[0].allowed == {"admin", "routing-client"}
+    (declared,) = router.routes
+    assert isinstance(declared, APIRoute) and declared.name == "report"
+    assert (declared.path, declared.methods) == ("/api/v1/t/{task_id}", {"POST"})
+
+    app = FastAPI()
+    app.include_router(router)
+    app.add_exception_handler(ExpertlineError, lambda _, exc: problem_response(exc))  # type: ignore[arg-type]
+    tokens = {"rc": "routing-client", "ex": "expert"}
+    app.state.verify_token = lambda value: (
+        TokenInfo(1, value, tokens[value], datetime.now(UTC), None) if value in tokens else None
+    )
+    client = TestClient(app, raise_server_exceptions=False)
+    answer = client.post(
+        "/api/v1/t/7", json={"type": "ended"}, headers={"Authorization": "Bearer rc"}
+    )
+    assert (answer.status_code, answer.json()) == (202, {"task": "7", "type": "ended"})
+    wrong_role = client.post(
+        "/api/v1/t/7", json={"type": "x"}, headers={"Authorization": "Bearer ex"}
+    )
+    assert wrong_role.status_code == 403
+    assert client.post("/api/v1/t/7", json={"type": "x"}).status_code == 401
+    invalid = client.post("/api/v1/t/7", json={"kind": "x"}, headers={"Authorization": "Bearer rc"})
+    assert invalid.status_code == 422
