@@ -251,7 +251,7 @@ def _write_feed(engine: Engine, n: int) -> None:
     try:
         cur = raw.cursor()
         if engine.dialect.name == "postgresql":
-            with cur.copy(  # type: ignore[attr-defined]
+            with cur.copy(
                 "COPY routing_feed (id, type, task_id, expert_id, data, created_at) FROM STDIN"
             ) as copy:
                 for row in rows:

@@ -19,8 +19,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
-from yaml.events import (  # type: ignore[import-untyped]
+import yaml
+from yaml.events import (
     AliasEvent,
     DocumentEndEvent,
     DocumentStartEvent,
@@ -153,7 +153,7 @@ class _Reader:
             self._loader.dispose()
 
     def _problem(self, event: Event, message: str, key: str | None = None) -> None:
-        line = event.start_mark.line + 1 if event.start_mark else 0
+        line = _line(event)
         path = self._path if key is None else [*self._path, key]
         self.problems.append(Problem(format_path(path), f"{message} (line {line})"))
 
@@ -263,12 +263,11 @@ class _Reader:
                 if key == "<<":
                     self._problem(key_event, "merge keys (<<) are not supported")
                 else:
-                    line = key_event.start_mark.line + 1
                     self.problems.append(
                         Problem(
                             format_path([*path, key]),
-                            f"duplicate key at line {line} "
-                            f"(first at line {first[key].start_mark.line + 1})",
+                            f"duplicate key at line {_line(key_event)} "
+                            f"(first at line {_line(first[key])})",
                         )
                     )
                 path.append(key)
@@ -429,3 +428,8 @@ def dump_yaml(data: Any) -> str:
     out: list[str] = []
     _write(data, "", out)
     return "\n".join(out) + "\n"
+
+
+def _line(event: Event) -> int:
+    """The 1-based line where ``event`` starts (0 if the parser gave no position)."""
+    return event.start_mark.line + 1 if event.start_mark else 0

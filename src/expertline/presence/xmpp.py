@@ -468,12 +468,14 @@ class XmppSource:
         async def add(jid: str) -> None:
             async with gate:
                 with contextlib.suppress(IqError, IqTimeout):
-                    await client.update_roster(
+                    sent = client.update_roster(
                         JID(jid),
                         name=self._served[jid].name,
                         groups=[ROSTER_GROUP],
                         timeout=self.settings.connect_timeout,
                     )
+                    if sent is not None:  # None for a component, which keeps no roster
+                        await sent
 
         missing = [
             j

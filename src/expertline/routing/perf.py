@@ -105,7 +105,7 @@ def _export_dirty(core: RoutingCore) -> int:
 
 def _rss_mb() -> float:
     try:
-        import psutil  # type: ignore[import-untyped]
+        import psutil
 
         return float(psutil.Process().memory_info().rss) / (1024.0 * 1024.0)
     except Exception:  # psutil missing: report nothing rather than fail a benchmark

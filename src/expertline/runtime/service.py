@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import gc
 import logging
 import time
@@ -961,7 +962,7 @@ class RuntimeService:
             due = self._timers.pop_due(now)
             for key in due:
                 self._queue.put_nowait(
-                    _Operation(lambda key=key: self._handle(ev.TimerFired(key)), None)
+                    _Operation(functools.partial(self._handle, ev.TimerFired(key)), None)
                 )
             nxt = self._timers.next_due()
             wait = 1.0 if nxt is None else max(0.0, min(1.0, nxt - now))
