@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from expertline.bench.common import BenchOptions, BenchResult, current_rss_mb, percentile
 from expertline.db import migrate
 from expertline.db.engine import make_engine
@@ -55,6 +57,13 @@ async def _make_available(service: RuntimeService, config: RoutingConfig) -> Non
         await asyncio.gather(
             *(service.async_set_presence(e, "available") for e in ids[start : start + 2000])
         )
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user and system) used so far by this process and by its live children
+    (the SQLite writer process)."""
+    children = sum(sum(c.cpu_times()[:2]) for c in psutil.Process().children())
+    return time.process_time(), children
 
 
 async def _lifecycles(
@@ -98,20 +107,23 @@ def _durable(
     with tempfile.TemporaryDirectory() as tmp:
         url = options.db or f"sqlite:///{Path(tmp) / 'bench.db'}"
 
-        async def go() -> tuple[int, float, list[float], int]:
+        async def go() -> tuple[int, float, list[float], int, tuple[float, float]]:
             service = _service(url, config)
             await service.async_start()
             try:
                 await _make_available(service, config)
                 qids = [q for q in config.queues if q != perf.BACKLOG]
+                before = _cpu_seconds()
                 done, seconds, lat = await _lifecycles(service, qids, lifecycles, 256, 60.0)
-                return done, seconds, lat, service.commits
+                after = _cpu_seconds()
+                cpu = (after[0] - before[0], after[1] - before[1])
+                return done, seconds, lat, service.commits, cpu
             finally:
                 await service.async_stop()
                 service.engine.dispose()
 
         with asyncio.Runner(loop_factory=loop_factory()) as runner:  # as a node runs
-            done, seconds, lat, commits = runner.run(go())
+            done, seconds, lat, commits, (node_cpu, writer_cpu) = runner.run(go())
     backend = "sqlite synchronous=FULL" if not options.db else "given database"
     loop = "uvloop" if loop_factory() is not None else "asyncio loop"
     ctx = f"{experts:,} experts, {queues} queues, {backend}, 256 clients in-process on {loop}"
@@ -127,6 +139,21 @@ def _durable(
     )
     result.add(
         f"durable create->offers p99 @{experts:,}", percentile(lat, 99) * 1000, "ms", None, ctx
+    )
+    per = 1e6 / done if done else 0.0
+    result.add(
+        f"durable CPU per lifecycle, node process @{experts:,}",
+        node_cpu * per,
+        "µs",
+        None,
+        "user + system, event loop and its threads, clients included",
+    )
+    result.add(
+        f"durable CPU per lifecycle, writer process @{experts:,}",
+        writer_cpu * per,
+        "µs",
+        None,
+        "user + system of the SQLite writer process (0 on a database written by a thread)",
     )
     result.notes.append(
         f"{done} lifecycles in {seconds:.1f}s, {commits} commits @{experts:,} experts"
