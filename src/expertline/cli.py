@@ -172,6 +172,7 @@ def _register_parts() -> None:
         "expertline.runtime.cli",
         "expertline.reporting.cli",
         "expertline.bench.cli",
+        "expertline.backup.cli",
     ):
         try:
             mod = importlib.import_module(module)

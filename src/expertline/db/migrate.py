@@ -45,7 +45,7 @@ class MigrationChain:
                 ctx = MigrationContext.configure(conn, opts={"version_table": self.version_table})
                 return ctx.get_current_revision()
         except OperationalError as exc:
-            raise DatabaseError(f"cannot reach the database: {_first_line(exc)}") from exc
+            raise DatabaseError(f"cannot reach the database: {first_line(exc)}") from exc
 
     def upgrade(self, engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         """Bring the schema to ``revision``; returns (before, after)."""
@@ -63,7 +63,7 @@ class MigrationChain:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
         except OperationalError as exc:
-            raise DatabaseError(f"cannot reach the database: {_first_line(exc)}") from exc
+            raise DatabaseError(f"cannot reach the database: {first_line(exc)}") from exc
         return before, self.head_revision() if revision == "head" else revision
 
     def require_current(self, engine: Engine) -> None:
@@ -97,6 +97,7 @@ def require_current(engine: Engine) -> None:
     RUNTIME.require_current(engine)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of a database error's message, for an operator-facing one-liner."""
     text_ = str(getattr(exc, "orig", exc)) or exc.__class__.__name__
     return text_.strip().splitlines()[0]

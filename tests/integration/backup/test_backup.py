@@ -1,0 +1,337 @@
+"""``expertline backup``: a consistent archive of a live database, checked, and restored on
+SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import Engine, MetaData, select
+
+from expertline.backup import archive
+from expertline.backup.archive import BackupError
+from expertline.config.store import apply_document
+from expertline.config.validate import load_yaml
+from expertline.db import migrate
+from expertline.db.engine import as_utc, make_engine
+from expertline.reporting import migrate as reporting_migrate
+from expertline.reporting.ingest import Ingester
+from expertline.runtime.ports import TaskRequest
+from expertline.runtime.service import WAITING_STATUSES, RuntimeService
+from expertline.security.tokens import create_token, list_tokens
+from support.databases import postgres_database, sqlite_url
+
+DEMO = Path(__file__).parents[3] / "examples" / "demo.yaml"
+
+
+@pytest.fixture
+def source(engine: Engine) -> Engine:
+    """A database with the demo configuration, a token, and real traffic in every part:
+    three handled tasks, one abandoned, one still waiting, and the reports ingested."""
+    reporting_migrate.upgrade(engine)
+    apply_document(engine, load_yaml(DEMO.read_text()), "test")
+    create_token(engine, "ops", "admin")
+    return engine
+
+
+async def _traffic(engine: Engine) -> str:
+    """Run the real runtime on ``engine``; returns the id of the task left waiting."""
+    service = RuntimeService(engine, node="backup-test")
+    await service.async_start()
+    try:
+        for expert in ("chloe", "dev"):
+            await service.async_set_presence(expert, "available")
+        for i in range(3):
+            view = await service.async_create_task(
+                TaskRequest(
+                    queue="network-escalations",
+                    caller=f"+1555000{i}",
+                    attributes={"ticket": f"T-{i}", "note": None},
+                    external_id=f"crm-{i}",
+                )
+            )
+            offers = view.extra["offers"]
+            assert (await service.async_accept(offers[0]["id"])).ok
+            await service.async_task_event(view.id, "connected")
+            await service.async_task_event(view.id, "ended")
+        gone = await service.async_create_task(TaskRequest(queue="billing-any"))
+        await service.async_task_event(gone.id, "abandoned")
+        waiting = await service.async_create_task(TaskRequest(queue="billing-es", priority=3))
+        return waiting.id
+    finally:
+        await service.async_stop()
+
+
+def _rows(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every expertline table, in key order, times in UTC (SQLite hands them
+    back naive), version tables included."""
+    reflected = MetaData()
+    reflected.reflect(engine)
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        for table in reflected.sorted_tables:
+            order = list(table.primary_key.columns) or list(table.columns)
+            found[table.name] = [
+                tuple(as_utc(v) if isinstance(v, datetime) else v for v in row)
+                for row in conn.execute(select(table).order_by(*order))
+            ]
+    return found
+
+
+async def test_round_trip_keeps_every_row_on_both_backends_and_the_runtime_goes_on(
+    source: Engine, tmp_path: Path
+) -> None:
+    waiting_id = await _traffic(source)
+    assert Ingester(source, source).run_until_idle() > 0
+    before = _rows(source)
+    assert all(before[t] for t in ("runtime_tasks", "tcd", "rcd", "report_tasks")), before.keys()
+
+    path = tmp_path / "backup.tar.gz"
+    made = archive.create(source, path)
+    versions = {"alembic_version", "reporting_alembic_version"}  # made by migrations instead
+    assert made.rows == sum(len(rows) for name, rows in before.items() if name not in versions)
+    assert archive.verify(path).tables == made.tables
+    assert path.stat().st_mode & 0o777 == 0o600  # it holds token hashes and customer data
+
+    targets = [sqlite_url(tmp_path / "restored")]
+    with postgres_database() as pg_url:
+        targets.append(pg_url)
+        for url in targets:
+            target = make_engine(url)
+            try:
+                archive.restore(target, path)
+                assert _rows(target) == before, url
+                # Sequences moved past the restored ids: new rows get new keys.
+                create_token(target, "after-restore", "expert")
+                assert [t.name for t in list_tokens(target)] == ["ops", "after-restore"]
+                # The task that was waiting is in flight again on the restored database.
+                service = RuntimeService(target, node="restored")
+                await service.async_start()
+                try:
+                    view = await service.async_task(waiting_id)
+                    assert view is not None and view.status in WAITING_STATUSES, view
+                finally:
+                    await service.async_stop()
+            finally:
+                target.dispose()
+
+
+def test_the_archive_is_one_consistent_moment_while_changes_commit(
+    source: Engine, tmp_path: Path
+) -> None:
+    """Each configuration change writes a version and its change rows in one transaction;
+    every archive made meanwhile holds both halves of every change, never one."""
+    document = yaml.safe_load(DEMO.read_text())
+    stop = threading.Event()
+    applied = []
+
+    def keep_changing() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            document["queues"][0]["name"] = f"Billing (Spanish) #{n}"
+            applied.append(apply_document(source, load_yaml(yaml.safe_dump(document)), "t"))
+
+    writer = threading.Thread(target=keep_changing)
+    writer.start()
+    try:
+        archives = []
+        for i in range(5):
+            archives.append(tmp_path / f"b{i}.tar.gz")
+            archive.create(source, archives[-1])
+    finally:
+        stop.set()
+        writer.join()
+    assert len(applied) >= 2  # changes really committed while archives were made
+    for path in archives:
+        tables = _members(path)
+        versions = {row["version"] for row in tables["config_versions"]}
+        changed = {row["version"] for row in tables["config_changes"]}
+        assert versions == changed, path
+        objects = {row["version"] for row in tables["config_objects"]}
+        assert max(objects) == max(versions), path
+
+
+def _members(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The rows of each table, read straight from the archive, by column name."""
+    raw = _members_raw(path)
+    found = {}
+    for entry in json.loads(raw[archive.MANIFEST])["tables"]:
+        names = [name for name, _ in entry["columns"]]
+        rows = raw[entry["member"]].splitlines()
+        found[entry["name"]] = [dict(zip(names, json.loads(r), strict=True)) for r in rows]
+    return found
+
+
+def _rewrite(src: Path, dst: Path, change: dict[str, bytes], resum: bool = False) -> None:
+    """Copy an archive with some members replaced (or added); ``resum`` rewrites SHA256SUMS
+    to match, as a careless or hostile editor would."""
+    with tarfile.open(src, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    members.update(change)
+    if resum:
+        members[archive.SUMS] = "".join(
+            f"{hashlib.sha256(body).hexdigest()}  {name}\n"
+            for name, body in members.items()
+            if name != archive.SUMS
+        ).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    dst.write_bytes(buffer.getvalue())
+
+
+def test_verify_names_what_is_wrong(source: Engine, tmp_path: Path) -> None:
+    good = tmp_path / "good.tar.gz"
+    archive.create(source, good)
+    manifest = json.loads(_members_raw(good)[archive.MANIFEST])
+    bad = tmp_path / "bad.tar.gz"
+
+    def refused(match: str) -> None:
+        with pytest.raises(BackupError, match=match):
+            archive.verify(bad)
+
+    _rewrite(good, bad, {"tables/config_objects.jsonl": b'["x"]\n'})
+    refused(r"tables/config_objects.jsonl is damaged")
+    _rewrite(good, bad, {"tables/extra.jsonl": b""})
+    refused(r"members and SHA256SUMS disagree: tables/extra.jsonl")
+    _rewrite(good, bad, {"tables/api_tokens.jsonl": b""}, resum=True)
+    refused(r"tables/api_tokens.jsonl holds 0 rows, the manifest says 1")
+    newer = {**manifest, "revisions": {**manifest["revisions"], "database schema": "9999"}}
+    _rewrite(good, bad, {archive.MANIFEST: json.dumps(newer).encode()}, resum=True)
+    refused(r"database schema revision '9999' is unknown to this release")
+    _rewrite(good, bad, {archive.MANIFEST: b'{"format": "other"}'}, resum=True)
+    refused(r"not an expertline backup")
+    foreign = [{**manifest["tables"][0], "name": "pg_authid"}, *manifest["tables"][1:]]
+    _rewrite(
+        good,
+        bad,
+        {archive.MANIFEST: json.dumps({**manifest, "tables": foreign}).encode()},
+        resum=True,
+    )
+    refused(r"table 'pg_authid' is not part of the database schema")
+    _rewrite(
+        good, bad, {archive.MANIFEST: json.dumps({**manifest, "tables": None}).encode()}, resum=True
+    )
+    refused(r"manifest.json is malformed")
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    refused(r"not a readable backup archive")
+    bad.write_bytes(gzip.compress(b"hello"))
+    refused(r"not a readable backup archive")
+    with pytest.raises(BackupError, match="no such file"):
+        archive.verify(tmp_path / "missing.tar.gz")
+
+
+def _members_raw(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path, "r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+
+
+def test_restore_refuses_a_database_with_rows_and_changes_nothing(
+    source: Engine, tmp_path: Path
+) -> None:
+    path = tmp_path / "backup.tar.gz"
+    archive.create(source, path)
+    create_token(source, "later", "expert")
+    before = _rows(source)
+    with pytest.raises(BackupError, match=r"restore needs an empty database: table \w+ has rows"):
+        archive.restore(source, path)
+    assert _rows(source) == before
+
+
+def test_an_archive_of_an_older_schema_restores_and_is_upgraded(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A backup made before an upgrade: restored at its own revision, then brought to ours."""
+    old = make_engine(db_url)
+    try:
+        migrate.upgrade(old, "0002")
+        apply_document(old, load_yaml(DEMO.read_text()), "test")
+        create_token(old, "ops", "admin")
+        path = tmp_path / "old.tar.gz"
+        made = archive.create(old, path)
+        assert made.revisions == {"database schema": "0002"}
+        before = _rows(old)
+    finally:
+        old.dispose()
+    target = make_engine(sqlite_url(tmp_path / "new"))
+    try:
+        migrate.upgrade(target)  # empty, but its schema is already newer than the rows
+        with pytest.raises(BackupError, match="its database schema is at revision 0003"):
+            archive.restore(target, path)
+    finally:
+        target.dispose()
+    target = make_engine(sqlite_url(tmp_path / "newer"))
+    try:
+        archive.restore(target, path)
+        assert migrate.current_revision(target) == migrate.head_revision()
+        after = _rows(target)
+        for name in ("config_objects", "config_changes", "config_versions", "api_tokens"):
+            assert after[name] == before[name], name
+    finally:
+        target.dispose()
+
+
+def test_restore_refuses_a_damaged_archive_before_touching_the_database(
+    source: Engine, tmp_path: Path
+) -> None:
+    good, bad = tmp_path / "good.tar.gz", tmp_path / "bad.tar.gz"
+    archive.create(source, good)
+    _rewrite(good, bad, {"tables/config_versions.jsonl": b"[]\n"})
+    target = make_engine(sqlite_url(tmp_path / "empty"))
+    try:
+        with pytest.raises(BackupError, match="damaged"):
+            archive.restore(target, bad)
+        assert migrate.current_revision(target) is None  # not even a schema was made
+    finally:
+        target.dispose()
+
+
+def test_the_command_line_creates_verifies_and_restores(tmp_path: Path) -> None:
+    """The real ``expertline`` process: one line per outcome, exit 2 with one error line."""
+    src = sqlite_url(tmp_path / "src")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "expertline", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+
+    assert cli("--db", src, "db", "upgrade").returncode == 0
+    assert cli("--db", src, "config", "import", str(DEMO)).returncode == 0
+    made = cli("--db", src, "backup", "create")
+    assert made.returncode == 0, made.stderr
+    (path,) = tmp_path.glob("expertline-backup-*.tar.gz")
+    assert f"backup written to {path.name}: 20 tables, " in made.stdout
+    checked = cli("backup", "verify", str(path))
+    assert checked.returncode == 0 and f"{path}: intact" in checked.stdout
+    dst = sqlite_url(tmp_path / "dst")
+    assert cli("--db", dst, "db", "upgrade").returncode == 0  # empty at the same revisions: fine
+    restored = cli("--db", dst, "backup", "restore", str(path))
+    assert restored.returncode == 0, restored.stderr
+    exported = cli("--db", dst, "config", "export")
+    assert exported.returncode == 0 and "Billing (Spanish)" in exported.stdout
+    again = cli("--db", dst, "backup", "restore", str(path))
+    assert again.returncode == 2
+    (line,) = again.stderr.strip().splitlines()
+    assert line.startswith("error: restore needs an empty database: table config_")
+    assert line.endswith(" has rows")
+    missing = cli("backup", "verify", "nope.tar.gz")
+    assert (missing.returncode, missing.stderr.strip()) == (2, "error: nope.tar.gz: no such file")
