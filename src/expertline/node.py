@@ -107,7 +107,10 @@ class Node:
             raise StartupError("this installation has no routing runtime")
         runtime = create_runtime(self.ctx)
         self.ctx.services["runtime"] = runtime
-        self.services.append(("runtime", runtime))
+        if is_sqlite(s.db_url):
+            self.services.append(("runtime", runtime))  # a single node: always active
+        else:
+            self.services.append(("runtime", self._lease_keeper(runtime)))
         create_sources = _optional("expertline.presence.service", "create_presence_sources")
         if create_sources is not None and s.presence:
             for source in create_sources(self.ctx, runtime):
@@ -119,6 +122,18 @@ class Node:
             front = create_front(self.ctx, runtime)
             self.ctx.services["sip"] = front
             self.services.append(("sip", front))
+
+    def _lease_keeper(self, runtime: Any) -> Service:
+        """On PostgreSQL the runtime runs only while this node holds the HA lease."""
+        from expertline.ha.lease import LeaseKeeper, LeaseStore, LeaseTimes
+
+        s = self.settings
+        times = LeaseTimes(ttl=s.ha_lease_ttl, poll=s.ha_poll, margin=min(1.0, s.ha_lease_ttl / 5))
+        keeper = LeaseKeeper(
+            LeaseStore(self.engine), runtime, node=s.node, health=self.health, times=times
+        )
+        self.ctx.services["lease"] = keeper
+        return keeper
 
     async def async_start(self) -> None:
         self.health.report("database", True, self.engine.url.get_backend_name())

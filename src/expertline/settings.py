@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     presence: bool = True  # connect the configured presence sources (XMPP); off: REST presence only
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
+    # High availability (PostgreSQL): how long a runtime lease lasts without renewal, which
+    # bounds how long routing stops when the active node dies; renewed every third of it.
+    ha_lease_ttl: float = Field(default=10.0, ge=1.0, le=300.0)
+    ha_poll: float = Field(default=1.0, gt=0.0, le=60.0)  # how often a standby tries the lease
 
     @field_validator("http", "sip")
     @classmethod

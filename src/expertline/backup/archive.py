@@ -67,6 +67,9 @@ MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 INSERT_ROWS = 1000  # rows per INSERT while restoring
 KINDS = frozenset({"time", "json", "bytes", "plain"})  # how a column's values are written
+# State of the running nodes, not data: its migration makes it afresh (a restored database
+# starts with the HA lease free).
+NODE_STATE = frozenset({"ha_lease"})
 CHAINS: tuple[tuple[MigrationChain, MetaData], ...] = (
     (RUNTIME, runtime_tables.metadata),
     (reporting_migrate.CHAIN, reporting_tables.metadata),
@@ -249,7 +252,11 @@ def _present_chains(conn: Connection) -> list[tuple[MigrationChain, str, list[st
         if revision is None:
             continue
         _known_revision(chain, revision)
-        names = [t.name for t in declared.sorted_tables if t.name in existing]  # parents first
+        names = [  # parents first
+            t.name
+            for t in declared.sorted_tables
+            if t.name in existing and t.name not in NODE_STATE
+        ]
         found.append((chain, revision, names))
     return found
 
@@ -448,6 +455,7 @@ def _require_empty(engine: Engine, manifest: dict[str, Any]) -> None:
             for table in declared.sorted_tables:
                 if (
                     table.name in existing
+                    and table.name not in NODE_STATE
                     and conn.execute(select(func.count()).select_from(table)).scalar()
                 ):
                     raise BackupError(

@@ -234,3 +234,17 @@ Index(
     webhook_deliveries.c.delivered_at,
     webhook_deliveries.c.failed_at,
 )
+
+# --- high availability ---------------------------------------------------------------------
+# The runtime lease (one row, ``name = 'runtime'``): the node that holds it is the active one.
+# ``token`` grows by one at every acquisition and fences the writes of a node that lost it.
+# Times come from the database's clock, so the nodes' own clocks do not matter.
+ha_lease = Table(
+    "ha_lease",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(255)),
+    Column("token", BigInteger, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("acquired_at", DateTime(timezone=True)),
+)

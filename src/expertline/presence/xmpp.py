@@ -519,6 +519,12 @@ class XmppSource:
         if self._roster.update(who, sender.resource, show, kind is None) is not None:
             self._mark_dirty(self._served[who].id)
 
+    def resync_presence(self) -> None:
+        """The runtime (re)started from the database, which may hold another node's view
+        (HA takeover): tell it every expert's presence again."""
+        self._mark_all_dirty()
+        self._reported.clear()
+
     def _mark_dirty(self, expert_id: str) -> None:
         self._dirty[expert_id] = None
         self._wake.set()

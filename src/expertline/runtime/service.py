@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
+from expertline.ha.lease import Fenced
 from expertline.instants import time_ordered_id
 from expertline.records.feed import EXPERT_STATE, TASK_RECORD
 from expertline.routing import commands as cmd
@@ -143,20 +144,35 @@ class RuntimeService:
         self._version_probe = version_probe or _default_version_probe
         self._config_poll = config_poll
         self._lost_on_recovery = lost_on_recovery or lost_after_restart
-        self._queue: asyncio.Queue[_Operation] = asyncio.Queue()
-        self._core: CoreAdapter | None = None
         self._doc: Any = None
         self._config: RoutingConfig = _empty_config()
-        self._seq = store.Sequences()
-        self._timers = TimerHeap()
-        self._timer_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._channels: list[ExpertChannel] = []
+        self._feed_cond = asyncio.Condition()
+        self.last_feed_id = 0
+        self.commits = 0
+        self.webhooks = WebhookSender(engine, **(webhook_options or {}))
+        self._health = health
+        # High availability (``expertline.ha.lease``): the lease token every commit must
+        # still hold, and who to tell when a commit finds it stale.
+        self.fence: int | None = None
+        self.on_fenced: Callable[[], None] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """The state of one run; ``async_start`` begins from the database with a new one
+        (a standby node starts, stops and starts its runtime as it gains and loses the lease)."""
+        self._queue: asyncio.Queue[_Operation] = asyncio.Queue()
+        self._core: CoreAdapter | None = None
+        self._seq = store.Sequences()
+        self._timers = TimerHeap()
+        self._timer_wake = asyncio.Event()
         self._effects: asyncio.Queue[_Effect | None] = asyncio.Queue()
         self._outbox_done: list[int] = []
         self._pending = _Pending()
         self._ops_in_flight = 0  # operations in batches handed to the writer, not answered
+        self._fenced: Fenced | None = None
         # committed views
         self._views: dict[str, TaskView] = {}
         self._task_meta: dict[str, dict[str, Any]] = {}
@@ -165,11 +181,6 @@ class RuntimeService:
         self._open_offers: dict[str, dict[str, OfferView]] = {}
         self._offer_index: dict[str, OfferView] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._feed_cond = asyncio.Condition()
-        self.last_feed_id = 0
-        self.commits = 0
-        self.webhooks = WebhookSender(engine, **(webhook_options or {}))
-        self._health = health
 
     def _report(self, up: bool, detail: str) -> None:
         """Readiness of the runtime component (``/readyz``): down while commits fail."""
@@ -204,6 +215,9 @@ class RuntimeService:
 
     async def async_start(self) -> None:
         """Load configuration and every task in flight, then start taking operations."""
+        if self._running:
+            return
+        self._reset()
         starting = asyncio.create_task(self.writer.async_start())  # meanwhile, read
         try:
             self._config, self._doc = await asyncio.to_thread(self._config_loader, self.engine)
@@ -225,6 +239,10 @@ class RuntimeService:
             asyncio.create_task(self._config_loop(), name="runtime-config"),
         ]
         await self.webhooks.async_start()
+        for channel in self._channels:  # what they told a previous run may not be stored
+            resync = getattr(channel, "resync_presence", None)
+            if callable(resync):
+                resync()
         self._report(True, f"routing, config version {self._config.version}")
         log.info(
             "runtime started node=%s config_version=%d tasks_in_flight=%d experts=%d queues=%d",
@@ -265,6 +283,8 @@ class RuntimeService:
     async def _submit(self, apply: Callable[[], T]) -> T:
         if not self._running:
             raise ServiceStopped("the routing runtime is not running on this node")
+        if self._fenced is not None:
+            raise ServiceStopped("this node is no longer the active one (another node took over)")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Operation(apply, fut))
         return await fut
@@ -603,8 +623,19 @@ class RuntimeService:
     ) -> None:
         """Commit a closed batch, then (after the batch before it) publish it and answer its
         callers."""
-        if not pending.batch.empty():
-            await self._commit(pending.batch)
+        try:
+            if not pending.batch.empty():
+                await self._commit(pending.batch)
+        except Fenced:
+            # Nothing of this batch is durable and another node runs from the database now:
+            # its callers get 503, nothing is published, no effect leaves.
+            self._ops_in_flight -= len(results)
+            for op, _, _ in results:
+                if op.future is not None and not op.future.done():
+                    op.future.set_exception(
+                        ServiceStopped("this node is no longer the active one; retry")
+                    )
+            return
         if previous is not None:
             await asyncio.wait([previous])
         self._ops_in_flight -= len(results)
@@ -624,18 +655,12 @@ class RuntimeService:
         """Commit one batch; on database trouble retry with capped backoff until it lands."""
         delay = 0.05
         while True:
+            started = time.perf_counter()
             try:
-                started = time.perf_counter()
-                if not await self.writer.async_write(batch):
-                    log.info("batch was already committed seq=%s", batch.seq)
-                self.commits += 1
-                if delay > 0.05:
-                    self._report(True, "database writable again")
-                    log.info("commit succeeded after retries rows=%d", batch.rows())
-                elapsed = time.perf_counter() - started
-                if elapsed > 1.0:
-                    log.warning("slow commit seconds=%.3f rows=%d", elapsed, batch.rows())
-                return
+                written = await self.writer.async_write(batch)
+            except Fenced as exc:
+                self._fence_tripped(exc)
+                raise
             except Exception as exc:
                 self._report(False, f"database writes failing: {str(exc)[:200]}")
                 log.error(
@@ -646,6 +671,28 @@ class RuntimeService:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                continue
+            if not written:
+                log.info("batch was already committed seq=%s", batch.seq)
+            self.commits += 1
+            if delay > 0.05:
+                self._report(True, "database writable again")
+                log.info("commit succeeded after retries rows=%d", batch.rows())
+            elapsed = time.perf_counter() - started
+            if elapsed > 1.0:
+                log.warning("slow commit seconds=%.3f rows=%d", elapsed, batch.rows())
+            return
+
+    def _fence_tripped(self, exc: Fenced) -> None:
+        """A commit found another node holding the lease: take no more operations, and tell
+        the lease keeper (it stops this runtime; the other node recovers from the database)."""
+        if self._fenced is not None:
+            return
+        self._fenced = exc
+        log.error("commit refused node=%s: %s; leaving the active role", self.node, exc)
+        self._report(False, "fenced: another node is active")
+        if self.on_fenced is not None:
+            self.on_fenced()
 
     def _collect(self) -> _Pending:
         """Close the current batch: add the state of everything the core marked dirty."""
@@ -727,6 +774,7 @@ class RuntimeService:
             batch.outbox_done, self._outbox_done = self._outbox_done, []
         if not batch.empty():
             batch.seq = self._seq.take("batch")
+            batch.fence = self.fence
         return pending
 
     def _absorb(self, commands: list[cmd.Command], now: float) -> None:

@@ -43,6 +43,7 @@ from expertline.db.tables import (
     tcd,
     webhook_deliveries,
 )
+from expertline.ha.lease import check_fence
 from expertline.routing.records import iso as record_iso
 from expertline.runtime import sqlwrite
 
@@ -104,6 +105,7 @@ class Batch:
     ``seq`` numbers the batch (``Sequences.batch``); None leaves it unnumbered."""
 
     seq: int | None = None
+    fence: int | None = None  # the HA lease token the commit must still hold (PostgreSQL)
     feed: list[dict[str, Any]] = field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     offers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -200,6 +202,8 @@ def write_batch(engine: Engine, batch: Batch) -> bool:
     the batch's sequence number shows it was already written (a retried commit)."""
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
+            if batch.fence is not None:
+                check_fence(conn, batch.fence)  # raises Fenced: another node took over
             if not sqlwrite.due(batch.seq, _committed_seq(conn)):
                 return False
             _write(conn, batch)

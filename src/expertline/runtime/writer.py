@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
+from expertline.ha.lease import Fenced
 from expertline.runtime import sqlwrite, store
 
 log = logging.getLogger("expertline.runtime")
@@ -71,6 +72,8 @@ class ThreadWriter:
         try:
             async with self._lock:
                 return await asyncio.to_thread(store.write_batch, self._engine, batch)
+        except Fenced:
+            raise  # not a database fault: this node must stop, not retry
         except Exception as exc:
             raise CommitError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -91,13 +91,15 @@ def server(
             **os.environ,
             "PYTHONPATH": str(Path(__file__).parents[2]),
             "EXPERTLINE_DATA_DIR": str(tmp),
+            # On PostgreSQL the restarted node waits for the killed one's lease to lapse.
+            "EXPERTLINE_HA_LEASE_TTL": "2",
         },
     )
     try:
 
-        def up() -> bool:
+        def up() -> bool:  # ready: the active node, taking work
             assert proc.poll() is None, f"server exited with {proc.returncode}"
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
 
         eventually(up, timeout=120, interval=0.1)
         yield proc
