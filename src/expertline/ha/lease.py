@@ -204,17 +204,27 @@ class LeaseKeeper:
 
     async def _loop(self) -> None:
         while True:
-            if not self.active:
+            try:
+                if self.active:
+                    await self._hold()
+                else:
+                    await asyncio.sleep(self.times.poll)
+                    await self._try_acquire()
+            except Exception:  # the loop is what keeps the pair working: never let it end
+                log.exception("lease loop error node=%s", self.node)
                 await asyncio.sleep(self.times.poll)
-                await self._try_acquire()
-                continue
-            wait = min(self.times.renew_every, self.deadline - self.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._fenced.wait(), timeout=max(0.0, wait))
-            if self._fenced.is_set():
-                await self._step_down("fenced: another node holds the lease")
-                continue
-            await self._renew()
+
+    async def _hold(self) -> None:
+        """Wait for the next renewal (or a refused commit), then renew or step down."""
+        wait = min(self.times.renew_every, self.deadline - self.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._fenced.wait(), timeout=max(0.0, wait))
+        if self._fenced.is_set():
+            await self._step_down("fenced: another node holds the lease")
+            return
+        reason = await self._renew()
+        if reason is not None:
+            await self._step_down(reason)
 
     async def _try_acquire(self) -> None:
         sent = self.monotonic()
@@ -231,19 +241,38 @@ class LeaseKeeper:
         self.runtime.fence = token
         log.info("lease acquired node=%s token=%d; starting the runtime", self.node, token)
         try:
-            await self.runtime.async_start()
+            await self._start_runtime()
         except Exception as exc:
-            log.error("runtime failed to start on lease node=%s error=%r", self.node, exc)
-            token_now = self.token
+            log.error("runtime not started on lease node=%s token=%d: %s", self.node, token, exc)
             self.token = None
             self.runtime.fence = None
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.store.release, self.holder, token_now)
+                await self.runtime.async_stop()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.release, self.holder, token)
             return
         self.takeovers += 1
         self._set_active(True, f"active, lease token {token}")
 
-    async def _renew(self) -> None:
+    async def _start_runtime(self) -> None:
+        """Start the runtime, renewing the lease meanwhile (loading a large configuration and
+        every task in flight may take longer than a grant)."""
+        starting = asyncio.create_task(self.runtime.async_start(), name="ha-runtime-start")
+        try:
+            while not starting.done():
+                wait = min(self.times.renew_every, self.deadline - self.monotonic())
+                await asyncio.wait({starting}, timeout=max(0.0, wait))
+                if not starting.done() and (reason := await self._renew()) is not None:
+                    raise RuntimeError(reason)
+            starting.result()
+        finally:
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await starting
+
+    async def _renew(self) -> str | None:
+        """Renew the grant once; returns why this node must step down, or None."""
         assert self.token is not None
         sent = self.monotonic()
         try:
@@ -253,15 +282,14 @@ class LeaseKeeper:
             )
         except Exception as exc:
             if self.monotonic() >= self.deadline:
-                await self._step_down(f"lease not renewed in time ({exc!r})")
-            else:
-                log.warning("lease renewal failed node=%s error=%r; retrying", self.node, exc)
-                await asyncio.sleep(min(self.times.poll, max(0.0, self.deadline - sent)))
-            return
-        if kept:
-            self.deadline = sent + self.times.ttl - self.times.margin
-        else:
-            await self._step_down("lease lost: another node holds it")
+                return f"lease not renewed in time ({exc!r})"
+            log.warning("lease renewal failed node=%s error=%r; retrying", self.node, exc)
+            await asyncio.sleep(min(self.times.poll, max(0.0, self.deadline - self.monotonic())))
+            return None
+        if not kept:
+            return "lease lost: another node holds it"
+        self.deadline = sent + self.times.ttl - self.times.margin
+        return None
 
     async def _step_down(self, reason: str) -> None:
         if self.token is None:

@@ -4,6 +4,8 @@ that the runtime runs exactly while its node holds the lease."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -56,13 +58,15 @@ class MemoryLease:
 class Runtime:
     """Records when it runs and with which token."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_seconds: float = 0.0) -> None:
         self.fence: int | None = None
         self.on_fenced: Callable[[], None] | None = None
         self.running = False
         self.starts: list[int | None] = []
+        self.start_seconds = start_seconds  # loading configuration and tasks in flight
 
     async def async_start(self) -> None:
+        await asyncio.sleep(self.start_seconds)
         self.running = True
         self.starts.append(self.fence)
 
@@ -166,3 +170,33 @@ async def test_only_one_of_many_nodes_runs_at_any_time() -> None:
     finally:
         for k, _, _ in nodes:
             await k.async_stop()
+
+
+async def test_a_start_longer_than_the_lease_keeps_the_lease() -> None:
+    lease = MemoryLease()
+    a = LeaseKeeper(lease, Runtime(start_seconds=3 * TIMES.ttl), node="a", times=TIMES)
+    b, run_b, _ = keeper(lease, "b")
+    starting = asyncio.create_task(a.async_start())
+    await async_eventually(lambda: a.token == 1)
+    await b.async_start()
+    try:
+        await starting
+        assert a.active and a.runtime.running  # type: ignore[attr-defined]
+        assert not b.active and not run_b.running and lease.holder == a.holder
+    finally:
+        await b.async_stop()
+        await a.async_stop()
+
+
+async def test_a_node_stopped_while_its_runtime_starts_leaves_it_stopped() -> None:
+    lease = MemoryLease()
+    runtime = Runtime(start_seconds=60)
+    a = LeaseKeeper(lease, runtime, node="a", times=TIMES)
+    starting = asyncio.create_task(a.async_start())
+    await async_eventually(lambda: a.token == 1)
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    await a.async_stop()
+    assert not runtime.running and runtime.starts == []
+    assert lease.expires <= time.monotonic()  # released
