@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -43,11 +45,8 @@ def register(app: typer.Typer) -> None:
 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = file or Path(f"expertline-backup-{stamp}.tar.gz")
-        engine = _engine(reporting)
-        try:
+        with _engine(reporting) as engine:
             summary = archive.create(engine, path)
-        finally:
-            engine.dispose()
         _show(summary, f"backup written to {summary.path}")
 
     @backup_app.command("verify")
@@ -65,25 +64,26 @@ def register(app: typer.Typer) -> None:
         """Load an archive into an empty database and upgrade it to this release's schema."""
         from expertline.backup import archive
 
-        engine = _engine(reporting)
-        try:
+        with _engine(reporting) as engine:
             summary = archive.restore(engine, file)
-        finally:
-            engine.dispose()
         _show(summary, f"restored {file}")
 
 
-def _engine(reporting: bool) -> Engine:
+@contextlib.contextmanager
+def _engine(reporting: bool) -> Iterator[Engine]:
+    """The main database's engine, or the reporting one's; disposed afterwards."""
     from expertline.cli import GLOBALS, fail
     from expertline.db.engine import DatabaseError, make_engine
 
     settings = GLOBALS.settings()
-    if not reporting:
-        return GLOBALS.engine(settings)
     try:
-        return make_engine(settings.reporting_db_url)
+        engine = make_engine(settings.reporting_db_url if reporting else settings.db_url)
     except DatabaseError as exc:
         fail(str(exc))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _show(summary: Summary, headline: str) -> None:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,26 +23,12 @@ from expertline.db.tables import runtime_tasks, tcd
 from expertline.security.tokens import create_token
 from support.databases import postgres_database
 from support.processes import ServerProcess, cli, running_server
+from support.runtime_client import TWO_QUEUES_YAML, RuntimeClient
 from support.wait import eventually
 
 pytestmark = pytest.mark.postgres
 
 TTL = 2.0
-CONFIG = """
-attributes:
-  - {name: billing, type: proficiency}
-  - {name: support, type: boolean}
-experts:
-  - {id: alice, name: Alice, im: alice@example.test, phone: "sip:1001@pbx.example.test",
-     attributes: {billing: 80}}
-  - {id: bob, name: Bob, im: bob@example.test, phone: "sip:1002@pbx.example.test",
-     attributes: {billing: 60}}
-  - {id: carol, name: Carol, im: carol@example.test, phone: "sip:1003@pbx.example.test",
-     attributes: {support: true}}
-queues:
-  - {id: billing, name: Billing, select: "billing >= 50", offer_to: 2, offer_timeout: 1h}
-  - {id: support, name: Support, select: "support", offer_timeout: 1h}
-"""
 
 
 class Pair:
@@ -52,12 +37,14 @@ class Pair:
     def __init__(self, url: str, tmp: Path, stack: ExitStack) -> None:
         self.url, self.tmp, self.stack = url, tmp, stack
         cli("--db", url, "db", "upgrade", check=True)
-        (tmp / "config.yaml").write_text(CONFIG)
+        (tmp / "config.yaml").write_text(TWO_QUEUES_YAML)
         cli("--db", url, "config", "import", str(tmp / "config.yaml"), check=True)
         self.engine: Engine = make_engine(url)
         stack.callback(self.engine.dispose)
-        self.rc = {"Authorization": f"Bearer {create_token(self.engine, 'cc', 'routing-client')}"}
-        self.ex = {"Authorization": f"Bearer {create_token(self.engine, 'xp', 'expert')}"}
+        self.tokens = (
+            create_token(self.engine, "cc", "routing-client"),
+            create_token(self.engine, "xp", "expert"),
+        )
 
     def node(self, name: str) -> ServerProcess:
         env = {
@@ -67,6 +54,9 @@ class Pair:
         }
         args = ("--role", "runtime", "--node", name)
         return self.stack.enter_context(running_server(self.tmp, *args, env=env))
+
+    def client(self, node: ServerProcess) -> RuntimeClient:
+        return RuntimeClient(node.base_url, *self.tokens)
 
     def tcd_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -83,63 +73,8 @@ def ready(node: ServerProcess) -> bool:
 
 
 def state(node: ServerProcess, pair: Pair) -> str:
-    return str(
-        httpx.get(node.base_url + "/api/v1/status", headers=pair.rc, timeout=5).json()["state"]
-    )
-
-
-class Api:
-    def __init__(self, node: ServerProcess, pair: Pair) -> None:
-        self.http = httpx.Client(base_url=node.base_url, timeout=30)
-        self.pair = pair
-
-    def create(self, queue: str, **extra: Any) -> httpx.Response:
-        return self.http.post("/api/v1/tasks", json={"queue": queue, **extra}, headers=self.pair.rc)
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        r = self.http.get(f"/api/v1/tasks/{task_id}", headers=self.pair.rc)
-        assert r.status_code == 200, r.text
-        return dict(r.json())
-
-    def presence(self, expert: str, status: str) -> None:
-        r = self.http.put(
-            f"/api/v1/experts/{expert}/presence", json={"status": status}, headers=self.pair.ex
-        )
-        assert r.status_code == 200, r.text
-
-    def offers(self, expert: str) -> list[dict[str, Any]]:
-        r = self.http.get(f"/api/v1/offers?expert={expert}", headers=self.pair.ex)
-        assert r.status_code == 200, r.text
-        return list(r.json()["items"])
-
-    def event(self, task_id: str, type: str) -> dict[str, Any]:
-        r = self.http.post(
-            f"/api/v1/tasks/{task_id}/events", json={"type": type}, headers=self.pair.rc
-        )
-        assert r.status_code == 200, r.text
-        return dict(r.json())
-
-    def finish(self, task_ids: set[str]) -> None:
-        """Drive every task to its end: experts available, offers accepted, calls ended."""
-        for expert in ("alice", "bob", "carol"):
-            self.presence(expert, "available")
-        pending = set(task_ids)
-
-        def step() -> bool:
-            for expert in ("alice", "bob", "carol"):
-                for offer in self.offers(expert):
-                    self.http.post(f"/api/v1/offers/{offer['id']}/accept", headers=self.pair.ex)
-            for tid in sorted(pending):
-                status = self.task(tid)["status"]
-                if status == "assigned":
-                    status = self.event(tid, "connected")["status"]
-                if status == "connected":
-                    status = self.event(tid, "ended")["status"]
-                if status == "completed":
-                    pending.discard(tid)
-            return not pending
-
-        eventually(step, timeout=60, interval=0.05)
+    client = pair.client(node)
+    return str(client.http.get("/api/v1/status", headers=client.rc).json()["state"])
 
 
 @pytest.fixture
@@ -153,20 +88,18 @@ def test_the_standby_takes_over_a_killed_node_and_continues_its_tasks(pair: Pair
     assert ready(a) and state(a, pair) == "active"
     b = pair.node("b")
     assert not ready(b) and state(b, pair) == "standby"
-    refused = Api(b, pair).create("billing")
+    refused = pair.client(b).post_task(queue="billing")
     assert refused.status_code == 503, refused.text  # the standby routes nothing
 
-    on_a = Api(a, pair)
+    on_a = pair.client(a)
     on_a.presence("alice", "available")
-    connected = on_a.create("billing").json()["id"]
+    connected = on_a.create(queue="billing")["id"]
     (offer,) = on_a.offers("alice")
-    assert (
-        on_a.http.post(f"/api/v1/offers/{offer['id']}/accept", headers=pair.ex).status_code == 200
-    )
+    on_a.accept(offer["id"])
     on_a.event(connected, "connected")
     on_a.presence("bob", "available")
-    offered = on_a.create("billing").json()["id"]  # offered to bob (alice is on a call)
-    waiting = on_a.create("support").json()["id"]  # carol is offline
+    offered = on_a.create(queue="billing")["id"]  # offered to bob (alice is on a call)
+    waiting = on_a.create(queue="support")["id"]  # carol is offline
     before = {tid: on_a.task(tid)["status"] for tid in (connected, offered, waiting)}
     assert before == {connected: "connected", offered: "offered", waiting: "queued"}
 
@@ -177,7 +110,7 @@ def test_the_standby_takes_over_a_killed_node_and_continues_its_tasks(pair: Pair
     took = time.monotonic() - killed
     assert took < 4 * TTL, took  # the lease lapses, the standby takes it at its next poll
 
-    on_b = Api(b, pair)
+    on_b = pair.client(b)
     assert {tid: on_b.task(tid)["status"] for tid in before} == before
     assert [o["task_id"] for o in on_b.offers("bob")] == [offered]
     on_b.finish(set(before))
@@ -189,7 +122,7 @@ def test_a_graceful_stop_hands_over_and_a_paused_node_is_fenced(pair: Pair) -> N
     a = pair.node("a")
     b = pair.node("b")
     assert ready(a) and not ready(b)
-    first = Api(a, pair).create("support").json()["id"]
+    first = pair.client(a).create(queue="support")["id"]
 
     a.stop(signal.SIGTERM)  # drains, commits, releases the lease
     eventually(lambda: ready(b), timeout=TTL, interval=0.05)  # before it could have lapsed
@@ -203,7 +136,9 @@ def test_a_graceful_stop_hands_over_and_a_paused_node_is_fenced(pair: Pair) -> N
         eventually(lambda: ready(a), timeout=30, interval=0.05)
         answer: list[httpx.Response] = []
         late = threading.Thread(
-            target=lambda: answer.append(Api(b, pair).create("support", external_id="late"))
+            target=lambda: answer.append(
+                pair.client(b).post_task(queue="support", external_id="late")
+            )
         )
         late.start()  # waits in b's socket until b runs again
     finally:
@@ -213,8 +148,8 @@ def test_a_graceful_stop_hands_over_and_a_paused_node_is_fenced(pair: Pair) -> N
     eventually(lambda: state(b, pair) == "standby", timeout=10)
     assert "leaving the active role node=b" in b.log()
 
-    on_a = Api(a, pair)
-    second = on_a.create("support").json()["id"]
+    on_a = pair.client(a)
+    second = on_a.create(queue="support")["id"]
     on_a.finish({first, second})
     assert pair.tcd_counts() == {first: 1, second: 1}
     assert pair.task_ids() == {first, second}

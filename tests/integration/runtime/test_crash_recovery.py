@@ -17,7 +17,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 from sqlalchemy import Engine, func, select
@@ -25,30 +24,10 @@ from sqlalchemy import Engine, func, select
 from expertline.db.tables import runtime_tasks, tcd
 from expertline.security.tokens import create_token
 from support.processes import free_port
+from support.runtime_client import TWO_QUEUES_YAML, RuntimeClient
 from support.wait import eventually
 
 SERVER = Path(__file__).parent / "rt_server.py"
-
-# The same experts and queues as ``rt_harness.routing_config`` (offers that do not time out
-# while the process is down), as a configuration document for ``expertline config import``.
-CONFIG_YAML = """
-attributes:
-  - {name: billing, type: proficiency}
-  - {name: support, type: boolean}
-experts:
-  - {id: alice, name: Alice, im: alice@example.test, phone: "sip:1001@pbx.example.test",
-     attributes: {billing: 80}}
-  - {id: bob, name: Bob, im: bob@example.test, phone: "sip:1002@pbx.example.test",
-     attributes: {billing: 60}}
-  - {id: carol, name: Carol, im: carol@example.test, phone: "sip:1003@pbx.example.test",
-     attributes: {support: true}}
-queues:
-  - {id: billing, name: Billing, select: "billing >= 50", offer_to: 2, offer_timeout: 1h}
-  - {id: support, name: Support, select: "support", offer_timeout: 1h}
-entry_points:
-  - {dialed_number: "+18005550100", queue: billing}
-  - {dialed_number: "+18005550200", queue: support}
-"""
 
 
 def _has_config_pipeline() -> bool:
@@ -64,7 +43,7 @@ def _prepare(url: str, tmp: Path) -> list[str] | None:
     if not _has_config_pipeline():
         return None
     path = tmp / "crash.yaml"
-    path.write_text(CONFIG_YAML)
+    path.write_text(TWO_QUEUES_YAML)
     env = {**os.environ, "EXPERTLINE_DATA_DIR": str(tmp)}
     done = subprocess.run(
         [sys.executable, "-m", "expertline", "--db", url, "config", "import", str(path)],
@@ -113,70 +92,6 @@ def server(
                 proc.wait(timeout=5)
 
 
-class Client:
-    def __init__(self, port: int, rc: str, ex: str) -> None:
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-        self.rc = {"Authorization": f"Bearer {rc}"}
-        self.ex = {"Authorization": f"Bearer {ex}"}
-
-    def create(self, entry_point: str, **extra: Any) -> dict[str, Any]:
-        r = self.http.post(
-            "/api/v1/tasks", json={"entry_point": entry_point, **extra}, headers=self.rc
-        )
-        assert r.status_code in (200, 201), r.text
-        return dict(r.json())
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        r = self.http.get(f"/api/v1/tasks/{task_id}", headers=self.rc)
-        assert r.status_code == 200, r.text
-        return dict(r.json())
-
-    def presence(self, expert: str, status: str) -> None:
-        r = self.http.put(
-            f"/api/v1/experts/{expert}/presence", json={"status": status}, headers=self.ex
-        )
-        assert r.status_code == 200, r.text
-
-    def offers(self, expert: str) -> list[dict[str, Any]]:
-        r = self.http.get(f"/api/v1/offers?expert={expert}", headers=self.ex)
-        assert r.status_code == 200, r.text
-        return list(r.json()["items"])
-
-    def accept(self, offer_id: str) -> None:
-        r = self.http.post(f"/api/v1/offers/{offer_id}/accept", headers=self.ex)
-        assert r.status_code == 200, r.text
-
-    def event(self, task_id: str, type: str) -> dict[str, Any]:
-        r = self.http.post(f"/api/v1/tasks/{task_id}/events", json={"type": type}, headers=self.rc)
-        assert r.status_code == 200, r.text
-        return dict(r.json())
-
-
-def _finish_everything(c: Client, task_ids: list[str]) -> None:
-    """Drive every task to its end: accept offers as they come, connect and end."""
-    for expert in ("alice", "bob", "carol"):
-        c.presence(expert, "available")
-
-    pending = set(task_ids)
-
-    def step() -> bool:
-        for tid in sorted(pending):
-            status = c.task(tid)["status"]
-            if status == "assigned":
-                c.event(tid, "connected")
-                status = c.event(tid, "ended")["status"]
-            elif status == "connected":
-                status = c.event(tid, "ended")["status"]
-            if status == "completed":
-                pending.discard(tid)
-        for expert in ("alice", "bob", "carol"):
-            for offer in c.offers(expert):
-                c.http.post(f"/api/v1/offers/{offer['id']}/accept", headers=c.ex)
-        return not pending
-
-    eventually(step, timeout=120, interval=0.01)
-
-
 def test_kill_9_mid_flight_loses_nothing_and_ends_each_task_once(
     engine: Engine, tmp_path: Path
 ) -> None:
@@ -187,16 +102,16 @@ def test_kill_9_mid_flight_loses_nothing_and_ends_each_task_once(
     ex = create_token(engine, "console", "expert")
 
     with server(url, port, serve, tmp_path) as proc:
-        c = Client(port, rc, ex)
+        c = RuntimeClient(f"http://127.0.0.1:{port}", rc, ex)
         for expert in ("alice", "bob", "carol"):
             c.presence(expert, "available")
-        connected = c.create("+18005550100", external_id="t-connected")
+        connected = c.create(entry_point="+18005550100", external_id="t-connected")
         offers = c.offers("alice")
         c.accept(offers[0]["id"])
         c.event(connected["id"], "connected")
-        offered = c.create("+18005550100", external_id="t-offered")  # only bob is free
-        queued = c.create("+18005550100", external_id="t-queued")  # nobody left
-        support = c.create("+18005550200", external_id="t-support")  # offered to carol
+        offered = c.create(entry_point="+18005550100", external_id="t-offered")  # only bob is free
+        queued = c.create(entry_point="+18005550100", external_id="t-queued")  # nobody left
+        support = c.create(entry_point="+18005550200", external_id="t-support")  # offered to carol
         carol_offer = c.offers("carol")[0]
         c.accept(carol_offer["id"])  # assigned
         before = {t["id"]: c.task(t["id"]) for t in (connected, offered, queued, support)}
@@ -235,7 +150,7 @@ def test_kill_9_mid_flight_loses_nothing_and_ends_each_task_once(
         assert len(acknowledged) >= 5
 
     with server(url, port, serve, tmp_path):
-        c = Client(port, rc, ex)
+        c = RuntimeClient(f"http://127.0.0.1:{port}", rc, ex)
         for tid, seen in before.items():
             after = c.task(tid)
             assert (after["status"], after["expert"], after["label"], after["code"]) == (
@@ -251,7 +166,7 @@ def test_kill_9_mid_flight_loses_nothing_and_ends_each_task_once(
             assert conn.execute(select(func.count()).select_from(tcd)).scalar() == 0
             all_ids = [r[0] for r in conn.execute(select(runtime_tasks.c.task_id))]
         assert set(acknowledged) | set(before) <= set(all_ids)
-        _finish_everything(c, all_ids)
+        c.finish(all_ids)
 
     with engine.connect() as conn:
         per_task = dict(
