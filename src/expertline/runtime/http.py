@@ -112,6 +112,12 @@ def router(ctx: AppContext) -> APIRouter:
     def runtime() -> Any:
         service = ctx.services.get("runtime")
         if service is None or not getattr(service, "running", False):
+            lease = ctx.services.get("lease")
+            if lease is not None and not lease.active:
+                raise ServiceUnavailable(
+                    f"node {ctx.settings.node} is the standby of an HA pair: "
+                    "send routing requests to the active node"
+                )
             raise ServiceUnavailable("the routing runtime is not running on this node")
         return service
 

@@ -222,6 +222,7 @@ class RuntimeService:
         try:
             self._config, self._doc = await asyncio.to_thread(self._config_loader, self.engine)
             self._seq = await asyncio.to_thread(store.load_sequences, self.engine)
+            self.last_feed_id = self._seq.feed  # a stream resumes from what is stored
             state = await asyncio.to_thread(store.load_state, self.engine)
             await starting  # a writer that cannot start fails the start
             await self._recover(state)

@@ -90,6 +90,9 @@ def test_the_standby_takes_over_a_killed_node_and_continues_its_tasks(pair: Pair
     assert not ready(b) and state(b, pair) == "standby"
     refused = pair.client(b).post_task(queue="billing")
     assert refused.status_code == 503, refused.text  # the standby routes nothing
+    assert refused.json()["error"]["message"] == (
+        "node b is the standby of an HA pair: send routing requests to the active node"
+    )
 
     on_a = pair.client(a)
     on_a.presence("alice", "available")
