@@ -307,4 +307,5 @@ class LeaseKeeper:
     def _set_active(self, active: bool, detail: str) -> None:
         if self.health is not None:
             self.health.active = active
-            self.health.report("lease", True, detail, required=False)
+            # expertline_component_up{component="lease"}: 1 on the active node, 0 on the standby
+            self.health.report("lease", active, detail, required=False)

@@ -88,6 +88,9 @@ def test_the_standby_takes_over_a_killed_node_and_continues_its_tasks(pair: Pair
     assert ready(a) and state(a, pair) == "active"
     b = pair.node("b")
     assert not ready(b) and state(b, pair) == "standby"
+    metrics = {n: httpx.get(n.base_url + "/metrics", timeout=5).text for n in (a, b)}
+    assert 'expertline_component_up{component="lease"} 1.0' in metrics[a]
+    assert 'expertline_component_up{component="lease"} 0.0' in metrics[b]
     refused = pair.client(b).post_task(queue="billing")
     assert refused.status_code == 503, refused.text  # the standby routes nothing
     assert refused.json()["error"]["message"] == (
