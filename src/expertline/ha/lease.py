@@ -171,7 +171,6 @@ class LeaseKeeper:
         self.monotonic = monotonic
         self.token: int | None = None
         self.deadline = 0.0  # local monotonic time by which the grant must be renewed
-        self.takeovers = 0
         self._fenced = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         runtime.on_fenced = self._fenced.set
@@ -194,7 +193,7 @@ class LeaseKeeper:
                 await self._loop_task
             self._loop_task = None
         token = self.token
-        await self._step_down("node stopping")
+        await self._step_down("node stopping", logging.INFO)
         if token is not None:
             try:
                 await asyncio.to_thread(self.store.release, self.holder, token)
@@ -251,7 +250,6 @@ class LeaseKeeper:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.release, self.holder, token)
             return
-        self.takeovers += 1
         self._set_active(True, f"active, lease token {token}")
 
     async def _start_runtime(self) -> None:
@@ -291,11 +289,15 @@ class LeaseKeeper:
         self.deadline = sent + self.times.ttl - self.times.margin
         return None
 
-    async def _step_down(self, reason: str) -> None:
+    async def _step_down(self, reason: str, level: int = logging.WARNING) -> None:
         if self.token is None:
             return
-        log.warning(
-            "leaving the active role node=%s token=%d reason=%s", self.node, self.token, reason
+        log.log(
+            level,
+            "leaving the active role node=%s token=%d reason=%s",
+            self.node,
+            self.token,
+            reason,
         )
         self.token = None
         self._set_active(False, f"standby: {reason}")
