@@ -137,6 +137,7 @@ class XmppSource:
         self._version = 0
         self._dirty: dict[str, None] = {}
         self._wake = asyncio.Event()
+        self._resynced = asyncio.Event()  # cuts a retry's backoff short
         self._reported: dict[str, Presence] = {}
         self._served: dict[str, ExpertSpec] = {}  # bare im -> expert
         self._jid_of: dict[str, str] = {}  # expert id -> bare im
@@ -524,6 +525,7 @@ class XmppSource:
         (HA takeover): tell it every expert's presence again."""
         self._mark_all_dirty()
         self._reported.clear()
+        self._resynced.set()
 
     def _mark_dirty(self, expert_id: str) -> None:
         self._dirty[expert_id] = None
@@ -569,7 +571,9 @@ class XmppSource:
                 len(failed),
                 delay,
             )
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):  # a resync means: try again now
+                await asyncio.wait_for(self._resynced.wait(), timeout=delay)
+            self._resynced.clear()
             for expert_id in failed:
                 self._dirty.setdefault(expert_id, None)
             self._wake.set()

@@ -173,6 +173,20 @@ async def test_presence_the_runtime_refused_is_told_again_with_backoff(lab: Lab)
     assert lab.port.refuse_presence == 0
 
 
+async def test_a_resync_tells_presence_at_once_even_during_a_backoff(lab: Lab) -> None:
+    """A standby's source keeps being refused; when its runtime starts (an HA takeover) it
+    asks for a resync, which does not wait for the backoff to end."""
+    lab.add_expert("hugo")
+    source = await lab.source()
+    await async_eventually(lambda: source.up, timeout=10)
+    lab.port.refuse_presence = 1000  # the standby's runtime is not running
+    await lab.sign_in("hugo")
+    await async_eventually(lambda: lab.port.refuse_presence <= 996, timeout=15)  # backoff >= 4 s
+    lab.port.refuse_presence = 0
+    source.resync_presence()
+    await async_eventually(lambda: lab.port.presence.get("hugo") == "available", timeout=2)
+
+
 async def test_an_auto_responder_gets_a_few_help_lines_not_a_loop(lab: Lab) -> None:
     lab.add_expert("ivan")
     source = await lab.source()
