@@ -202,6 +202,8 @@ def write_batch(engine: Engine, batch: Batch) -> bool:
     the batch's sequence number shows it was already written (a retried commit)."""
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
+            # The fence first: after a takeover, batch numbers continue on the other node, so
+            # a stale node's next number may already be taken by a different batch.
             if batch.fence is not None:
                 check_fence(conn, batch.fence)  # raises Fenced: another node took over
             if not sqlwrite.due(batch.seq, _committed_seq(conn)):
