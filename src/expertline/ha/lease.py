@@ -65,17 +65,21 @@ class LeaseStore:
         self.engine = engine
         self.name = name
 
-    def acquire(self, holder: str, ttl: float) -> int | None:
-        """Take the lease if it has lapsed; returns the new token, or None."""
+    def acquire(self, holder: str, ttl: float) -> tuple[int, str | None] | None:
+        """Take the lease if it has lapsed; returns the new token and the previous holder, or
+        None."""
         with self.engine.begin() as conn:
-            return conn.execute(
+            row = conn.execute(
                 text(
-                    "UPDATE ha_lease SET holder = :holder, token = token + 1, "
+                    "UPDATE ha_lease AS lease SET holder = :holder, token = lease.token + 1, "
                     "expires_at = now() + make_interval(secs => :ttl), acquired_at = now() "
-                    "WHERE name = :name AND expires_at <= now() RETURNING token"
+                    "FROM (SELECT name, holder FROM ha_lease WHERE name = :name) AS previous "
+                    "WHERE lease.name = previous.name AND lease.expires_at <= now() "
+                    "RETURNING lease.token, previous.holder"
                 ),
                 {"holder": holder, "ttl": ttl, "name": self.name},
-            ).scalar()
+            ).first()
+        return None if row is None else (int(row[0]), row[1])
 
     def renew(self, holder: str, token: int, ttl: float) -> bool:
         """Extend the lease still held with ``token``; False when it was lost."""
@@ -127,6 +131,7 @@ class Runtime(Protocol):
 
     fence: int | None
     on_fenced: Callable[[], None] | None
+    failover_from: str | None
 
     async def async_start(self) -> None: ...
 
@@ -228,17 +233,25 @@ class LeaseKeeper:
     async def _try_acquire(self) -> None:
         sent = self.monotonic()
         try:
-            token = await asyncio.to_thread(self.store.acquire, self.holder, self.times.ttl)
+            grant = await asyncio.to_thread(self.store.acquire, self.holder, self.times.ttl)
         except Exception as exc:
             log.warning("lease acquire failed node=%s error=%r", self.node, exc)
             return
-        if token is None:
+        if grant is None:
             return
+        token, previous = grant
         self.deadline = sent + self.times.ttl - self.times.margin
         self.token = token
         self._fenced.clear()
         self.runtime.fence = token
-        log.info("lease acquired node=%s token=%d; starting the runtime", self.node, token)
+        before = previous.split("/", 1)[0] if previous else None  # holders are node/pid/nonce
+        self.runtime.failover_from = before if before not in (None, self.node) else None
+        log.info(
+            "lease acquired node=%s token=%d previous=%s; starting the runtime",
+            self.node,
+            token,
+            before or "-",
+        )
         try:
             await self._start_runtime()
         except Exception as exc:

@@ -53,10 +53,11 @@ class AnswerRefused:
 
 @dataclass(frozen=True, slots=True)
 class NotifyExpert:
-    """An IM notice to an expert, e.g. set to away after ``max_no_answer`` unanswered offers."""
+    """An IM notice to an expert: set to away after ``max_no_answer`` unanswered offers, or
+    routing moved to the other node of an HA pair (their offers and tasks go on)."""
 
     expert_id: str
-    message: Literal["set_away"]
+    message: Literal["set_away", "failover"]
 
 
 @dataclass(frozen=True, slots=True)

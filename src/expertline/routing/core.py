@@ -616,6 +616,9 @@ class RoutingCore:
                 self._work_experts.add(b)
 
     def _on_recovered(self, ev: Recovered) -> None:
+        if ev.failover:
+            for eid in sorted(e.id for e in self._experts.values() if e.active or e.pending):
+                self._out.append(NotifyExpert(eid, "failover"))
         lost = sorted(tid for tid in ev.lost_tasks if tid in self._tasks)
         for tid in lost:
             t = self._tasks[tid]
@@ -1356,7 +1359,9 @@ _WELL_FORMED: dict[type, Callable[[Any], bool]] = {
     TaskFailed: lambda ev: isinstance(ev.task_id, str),
     DeliveryFailed: lambda ev: isinstance(ev.task_id, str) and isinstance(ev.disposition, int),
     TimerFired: lambda ev: isinstance(ev.key, str),
-    Recovered: lambda ev: all(isinstance(t, str) for t in ev.lost_tasks),
+    Recovered: lambda ev: (
+        all(isinstance(t, str) for t in ev.lost_tasks) and isinstance(ev.failover, bool)
+    ),
 }
 
 

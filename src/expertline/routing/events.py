@@ -100,10 +100,12 @@ class Recovered:
     """The runtime restored the core from the database after a restart or failover.
 
     ``lost_tasks`` are tasks whose outcome cannot be known (for example SIP calls whose legs
-    died with the old process): they end with TCD 27.
+    died with the old process): they end with TCD 27. ``failover``: another node routed
+    before this one; every expert with an offer or a task in flight is told so.
     """
 
     lost_tasks: frozenset[str] = frozenset()
+    failover: bool = False
 
 
 Event = (

@@ -158,6 +158,7 @@ class RuntimeService:
         # still hold, and who to tell when a commit finds it stale.
         self.fence: int | None = None
         self.on_fenced: Callable[[], None] | None = None
+        self.failover_from: str | None = None  # the other node that routed before this start
         self._reset()
 
     def _reset(self) -> None:
@@ -1130,7 +1131,7 @@ class RuntimeService:
         now = self.clock()
         self._core = CoreAdapter.restore(self._config, state, now)
         # Re-arms every timer of the restored tasks and ends the lost ones (TCD 27).
-        self._handle(ev.Recovered(lost_tasks=lost))
+        self._handle(ev.Recovered(lost_tasks=lost, failover=self.failover_from is not None))
         # Undelivered channel effects of the previous run are performed again.
         for row in state.outbox:
             channel = next((c for c in self._channels if c.name == row["channel"]), None)

@@ -121,7 +121,7 @@ def test_the_standby_takes_over_a_killed_node_and_continues_its_tasks(pair: Pair
     assert [o["task_id"] for o in on_b.offers("bob")] == [offered]
     on_b.finish(set(before))
     assert pair.tcd_counts() == dict.fromkeys(before, 1)
-    assert "lease acquired node=b token=2" in b.log()
+    assert "lease acquired node=b token=2 previous=a" in b.log()
 
 
 def test_a_graceful_stop_hands_over_and_a_paused_node_is_fenced(pair: Pair) -> None:

@@ -197,3 +197,31 @@ async def test_expert_lookup_by_im_address(engine: Engine, started: Any) -> None
     spec = service.expert_by_im("Alice@Example.test/desk")
     assert spec is not None and spec.phone == PHONES["alice"]
     assert service.expert_by_im("mallory@example.test") is None
+
+
+async def test_a_runtime_restarted_after_another_node_tells_the_experts_with_work(
+    engine: Engine, started: Any
+) -> None:
+    """The same service object starts again (a standby that gains the HA lease back) and
+    begins from the database; after another node routed, experts with offers are told."""
+    first = await started(engine)
+    for expert in ("alice", "bob", "carol"):
+        await first.async_set_presence(expert, "available")
+    view = await first.async_create_task(TaskRequest(queue="billing"))  # offered to alice, bob
+    await first.async_stop()
+
+    channel = RecordingChannel(engine)
+    first.register_channel(channel)
+    first.failover_from = "rt-b"
+    await first.async_start()
+    await async_eventually(lambda: len(channel.calls) == 2)
+    assert sorted(channel.calls) == [
+        ("notice:failover", "alice", ""),
+        ("notice:failover", "bob", ""),
+    ]  # carol has nothing in flight
+    again = await first.async_task(view.id)
+    assert again is not None and again.status == "offered"
+    assert {o.expert_id for o in first.open_offers("alice") + first.open_offers("bob")} == {
+        "alice",
+        "bob",
+    }

@@ -31,14 +31,15 @@ class MemoryLease:
         if self.failing:
             raise ConnectionError("database unreachable")
 
-    def acquire(self, holder: str, ttl: float) -> int | None:
+    def acquire(self, holder: str, ttl: float) -> tuple[int, str | None] | None:
         self._reachable()
         with self.lock:
             if self.expires > time.monotonic():
                 return None
+            previous = self.holder
             self.holder, self.token = holder, self.token + 1
             self.expires = time.monotonic() + ttl
-            return self.token
+            return self.token, previous
 
     def renew(self, holder: str, token: int, ttl: float) -> bool:
         self._reachable()
@@ -61,6 +62,8 @@ class Runtime:
     def __init__(self, start_seconds: float = 0.0) -> None:
         self.fence: int | None = None
         self.on_fenced: Callable[[], None] | None = None
+        self.failover_from: str | None = None
+        self.after: list[str | None] = []  # failover_from at each start
         self.running = False
         self.starts: list[int | None] = []
         self.start_seconds = start_seconds  # loading configuration and tasks in flight
@@ -69,6 +72,7 @@ class Runtime:
         await asyncio.sleep(self.start_seconds)
         self.running = True
         self.starts.append(self.fence)
+        self.after.append(self.failover_from)
 
     async def async_stop(self) -> None:
         self.running = False
@@ -103,6 +107,7 @@ async def test_the_standby_takes_over_a_graceful_stop_at_its_next_poll() -> None
         await a.async_stop()
         await async_eventually(lambda: b.active and run_b.running, timeout=TIMES.ttl / 2)
         assert run_b.starts == [2] and health_b.active and not run_a.running
+        assert run_b.after == ["a"]  # b's runtime tells the experts routing moved
     finally:
         await b.async_stop()
 
@@ -120,6 +125,7 @@ async def test_a_node_that_cannot_renew_stops_before_its_grant_ends() -> None:
         lease.failing = False  # the database is back: the lapsed lease is taken again
         await async_eventually(lambda: run_a.running, timeout=2 * TIMES.ttl)
         assert run_a.starts == [1, 2]
+        assert run_a.after == [None, None]  # the same node again: no failover notice
     finally:
         await a.async_stop()
 

@@ -381,6 +381,20 @@ def test_recovered_ends_lost_tasks_with_27_and_rearms_timers() -> None:
     assert "offer:" + sim.open_offer("b") in keys
 
 
+def test_recovered_after_a_failover_tells_each_expert_with_work_once() -> None:
+    sim = Sim(config([expert("a"), expert("b"), expert("c")], [QueueSpec("q", "Q")]))
+    sim.available("a", "b", "c", step=1)
+    sim.send(TaskCreated("t1", "q"))
+    sim.send(OfferAccepted(sim.open_offer("a")))  # a is on t1
+    sim.send(TaskCreated("t2", "q"))  # offered to b
+    assert sim.open_offer("b")
+    quiet = sim.send(Recovered())  # a restart of the same node: nothing to say
+    assert not [c for c in quiet if isinstance(c, NotifyExpert)]
+    out = sim.send(Recovered(failover=True))
+    told = [c for c in out if isinstance(c, NotifyExpert)]
+    assert told == [NotifyExpert("a", "failover"), NotifyExpert("b", "failover")]  # not c
+
+
 def test_removing_a_queue_rejects_its_waiting_tasks_only() -> None:
     qa, qb = QueueSpec("qa", "A"), QueueSpec("qb", "B")
     cfg = config([expert("a"), expert("b")], [qa, qb], matches={"qa": ({"a"},), "qb": ({"b"},)})
