@@ -46,10 +46,10 @@ class Pair:
             create_token(self.engine, "xp", "expert"),
         )
 
-    def node(self, name: str) -> ServerProcess:
+    def node(self, name: str, ttl: float = TTL) -> ServerProcess:
         env = {
             "EXPERTLINE_DB": self.url,
-            "EXPERTLINE_HA_LEASE_TTL": str(TTL),
+            "EXPERTLINE_HA_LEASE_TTL": str(ttl),
             "EXPERTLINE_HA_POLL": "0.1",
         }
         args = ("--role", "runtime", "--node", name)
@@ -125,13 +125,14 @@ def test_the_standby_takes_over_a_killed_node_and_continues_its_tasks(pair: Pair
 
 
 def test_a_graceful_stop_hands_over_and_a_paused_node_is_fenced(pair: Pair) -> None:
-    a = pair.node("a")
+    a = pair.node("a", ttl=60)
     b = pair.node("b")
     assert ready(a) and not ready(b)
     first = pair.client(a).create(queue="support")["id"]
 
     a.stop(signal.SIGTERM)  # drains, commits, releases the lease
-    eventually(lambda: ready(b), timeout=TTL, interval=0.05)  # before it could have lapsed
+    # a's grant lasts a minute: b can only be this quick because a released it.
+    eventually(lambda: ready(b), timeout=20, interval=0.05)
     assert "lease released node=a token=1" in a.log()
     a = pair.node("a")  # back, as the standby
     assert state(a, pair) == "standby"
