@@ -166,6 +166,7 @@ class FakePort:
     version: int = 1
 
     refuse_presence: int = 0  # this many calls fail first (a runtime not running yet)
+    running: bool = True  # False: the standby of an HA pair
 
     async def async_set_presence(self, expert_id: str, status: Presence, source: str) -> None:
         if self.refuse_presence > 0:

@@ -622,6 +622,11 @@ class XmppSource:
         if expert is None or expert.im is None or bare(expert.im) != sender:
             log.info("im ignored source=%s from=%s reason=not-an-expert", self.id, sender)
             return
+        if not self._port.running:
+            # The standby of an HA pair: the server may hand it a copy of an answer sent to
+            # the router's bare JID; the active node's session answers it.
+            log.info("im ignored source=%s from=%s reason=runtime-not-running", self.id, sender)
+            return
         known = self._port.expert(expert.id)
         if known is None:
             return

@@ -60,6 +60,11 @@ class TaskView:
 class RoutingPort(Protocol):
     """What adapters may ask of the runtime. All methods run in the runtime's event loop."""
 
+    @property
+    def running(self) -> bool:
+        """False while the runtime is not taking work (starting, stopped, an HA standby)."""
+        ...
+
     async def async_set_presence(self, expert_id: str, status: Presence, source: str) -> None: ...
 
     async def async_accept(self, offer_id: str, phone: str | None = None) -> AnswerResult: ...

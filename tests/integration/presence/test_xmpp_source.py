@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from support.wait import async_eventually
@@ -48,6 +50,34 @@ async def test_offer_answer_from_the_expert_counts_and_from_others_not(lab: Lab)
     await alice.wait_for(rf"#{offer.code} is no longer open")
     await source.async_accepted(lab.port.offers[offer.id])
     await alice.wait_for(rf"^Accepted #{offer.code}:")
+
+
+async def test_a_standby_leaves_answers_to_the_active_node(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On an HA standby the runtime is not running: an answer reaching its session (a copy
+    of one sent to the router's bare JID) gets no reply and changes nothing."""
+    caplog.set_level(logging.INFO, logger="expertline.presence")
+    lab.add_expert("olga")
+    source = await lab.source()
+    olga = await lab.sign_in("olga")
+    await async_eventually(lambda: lab.port.presence.get("olga") == "available", timeout=10)
+    offer = make_offer("olga", lab.port)
+    await source.async_offer(offer)
+    await olga.wait_for(rf"^Offer #{offer.code}")
+    lab.port.running = False
+    olga.say(source.address, f"yes {offer.code}")
+    olga.say(source.address, "status")
+
+    def ignored() -> int:
+        return sum("reason=runtime-not-running" in r.getMessage() for r in caplog.records)
+
+    await async_eventually(lambda: ignored() == 2, timeout=10)
+    lab.port.running = True
+    olga.say(source.address, "status")
+    await olga.wait_for(r"^You are available", timeout=10)
+    assert len(olga.received) == 2  # the offer, then the one status asked while active
+    assert lab.port.answers == []
 
 
 async def test_several_offers_need_the_code_and_commands_answer(lab: Lab) -> None:
