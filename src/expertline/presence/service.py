@@ -20,6 +20,7 @@ from expertline.config.schema import PresenceSource as PresenceSourceConfig
 from expertline.presence.mapping import StatusMap
 from expertline.presence.protocol import MessageSet
 from expertline.presence.xmpp import XmppSettings, XmppSource
+from expertline.routing.build import expert_spec
 from expertline.routing.model import ExpertSpec
 from expertline.runtime.ports import RoutingPort
 
@@ -53,11 +54,16 @@ class RuntimeDirectory:
         if doc is None or not doc.presence:
             return []
         first = doc.presence[0].id
+        running = self._port.running
         served: list[ExpertSpec] = []
         for expert in doc.experts:
             if not expert.im or (expert.presence_source or first) != source_id:
                 continue
             spec = self._port.expert(expert.id)
+            if spec is None and not running:
+                # A standby: its runtime holds no configuration; the stored one says whom
+                # to listen to, so presence is warm when this node takes over.
+                spec = expert_spec(expert, [])
             if spec is not None:
                 served.append(spec)
         return served

@@ -450,7 +450,14 @@ class XmppSource:
         self._jid_of = {expert.id: jid for jid, expert in served.items()}
 
     async def _sync_subscriptions(self, client: ClientXMPP | ComponentXMPP) -> None:
-        """Subscribe to every served expert; drop roster entries of experts no longer served."""
+        """Subscribe to every served expert; drop roster entries of experts no longer served.
+
+        Only a node whose runtime runs does this: the two nodes of an HA pair share the
+        router's account and roster, and a standby (whose view of the configuration may be
+        older) only listens."""
+        if not self._port.running:
+            log.info("roster left to the active node source=%s", self.id)
+            return
         wanted = set(self._served)
         if isinstance(client, ComponentXMPP):
             # No server roster for components: subscribe at every session. A contact already
@@ -526,6 +533,7 @@ class XmppSource:
         self._mark_all_dirty()
         self._reported.clear()
         self._resynced.set()
+        self._version = -1  # the next configuration poll refreshes whom to serve, and the roster
 
     def _mark_dirty(self, expert_id: str) -> None:
         self._dirty[expert_id] = None

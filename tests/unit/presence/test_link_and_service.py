@@ -58,11 +58,13 @@ messages:
 
 
 class _Port:
-    def __init__(self) -> None:
+    def __init__(self, running: bool = True) -> None:
         self.doc = load_yaml(DOC)
-        self.specs = {
+        self.running = running
+        self.specs = {  # a runtime that is not running holds no configuration
             e.id: ExpertSpec(e.id, e.name, e.phone, im=e.im, locale=e.locale)
             for e in self.doc.experts
+            if running
         }
 
     @property
@@ -103,3 +105,11 @@ def test_directory_serves_each_source_its_experts_texts_and_show_rules() -> None
     assert directory.messages("en").render("notice", code="1", queue="Q", caller="c", waited="1s")
     assert directory.show_rules("q") == {"caller": "masked", "account": "hidden"}
     assert directory.show_rules("nope") == {}
+
+
+def test_a_standby_directory_serves_the_stored_experts() -> None:
+    """An HA standby's runtime is not running: whom to listen to comes from the document."""
+    directory = RuntimeDirectory(_Port(running=False))  # type: ignore[arg-type]
+    (alice,) = directory.experts("corp")
+    assert (alice.id, alice.im) == ("alice", "Alice@Example.test")
+    assert [e.id for e in directory.experts("other")] == ["bob"]
