@@ -357,6 +357,12 @@ class Queue(_Model):
     service_level: Duration = Field(
         default=20.0, description="Threshold for the service-level figures in reports."
     )
+    max_task_lifetime: Duration = Field(
+        default=28800.0,  # 8h, as routing.model.MAX_TASK_LIFETIME
+        gt=0,
+        description="A task still with its expert this long after it was created (its end "
+        "never reported) ends with TCD 41 and frees the expert.",
+    )
     show: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")], Visibility] = (
         Field(
             default_factory=dict,

@@ -111,6 +111,7 @@ def queue_spec(queue: Queue) -> QueueSpec:
         max_no_answer=queue.max_no_answer,
         ring_timeout=queue.ring_timeout,
         service_level=queue.service_level,
+        max_task_lifetime=queue.max_task_lifetime,
         priority=queue.priority,
         escalate=tuple(EscalationStep(after=step.after) for step in queue.escalate),
     )

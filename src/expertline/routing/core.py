@@ -88,9 +88,10 @@ from expertline.routing.events import (
     TimerFired,
 )
 from expertline.routing.live import ExpertLive, Offer, Task
-from expertline.routing.model import ExpertSpec, QueueSpec, RoutingConfig
+from expertline.routing.model import MAX_TASK_LIFETIME, ExpertSpec, QueueSpec, RoutingConfig
 from expertline.routing.states import (
     WAITING,
+    WITH_EXPERT,
     OfferStatus,
     OfferTrigger,
     TaskStatus,
@@ -309,6 +310,8 @@ class RoutingCore:
             if t.status in WAITING:
                 core._arm_task_timers(t, quiet=True)
                 core._rehung(t)
+            elif t.status in WITH_EXPERT:
+                core._arm_lifetime(t, quiet=True)
         for e in core._experts.values():
             if e.wrapup_until is not None:
                 core._set_timer(f"wrapup:{e.id}", e.wrapup_until, "wrapup", e.id, "", quiet=True)
@@ -553,6 +556,7 @@ class RoutingCore:
             self._expert_changed(e)
             self._work_experts.add(eid)
         t.status = advance_task(t.status, TaskTrigger.DELIVERY_FAILED)
+        self._drop_timer(f"lifetime:{t.id}", cancel=True)
         t.expert_id = None
         t.label = None
         t.assigned_at = None
@@ -614,6 +618,12 @@ class RoutingCore:
                 self._work_tasks.add(a)
             if b in self._experts:
                 self._work_experts.add(b)
+        elif kind == "lifetime":
+            t = self._tasks.get(a)
+            if t is not None and t.status in WITH_EXPERT:
+                # Lost signalling: nobody reported the call's end. Free the expert.
+                log.info("task=%s ended disposition=41 reason=max_task_lifetime", t.id)
+                self._end(t, TaskTrigger.EXPIRE, records.MAX_TASK_LIFETIME)
 
     def _on_recovered(self, ev: Recovered) -> None:
         if ev.failover:
@@ -899,6 +909,7 @@ class RoutingCore:
         e.handled += 1
         e.no_answer = 0
         self._cancel_task_timers(t)
+        self._arm_lifetime(t)
         self._rehung(t)
         self._dirty_tasks.add(t.id)
         self._expert_changed(e)
@@ -1077,6 +1088,8 @@ class RoutingCore:
         t.call_disposition = disposition
         if t.id in self._task_timers:
             self._cancel_task_timers(t)
+        if t.expert_id is not None:
+            self._drop_timer(f"lifetime:{t.id}", cancel=True)
         self._rehung(t)
         if t.expert_id is not None:
             e = self._experts.get(t.expert_id)
@@ -1273,6 +1286,13 @@ class RoutingCore:
             if keep_cooldowns and self._timers[key][1] == "cooldown":
                 continue
             self._drop_timer(key, cancel=True)
+
+    def _arm_lifetime(self, t: Task, quiet: bool = False) -> None:
+        """The bound of a task with its expert: ``max_task_lifetime`` after its creation."""
+        spec = self._queues.get(t.queue_id) or self._retired_queues.get(t.queue_id)
+        lifetime = spec.max_task_lifetime if spec is not None else MAX_TASK_LIFETIME
+        at = max(self._now, t.created_at + lifetime)
+        self._set_timer(f"lifetime:{t.id}", at, "lifetime", t.id, "", quiet=quiet)
 
     def _arm_task_timers(self, t: Task, quiet: bool = False) -> None:
         """Max wait and the next escalation step (counted from entering the current queue)

@@ -51,6 +51,7 @@ DISPOSITIONS = """\
 | `reject` (max wait without fallback, or its queue removed) | 22 | 22 |
 | `fail` (routing client) | given, or 12 | given, or 12 |
 | `lost` (node failure) | 27 | 27 |
+| `expire` (still with its expert at `max_task_lifetime`: its end was never reported) | 41 | 41 |
 """
 
 EXPERT_NOTES = """\
@@ -99,6 +100,7 @@ before its time (an earlier setting of a moved timer).
 | `escalate:<task id>:<step>` | the task enters a queue or a step | the next selection step |
 | `cooldown:<task id>:<expert id>` | decline / timeout / delivery failure, with a cooldown | the expert may have the task again |
 | `wrapup:<expert id>` | a handled task ends, with wrap-up | the expert is free again |
+| `lifetime:<task id>` | the task is assigned (at creation + `max_task_lifetime`) | still assigned or connected: its end was never reported; `failed` with TCD 41, the expert is free |
 """
 
 

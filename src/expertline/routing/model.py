@@ -45,6 +45,9 @@ class EscalationStep:
     after: float  # seconds waited (since the task entered this queue) before this step applies
 
 
+MAX_TASK_LIFETIME = 8 * 3600.0  # seconds; the default bound of a task that holds an expert
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSpec:
     id: str
@@ -60,6 +63,7 @@ class QueueSpec:
     max_no_answer: int = 0
     ring_timeout: float = 20.0
     service_level: float = 20.0
+    max_task_lifetime: float = MAX_TASK_LIFETIME  # with the expert this long after creation: TCD 41
     priority: int = 0
     escalate: tuple[EscalationStep, ...] = ()
 

@@ -28,6 +28,7 @@ TIME_OUT = 22  # rejected: no expert and no fallback
 FAILED_SOFTWARE = 27  # outcome unknown because a node failed
 CHAT_ABANDONED_BEFORE_OFFER = 36
 CHAT_ABANDONED_WHILE_OFFERED = 37
+MAX_TASK_LIFETIME = 41  # Maximum Task Lifetime Exceeded: still with its expert, end never reported
 
 DELIVERY_FAILURES = frozenset({RING_NO_ANSWER, BUSY})
 

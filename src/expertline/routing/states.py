@@ -46,6 +46,7 @@ class TaskTrigger(StrEnum):
     FALLBACK = "fallback"  # max wait: sent to a fallback label
     REJECT = "reject"  # max wait with no fallback, or its queue was removed
     LOST = "lost"  # outcome unknown after a node failure (TCD 27)
+    EXPIRE = "expire"  # still with its expert at max_task_lifetime, end never reported (TCD 41)
 
 
 class OfferStatus(StrEnum):
@@ -86,8 +87,9 @@ TASK_TRANSITIONS: dict[TaskStatus, dict[TaskTrigger, TaskStatus]] = {
         TT.FAIL: T.FAILED,
         TT.DELIVERY_FAILED: T.QUEUED,
         TT.LOST: T.FAILED,
+        TT.EXPIRE: T.FAILED,
     },
-    T.CONNECTED: {TT.END: T.COMPLETED, TT.FAIL: T.FAILED, TT.LOST: T.FAILED},
+    T.CONNECTED: {TT.END: T.COMPLETED, TT.FAIL: T.FAILED, TT.LOST: T.FAILED, TT.EXPIRE: T.FAILED},
     T.COMPLETED: {},
     T.ABANDONED: {},
     T.OVERFLOWED: {},

@@ -6,7 +6,7 @@ from expertline.config.schema import ConfigDocument
 from expertline.config.validate import load_yaml, require_valid
 from expertline.routing.build import build_routing_config
 from expertline.routing.eligibility import EligibilityIndex
-from expertline.routing.model import EscalationStep, ExpertSpec, OnMaxWait
+from expertline.routing.model import MAX_TASK_LIFETIME, EscalationStep, ExpertSpec, OnMaxWait
 
 DOC = """
 attributes:
@@ -43,6 +43,7 @@ queues:
     max_no_answer: 3
     ring_timeout: 25s
     service_level: 10s
+    max_task_lifetime: 2h
     escalate:
       - {after: 30s, select: "billing >= 20"}
       - {after: 1m30s, select: "true"}
@@ -82,6 +83,7 @@ def test_document_maps_onto_the_core_model() -> None:
     assert (q.order, q.skill, q.offer_to, q.priority) == ("most_skilled", "billing", None, 5)
     assert (q.offer_timeout, q.max_wait, q.wrap_up, q.decline_cooldown) == (15, 120, 30, 60)
     assert (q.ring_timeout, q.service_level, q.max_no_answer) == (25, 10, 3)
+    assert q.max_task_lifetime == 7200
     assert q.on_max_wait == OnMaxWait("overflow", "billing-any")
     assert q.escalate == (EscalationStep(after=30.0), EscalationStep(after=90.0))
     assert config.queues["billing-any"].on_max_wait == OnMaxWait(
@@ -89,6 +91,9 @@ def test_document_maps_onto_the_core_model() -> None:
     )
     m = config.queues["minimal"]
     assert (m.order, m.offer_to, m.offer_timeout, m.max_wait) == ("longest_idle", 1, 20, 300)
+    assert (
+        m.max_task_lifetime == MAX_TASK_LIFETIME == 8 * 3600
+    )  # the schema's default is the core's
     assert m.on_max_wait == OnMaxWait("reject", None) and m.escalate == ()
 
     assert config.matches == {

@@ -395,6 +395,55 @@ def test_recovered_after_a_failover_tells_each_expert_with_work_once() -> None:
     assert told == [NotifyExpert("a", "failover"), NotifyExpert("b", "failover")]  # not c
 
 
+def test_a_task_whose_end_is_never_reported_frees_its_expert_with_tcd_41() -> None:
+    """Lost signalling: no `connected` or `ended` ever comes. The task is bounded."""
+    queue = QueueSpec("q", "Q", max_task_lifetime=3600.0, max_wait=7200.0)
+    sim = Sim(config([expert("a")], [queue]))
+    sim.available("a", step=1)
+    created = sim.now
+    sim.send(TaskCreated("t1", "q"))
+    sim.send(OfferAccepted(sim.open_offer("a")))
+    sim.send(TaskCreated("t2", "q"))  # waits: a is busy
+    assert sim.timers["lifetime:t1"] == created + 3600.0
+    sim.advance(3599.0)
+    assert sim.status("t1") == "assigned" and sim.records("tcd") == []
+    sim.advance(1.0)
+    (tcd,) = sim.records("tcd")
+    assert (tcd["task_id"], tcd["call_disposition"]) == ("t1", 41)
+    assert sim.status("t1") == "failed" and "lifetime:t1" not in sim.core.timers()
+    assert sim.open_offer("a")  # free again: the waiting task reaches her
+
+
+def test_a_connected_call_is_bounded_too_and_a_reported_end_cancels_the_bound() -> None:
+    sim = Sim(config([expert("a")], [QueueSpec("q", "Q", max_task_lifetime=600.0)]))
+    sim.available("a", step=1)
+    for tid in ("long", "short"):
+        sim.send(TaskCreated(tid, "q"))
+        sim.send(OfferAccepted(sim.open_offer("a")))
+        sim.send(CallConnected(tid))
+        if tid == "short":
+            sim.send(CallEnded(tid))
+            assert f"lifetime:{tid}" not in sim.core.timers()
+        else:
+            sim.advance(600.0)
+    assert [(r["task_id"], r["call_disposition"]) for r in sim.records("tcd")] == [
+        ("long", 41),
+        ("short", 13),
+    ]
+    sim.advance(3600.0)
+    assert len(sim.records("tcd")) == 2  # nothing fires for an ended task
+
+
+def test_a_requeued_task_loses_its_bound_until_it_is_assigned_again() -> None:
+    sim = two(max_task_lifetime=600.0)
+    sim.send(TaskCreated("t1", "q"))
+    sim.send(OfferAccepted(sim.open_offer("a")))
+    assert "lifetime:t1" in sim.core.timers()
+    sim.send(DeliveryFailed("t1", 19))  # ring no answer: back to the queue
+    assert "lifetime:t1" not in sim.core.timers()
+    assert sim.status("t1") in ("queued", "offered")
+
+
 def test_removing_a_queue_rejects_its_waiting_tasks_only() -> None:
     qa, qb = QueueSpec("qa", "A"), QueueSpec("qb", "B")
     cfg = config([expert("a"), expert("b")], [qa, qb], matches={"qa": ({"a"},), "qb": ({"b"},)})

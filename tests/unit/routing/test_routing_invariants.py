@@ -287,11 +287,15 @@ class RoutingMachine(RuleBasedStateMachine):
             elif kind == "wrapup":
                 st_ = core.expert_state(rest)
                 assert st_ is not None and st_["wrapup_until"] is not None, key
+            elif kind == "lifetime":
+                assert rest in live and live[rest]["status"] in ("assigned", "connected"), key
             else:
                 raise AssertionError(key)
         for t in live.values():
             if t["status"] in ("queued", "offered"):
                 assert f"maxwait:{t['id']}" in timers
+            else:  # with its expert: bounded, whatever the routing client reports or not
+                assert f"lifetime:{t['id']}" in timers
 
     @invariant()
     def settled(self) -> None:

@@ -211,3 +211,17 @@ def test_a_late_answer_after_a_restore_is_still_closed() -> None:
     core.handle(Recovered(), sim.now)
     assert core.handle(OfferAccepted("t0.1"), sim.now) == [AnswerRefused("t0.1", "a", "closed")]
     assert core.handle(OfferAccepted("t0.99"), sim.now) == [AnswerRefused("t0.99", None, "unknown")]
+
+
+def test_a_restored_task_with_its_expert_keeps_its_lifetime_bound() -> None:
+    store = Store()
+    sim = StoredSim(cfg(), store)
+    sim.send(PresenceChanged("a", "available"))
+    created = sim.now
+    sim.send(TaskCreated("t0", "sales"))
+    sim.send(OfferAccepted(sim.open_offer("a")))
+    sim.now += 60
+    core = store.restore(cfg(), sim.now)
+    out = core.handle(Recovered(), sim.now)
+    lifetime = cfg().queues["sales"].max_task_lifetime
+    assert SetTimer("lifetime:t0", created + lifetime) in out
