@@ -54,6 +54,8 @@ from expertline.runtime.ports import OfferView, RoutingPort
 
 log = logging.getLogger("expertline.presence.xmpp")
 
+STANDBY_RECHECK = 10.0  # seconds between looks at a runtime that is not running
+
 ROSTER_GROUP = "expertline"
 ROSTER_WINDOW = 64  # roster updates in flight at once
 RECENT_OFFERS = 20  # per expert, to tell a late answer from an unknown code
@@ -566,6 +568,16 @@ class XmppSource:
             changes = [(e, self.presence_of(e)) for e in batch]
             changes = [(e, s) for e, s in changes if self._reported.get(e) != s]
             if not changes:
+                continue
+            if not self._port.running:
+                # An HA standby (or a runtime not started yet): keep the changes until the
+                # runtime starts; its start asks for a resync. Nothing to warn about.
+                for expert_id, _ in changes:
+                    self._dirty.setdefault(expert_id, None)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._resynced.wait(), timeout=STANDBY_RECHECK)
+                self._resynced.clear()
+                self._wake.set()
                 continue
             told = await asyncio.gather(*(self._tell(e, s) for e, s in changes))
             failed = [e for (e, _), ok in zip(changes, told, strict=True) if not ok]

@@ -203,6 +203,23 @@ async def test_presence_the_runtime_refused_is_told_again_with_backoff(lab: Lab)
     assert lab.port.refuse_presence == 0
 
 
+async def test_a_standby_keeps_presence_quietly_until_its_runtime_starts(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    lab.add_expert("stan")
+    source = await lab.source()
+    stan = await lab.sign_in("stan")
+    await async_eventually(lambda: lab.port.presence.get("stan") == "available", timeout=10)
+    lab.port.running = False  # this node lost the lease: the standby now
+    stan.set_show("away")
+    await async_eventually(lambda: source.presence_of("stan") == "away", timeout=10)
+    assert lab.port.presence["stan"] == "available"  # nobody to tell while standby
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    lab.port.running = True  # the node took over; its runtime's start asks for a resync
+    source.resync_presence()
+    await async_eventually(lambda: lab.port.presence.get("stan") == "away", timeout=2)
+
+
 async def test_a_resync_tells_presence_at_once_even_during_a_backoff(lab: Lab) -> None:
     """A standby's source keeps being refused; when its runtime starts (an HA takeover) it
     asks for a resync, which does not wait for the backoff to end."""
