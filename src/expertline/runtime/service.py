@@ -631,20 +631,16 @@ class RuntimeService:
         except Fenced:
             # Nothing of this batch is durable and another node runs from the database now:
             # its callers get 503, nothing is published, no effect leaves.
-            self._ops_in_flight -= len(results)
-            for op, _, _ in results:
-                if op.future is not None and not op.future.done():
-                    op.future.set_exception(
-                        ServiceStopped("this node is no longer the active one; retry")
-                    )
-            return
-        if previous is not None:
-            await asyncio.wait([previous])
+            refused = "this node is no longer the active one; retry"
+            results = [(op, False, ServiceStopped(refused)) for op, _, _ in results]
+        else:
+            if previous is not None:
+                await asyncio.wait([previous])
+            try:
+                self._after_commit(pending)
+            except Exception:  # publishing must not stop the writer
+                log.exception("publishing a committed batch failed")
         self._ops_in_flight -= len(results)
-        try:
-            self._after_commit(pending)
-        except Exception:  # publishing must not stop the writer
-            log.exception("publishing a committed batch failed")
         for op, ok, value in results:
             if op.future is None or op.future.done():
                 continue

@@ -7,7 +7,8 @@ loop. ``ThreadWriter`` (PostgreSQL, in-memory SQLite) commits in a worker thread
 waits on the network with the lock released.
 
 Both commit batches in the order they are given (the process writer takes the next ones
-before answering the first) and raise ``CommitError`` when a batch did not commit. A retry
+before answering the first) and raise ``CommitError`` when a batch did not commit, or, on
+PostgreSQL, ``Fenced`` when another node holds the HA lease (never retried). A retry
 of the same batch is always safe: every transaction records its batch number, a batch
 already written is skipped and one ahead of a missing one is refused
 (``store.write_batch``, ``sqlwrite.SqliteBatchWriter.write``), which covers the case where
