@@ -246,9 +246,7 @@ def _present_chains(conn: Connection) -> list[tuple[MigrationChain, str, list[st
     existing = set(conn.dialect.get_table_names(conn))
     found = []
     for chain, declared in CHAINS:
-        if chain.version_table not in existing:
-            continue
-        revision = conn.execute(text(f"SELECT version_num FROM {chain.version_table}")).scalar()
+        revision = chain.revision(conn)
         if revision is None:
             continue
         _known_revision(chain, revision)
@@ -443,9 +441,7 @@ def _require_empty(engine: Engine, manifest: dict[str, Any]) -> None:
     with engine.connect() as conn:
         existing = set(conn.dialect.get_table_names(conn))
         for chain, declared in CHAINS:
-            if chain.version_table not in existing:
-                continue
-            current = conn.execute(text(f"SELECT version_num FROM {chain.version_table}")).scalar()
+            current = chain.revision(conn)
             wanted = manifest["revisions"].get(chain.label)
             if current is not None and wanted is not None and current != wanted:
                 raise BackupError(

@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
 from expertline.db.engine import DatabaseError
@@ -42,10 +42,14 @@ class MigrationChain:
     def current_revision(self, engine: Engine) -> str | None:
         try:
             with engine.connect() as conn:
-                ctx = MigrationContext.configure(conn, opts={"version_table": self.version_table})
-                return ctx.get_current_revision()
+                return self.revision(conn)
         except OperationalError as exc:
             raise DatabaseError(f"cannot reach the database: {first_line(exc)}") from exc
+
+    def revision(self, conn: Connection) -> str | None:
+        """This chain's revision as ``conn`` sees it (None: its schema is not there)."""
+        ctx = MigrationContext.configure(conn, opts={"version_table": self.version_table})
+        return ctx.get_current_revision()
 
     def upgrade(self, engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         """Bring the schema to ``revision``; returns (before, after)."""
@@ -57,9 +61,7 @@ class MigrationChain:
                     conn.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": self.pg_lock_key}
                     )
-                before = MigrationContext.configure(
-                    conn, opts={"version_table": self.version_table}
-                ).get_current_revision()
+                before = self.revision(conn)
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
         except OperationalError as exc:
