@@ -49,6 +49,12 @@ class MemoryLease:
             self.expires = time.monotonic() + ttl
             return True
 
+    def taken_by(self, holder: str, seconds: float = 60) -> None:
+        """Another node holds the lease now, whatever this one believes."""
+        with self.lock:
+            self.holder, self.token = holder, self.token + 1
+            self.expires = time.monotonic() + seconds
+
     def release(self, holder: str, token: int) -> None:
         self._reachable()
         with self.lock:
@@ -135,9 +141,7 @@ async def test_a_node_whose_lease_was_taken_steps_down() -> None:
     a, run_a, _ = keeper(lease, "a")
     await a.async_start()
     try:
-        with lease.lock:  # e.g. this node was paused longer than the lease lasts
-            lease.holder, lease.token = "b", lease.token + 1
-            lease.expires = time.monotonic() + 60
+        lease.taken_by("b")  # e.g. this node was paused longer than the lease lasts
         await async_eventually(lambda: not run_a.running, timeout=2 * TIMES.ttl)
         assert not a.active and a.token is None
     finally:
@@ -150,9 +154,7 @@ async def test_a_fenced_commit_makes_the_node_step_down_at_once() -> None:
     await a.async_start()
     try:
         assert run_a.on_fenced is not None
-        with lease.lock:
-            lease.holder, lease.token = "b", lease.token + 1
-            lease.expires = time.monotonic() + 60
+        lease.taken_by("b")
         run_a.on_fenced()  # what the runtime does when a commit finds the token stale
         await async_eventually(lambda: not run_a.running, timeout=TIMES.renew_every / 2)
     finally:
