@@ -119,7 +119,10 @@ class Node:
             create_front = _optional("expertline.sip.front", "create_sip_front")
             if create_front is None:
                 raise StartupError("--sip was given but this installation has no SIP front")
-            front = create_front(self.ctx, runtime)
+            try:
+                front = create_front(self.ctx, runtime)
+            except ValueError as exc:  # incomplete or malformed SIP trust settings
+                raise StartupError(f"SIP front: {exc}") from exc
             self.ctx.services["sip"] = front
             self.services.append(("sip", front))
 

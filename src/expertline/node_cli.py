@@ -30,6 +30,27 @@ def register(app: typer.Typer) -> None:
         sip_mode: Annotated[
             str | None, typer.Option(help="redirect | proxy (default redirect).")
         ] = None,
+        sip_trusted: Annotated[
+            str | None,
+            typer.Option(
+                help="Peers that may attach a SIP call to an existing task: addresses or "
+                "networks, comma-separated (e.g. 10.0.0.0/8,127.0.0.1)."
+            ),
+        ] = None,
+        sip_attach_key_env: Annotated[
+            str | None,
+            typer.Option(
+                help="Environment variable holding the attach key; unset: SIP calls never "
+                "attach to an existing task."
+            ),
+        ] = None,
+        sip_targets: Annotated[
+            str | None,
+            typer.Option(
+                help="Hosts the SIP front may call besides the experts' phone hosts: names, "
+                "*.domain, addresses or networks, comma-separated."
+            ),
+        ] = None,
         presence: Annotated[
             bool | None,
             typer.Option(
@@ -48,6 +69,9 @@ def register(app: typer.Typer) -> None:
             http=http,
             sip=sip,
             sip_mode=sip_mode,
+            sip_trusted=sip_trusted,
+            sip_attach_key_env=sip_attach_key_env,
+            sip_targets=sip_targets,
             presence=presence,
             log_level=log_level,
             log_format=log_format,

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     http: str = "127.0.0.1:8080"
     sip: str | None = None
     sip_mode: SipMode = "redirect"
+    # SIP trust (docs/sip.md): peers that may attach a call to an existing task (addresses or
+    # networks), the environment variable holding the attach key (unset: attaching is off), and
+    # hosts the front may call besides the experts' phone hosts (proxy mode). Lists may be
+    # given comma-separated (flags, environment).
+    sip_trusted: list[str] | str = Field(default_factory=list)
+    sip_attach_key_env: str | None = None
+    sip_targets: list[str] | str = Field(default_factory=list)
     presence: bool = True  # connect the configured presence sources (XMPP); off: REST presence only
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
@@ -65,6 +72,22 @@ class Settings(BaseSettings):
             return value
         parse_host_port(value)
         return value
+
+    @field_validator("sip_trusted", "sip_targets", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """Checked by the SIP front when it starts (``sip/trust.py``)."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def sip_trusted_list(self) -> list[str]:
+        return _listed(self.sip_trusted)
+
+    @property
+    def sip_targets_list(self) -> list[str]:
+        return _listed(self.sip_targets)
 
     @classmethod
     def settings_customise_sources(
@@ -91,6 +114,10 @@ class Settings(BaseSettings):
     @property
     def reporting_db_url(self) -> str:
         return normalize_db_url(self.reporting_db) if self.reporting_db else self.db_url
+
+
+def _listed(value: list[str] | str) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 def normalize_db_url(url: str) -> str:

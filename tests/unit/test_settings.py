@@ -60,3 +60,14 @@ def test_helpers():
     assert parse_host_port("[::1]:5060") == ("::1", 5060)
     with pytest.raises(ValueError):
         parse_host_port("host:99999")
+
+
+def test_sip_trust_lists_from_every_layer(clean_env, tmp_path):
+    for name in ("EXPERTLINE_SIP_TRUSTED", "EXPERTLINE_SIP_TARGETS"):
+        clean_env.delenv(name, raising=False)
+    assert load_settings().sip_trusted_list == [] and load_settings().sip_attach_key_env is None
+    (tmp_path / "expertline.toml").write_text('sip_targets = ["gw.test", "*.phones.test"]\n')
+    assert load_settings().sip_targets_list == ["gw.test", "*.phones.test"]
+    clean_env.setenv("EXPERTLINE_SIP_TRUSTED", "10.0.0.0/8, 127.0.0.1")
+    assert load_settings().sip_trusted_list == ["10.0.0.0/8", "127.0.0.1"]
+    assert load_settings(sip_trusted="192.0.2.1").sip_trusted_list == ["192.0.2.1"]

@@ -93,6 +93,9 @@ class InstantPort:
             str(self.count), "0", "assigned", "bench", "e0", "sip:1000@127.0.0.1:5999", ""
         )
 
+    async def async_create_task_ex(self, request: Any) -> tuple[Any, bool]:
+        return await self.async_create_task(request), True
+
     async def async_task_event(self, task_id: str, type: str, disposition: Any = None) -> Any:
         return None
 

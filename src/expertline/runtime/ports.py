@@ -120,6 +120,11 @@ class TaskPort(Protocol):
 
     async def async_create_task(self, request: TaskRequest) -> TaskView: ...
 
+    async def async_create_task_ex(self, request: TaskRequest) -> tuple[TaskView, bool]:
+        """Like ``async_create_task``, and whether the task is new (False: the task that
+        already had this ``external_id``, unchanged)."""
+        ...
+
     async def async_task_event(
         self, task_id: str, type: TaskEventType, disposition: int | None = None
     ) -> TaskView: ...

@@ -12,6 +12,7 @@ States (``STATES``)::
         proxy mode:    INVITE to the label (a "branch")              -> ringing
     ringing --2xx--> connected --Bye--> done
     ringing --486/600 (busy: 8) | no answer, ring_timeout or failure (19)--> queued (requeued)
+    ringing --BranchRefused (the phone's host is not an allowed target: 19)--> queued
     creating/queued/ringing --CallerCancel--> done (487, task abandoned)
     queued --TaskChanged(overflowed)--> done (302 to the fallback label)
     queued --TaskChanged(rejected)--> done (480)
@@ -77,6 +78,14 @@ class BranchFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class BranchRefused:
+    """The front would not call the branch's target: its host is not an allowed SIP target."""
+
+    branch: int
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     name: Literal["ring", "refresh", "max_call"]
 
@@ -94,6 +103,7 @@ CallEvent = (
     | CallerCancel
     | BranchResponse
     | BranchFailed
+    | BranchRefused
     | TimerFired
     | Bye
 )
@@ -221,6 +231,7 @@ TABLE: dict[tuple[State, type], str] = {
     ("queued", BranchResponse): "stale_branch",
     ("ringing", BranchResponse): "branch_response",
     ("ringing", BranchFailed): "branch_failed",
+    ("ringing", BranchRefused): "branch_refused",
     ("ringing", TimerFired): "ring_timer",
     ("ringing", CallerCancel): "cancel_ringing",
     ("ringing", TaskChanged): "ignore",
@@ -234,9 +245,11 @@ TABLE: dict[tuple[State, type], str] = {
     ("done", CreateFailed): "ignore",
     ("done", TimerFired): "ignore",
     ("done", BranchFailed): "ignore",
+    ("done", BranchRefused): "ignore",
     ("done", CallerCancel): "ignore",
     ("done", Bye): "ignore",
     ("queued", BranchFailed): "ignore",
+    ("queued", BranchRefused): "ignore",
     ("queued", Bye): "ignore",
 }
 
@@ -394,6 +407,15 @@ class CallFlow:
         if event.branch != self.branch:
             return []
         self._decide(f"no response from the phone (branch {self.branch}); requeue (19)")
+        return self._requeue(19, cancel=False)
+
+    def _branch_refused(self, event: BranchRefused) -> list[CallCommand]:
+        if event.branch != self.branch:
+            return []
+        self._decide(
+            f"the phone's host {event.host} is not an allowed SIP target (branch {self.branch});"
+            " not called, requeue (19)"
+        )
         return self._requeue(19, cancel=False)
 
     def _ring_timer(self, event: TimerFired) -> list[CallCommand]:

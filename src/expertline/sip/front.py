@@ -14,16 +14,18 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from expertline.errors import ExpertlineError, InvalidInput, NotFound
-from expertline.runtime.ports import TaskPort, TaskRequest, TaskView
+from expertline.errors import ExpertlineError, Forbidden, InvalidInput, NotFound
+from expertline.runtime.ports import TaskPort, TaskView
 from expertline.settings import SipMode, parse_host_port
 from expertline.sip import calls
 from expertline.sip.message import (
+    SINGLE_VALUED,
     SIP_VERSION,
     CSeq,
     Headers,
@@ -33,6 +35,7 @@ from expertline.sip.message import (
     Response,
     SipUri,
     Via,
+    canonical_name,
     is_digits,
     make_response,
     new_branch,
@@ -43,6 +46,7 @@ from expertline.sip.message import (
     parse_uri,
     parse_via,
 )
+from expertline.sip.task_request import RoutingRequest, build_task_request, uri_number
 from expertline.sip.transaction import (
     DEFAULT_TIMERS,
     ClientInvite,
@@ -62,6 +66,7 @@ from expertline.sip.transaction import (
     response_event,
 )
 from expertline.sip.transport import Peer, SipTransport, TransportName
+from expertline.sip.trust import AttachPolicy, OutboundTargets, attach_policy, target_host
 
 log = logging.getLogger("expertline.sip")
 
@@ -71,8 +76,7 @@ KNOWN_METHODS = frozenset(
     {"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER", "PUBLISH"}
 )
 SUPPORTED_OPTIONS: frozenset[str] = frozenset()
-MAX_ATTRIBUTES = 32
-MAX_ATTRIBUTE_VALUE = 256
+REASON_MAX = 200  # characters of a reason phrase that says what was wrong with a request
 WAIT_SLICE = 30.0  # seconds per long-poll of the task's status (re-armed until it changes)
 PORT_TIMEOUT = 30.0  # bound on any one call into the runtime
 
@@ -136,8 +140,13 @@ class SipFront:
         wait_slice: float = WAIT_SLICE,
         active: Callable[[], bool] | None = None,
         health: Any = None,
+        attach: AttachPolicy | None = None,
+        targets: OutboundTargets | None = None,
     ) -> None:
         self.port = port
+        # Who may join a call to an existing task (default: nobody), and where calls may go.
+        self.attach = attach or AttachPolicy()
+        self.targets = targets or OutboundTargets(config=lambda: getattr(port, "config", None))
         # Is this the node that takes calls (HA: the active one)? Standby answers 503.
         self.active = active or (lambda: True)
         self.health = health
@@ -238,7 +247,7 @@ class SipFront:
         except ParseError as exc:  # a header we needed was malformed
             self._count("bad")
             if isinstance(message, Request) and message.method != "ACK":
-                self._reply_stateless(message, peer, 400, f"Bad Request ({exc})"[:120])
+                self._reply_stateless(message, peer, 400, f"Bad Request ({exc})"[:REASON_MAX])
         except Exception:
             log.exception("sip message handling failed peer=%s", peer)
 
@@ -253,19 +262,22 @@ class SipFront:
             log.info("sip dropped unparseable message peer=%s error=%s", peer, why)
             return
         wanted = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
-        headers: list[tuple[str, str]] = []
+        h = Headers()
         for line in lines[1:]:
             name, colon, value = line.partition(":")
-            if colon and name.strip().lower() in wanted:
-                headers.append((name.strip(), value.strip()))
+            name = name.strip()
+            if not colon or name.lower() not in wanted:
+                continue
+            # A duplicated Call-ID/From/To/CSeq may be why it is refused: echo the first.
+            if canonical_name(name) not in SINGLE_VALUED or not h.has(name):
+                h.add(name, value.strip())
         try:
-            h = Headers(headers)
             via = h.get("Via")
             if via is None:
                 raise ParseError("no Via")
             parse_via(via)
             request = Request(h, b"", "INVITE", "sip:invalid")
-            reason = f"Bad Request ({why})"[:120]
+            reason = f"Bad Request ({why})"[:REASON_MAX]
             response = make_response(request, 400, reason, to_tag=new_tag())
         except (ParseError, ValueError):
             log.info("sip dropped unparseable message peer=%s error=%s", peer, why)
@@ -444,7 +456,7 @@ class SipFront:
         self._count("bad")
         log.info("sip rejected bad request peer=%s status=400 reason=%s", peer, problem)
         if request.method != "ACK":
-            self._reply_stateless(request, peer, 400, f"Bad Request ({problem})"[:120])
+            self._reply_stateless(request, peer, 400, f"Bad Request ({problem})"[:REASON_MAX])
 
     def _pop_own_routes(self, request: Request) -> bool:
         """Remove the Route entries that name us (loose routing); True when there were any."""
@@ -490,14 +502,28 @@ class SipFront:
         if uri.scheme not in ("sip", "sips", "tel"):
             self._reply_stateless(request, peer, 416)
             return
-        number = _dialed_number(uri) or _dialed_number(to.uri)
+        try:
+            number = uri_number(uri) or uri_number(to.uri)
+        except ParseError as exc:
+            self._reject_bad(request, peer, f"dialed number: {exc}")
+            return
         if not number:
             self._reply_stateless(request, peer, 404, "Not Found (no dialed number)")
             return
         try:
-            task_request = build_task_request(request, number)
+            routing = build_task_request(request, number, self.attach, peer.host)
         except InvalidInput as exc:
-            self._reply_stateless(request, peer, 400, f"Bad Request ({exc.message})"[:120])
+            self._reject_bad(request, peer, exc.message)
+            return
+        except Forbidden as exc:
+            self._count("forbidden")
+            log.warning(
+                "sip refused an attach call_id=%s peer=%s status=403 reason=%s",
+                request.call_id,
+                peer,
+                exc.message,
+            )
+            self._reply_stateless(request, peer, 403, f"Forbidden ({exc.message})"[:REASON_MAX])
             return
         mode = self.mode_for(number) or self.mode
         entry = self._new_server_tx(request, peer, key)
@@ -509,16 +535,16 @@ class SipFront:
             "sip call arrived call_id=%s entry_point=%s caller=%s mode=%s peer=%s",
             request.call_id,
             number,
-            task_request.caller,
+            routing.task.caller,
             mode,
             peer,
         )
-        self._feed(call, calls.Invite(), task_request)
+        self._feed(call, calls.Invite(), routing)
 
     # --- the call flow --------------------------------------------------------------------------
 
     def _feed(
-        self, call: _Call, event: calls.CallEvent, task_request: TaskRequest | None = None
+        self, call: _Call, event: calls.CallEvent, routing: RoutingRequest | None = None
     ) -> None:
         if self._stopping:
             return
@@ -542,10 +568,10 @@ class SipFront:
                 sentence,
             )
         for command in commands:
-            self._execute(call, command, task_request)
+            self._execute(call, command, routing)
 
     def _execute(
-        self, call: _Call, command: calls.CallCommand, task_request: TaskRequest | None
+        self, call: _Call, command: calls.CallCommand, routing: RoutingRequest | None
     ) -> None:
         if isinstance(command, calls.Respond):
             extra: tuple[tuple[str, str], ...] = ()
@@ -568,8 +594,8 @@ class SipFront:
             relayed.headers.pop_first("Via")
             self._server_respond(call.entry, relayed)
         elif isinstance(command, calls.CreateTask):
-            assert task_request is not None
-            self._spawn(self._create_task(call, task_request))
+            assert routing is not None
+            self._spawn(self._create_task(call, routing))
         elif isinstance(command, calls.WaitTask):
             call.waiter = self._spawn(self._wait_task(call, command.task_id, command.seen_status))
         elif isinstance(command, calls.ReportEvent):
@@ -625,14 +651,16 @@ class SipFront:
         call.timers.pop(name, None)
         self._feed(call, calls.TimerFired(name))
 
-    async def _create_task(self, call: _Call, request: TaskRequest) -> None:
+    async def _create_task(self, call: _Call, routing: RoutingRequest) -> None:
         try:
-            view = await asyncio.wait_for(self.port.async_create_task(request), PORT_TIMEOUT)
+            view, created = await asyncio.wait_for(
+                self.port.async_create_task_ex(routing.task), PORT_TIMEOUT
+            )
         except NotFound as exc:
-            self._feed(call, calls.CreateFailed(404, f"Not Found ({exc.message})"[:120]))
+            self._feed(call, calls.CreateFailed(404, f"Not Found ({exc.message})"[:REASON_MAX]))
             return
         except InvalidInput as exc:
-            self._feed(call, calls.CreateFailed(400, f"Bad Request ({exc.message})"[:120]))
+            self._feed(call, calls.CreateFailed(400, f"Bad Request ({exc.message})"[:REASON_MAX]))
             return
         except ExpertlineError as exc:
             log.warning("sip task refused call_id=%s error=%s", call.call_id, exc.message)
@@ -652,8 +680,22 @@ class SipFront:
             log.exception("sip task creation failed call_id=%s", call.call_id)
             self._feed(call, calls.CreateFailed(500, "Server Internal Error"))
             return
+        if not created and not routing.attach:
+            # Another call (or a routing client) owns this external id: joining its task would
+            # let this caller cancel it or receive its expert. Nothing was changed.
+            log.warning(
+                "sip refused a call whose external id is in use call_id=%s peer=%s status=403",
+                call.call_id,
+                call.peer,
+            )
+            self._feed(call, calls.CreateFailed(403, "Forbidden (external id already in use)"))
+            return
         log.debug(
-            "sip task created call_id=%s task=%s status=%s", call.call_id, view.id, view.status
+            "sip task %s call_id=%s task=%s status=%s",
+            "created" if created else "attached",
+            call.call_id,
+            view.id,
+            view.status,
         )
         self._feed(call, calls.TaskCreated(view))
 
@@ -718,7 +760,7 @@ class SipFront:
 
     async def _forward_invite(self, call: _Call, branch_id: int, target: str) -> None:
         uri = parse_uri(target)
-        peer = await self._resolve(uri)
+        peer, allowed = await self._resolve_target(uri)
         invite = call.invite
         headers = invite.headers.copy()
         headers.set("Max-Forwards", str(max(0, (_max_forwards(invite) or 70) - 1)))
@@ -728,8 +770,19 @@ class SipFront:
             headers.add_first("Record-Route", self._record_route(peer.transport))
         headers.add_first("Via", self._our_via(peer.transport if peer else "udp"))
         request = Request(headers, invite.body, "INVITE", target)
-        branch = _Branch(branch_id, request, peer)
+        branch = _Branch(branch_id, request, peer if allowed else None)
         call.branches[branch_id] = branch
+        if not allowed:
+            log.warning(
+                "sip phone refused call_id=%s task=%s target=%s reason=%s",
+                call.call_id,
+                call.flow.task_id,
+                target,
+                "host is not an allowed SIP target (experts' phone hosts, sip_targets)",
+            )
+            self._count("target_refused")
+            self._feed(call, calls.BranchRefused(branch_id, target_host(uri)))
+            return
         if peer is None:
             log.info("sip phone unreachable call_id=%s target=%s", call.call_id, target)
             self._feed(call, calls.BranchFailed(branch_id))
@@ -754,6 +807,16 @@ class SipFront:
             self._feed(call, calls.BranchFailed(branch_id))
 
         branch.entry = self._new_client_tx(request, peer, deliver, failed)
+
+    async def _resolve_target(self, uri: SipUri) -> tuple[Peer | None, bool]:
+        """Where to send a call, and whether it may go there: a host allowed by name is
+        resolved; another is looked up only when allowed networks may admit its address."""
+        if self.targets.allows_name(uri):
+            return await self._resolve(uri), True
+        if not self.targets.has_networks:
+            return None, False
+        peer = await self._resolve(uri)
+        return peer, peer is not None and self.targets.allows_address(peer.host)
 
     async def _resolve(self, uri: SipUri) -> Peer | None:
         transport: TransportName = "tcp" if uri.transport == "tcp" else "udp"
@@ -963,89 +1026,11 @@ def _normal_host(host: str) -> str:
     return "127.0.0.1" if host in ("localhost", "0.0.0.0") else host
 
 
-def _dialed_number(uri: SipUri) -> str | None:
-    if uri.scheme == "tel" and uri.opaque:
-        return uri.opaque.split(";", 1)[0] or None
-    if uri.user:
-        return uri.user.split(";", 1)[0] or None
-    return None
-
-
-def _user_of(value: str) -> str:
-    addr = parse_name_addr(value)
-    return _dialed_number(addr.uri) or str(addr.uri)
-
-
 def contact_uri(label: str) -> str:
     """A label as a Contact URI: URIs as they are, bare numbers as ``tel:``."""
     if ":" in label and label.split(":", 1)[0].isalpha():
         return label
     return f"tel:{label}"
-
-
-def header_attribute(name: str) -> str | None:
-    """``X-Expertline-Account-Id`` -> ``account_id``; ``X-Customer-Tier`` -> ``customer_tier``.
-
-    Only ``X-`` headers become task attributes; ``X-Expertline-`` is the preferred prefix.
-    """
-    if name[:2] not in ("X-", "x-"):
-        return None
-    lower = name.lower()
-    if lower.startswith("x-expertline-"):
-        rest = lower[len("x-expertline-") :]
-    elif lower.startswith("x-"):
-        rest = lower[2:]
-    else:
-        return None
-    rest = rest.replace("-", "_")
-    return rest or None
-
-
-RESERVED_HEADERS = {"x-expertline-priority": "priority", "x-expertline-external-id": "external_id"}
-
-
-def build_task_request(invite: Request, number: str) -> TaskRequest:
-    """The routing request for an INVITE: caller from P-Asserted-Identity (else From), dialed
-    number, ``X-`` headers as attributes, ``X-Expertline-Priority``/``-External-Id`` as such."""
-    pai = invite.headers.get("P-Asserted-Identity")
-    try:
-        caller = _user_of(pai) if pai else _user_of(invite.headers.get("From") or "")
-    except ParseError:
-        caller = _user_of(invite.headers.get("From") or "")
-    attributes: dict[str, Any] = {}
-    priority: int | None = None
-    external_id: str | None = None
-    for name, value in invite.headers:
-        lower = name.lower()
-        if lower in RESERVED_HEADERS:
-            if lower == "x-expertline-priority":
-                text = value.strip()
-                if not is_digits(text.removeprefix("-")) or len(text) > 6:
-                    raise InvalidInput("X-Expertline-Priority must be an integer")
-                priority = int(text)
-            else:
-                external_id = value.strip()[:128] or None
-            continue
-        attr = header_attribute(name)
-        if attr is None:
-            continue
-        if len(value) > MAX_ATTRIBUTE_VALUE:
-            raise InvalidInput(f"header {name} is longer than {MAX_ATTRIBUTE_VALUE} characters")
-        # X-Expertline-* wins over a plain X-* header of the same attribute name.
-        if attr in attributes and not lower.startswith("x-expertline-"):
-            continue
-        attributes[attr] = value.strip()
-        if len(attributes) > MAX_ATTRIBUTES:
-            raise InvalidInput(f"more than {MAX_ATTRIBUTES} X- headers")
-    return TaskRequest(
-        entry_point=number,
-        caller=caller,
-        channel="voice",
-        attributes=attributes,
-        priority=priority,
-        external_id=external_id,
-        origin="sip",
-    )
 
 
 class EntryPointModes:
@@ -1103,19 +1088,42 @@ class EntryPointModes:
         log.info("sip entry point modes loaded config_version=%s overrides=%d", version, len(modes))
 
 
-def create_sip_front(ctx: Any, port: TaskPort) -> SipFront:
+def create_sip_front(ctx: Any, port: TaskPort, environ: dict[str, str] | None = None) -> SipFront:
     """The SIP front for a node: listens on ``ctx.settings.sip`` in ``ctx.settings.sip_mode``;
-    an entry point's own ``sip_mode`` wins."""
+    an entry point's own ``sip_mode`` wins. ValueError when the attach settings are incomplete
+    (the node refuses to start rather than run with a half-configured trust)."""
     settings = ctx.settings
     host, sip_port = parse_host_port(settings.sip)
     modes = EntryPointModes(ctx.engine, port)
     health = ctx.services.get("health")
     active = (lambda: bool(health.active)) if health is not None else None
+    attach = attach_policy(
+        settings.sip_attach_key_env,
+        settings.sip_trusted_list,
+        dict(os.environ) if environ is None else environ,
+    )
+    targets = OutboundTargets(
+        settings.sip_targets_list, config=lambda: getattr(port, "config", None)
+    )
     front = SipFront(
-        port, host, sip_port, mode=settings.sip_mode, mode_for=modes, active=active, health=health
+        port,
+        host,
+        sip_port,
+        mode=settings.sip_mode,
+        mode_for=modes,
+        active=active,
+        health=health,
+        attach=attach,
+        targets=targets,
+    )
+    log.info(
+        "sip trust attach=%s trusted=%s extra_targets=%s",
+        "on" if attach.enabled else "off",
+        ",".join(map(str, attach.trusted)) or "-",
+        ",".join(targets.extra) or "-",
     )
     front.companions.append(modes)
     return front
 
 
-__all__ = ["EntryPointModes", "SipFront", "build_task_request", "create_sip_front"]
+__all__ = ["EntryPointModes", "SipFront", "contact_uri", "create_sip_front"]

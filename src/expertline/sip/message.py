@@ -16,6 +16,7 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
 
 SIP_VERSION = "SIP/2.0"
 BRANCH_COOKIE = "z9hG4bK"
@@ -78,6 +79,13 @@ MULTI_VALUED: frozenset[str] = frozenset(
         "Path",
         "Service-Route",
     }
+)
+
+# Headers a request carries at most once (RFC 3261 §7.3.1: only list-valued headers repeat).
+# Two of them make the message ambiguous (which Call-ID is the dialog's, which length frames
+# the body): such a message is malformed, answered 400 and never acted upon.
+SINGLE_VALUED: frozenset[str] = frozenset(
+    {"Call-ID", "CSeq", "Content-Length", "Content-Type", "From", "To", "Max-Forwards"}
 )
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
@@ -150,6 +158,28 @@ _DIGITS = re.compile(r"[0-9]+")
 def is_digits(text: str) -> bool:
     """ASCII digits only (``str.isdigit`` also accepts characters such as '²')."""
     return _DIGITS.fullmatch(text) is not None
+
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ESCAPED_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unescape(text: str) -> str:
+    """``%2B1800`` -> ``+1800``: escaped characters decoded (RFC 3261 §19.1.4 compares URI
+    parts unescaped). A ``%`` without two hex digits, bytes that are not UTF-8, or an escaped
+    control character (``%00``, ``%0A``...: never part of a number or a name) are a ParseError.
+    The result's length is unbounded: callers bound it like other input."""
+    if "%" not in text:
+        return text
+    if _BAD_ESCAPE.search(text):
+        raise ParseError("bad %-escape")
+    try:
+        decoded = unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError("%-escapes that are not UTF-8") from exc
+    if _ESCAPED_CONTROL.search(decoded):
+        raise ParseError("an escaped control character")
+    return decoded
 
 
 def is_token(text: str) -> bool:
@@ -673,6 +703,12 @@ def _parse_header_lines(lines: list[str]) -> Headers:
             raise ParseError("too many headers")
     headers = Headers()
     headers._items = [(canonical_name(n), v) for n, v in items]
+    seen: set[str] = set()
+    for name, _ in headers:
+        if name in SINGLE_VALUED:
+            if name in seen:
+                raise ParseError(f"duplicate {name} header")
+            seen.add(name)
     return headers
 
 
@@ -717,14 +753,20 @@ class StreamFramer:
 
 
 def _content_length(head: bytes) -> int:
+    """The body length that frames this message. Two Content-Length headers that disagree
+    leave the stream without a trustworthy boundary (request smuggling): a framing error.
+    Two that agree frame the message, which the parser then refuses (duplicate header)."""
+    length: int | None = None
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
         if colon and name.strip().lower() in (b"content-length", b"l"):
             text = value.strip()
             if not text.isdigit() or len(text) > 6:
                 raise ParseError(f"bad Content-Length {text[:20]!r}")
-            return int(text)
-    return 0
+            if length is not None and length != int(text):
+                raise ParseError("Content-Length headers disagree")
+            length = int(text)
+    return length or 0
 
 
 # --- building messages -----------------------------------------------------------------------

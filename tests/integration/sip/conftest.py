@@ -52,3 +52,10 @@ async def wire(sqlite_engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarnes
     does not depend on the database, so these run on SQLite only."""
     async with _harness(sqlite_engine, tmp_path) as harness:
         yield harness
+
+
+@pytest.fixture
+async def wire_any_db(engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarness]:
+    """Python-socket SIP on SQLite and on PostgreSQL: for values that must fit the columns."""
+    async with _harness(engine, tmp_path) as harness:
+        yield harness

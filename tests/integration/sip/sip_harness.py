@@ -23,6 +23,7 @@ from expertline.settings import Settings
 from expertline.sip.front import SipFront
 from expertline.sip.message import Response, StreamFramer, new_branch, new_tag, parse_message
 from expertline.sip.transaction import TimerValues
+from expertline.sip.trust import AttachPolicy, OutboundTargets
 from expertline.web.app import AppContext, create_app
 from support.sipp import SippPool
 from support.wait import async_eventually
@@ -76,6 +77,10 @@ class RecordingPort:
         self.requests.append(request)
         return await self.service.async_create_task(request)
 
+    async def async_create_task_ex(self, request: TaskRequest) -> tuple[TaskView, bool]:
+        self.requests.append(request)
+        return await self.service.async_create_task_ex(request)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.service, name)
 
@@ -102,6 +107,8 @@ class SipHarness:
         config: RoutingConfig,
         mode: str = "redirect",
         mode_for: Callable[[str], Any] | None = None,
+        attach: AttachPolicy | None = None,
+        targets: tuple[str, ...] = (),
     ) -> None:
         self.service = RuntimeService(
             self.engine,
@@ -118,6 +125,8 @@ class SipHarness:
             mode=mode,
             mode_for=mode_for,
             timers=FAST_TIMERS,  # type: ignore[arg-type]
+            attach=attach,
+            targets=OutboundTargets(targets, config=lambda: config),
         )
         await self.front.async_start()
         ctx = AppContext(Settings(node="test-node"), self.engine)
@@ -133,8 +142,11 @@ class SipHarness:
         for expert in experts:
             await self.service.async_set_presence(expert, status, "test")  # type: ignore[arg-type]
 
-    async def accept_next_offer(self, expert: str, timeout: float = 10.0) -> dict[str, Any]:
-        """Wait for an open offer to ``expert`` and accept it through the REST channel."""
+    async def accept_next_offer(
+        self, expert: str, timeout: float = 10.0, phone: str | None = None
+    ) -> dict[str, Any]:
+        """Wait for an open offer to ``expert`` and accept it through the REST channel
+        (``phone``: the expert asks for the call on that phone instead)."""
         assert self.client is not None
 
         async def offer() -> dict[str, Any] | None:
@@ -145,13 +157,39 @@ class SipHarness:
             return items[0] if items else None
 
         found = await async_eventually(offer, timeout=timeout)
-        r = await self.client.post(f"/api/v1/offers/{found['id']}/accept", headers=self.ex)
+        body = {"phone": phone} if phone is not None else None
+        r = await self.client.post(
+            f"/api/v1/offers/{found['id']}/accept", headers=self.ex, json=body
+        )
         assert r.status_code == 200, r.text
         return found
 
     async def records(self, kind: str) -> list[dict[str, Any]]:
         assert self.client is not None
         r = await self.client.get(f"/api/v1/records/{kind}?limit=1000", headers=self.rc)
+        assert r.status_code == 200, r.text
+        return list(r.json()["items"])
+
+    async def create_http_task(self, **fields: Any) -> dict[str, Any]:
+        """A task created by a routing client over HTTP (``entry_point`` defaults to ENTRY)."""
+        assert self.client is not None
+        r = await self.client.post(
+            "/api/v1/tasks", headers=self.rc, json={"entry_point": ENTRY, **fields}
+        )
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    async def http_task(self, task_id: str) -> dict[str, Any]:
+        assert self.client is not None
+        r = await self.client.get(f"/api/v1/tasks/{task_id}", headers=self.rc)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    async def events(self, type_: str) -> list[dict[str, Any]]:
+        assert self.client is not None
+        r = await self.client.get(
+            "/api/v1/events", params={"type": type_, "limit": 1000}, headers=self.rc
+        )
         assert r.status_code == 200, r.text
         return list(r.json()["items"])
 

@@ -198,7 +198,7 @@ async def test_priority_and_external_id_headers(started: SipHarness) -> None:
     )
     assert (await peer.receive()).status == 100
     [request] = started.port.requests
-    assert request.priority == 5 and request.external_id == "icm-42"
+    assert request.priority == 5 and request.external_id == "sip:icm-42"
     assert request.entry_point == ENTRY
     peer.close()
 

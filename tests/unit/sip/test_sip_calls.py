@@ -6,6 +6,7 @@ from expertline.runtime.ports import TaskView
 from expertline.sip import calls
 from expertline.sip.calls import (
     BranchFailed,
+    BranchRefused,
     BranchResponse,
     Bye,
     CallerCancel,
@@ -66,6 +67,18 @@ def test_already_assigned_at_creation_is_redirected_at_once() -> None:
     flow.handle(Invite())
     commands = flow.handle(TaskCreated(view("assigned", PHONE, "bob")))
     assert commands[0] == Respond(302, contact=PHONE)
+
+
+def test_a_refused_target_is_a_failed_delivery_and_the_task_is_requeued() -> None:
+    flow = started("proxy")
+    evil = "sip:1@evil.test"
+    assert ForwardInvite(1, evil) in flow.handle(TaskChanged(view("assigned", evil, "alice")))
+    commands = flow.handle(BranchRefused(1, "evil.test"))
+    assert ReportDeliveryFailed("t1", 19) in commands
+    assert not any(isinstance(c, CancelBranch | Respond) for c in commands)  # nothing was sent
+    assert flow.state == "queued" and flow.branch is None
+    assert "evil.test is not an allowed SIP target" in flow.log[-1]
+    assert flow.handle(BranchRefused(1, "evil.test")) == []  # stale: ignored
 
 
 def test_overflow_to_fallback_label_and_reject() -> None:

@@ -22,6 +22,7 @@ from expertline.sip.message import (
     parse_uri,
     parse_via,
     split_list,
+    unescape,
 )
 
 INVITE = (
@@ -180,6 +181,54 @@ def test_stream_framer_cuts_by_content_length() -> None:
         StreamFramer().feed(b"OPTIONS sip:a SIP/2.0\r\nl: -1\r\n\r\n")
 
 
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("Call-ID: a@h", "Call-ID: b@h"),
+        ("Call-ID: a@h", "i: a@h"),  # the same header under its compact name
+        ("CSeq: 1 OPTIONS", "CSeq: 2 OPTIONS"),
+        ("Content-Length: 0", "l: 0"),
+        ("From: <sip:a@h>;tag=1", "From: <sip:b@h>;tag=2"),
+        ("To: <sip:a@h>", "t: <sip:a@h>"),
+        ("Max-Forwards: 70", "Max-Forwards: 70"),
+        ("Content-Type: application/sdp", "c: text/plain"),
+    ],
+)
+def test_a_single_value_header_twice_is_a_parse_error(first: str, second: str) -> None:
+    head = "OPTIONS sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+    raw = f"{head}{first}\r\n{second}\r\n\r\n".encode()
+    with pytest.raises(ParseError, match="duplicate"):
+        parse_message(raw)
+    # List-valued headers may repeat.
+    vias = head + "Via: SIP/2.0/UDP g;branch=z9hG4bK2\r\nRoute: <sip:a>\r\nRoute: <sip:b>\r\n"
+    assert len(parse_message(f"{vias}\r\n".encode()).headers.get_all("Via")) == 2
+
+
+def test_stream_framer_refuses_content_lengths_that_disagree() -> None:
+    head = b"OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n"
+    with pytest.raises(ParseError, match="disagree"):
+        StreamFramer().feed(head + b"Content-Length: 0\r\nl: 4\r\n\r\nbody")
+    # Agreeing lengths frame the message (the parser then refuses the duplicate with a 400).
+    [frame] = StreamFramer().feed(head + b"Content-Length: 4\r\nl: 4\r\n\r\nbody")
+    with pytest.raises(ParseError, match="duplicate Content-Length"):
+        parse_message(frame, stream=True)
+
+
+def test_unescape() -> None:
+    assert unescape("%2B1800555%30100") == "+18005550100"
+    assert unescape("%c3%a9t%C3%A9") == "été"
+    assert unescape("plain+1") == "plain+1"
+    for bad, why in [
+        ("%2", "bad %-escape"),
+        ("%g0", "bad %-escape"),
+        ("%ff", "not UTF-8"),
+        ("a%00b", "control character"),
+        ("%0D%0A", "control character"),
+    ]:
+        with pytest.raises(ParseError, match=why):
+            unescape(bad)
+
+
 # --- properties ---------------------------------------------------------------------------------
 
 TOKEN = st.text(
@@ -201,13 +250,19 @@ HEADER_NAME = st.one_of(
 
 @st.composite
 def messages(draw: st.DrawFn) -> Request | Response:
+    from expertline.sip.message import SINGLE_VALUED
     from expertline.sip.message import canonical_name as canon
 
-    headers = Headers(
-        (canon(n), v)
-        for n, v in draw(st.lists(st.tuples(HEADER_NAME, VALUE), max_size=12))
-        if canon(n) != "Content-Length"
-    )
+    drawn = draw(st.lists(st.tuples(HEADER_NAME, VALUE), max_size=12))
+    seen: set[str] = set()
+    items = []
+    for name, value in drawn:
+        name = canon(name)
+        if name == "Content-Length" or (name in SINGLE_VALUED and name in seen):
+            continue  # serialization adds the length; single-value headers appear once
+        seen.add(name)
+        items.append((name, value))
+    headers = Headers(items)
     body = draw(st.binary(max_size=200))
     if draw(st.booleans()):
         method = draw(TOKEN)
