@@ -70,3 +70,12 @@ class TooLarge(ExpertlineError):
     def __init__(self, limit: int) -> None:
         message = f"the request body is over {limit:,} bytes; nothing was done"
         super().__init__(message, [], "too_large", 413)
+
+
+class Unavailable(ExpertlineError):
+    """This node cannot do it now (runtime stopped or starting, an HA standby, the database
+    unreachable): HTTP 503, SIP 503 with Retry-After. ``retry_after`` is a hint in seconds."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message, [], "unavailable", 503)
+        self.retry_after = retry_after
