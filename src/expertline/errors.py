@@ -10,6 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def clip(value: Any, keep: int = 40) -> str:
+    """``repr(value)``, but of a long value only its start and its size: an error message
+    never echoes a huge input back whole (``'xxxx…'…(10,000,000 chars)``)."""
+    if isinstance(value, str) and len(value) > keep:
+        return f"{value[:keep]!r}…({len(value):,} chars)"
+    text = repr(value)
+    return text if len(text) <= keep + 20 else f"{text[:keep]}…({len(text):,} chars)"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem in an input, located by a path such as ``queues[2].select``."""

@@ -364,8 +364,10 @@ def router(ctx: AppContext) -> APIRouter:
 def _cursor(after: str | None) -> int:
     if after is None or after == "":
         return 0
-    if not after.isdigit() or len(after) > 18:
-        raise InvalidInput(f"bad cursor {after!r}: use the `next` value of a previous page")
+    # isdigit() alone admits other scripts' digits ("²", "٣"), which int() then refuses
+    if not (after.isascii() and after.isdigit()) or len(after) > 18:
+        shown = repr(after) if len(after) <= 40 else f"{after[:40]!r}…"
+        raise InvalidInput(f"bad cursor {shown}: use the `next` value of a previous page")
     return int(after)
 
 
