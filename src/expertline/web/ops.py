@@ -24,7 +24,9 @@ def router(ctx: AppContext) -> APIRouter:
 
     @r.get("/readyz", tags=["operations"], summary="This node is active and its parts are up")
     def readyz() -> JSONResponse:
-        body = _health_body(health)
+        # No token here: each component says up or not, never why (the log and the
+        # authenticated /api/v1/status have the reason).
+        body = _health_body(health, details=False)
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @r.get("/metrics", tags=["operations"], summary="Prometheus metrics")
@@ -48,12 +50,16 @@ def router(ctx: AppContext) -> APIRouter:
     return r
 
 
-def _health_body(health: Health) -> dict[str, Any]:
+def _health_body(health: Health, details: bool = True) -> dict[str, Any]:
     return {
         "ready": health.ready(),
         "active": health.active,
         "components": {
-            c.name: {"up": c.up, "detail": c.detail, "required": c.required}
+            c.name: {
+                "up": c.up,
+                "required": c.required,
+                **({"detail": c.detail} if details else {}),
+            }
             for c in health.components()
         },
     }
