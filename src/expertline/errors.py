@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 
 def clip(value: Any, keep: int = 40) -> str:
     """``repr(value)``, but of a long value only its start and its size: an error message
@@ -79,3 +81,52 @@ class TooLarge(ExpertlineError):
     def __init__(self, limit: int) -> None:
         message = f"the request body is over {limit:,} bytes; nothing was done"
         super().__init__(message, [], "too_large", 413)
+
+
+# --- the problem JSON, as the HTTP API documents it --------------------------------------------
+
+
+class ProblemItem(BaseModel):
+    path: str = Field(
+        description="Where the problem is: a body path (queues[2].select), a "
+        "parameter (query.wait), or empty for the whole request."
+    )
+    message: str
+
+
+class ProblemBody(BaseModel):
+    code: str = Field(
+        description="Stable code: invalid, not_found, conflict, unauthorized, "
+        "forbidden, too_large, unavailable, method_not_allowed, ..."
+    )
+    message: str = Field(description="One line that says what is wrong.")
+    details: list[ProblemItem] | None = Field(
+        default=None, description="Each problem of an invalid input."
+    )
+
+
+class ProblemResponse(BaseModel):
+    """Every refusal of the HTTP API: ``{"error": {code, message, details?}}``."""
+
+    error: ProblemBody
+
+
+PROBLEM_STATUSES: dict[int, str] = {
+    400: "Bad request",
+    401: "No bearer token, or an unknown or revoked one",
+    403: "The token's role may not call this endpoint",
+    404: "Not found",
+    405: "Method not allowed (see the Allow header)",
+    409: "Conflict with the current state",
+    413: "The request body is too large",
+    422: "Invalid request: body, parameters or content type (each problem listed)",
+    503: "Unavailable on this node (standby, role not running, schema not current)",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for refusals with the problem JSON schema."""
+    return {
+        status: {"model": ProblemResponse, "description": PROBLEM_STATUSES[status]}
+        for status in statuses
+    }

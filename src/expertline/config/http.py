@@ -39,6 +39,7 @@ from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
 from expertline.web.auth import require
 from expertline.web.bodies import decode_json, is_json, not_json_problem
+from expertline.web.refusals import ApiRouter
 
 T = TypeVar("T")
 VERSION_HEADER = "X-Config-Version"
@@ -107,7 +108,7 @@ RESOURCES: dict[str, tuple[str, type[BaseModel]]] = {
 def router(ctx: AppContext) -> APIRouter:
     engine = ctx.engine
     ctx.services["config_version"] = lambda: store.current_version(engine)
-    r = APIRouter(prefix="/api/v1")
+    r = ApiRouter(prefix="/api/v1", refusals=(401, 403, 404, 409, 413, 422))
     read = require("reporting")
     write = require()
 

@@ -23,6 +23,7 @@ from expertline.runtime import store
 from expertline.runtime.ports import OfferView, TaskRequest
 from expertline.web.app import AppContext
 from expertline.web.auth import require_on_loop
+from expertline.web.refusals import ApiRouter
 
 ROUTING_CLIENT_ROLES = ("routing-client",)
 EXPERT_ROLES = ("expert",)
@@ -106,7 +107,7 @@ def router(ctx: AppContext) -> APIRouter:
     (``expertline.web.hot``): their handlers below are shared by both ways in."""
     from expertline.runtime.service import WAITING_STATUSES, task_json
 
-    r = APIRouter(prefix=PREFIX)
+    r = ApiRouter(prefix=PREFIX, refusals=(401, 403, 404, 409, 413, 422, 503))
     hot = ctx.hot_routes
 
     def runtime() -> Any:

@@ -4,6 +4,7 @@ configuration documents read only after the token is checked."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -156,3 +157,31 @@ async def test_a_config_body_is_read_only_after_the_token_is_checked(
     assert status == 413 and MAX_CONFIG_BODY < taken <= MAX_CONFIG_BODY + len(chunk)
     declared = {**admin, "content-length": str(MAX_CONFIG_BODY + 1)}
     assert await send_config(declared, over) == (413, 0)
+
+
+async def test_openapi_documents_every_refusal_with_the_problem_schema(h: Harness) -> None:
+    doc = (await h.client.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in json.dumps(doc)  # FastAPI's own 422 shape is not ours
+    problem = {"$ref": "#/components/schemas/ProblemResponse"}
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            if path.startswith("/api/v1"):
+                assert "401" in responses, (method, path)
+                assert path == "/api/v1/status" or "403" in responses, (method, path)
+            if "{" in path and path.startswith("/api/v1/") and method != "get":
+                assert "404" in responses, (method, path)
+            if operation.get("parameters") or operation.get("requestBody"):
+                assert "422" in responses, (method, path)
+            for status, response in responses.items():
+                if status.startswith(("4", "5")):
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == problem, (method, path, status)
+    runtime_ops = [doc["paths"]["/api/v1/tasks"]["post"], doc["paths"]["/api/v1/offers"]["get"]]
+    assert all("503" in op["responses"] for op in runtime_ops)
+    assert "409" in doc["paths"]["/api/v1/tasks/{task_id}/events"]["post"]["responses"]
+    assert "409" in doc["paths"]["/api/v1/experts"]["post"]["responses"]
+    report = doc["paths"]["/api/v1/reports/{name}"]["get"]["responses"]["200"]["content"]
+    assert {"application/json", "text/csv"} <= report.keys()
+    metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]
