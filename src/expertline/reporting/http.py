@@ -35,6 +35,7 @@ from expertline.reporting.web.charts import VolumePoint, utilization_chart, volu
 from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
 from expertline.web.auth import TokenVerifier, require
+from expertline.web.refusals import ApiRouter
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ _templates = Environment(
 
 
 def router(ctx: AppContext) -> APIRouter:
-    r = APIRouter()
+    r = ApiRouter(refusals=(401, 403, 422, 503))
 
     checked: set[int] = set()
 
@@ -76,6 +77,15 @@ def router(ctx: AppContext) -> APIRouter:
         tags=["reporting"],
         summary="Queue, expert or task report (JSON, or CSV with format=csv)",
         response_model=None,
+        responses={
+            200: {
+                "description": "`{items, next?}` as JSON, or CSV with the same columns",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            }
+        },
     )
     def report(
         name: ReportName,

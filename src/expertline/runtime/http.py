@@ -23,6 +23,7 @@ from expertline.runtime import store
 from expertline.runtime.ports import OfferView, TaskRequest
 from expertline.web.app import AppContext
 from expertline.web.auth import require_on_loop
+from expertline.web.refusals import ApiRouter
 
 ROUTING_CLIENT_ROLES = ("routing-client",)
 EXPERT_ROLES = ("expert",)
@@ -106,7 +107,7 @@ def router(ctx: AppContext) -> APIRouter:
     (``expertline.web.hot``): their handlers below are shared by both ways in."""
     from expertline.runtime.service import WAITING_STATUSES, task_json
 
-    r = APIRouter(prefix=PREFIX)
+    r = ApiRouter(prefix=PREFIX, refusals=(401, 403, 404, 409, 413, 422, 503))
     hot = ctx.hot_routes
 
     def runtime() -> Any:
@@ -364,8 +365,10 @@ def router(ctx: AppContext) -> APIRouter:
 def _cursor(after: str | None) -> int:
     if after is None or after == "":
         return 0
-    if not after.isdigit() or len(after) > 18:
-        raise InvalidInput(f"bad cursor {after!r}: use the `next` value of a previous page")
+    # isdigit() alone admits other scripts' digits ("²", "٣"), which int() then refuses
+    if not (after.isascii() and after.isdigit()) or len(after) > 18:
+        shown = repr(after) if len(after) <= 40 else f"{after[:40]!r}…"
+        raise InvalidInput(f"bad cursor {shown}: use the `next` value of a previous page")
     return int(after)
 
 

@@ -5,7 +5,8 @@ them FastAPI spends several times the handler's own CPU on generic work: its mid
 layers, matching the path against every route, solving dependencies, body plumbing and
 response encoding. A hot route answers a request that is fit to succeed straight from the
 ASGI scope: it matches the method and path, checks the bearer token and the role, parses the
-JSON body with orjson and validates it with the endpoint's own pydantic model, awaits the
+JSON body and validates it with the endpoint's own pydantic model (the body was decoded by
+``expertline.web.bodies`` before), awaits the
 handler and writes its JSON with orjson.
 
 Every request it is not sure of goes on, with the body already read, to the FastAPI route of
@@ -72,6 +73,10 @@ class HotRoute:
     body_required: bool
     query: type[BaseModel] | None
     regex: re.Pattern[str]
+
+
+NO_JSON: Any = object()
+"""The decoded body of a request without a JSON body (none, or another content type)."""
 
 
 class _Refer(Exception):
@@ -199,6 +204,7 @@ class HotRoutes:
         params: dict[str, str],
         scope: Scope,
         body: bytes,
+        data: Any,
         receive: Receive,
         send: Send,
         *,
@@ -206,9 +212,11 @@ class HotRoutes:
         fallback: ASGIApp,
         problem: Callable[[ExpertlineError], Response],
     ) -> None:
-        """Answer the request (its ``body`` already read, see ``read_body``) or pass it on."""
+        """Answer the request or pass it on. Its ``body`` is already read (see
+        ``read_body``) and ``data`` is that body's JSON value, or ``NO_JSON`` when it is empty
+        or not announced as JSON (decoded by ``expertline.web.bodies``)."""
         try:
-            value = _admit(route, scope, body, verifier)
+            value = _admit(route, scope, body, data, verifier)
         except (_Refer, ExpertlineError):
             await fallback(scope, receive, send)  # the body is still to be received
             return
@@ -219,7 +227,7 @@ class HotRoutes:
         await response(scope, receive, send)
 
 
-def _admit(route: HotRoute, scope: Scope, body: bytes, verifier: TokenVerifier) -> Any:
+def _admit(route: HotRoute, scope: Scope, body: bytes, data: Any, verifier: TokenVerifier) -> Any:
     """The validated body or query (None if there is none); raises if FastAPI should decide."""
     authorization = content_type = None
     for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
@@ -240,14 +248,11 @@ def _admit(route: HotRoute, scope: Scope, body: bytes, verifier: TokenVerifier) 
         return None
     # FastAPI reads JSON only when the content type says so (strict content type).
     if (
-        content_type is None
+        data is NO_JSON
+        or content_type is None
         or content_type.split(b";", 1)[0].strip().lower() != b"application/json"
     ):
         raise _Refer
-    try:
-        data = orjson.loads(body)  # stricter than json.loads: what it refuses, FastAPI judges
-    except orjson.JSONDecodeError:
-        raise _Refer from None
     if not isinstance(data, dict):
         raise _Refer
     try:
