@@ -16,11 +16,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from expertline import limits
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound
 from expertline.runtime import store
 from expertline.runtime.ports import OfferView, TaskRequest
+from expertline.runtime.webhooks import callback_url_problem
 from expertline.web.app import AppContext
 from expertline.web.auth import require_on_loop
 
@@ -66,10 +68,19 @@ class TaskCreate(_Body):
     )
     callback_url: str | None = Field(
         default=None,
-        max_length=2000,
-        pattern=r"^https?://\S+$",
-        description="Receives a POST at every status change (retried until a 2xx answer).",
+        max_length=limits.URL.max_chars,
+        description="An absolute http(s) URL that receives a POST at every status change "
+        "(retried until a 2xx answer).",
+        json_schema_extra={"format": "uri"},
     )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _deliverable(cls, url: str | None) -> str | None:
+        problem = None if url is None else callback_url_problem(url)
+        if problem:
+            raise ValueError(f"the callback URL {problem}")
+        return url
 
 
 class TaskPoll(BaseModel):

@@ -49,7 +49,7 @@ from expertline.runtime.ports import (
     TaskView,
 )
 from expertline.runtime.timers import TimerHeap
-from expertline.runtime.webhooks import WebhookSender
+from expertline.runtime.webhooks import WebhookSender, callback_url_problem
 from expertline.runtime.writer import BatchWriter, writer_for
 from expertline.visibility import apply_show
 
@@ -1210,10 +1210,10 @@ def _validate_request(request: TaskRequest) -> list[Problem]:
         problems.append(Problem("priority", "must be between -1000 and 1000"))
     if request.external_id is not None and not 0 < len(request.external_id) <= 255:
         problems.append(Problem("external_id", "must be 1 to 255 characters"))
-    if request.callback_url is not None and not request.callback_url.startswith(
-        ("http://", "https://")
-    ):
-        problems.append(Problem("callback_url", "must be an http:// or https:// URL"))
+    if request.callback_url is not None:
+        why = callback_url_problem(request.callback_url)
+        if why:
+            problems.append(Problem("callback_url", why))
     return problems
 
 

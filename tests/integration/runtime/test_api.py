@@ -12,7 +12,7 @@ import uvicorn
 from rt_harness import PHONES, Harness
 from sqlalchemy import func, select
 
-from expertline.db.tables import routing_feed, runtime_tasks, tcd
+from expertline.db.tables import routing_feed, runtime_tasks, tcd, webhook_deliveries
 from expertline.web.app import MAX_BODY, body_limit
 from support.wait import async_eventually
 
@@ -118,6 +118,9 @@ async def test_bad_input_is_refused_clearly_and_changes_nothing(h: Harness) -> N
         ({"entry_point": "+18005550100", "color": "red"}, 422, "color"),
         ({"entry_point": "+18005550100", "priority": 5000}, 422, "priority"),
         ({"entry_point": "+18005550100", "callback_url": "ftp://x"}, 422, "callback_url"),
+        ({"entry_point": "+18005550100", "callback_url": "http://[::1"}, 422, "not a valid URL"),
+        ({"entry_point": "+18005550100", "callback_url": "http://h:99999/"}, 422, "port"),
+        ({"entry_point": "+18005550100", "callback_url": "http:///x"}, 422, "needs a host"),
     ]
     for body, status, words in bad:
         r = await h.client.post("/api/v1/tasks", json=body, headers=h.rc)
@@ -142,6 +145,7 @@ async def test_bad_input_is_refused_clearly_and_changes_nothing(h: Harness) -> N
     with h.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(runtime_tasks)).scalar() == 1
         assert conn.execute(select(func.count()).select_from(tcd)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(webhook_deliveries)).scalar() == 0
         created = conn.execute(
             select(func.count()).where(routing_feed.c.type == "task.created")
         ).scalar()
