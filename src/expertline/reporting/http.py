@@ -39,7 +39,8 @@ from expertline.web.auth import TokenVerifier, require
 log = logging.getLogger(__name__)
 
 COOKIE = "expertline_reports"
-PAGE_ROLES = frozenset({"reporting", "admin"})
+READER_ROLES = ("reporting", "supervisor")  # and admin
+PAGE_ROLES = frozenset({*READER_ROLES, "admin"})
 TASK_PAGE_LIMIT = 500
 CSV_PAGE = 5000
 
@@ -89,7 +90,7 @@ def router(ctx: AppContext) -> APIRouter:
         after: Annotated[
             str | None, Query(description="tasks: `next` of the previous page")
         ] = None,
-        _: TokenInfo = Depends(require("reporting")),
+        _: TokenInfo = Depends(require(*READER_ROLES)),
     ) -> Any:
         rng = parse_range(start, end, interval)
         eng = engine()

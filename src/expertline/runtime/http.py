@@ -1,9 +1,9 @@
 """The routing-client and presence/offer REST API (SPEC §5.2).
 
 Routing clients create tasks, follow them (long-poll), report call progress and read the
-RCD/TCD and event feeds. Experts (or an integration acting for them) set presence and answer
-offers. Tokens are not bound to one expert yet: any ``expert`` (or ``admin``) token may act
-for any expert.
+RCD/TCD and event feeds. Experts set presence and answer offers: an ``expert`` token acts for
+the one expert it is bound to (``web.auth.act_for``), an ``admin`` token for anyone.
+``supervisor`` tokens read live state and change nothing.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound
 from expertline.runtime import store
 from expertline.runtime.ports import OfferView, TaskRequest
 from expertline.runtime.webhooks import callback_url_problem
+from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
-from expertline.web.auth import require_on_loop
+from expertline.web.auth import act_for, require_on_loop
 
 ROUTING_CLIENT_ROLES = ("routing-client",)
 EXPERT_ROLES = ("expert",)
-STATE_READER_ROLES = ("routing-client", "expert", "reporting")
+STATE_READER_ROLES = ("routing-client", "expert", "reporting", "supervisor")
 FEED_READER = require_on_loop("routing-client", "reporting")
 EXPERT = require_on_loop(*EXPERT_ROLES)
 STATE_READER = require_on_loop(*STATE_READER_ROLES)
@@ -293,8 +294,9 @@ def router(ctx: AppContext) -> APIRouter:
         summary="Set an expert's presence (the REST presence channel)",
     )
     async def set_presence(
-        expert_id: str, body: PresenceBody, _: Any = Depends(EXPERT)
+        expert_id: str, body: PresenceBody, token: TokenInfo = Depends(EXPERT)
     ) -> dict[str, Any]:
+        act_for(token, expert_id)
         service = runtime()
         await service.async_set_presence(expert_id, body.status, "rest")
         state = service.expert_state(expert_id)
@@ -323,8 +325,9 @@ def router(ctx: AppContext) -> APIRouter:
             Literal["open", "accepted", "declined", "timeout", "withdrawn", "all"], Query()
         ] = "open",
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-        _: Any = Depends(EXPERT),
+        token: TokenInfo = Depends(EXPERT),
     ) -> dict[str, Any]:
+        act_for(token, expert)
         service = runtime()
         if service.expert(expert) is None:
             raise NotFound(f"unknown expert {expert!r}")
@@ -335,15 +338,34 @@ def router(ctx: AppContext) -> APIRouter:
         )
         return {"items": [_offer_row_json(service, row) for row in rows]}
 
-    async def answer_accept(body: AcceptBody | None, offer_id: str) -> tuple[int, dict[str, Any]]:
-        result = await runtime().async_accept(offer_id, body.phone if body else None)
+    def answering(token: TokenInfo, offer_id: str) -> Any:
+        """The runtime, once ``token`` may answer this offer (its expert's, or admin)."""
+        service = runtime()
+        if token.role != "admin":
+            offer = service.offer(offer_id)
+            if offer is None:
+                raise NotFound(f"unknown offer {offer_id!r}")
+            act_for(token, offer.expert_id)
+        return service
+
+    async def answer_accept(
+        body: AcceptBody | None, offer_id: str, token: TokenInfo
+    ) -> tuple[int, dict[str, Any]]:
+        service = answering(token, offer_id)
+        result = await service.async_accept(offer_id, body.phone if body else None)
         return 200, _answer_json(offer_id, result)
 
-    async def answer_decline(_: None, offer_id: str) -> tuple[int, dict[str, Any]]:
-        result = await runtime().async_decline(offer_id)
+    async def answer_decline(
+        _: None, offer_id: str, token: TokenInfo
+    ) -> tuple[int, dict[str, Any]]:
+        result = await answering(token, offer_id).async_decline(offer_id)
         return 200, _answer_json(offer_id, result)
 
-    answered = {404: {"description": "Unknown offer"}, 409: {"description": "Not open"}}
+    answered = {
+        403: {"description": "The offer went to another expert than the token's"},
+        404: {"description": "Unknown offer"},
+        409: {"description": "Not open"},
+    }
     hot.declare(
         r,
         "POST",
@@ -352,6 +374,7 @@ def router(ctx: AppContext) -> APIRouter:
         roles=EXPERT_ROLES,
         body=AcceptBody,
         body_required=False,
+        with_token=True,
         name="accept",
         tags=["experts"],
         summary="Accept an offer (first accept wins)",
@@ -363,6 +386,7 @@ def router(ctx: AppContext) -> APIRouter:
         "/offers/{offer_id}/decline",
         answer_decline,
         roles=EXPERT_ROLES,
+        with_token=True,
         name="decline",
         tags=["experts"],
         summary="Decline an offer",

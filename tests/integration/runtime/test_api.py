@@ -34,7 +34,7 @@ async def test_broadcast_first_accept_wins_and_the_task_ends_with_one_tcd(h: Har
     assert alice_offer["task_id"] == bob_offer["task_id"] == task_id
     assert (await h.task(task_id))["status"] == "offered"
 
-    r = await h.client.post(f"/api/v1/offers/{alice_offer['id']}/accept", headers=h.ex)
+    r = await h.answer(alice_offer, "accept")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "accepted"
 
@@ -43,9 +43,9 @@ async def test_broadcast_first_accept_wins_and_the_task_ends_with_one_tcd(h: Har
     assert task["expert"] == "alice"
     assert task["label"] == PHONES["alice"]
     assert await h.open_offers("bob") == []
-    late = await h.client.post(f"/api/v1/offers/{bob_offer['id']}/accept", headers=h.ex)
+    late = await h.answer(bob_offer, "accept")
     assert late.status_code == 409, late.text
-    history = await h.client.get("/api/v1/offers?expert=bob&status=all", headers=h.ex)
+    history = await h.client.get("/api/v1/offers?expert=bob&status=all", headers=h.xp["bob"])
     assert [o["status"] for o in history.json()["items"]] == ["withdrawn"]
 
     assert (await h.event(task_id, "connected")).json()["status"] == "connected"
@@ -98,7 +98,7 @@ async def test_long_poll_returns_as_soon_as_the_status_changes(h: Harness) -> No
     poll = asyncio.create_task(h.client.get(f"/api/v1/tasks/{task_id}?wait=20", headers=h.rc))
     await asyncio.sleep(0.2)
     assert not poll.done()
-    await h.client.post(f"/api/v1/offers/{alice_offer['id']}/accept", headers=h.ex)
+    await h.answer(alice_offer, "accept")
     r = await asyncio.wait_for(poll, timeout=5)
     assert r.json()["status"] == "assigned"
     assert time.monotonic() - started < 5
@@ -135,7 +135,8 @@ async def test_bad_input_is_refused_clearly_and_changes_nothing(h: Harness) -> N
     conflict = await h.event(task_id, "connected")
     assert conflict.status_code == 409 and "queued" in conflict.text
     assert (await h.event(task_id, "hangup")).status_code == 422
-    assert (await h.client.post("/api/v1/offers/nope/accept", headers=h.ex)).status_code == 404
+    nope = await h.client.post("/api/v1/offers/nope/accept", headers=h.xp["alice"])
+    assert nope.status_code == 404
     assert (await h.presence("alice", "busy")).status_code == 422
     assert (await h.presence("nobody", "available")).status_code == 404
     assert (await h.client.get("/api/v1/records/tcd?after=x", headers=h.rc)).status_code == 422

@@ -80,7 +80,7 @@ async def test_webhooks_are_retried_until_answered_and_arrive_in_order(
     r = await h.create(callback_url=receiver.url, external_id="hooked")
     task_id = r.json()["id"]
     offer = (await h.open_offers("alice"))[0]
-    await h.client.post(f"/api/v1/offers/{offer['id']}/accept", headers=h.ex)
+    await h.answer(offer, "accept")
     await h.event(task_id, "connected")
     await h.event(task_id, "ended")
 
