@@ -38,6 +38,8 @@ EXTRA_MESSAGES: Final[dict[str, str]] = {
     "no_offers": "You have no open offers.",
     "capacity": "#{code} cannot be accepted: you already have as many tasks as you can take.",
     "forbidden": "#{code} was not sent to you; nothing changed.",
+    "phone_refused": "#{code} cannot go to {phone}: it is not one of your numbers. "
+    "The offer is still open: answer yes {code} to take it on your own phone.",
     "cannot_decline": "#{code} cannot be declined; the call is coming to you.",
     "reason_taken": "another expert took it.",
     "reason_ended": "the request ended.",
@@ -326,10 +328,14 @@ def answer_outcome(
         if isinstance(decision, Accept):
             return None
         return messages.render("declined", code=decision.code)
-    key = {"closed": "late_answer", "capacity": "capacity", "forbidden": "forbidden"}.get(
-        result.reason or "closed", "unknown_code"
-    )
-    return messages.render(key, code=decision.code)
+    key = {
+        "closed": "late_answer",
+        "capacity": "capacity",
+        "forbidden": "forbidden",
+        "phone": "phone_refused",
+    }.get(result.reason or "closed", "unknown_code")
+    phone = decision.phone if isinstance(decision, Accept) else None
+    return messages.render(key, code=decision.code, phone=phone or "")
 
 
 # -- reply budget --------------------------------------------------------------------------

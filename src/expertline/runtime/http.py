@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from expertline import limits
-from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound
+from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
 from expertline.runtime import store
 from expertline.runtime.ports import OfferView, TaskRequest
 from expertline.runtime.webhooks import callback_url_problem
@@ -352,8 +352,9 @@ def router(ctx: AppContext) -> APIRouter:
         body: AcceptBody | None, offer_id: str, token: TokenInfo
     ) -> tuple[int, dict[str, Any]]:
         service = answering(token, offer_id)
-        result = await service.async_accept(offer_id, body.phone if body else None)
-        return 200, _answer_json(offer_id, result)
+        phone = body.phone if body else None
+        result = await service.async_accept(offer_id, phone)
+        return 200, _answer_json(offer_id, result, phone)
 
     async def answer_decline(
         _: None, offer_id: str, token: TokenInfo
@@ -365,6 +366,7 @@ def router(ctx: AppContext) -> APIRouter:
         403: {"description": "The offer went to another expert than the token's"},
         404: {"description": "Unknown offer"},
         409: {"description": "Not open"},
+        422: {"description": "Invalid body, or a phone the expert may not ask for"},
     }
     hot.declare(
         r,
@@ -464,10 +466,17 @@ def _offer_row_json(service: Any, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _answer_json(offer_id: str, result: Any) -> dict[str, Any]:
+def _answer_json(offer_id: str, result: Any, phone: str | None = None) -> dict[str, Any]:
     if not result.ok:
         if result.reason == "unknown" or result.offer is None:
             raise NotFound(f"unknown offer {offer_id!r}")
+        if result.reason == "phone":
+            raise InvalidInput(
+                f"offer {offer_id} cannot be taken on {phone!r}: it is not one of expert "
+                f"{result.offer.expert_id!r}'s numbers (phone, phones) and the queue's "
+                "accept_phones does not allow it; the offer is still open",
+                [Problem("phone", "not one of the expert's numbers nor allowed by the queue")],
+            )
         if result.reason == "capacity":
             raise Conflict(f"offer {offer_id} cannot be accepted: the expert has no free capacity")
         raise Conflict(f"offer {offer_id} is {result.offer.status}; it can no longer be answered")

@@ -42,7 +42,7 @@ class AnswerResult:
 
     ok: bool
     offer: OfferView | None
-    reason: str | None = None  # unknown | closed | capacity | forbidden
+    reason: str | None = None  # unknown | closed | capacity | phone | forbidden
 
 
 @dataclass(frozen=True)

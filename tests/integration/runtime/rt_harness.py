@@ -19,6 +19,7 @@ PHONES = {
     "bob": "sip:1002@pbx.example.test",
     "carol": "sip:1003@pbx.example.test",
 }
+OTHER_PHONES = {"alice": ("+15559876543",), "bob": ("+15559999",)}  # ``phones``
 
 
 def routing_config(
@@ -26,7 +27,13 @@ def routing_config(
 ) -> RoutingConfig:
     """Two queues: ``billing`` broadcasts to alice and bob; ``support`` offers to carol."""
     experts = {
-        eid: ExpertSpec(id=eid, name=eid.title(), phone=phone, im=f"{eid}@example.test")
+        eid: ExpertSpec(
+            id=eid,
+            name=eid.title(),
+            phone=phone,
+            im=f"{eid}@example.test",
+            phones=OTHER_PHONES.get(eid, ()),
+        )
         for eid, phone in PHONES.items()
     }
     billing = QueueSpec(

@@ -259,3 +259,25 @@ async def test_a_body_over_the_limit_is_refused_with_413_and_changes_nothing(h: 
         assert conn.execute(select(func.count()).select_from(runtime_tasks)).scalar() == 0
     assert (await h.create()).status_code == 201  # a normal request right after
     assert body_limit("/api/v1/config") > body_limit("/api/v1/tasks") == MAX_BODY
+
+
+async def test_an_accept_on_a_number_the_expert_may_not_ask_for_is_refused(h: Harness) -> None:
+    """In proxy mode the call would go to whatever host the answer names: only the expert's
+    numbers (or the queue's accept_phones) are taken; the refusal changes nothing."""
+    task_id, alice_offer, _ = await _two_offers(h)
+    for phone in ("sip:attacker.example.net:5060", "+447700900123"):
+        r = await h.answer(alice_offer, "accept", phone=phone)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["message"] == (
+            f"offer {alice_offer['id']} cannot be taken on {phone!r}: it is not one of expert "
+            "'alice''s numbers (phone, phones) and the queue's accept_phones does not allow "
+            "it; the offer is still open"
+        )
+        assert error["details"][0]["path"] == "phone"
+    assert (await h.task(task_id))["status"] == "offered"
+    assert [o["id"] for o in await h.open_offers("alice")] == [alice_offer["id"]]
+    assert await h.events(type="offer.accepted") == []
+    r = await h.answer(alice_offer, "accept", phone="+1-555-987-6543")  # one of her phones
+    assert r.status_code == 200, r.text
+    assert (await h.task(task_id))["label"] == "+15559876543"
