@@ -27,7 +27,6 @@ from expertline import visibility
 from expertline.config.schema import DEFAULT_MESSAGES as BUILTIN_MESSAGES
 from expertline.config.schema import MESSAGE_KEYS, ConfigDocument
 from expertline.runtime.ports import AnswerResult, OfferView
-from expertline.visibility import mask
 
 # -- message sets --------------------------------------------------------------------------
 
@@ -147,11 +146,7 @@ def render_offer(
     knows the rules never shows more than they allow.
     """
     rules = show or {}
-    caller_rule = rules.get("caller", "visible")
-    if offer.caller is None or caller_rule == "hidden":
-        caller = "a withheld number"
-    else:
-        caller = mask(offer.caller) if caller_rule == "masked" else offer.caller
+    caller = visibility.show_caller(offer.caller, rules) or "a withheld number"
     timeout = max(0, round(offer.expires_at - now)) if offer.expires_at is not None else 0
     first = messages.render(
         "notice" if offer.notice_only else "offer",

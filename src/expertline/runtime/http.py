@@ -24,6 +24,7 @@ from expertline.runtime import store
 from expertline.runtime.ports import OfferView, TaskRequest
 from expertline.runtime.webhooks import callback_url_problem
 from expertline.security.tokens import TokenInfo
+from expertline.visibility import show_caller
 from expertline.web.app import AppContext
 from expertline.web.auth import act_for, require_on_loop
 
@@ -172,7 +173,7 @@ def router(ctx: AppContext) -> APIRouter:
         },
     )
 
-    async def poll(query: TaskPoll, task_id: str) -> tuple[int, dict[str, Any]]:
+    async def poll(query: TaskPoll, task_id: str, token: TokenInfo) -> tuple[int, dict[str, Any]]:
         service = runtime()
         view = await service.async_task(task_id)
         if view is None:
@@ -180,7 +181,10 @@ def router(ctx: AppContext) -> APIRouter:
         seen = query.status or view.status
         if query.wait > 0 and view.status == seen and view.status in WAITING_STATUSES:
             view = await service.async_wait_change(task_id, seen, query.wait) or view
-        return 200, task_json(view)
+        body = task_json(view)
+        if token.role == "expert":  # an expert sees the caller as the queue's offers show it
+            body["caller"] = show_caller(body.get("caller"), service.show_rules(view.queue))
+        return 200, body
 
     hot.declare(
         r,
@@ -189,6 +193,7 @@ def router(ctx: AppContext) -> APIRouter:
         poll,
         roles=STATE_READER_ROLES,
         query=TaskPoll,
+        with_token=True,
         name="get_task",
         tags=["routing client"],
         summary="A task; long-polls with ?wait=S",

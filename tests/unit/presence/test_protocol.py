@@ -24,13 +24,13 @@ from expertline.presence.protocol import (
     apply_show,
     decide,
     format_wait,
-    mask,
     parse_reply,
     render_accepted,
     render_offer,
     render_withdrawn,
 )
 from expertline.runtime.ports import AnswerResult, OfferView
+from expertline.visibility import mask
 
 NOW = 1_000_000.0
 
