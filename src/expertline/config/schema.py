@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from expertline.errors import clip
+from expertline.limits import LABEL
 
 # --- durations --------------------------------------------------------------------------------
 
@@ -186,17 +187,24 @@ class Attribute(_Model):
 
 # --- experts ----------------------------------------------------------------------------------
 
+Phone = Annotated[str, Field(min_length=1, max_length=LABEL.max_chars, pattern=r"^\S+$")]
+MAX_OTHER_PHONES = 20
+
 
 class Expert(_Model):
     """An employee reachable by IM and phone."""
 
     id: ObjectId = Field(description="Stable identifier (used in the API and in reports).")
     name: str = Field(min_length=1, max_length=255, description="Display name.")
-    phone: str = Field(
-        min_length=1,
-        max_length=255,
-        pattern=r"^\S+$",
+    phone: Phone = Field(
         description="The label returned when the expert accepts: a SIP URI or a phone number.",
+    )
+    phones: list[Phone] = Field(
+        default_factory=list,
+        max_length=MAX_OTHER_PHONES,
+        description="Other numbers (at most 20) the expert may ask for when accepting an "
+        "offer (`yes 4821 +15551234567` over IM, `{phone}` over REST); any other number is "
+        "refused unless the queue's `accept_phones` allows it.",
     )
     im: str | None = Field(
         default=None,
@@ -376,9 +384,19 @@ class Queue(_Model):
     show: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")], Visibility] = (
         Field(
             default_factory=dict,
-            description="Per task attribute: visible, masked (last 4 characters) or hidden in "
-            "the offer text. Unlisted attributes are hidden.",
+            description="Per task attribute: visible, masked (last 4 characters) or hidden "
+            "wherever an expert sees an offer (IM text, REST offer views). Unlisted attributes "
+            "are hidden. The key `caller` rules the caller's number (visible unless listed).",
         )
+    )
+    accept_phones: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="A regular expression (Python syntax, matched against the whole number "
+        "with its separators removed): numbers an expert may ask for when accepting this "
+        "queue's offers besides their own `phone` and `phones`, e.g. `^\\+1\\d{10}$`. "
+        "Unset: only the expert's own numbers.",
     )
     escalate: list[Escalation] = Field(
         default_factory=list,
@@ -391,6 +409,16 @@ class Queue(_Model):
         strict=True,
         description="Higher priority tasks are offered first.",
     )
+
+    @field_validator("accept_phones")
+    @classmethod
+    def _regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return pattern
 
     @field_validator("escalate")
     @classmethod

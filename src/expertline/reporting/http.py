@@ -40,7 +40,8 @@ from expertline.web.refusals import ApiRouter
 log = logging.getLogger(__name__)
 
 COOKIE = "expertline_reports"
-PAGE_ROLES = frozenset({"reporting", "admin"})
+READER_ROLES = ("reporting", "supervisor")  # and admin
+PAGE_ROLES = frozenset({*READER_ROLES, "admin"})
 TASK_PAGE_LIMIT = 500
 CSV_PAGE = 5000
 
@@ -99,7 +100,7 @@ def router(ctx: AppContext) -> APIRouter:
         after: Annotated[
             str | None, Query(description="tasks: `next` of the previous page")
         ] = None,
-        _: TokenInfo = Depends(require("reporting")),
+        _: TokenInfo = Depends(require(*READER_ROLES)),
     ) -> Any:
         rng = parse_range(start, end, interval)
         eng = engine()

@@ -81,6 +81,8 @@ def test_roles_and_bad_input(client: TestClient, engine: Engine) -> None:
     assert client.get("/api/v1/reports/queues").status_code == 401
     r = client.get("/api/v1/reports/queues", headers=auth(engine, "routing-client"))
     assert r.status_code == 403
+    r = client.get("/api/v1/reports/experts", params=HOUR, headers=auth(engine, "supervisor"))
+    assert r.status_code == 200  # a supervisor sees reports
     h = auth(engine)
     r = client.get("/api/v1/reports/queues", params={"from": "soon", "interval": "5m"}, headers=h)
     assert r.status_code == 422

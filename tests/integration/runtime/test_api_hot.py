@@ -50,10 +50,10 @@ async def test_a_lifecycle_is_served_without_fastapi(h: Harness, fastapi_calls: 
     assert (await h.create(external_id="icm-9")).status_code == 200
     alice, bob = (o["id"] for o in sorted(task["offers"], key=lambda o: o["expert"]))
 
-    declined = await h.client.post(f"/api/v1/offers/{bob}/decline", headers=h.ex)
+    declined = await h.client.post(f"/api/v1/offers/{bob}/decline", headers=h.xp["bob"])
     assert (declined.status_code, declined.json()["status"]) == (200, "declined")
     accepted = await h.client.post(
-        f"/api/v1/offers/{alice}/accept", json={"phone": "+15559876543"}, headers=h.ex
+        f"/api/v1/offers/{alice}/accept", json={"phone": "+15559876543"}, headers=h.xp["alice"]
     )
     assert accepted.status_code == 200
     assert accepted.json()["status"] == "accepted" and accepted.json()["expert"] == "alice"
@@ -84,8 +84,10 @@ async def test_accept_without_a_body_or_with_charset_is_served_hot(
         headers={**h.rc, "content-type": "Application/JSON; charset=utf-8"},
     )
     assert created.status_code == 201
-    offer = created.json()["offers"][0]["id"]
-    r = await h.client.post(f"/api/v1/offers/{offer}/accept", headers={**h.ex, **JSON})
+    offer = created.json()["offers"][0]
+    r = await h.client.post(
+        f"/api/v1/offers/{offer['id']}/accept", headers={**h.xp[offer["expert"]], **JSON}
+    )
     assert r.status_code == 200 and r.json()["status"] == "accepted"
     assert fastapi_calls == []
 
@@ -109,7 +111,7 @@ async def test_refusals_read_as_fastapi_words_them(h: Harness) -> None:
         task = (await h.create()).json()
         offer = task["offers"][0]["id"]
         events = f"/api/v1/tasks/{task['id']}/events"
-        rc, ex, rep = h.rc, h.ex, h.rep
+        rc, ex, rep = h.rc, h.xp["alice"], h.rep
         cases: list[tuple[int, str, str, dict[str, str], bytes | None, str]] = [
             (422, "/api/v1/tasks", "bad JSON", {**rc, **JSON}, b'{"queue":', "body is not valid JSON: unexpected end of data at line 1 column 10"),
             (422, "/api/v1/tasks", "unknown field", {**rc, **JSON}, b'{"queue":"billing","color":1}', "color: Extra inputs are not permitted"),
@@ -168,10 +170,10 @@ async def test_refusals_read_as_fastapi_words_them(h: Harness) -> None:
             }
         }
 
-        accepted = await h.client.post(f"/api/v1/offers/{offer}/accept", headers=h.ex)
+        accepted = await h.client.post(f"/api/v1/offers/{offer}/accept", headers=ex)
         assert accepted.status_code == 200
         again = await _same_answer(
-            h.client, plain, method="POST", url=f"/api/v1/offers/{offer}/accept", headers=h.ex
+            h.client, plain, method="POST", url=f"/api/v1/offers/{offer}/accept", headers=ex
         )
         assert again.json()["error"] == {
             "code": "conflict",
