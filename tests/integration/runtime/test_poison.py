@@ -355,3 +355,60 @@ async def test_the_runtime_checks_requests_from_every_way_in(node: Node) -> None
         await node.service.async_accept("x.1", "sip:\x00")
     assert PHONES  # the harness's experts are in place
     await node.routes_end_to_end()
+
+
+def refuse_records(engine: Engine) -> None:
+    """Make the database refuse TCD rows whose ANI is ``POISON`` (as it refuses the record of
+    a caller wider than its column, stored before values were bounded at the edge)."""
+    if engine.dialect.name == "sqlite":
+        sql = (
+            f"CREATE TRIGGER test_poison_tcd BEFORE INSERT ON tcd WHEN NEW.ani = '{POISON}' "
+            f"BEGIN SELECT RAISE(ABORT, '{REFUSAL}'); END"
+        )
+    else:
+        sql = f"ALTER TABLE tcd ADD CONSTRAINT test_poison CHECK (ani IS DISTINCT FROM '{POISON}')"
+    with engine.begin() as conn:
+        conn.execute(text(sql))
+
+
+async def test_a_restart_whose_recovery_the_database_refuses_still_starts_and_routes(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIP tasks in flight end with TCD 27 at a restart; when one of those records is refused,
+    the others still end, the node starts, and routing goes on."""
+    first = make_service(engine, routing_config())
+    await first.async_start()
+    poisoned = await first.async_create_task(
+        TaskRequest(entry_point="+18005550100", caller=POISON, origin="sip")
+    )
+    other = await first.async_create_task(
+        TaskRequest(entry_point="+18005550100", caller="+15550002222", origin="sip")
+    )
+    await first.async_stop()
+    refuse_records(engine)
+    caplog.set_level(logging.INFO, logger="expertline.runtime")
+    health = Health()
+    second = make_service(engine, routing_config(), health=health)
+    try:
+        await asyncio.wait_for(second.async_start(), 20)
+        await async_eventually(lambda: (second.task(other.id) or other).status == "failed")
+        with engine.connect() as conn:
+            records = dict(conn.execute(select(tcd.c.task_id, tcd.c.call_disposition)).all())
+        assert records == {other.id: 27}
+        messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert any(m.startswith("recovery batch refused by the database") for m in messages)
+        await async_eventually(
+            lambda: any(
+                f"task={poisoned.id} could not be ended either" in m
+                for m in (r.getMessage() for r in caplog.records)
+            )
+        )
+        assert health.ready()
+        await second.async_set_presence("carol", "available")
+        task = await second.async_create_task(TaskRequest(entry_point="+18005550200"))
+        (offer,) = second.open_offers("carol")
+        assert (await second.async_accept(offer.id)).ok
+        await second.async_task_event(task.id, "connected")
+        assert (await second.async_task_event(task.id, "ended")).status == "completed"
+    finally:
+        await second.async_stop()
