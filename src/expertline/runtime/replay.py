@@ -156,16 +156,16 @@ class Replayer:
             len(self._replaying),
             len(held),
         )
-        await self._rewind()
-        while self._replaying:
-            op = self._replaying.popleft()
-            self.replayed += 1
-            try:
+        try:
+            await self._rewind()
+            while self._replaying:
+                op = self._replaying[0]  # still there if the runtime stops meanwhile (abandon)
+                self.replayed += 1
                 await self._replay_one(op)
-            except Fenced:
-                _fail(op, self._host.stopped())
-                self.abandon(self._host.stopped())
-                return
+                self._replaying.popleft()
+        except Fenced:  # another node took over: nothing more is written here
+            self.abandon(self._host.stopped())
+            return
         log.info("replay done refused=%d rewinds=%d; routing continues", self.refused, self.rewinds)
 
     async def _rewind(self) -> None:

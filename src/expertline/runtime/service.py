@@ -624,7 +624,11 @@ class RuntimeService:
                 if self._replay.wanted:  # a batch was refused (``runtime/replay.py``)
                     await asyncio.gather(*in_flight, return_exceptions=True)
                     in_flight.clear()
-                    await self._replay.async_run()
+                    try:
+                        await self._replay.async_run()
+                    except Exception:  # the writer must go on; its callers must hear back
+                        log.exception("replaying a refused batch failed")
+                        self._replay.abandon(ServiceStopped("the change could not be replayed"))
                 waiting = self._queue.qsize() + 1 + self._ops_in_flight  # callers not answered
                 limit = min(self.writer.batch_ops, max(MIN_BATCH, waiting // 2))
                 results = [self._apply(first)]
@@ -1144,11 +1148,12 @@ class RuntimeService:
             await effect.channel.async_accepted(offer)
 
     async def _config_loop(self) -> None:
+        refused = -1  # a version whose change the database refused is not tried again
         while True:
             await asyncio.sleep(self._config_poll)
             try:
                 version = await asyncio.to_thread(self._version_probe, self.engine)
-                if version == self._config.version:
+                if version in (self._config.version, refused):
                     continue
                 config, doc = await asyncio.to_thread(self._config_loader, self.engine)
             except asyncio.CancelledError:
@@ -1156,7 +1161,11 @@ class RuntimeService:
             except Exception as exc:
                 log.warning("configuration reload failed error=%r; keeping the current one", exc)
                 continue
-            await self.async_apply_config(config, doc)
+            try:
+                await self.async_apply_config(config, doc)
+            except ExpertlineError as exc:
+                refused = version
+                log.error("configuration version %d not applied: %s", version, exc)
 
     async def async_apply_config(self, config: RoutingConfig, doc: Any = None) -> None:
         """Switch to a new configuration version (from the poller, or directly in tests)."""
@@ -1259,8 +1268,21 @@ class RuntimeService:
         waiters and effects only ever saw committed batches, so they stay as they are; what
         the uncommitted batches added to them (tasks, external ids, timers) goes.
         """
-        state = await asyncio.to_thread(store.load_state, self.engine)
-        self._seq = await asyncio.to_thread(store.load_sequences, self.engine)
+        delay = 0.05
+        while True:  # the database may be away now: wait for it as commits do
+            try:
+                state = await asyncio.to_thread(store.load_state, self.engine)
+                self._seq = await asyncio.to_thread(store.load_sequences, self.engine)
+                break
+            except Exception as exc:
+                self._writes_failing = True
+                self._report(False, f"database reads failing: {type(exc).__name__}")
+                log.error("reading the committed state failed error=%r; retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if self._writes_failing:
+            self._writes_failing = False
+            self._report(True, "database reachable again")
         self._config, self._doc = self._committed_config
         known = self._views.keys() | self._ended.keys()
         for task_id in [t for t in self._task_meta if t not in known]:
