@@ -159,3 +159,21 @@ def markdown_table() -> str:
         _text_row("`phone` (accepting an offer)", LABEL),
     ]
     return "\n".join(rows) + "\n"
+
+
+def render_docs(text: str) -> str:
+    """``text`` (``docs/api.md``) with its limits table replaced by ``markdown_table()``."""
+    start = text.index(DOCS_START) + len(DOCS_START)
+    end = text.index(DOCS_END)
+    return text[:start] + "\n" + markdown_table() + text[end:]
+
+
+DOCS_START = "<!-- limits: generated from expertline/limits.py by `python -m expertline.limits` -->"
+DOCS_END = "<!-- end of limits -->"
+
+
+if __name__ == "__main__":  # rewrite the table in docs/api.md (from the repository's root)
+    from pathlib import Path
+
+    doc = Path("docs/api.md")
+    doc.write_text(render_docs(doc.read_text()))
