@@ -75,6 +75,15 @@ def has_control(value: str) -> bool:
     return _UNSTORABLE.search(value) is not None
 
 
+def fits(value: Any, limit: TextLimit) -> bool:
+    """Whether ``value`` is text within ``limit`` (``text_problem`` says why not)."""
+    return (
+        value.__class__ is str
+        and limit.min_chars <= len(value) <= limit.max_chars
+        and (value.isprintable() or _UNSTORABLE.search(value) is None)  # the first is faster
+    )
+
+
 def number_problem(value: float) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         low, high = INTEGER
@@ -86,7 +95,7 @@ def request_problems(fields: dict[str, str | None]) -> list[Problem]:
     """Every problem with the text fields of a task request (``TASK_REQUEST``); None is absent."""
     problems: list[Problem] = []
     for name, value in fields.items():
-        if value is None:
+        if value is None or fits(value, TASK_REQUEST[name]):
             continue
         why = text_problem(value, TASK_REQUEST[name]) if isinstance(value, str) else "must be text"
         if why:
@@ -96,6 +105,11 @@ def request_problems(fields: dict[str, str | None]) -> list[Problem]:
 
 def attribute_problems(attributes: dict[str, Any], path: str = "attributes") -> list[Problem]:
     """Every problem with a task's attributes: names, text values, numbers, list items."""
+    if len(attributes) <= MAX_ATTRIBUTES and all(
+        fits(name, ATTRIBUTE_NAME) and _plain_value_fits(value)
+        for name, value in attributes.items()
+    ):
+        return []  # the usual case, checked without building anything
     problems: list[Problem] = []
     if len(attributes) > MAX_ATTRIBUTES:
         problems.append(Problem(path, f"at most {MAX_ATTRIBUTES} attributes are allowed"))
@@ -110,8 +124,22 @@ def attribute_problems(attributes: dict[str, Any], path: str = "attributes") -> 
 
 def attribute_value_problem(value: Any) -> str | None:
     """The first problem with one attribute value (the HTTP model's check), or None."""
+    if _plain_value_fits(value):
+        return None
     found = _value_problems(value, "")
     return None if not found else str(found[0])
+
+
+def _plain_value_fits(value: Any) -> bool:
+    """A text, number or boolean attribute value within its limits (lists: ask further)."""
+    kind = value.__class__
+    if kind is str:
+        return fits(value, ATTRIBUTE_VALUE)
+    if kind is int:
+        return INTEGER[0] <= value <= INTEGER[1]
+    if kind is float:
+        return math.isfinite(value)
+    return kind is bool
 
 
 def _value_problems(value: Any, where: str) -> list[Problem]:

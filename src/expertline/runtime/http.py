@@ -55,10 +55,9 @@ def _storable(limit: limits.TextLimit) -> AfterValidator:
     """No control character or lone surrogate: values the database would refuse."""
 
     def check(value: str) -> str:
-        why = limits.text_problem(value, limit)
-        if why:
-            raise ValueError(why)
-        return value
+        if limits.fits(value, limit):
+            return value
+        raise ValueError(limits.text_problem(value, limit) or "invalid text")
 
     return AfterValidator(check)
 
