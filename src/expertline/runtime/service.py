@@ -1220,15 +1220,16 @@ class RuntimeService:
             )
 
     async def _restore(
-        self, state: store.StoredState, lost: frozenset[str], failover: bool
+        self, state: store.StoredState, lost: frozenset[str], failover: bool, resume: bool = True
     ) -> None:
+        """The core from ``state``; ``resume``: perform the stored effects (a start)."""
         self._remember(state)
         now = self.clock()
         self._core = CoreAdapter.restore(self._config, state, now)
         # Re-arms every timer of the restored tasks and ends the lost ones (TCD 27).
         self._handle(ev.Recovered(lost_tasks=lost, failover=failover))
         # Undelivered channel effects of the previous run are performed again.
-        for row in state.outbox:
+        for row in state.outbox if resume else ():
             channel = next((c for c in self._channels if c.name == row["channel"]), None)
             if channel is None:
                 self._outbox_done.append(row["id"])
@@ -1289,21 +1290,13 @@ class RuntimeService:
             del self._task_meta[task_id]
         for external_id in [e for e, t in self._by_external.items() if t not in known]:
             del self._by_external[external_id]
-        self._remember(state)
         self._timers = TimerHeap()
         self._pending = _Pending()
-        self._core = CoreAdapter.restore(self._config, state, self.clock())
-        self._handle(ev.Recovered())  # re-arms the timers
-        self._timer_wake.set()
-        pending = self._collect()
-        if pending.batch.empty():
-            return
         try:
-            await self._commit(pending.batch)
+            await self._restore(state, frozenset(), failover=False, resume=False)
         except CommitRefused as exc:  # the committed state settled differently: unexpected
             log.error("rewound state could not be settled reason=%s", exc.reason)
-            return
-        self._after_commit(pending)
+        self._timer_wake.set()
 
     def _ending(self, task_id: str) -> _Operation:
         """An operation (without a caller) ending a task with TCD 27 (Failed Software)."""
