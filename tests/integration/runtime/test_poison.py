@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -412,3 +412,41 @@ async def test_a_restart_whose_recovery_the_database_refuses_still_starts_and_ro
         assert (await second.async_task_event(task.id, "ended")).status == "completed"
     finally:
         await second.async_stop()
+
+
+async def test_a_configuration_change_the_database_refuses_is_not_tried_again_and_again(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Removing a queue rejects its waiting tasks; when one of those rejections is refused,
+    the configuration version is not applied, said once, and routing goes on with the one in
+    effect."""
+    configs = {"current": routing_config(version=1)}
+    service = RuntimeService(
+        engine,
+        node="test-node",
+        config_loader=lambda _e: (configs["current"], None),
+        version_probe=lambda _e: configs["current"].version,
+        config_poll=0.05,
+    )
+    await service.async_start()
+    try:
+        refuse_rows(engine, status="rejected")
+        waiting = await service.async_create_task(TaskRequest(queue="support", caller=POISON))
+        caplog.set_level(logging.INFO, logger="expertline.runtime")
+        old = configs["current"]
+        queues = {k: v for k, v in old.queues.items() if k != "support"}
+        matches = {k: v for k, v in old.matches.items() if k != "support"}
+        configs["current"] = replace(old, version=2, queues=queues, matches=matches)
+        await async_eventually(lambda: service.replay.refused == 1)
+        await asyncio.sleep(0.5)  # ten polls of the configuration
+        assert service.replay.refused == 1
+        assert service.config.version == 1
+        assert (service.task(waiting.id) or waiting).status == "queued"
+        messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert [m for m in messages if m.startswith("configuration version 2 not applied")]
+        await service.async_set_presence("alice", "available")
+        task = await service.async_create_task(TaskRequest(queue="billing"))
+        (offer,) = service.open_offers("alice")
+        assert offer.task_id == task.id and (await service.async_accept(offer.id)).ok
+    finally:
+        await service.async_stop()
