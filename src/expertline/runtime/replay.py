@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from prometheus_client import Counter
+
 from expertline.errors import InvalidInput
 from expertline.ha.lease import Fenced
 from expertline.runtime import store
@@ -37,6 +39,11 @@ from expertline.runtime.writer import CommitRefused
 log = logging.getLogger("expertline.runtime")
 
 REFUSED_AGAIN = 2  # refusals of the same timer after which it is dropped for this run
+REFUSED = Counter(
+    "expertline_runtime_refused_changes",
+    "Changes the database refused: refused to their caller (request) or ended (internal)",
+    ["origin"],
+)
 
 
 class Superseded(Exception):
@@ -189,6 +196,7 @@ class Replayer:
     async def _refused(self, op: Operation, closed: Closed, reason: str) -> None:
         """``op`` alone was refused: undo it, tell its caller, or end what it concerned."""
         self.refused += 1
+        REFUSED.labels(origin="internal" if op.future is None else "request").inc()
         tasks = sorted(closed.batch.tasks)
         await self._rewind()
         if op.future is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from rt_harness import PHONES, make_service, routing_config
 from sqlalchemy import Engine, func, select, text
 
@@ -184,6 +185,8 @@ async def test_a_refused_request_fails_alone_and_the_rest_of_its_batch_commits(
     assert isinstance(writer, ProcessWriter if engine.dialect.name == "sqlite" else ThreadWriter)
     refuse_rows(engine)
     await service.async_set_presence("carol", "available")
+    metric = ("expertline_runtime_refused_changes_total", {"origin": "request"})
+    before = REGISTRY.get_sample_value(*metric) or 0.0
 
     # One batch: every create reaches the writer's queue before it runs.
     requests = [
@@ -236,6 +239,7 @@ async def test_a_refused_request_fails_alone_and_the_rest_of_its_batch_commits(
 
     assert await node.ready()
     await node.routes_end_to_end()
+    assert REGISTRY.get_sample_value(*metric) == before + 2
 
 
 async def test_a_refused_timer_ends_its_task_with_tcd_27_and_the_others_go_on(
