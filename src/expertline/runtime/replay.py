@@ -96,7 +96,6 @@ class Replayer:
         self._held: list[tuple[Any, list[Result]]] = []
         self._refused_seq: int | None = None
         self._refused_order: int | None = None
-        self._reason = ""
         self._replaying: deque[Operation] = deque()
         self._timer_refusals: dict[str, int] = {}
         self.dropped: set[str] = set()  # timers not armed again in this run
@@ -128,7 +127,6 @@ class Replayer:
         ):
             first = self._refused_order is None
             self._refused_seq, self._refused_order = closed.batch.seq, closed.order
-            self._reason = refused
             if first:
                 log.warning(
                     "batch refused by the database seq=%s operations=%d reason=%s; "
@@ -246,7 +244,7 @@ class Replayer:
             await self._rewind()
             return
         self._host.publish(closed)
-        log.error(
+        log.warning(
             "task=%s ended disposition=27 reason=database_refused_change detail=%s",
             task_id,
             reason,
