@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select
 
 from expertline.db.engine import make_engine
 from expertline.db.tables import runtime_tasks, tcd
+from expertline.ha.decide import LeaseTimes
 from expertline.security.tokens import create_token
 from support.databases import postgres_database
 from support.processes import ServerProcess, cli, running_server
@@ -27,8 +28,6 @@ from support.runtime_client import TWO_QUEUES_YAML, RuntimeClient
 from support.wait import eventually
 
 pytestmark = pytest.mark.postgres
-
-TTL = 2.0
 
 
 class Pair:
@@ -46,12 +45,11 @@ class Pair:
             create_token(self.engine, "xp", "expert"),
         )
 
-    def node(self, name: str, ttl: float = TTL) -> ServerProcess:
-        env = {
-            "EXPERTLINE_DB": self.url,
-            "EXPERTLINE_HA_LEASE_TTL": str(ttl),
-            "EXPERTLINE_HA_POLL": "0.1",
-        }
+    def node(self, name: str, ttl: float | None = None) -> ServerProcess:
+        """A runtime node with the default HA settings (or another lease time)."""
+        env = {"EXPERTLINE_DB": self.url}
+        if ttl is not None:
+            env["EXPERTLINE_HA_LEASE_TTL"] = str(ttl)
         args = ("--role", "runtime", "--node", name)
         return self.stack.enter_context(running_server(self.tmp, *args, env=env))
 
@@ -114,14 +112,14 @@ def test_the_standby_takes_over_a_killed_node_and_continues_its_tasks(pair: Pair
     a.proc.wait(timeout=10)
     eventually(lambda: ready(b), timeout=30, interval=0.05)
     took = time.monotonic() - killed
-    assert took < 4 * TTL, took  # the lease lapses, the standby takes it at its next poll
+    assert took < 2 * LeaseTimes().ttl + 2, took  # the lease lapses, the standby takes it
 
     on_b = pair.client(b)
     assert {tid: on_b.task(tid)["status"] for tid in before} == before
     assert [o["task_id"] for o in on_b.offers("bob")] == [offered]
     on_b.finish(set(before))
     assert pair.tcd_counts() == dict.fromkeys(before, 1)
-    assert "lease acquired node=b token=2 previous=a" in b.log()
+    assert "ha node=b action=start: acquired lease token 2: it had lapsed (held by a)" in b.log()
 
 
 def test_a_graceful_stop_hands_over_and_a_paused_node_is_fenced(pair: Pair) -> None:
@@ -153,7 +151,7 @@ def test_a_graceful_stop_hands_over_and_a_paused_node_is_fenced(pair: Pair) -> N
     late.join(timeout=30)
     assert answer[0].status_code == 503, answer[0].text  # refused, not lost: nothing was kept
     eventually(lambda: state(b, pair) == "standby", timeout=10)
-    assert "leaving the active role node=b" in b.log()
+    assert "ha node=b action=step-down: stepping down" in b.log()
 
     on_a = pair.client(a)
     second = on_a.create(queue="support")["id"]
