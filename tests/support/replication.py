@@ -93,7 +93,14 @@ class ReplicatedPostgres:
         for process in processes:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(signal.SIGKILL)
-        psutil.wait_procs(processes, timeout=10)
+
+        def gone(process: psutil.Process) -> bool:  # a zombie is dead: its parent reaps it
+            try:
+                return process.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        eventually(lambda: all(gone(p) for p in processes), timeout=10, interval=0.005)
 
     def promote_replica(self) -> None:
         """What the failover manager does: the replica becomes a primary (``pg_ctl promote``

@@ -215,11 +215,16 @@ def _holder(o: Observation, token: int, now: float) -> tuple[Action, str]:
             if last is not None and last.answer is Answer.FAILED
             else "no renewal was answered"
         )
+        ends = o.renewed_at + o.times.ttl - now
+        when = (
+            f"its grant can end {ends:.2f} s from now and this node stops routing before that"
+            if ends > 0
+            else f"its grant may have ended {-ends:.2f} s ago (this node was held up)"
+        )
         return (
             Action(Step.STEP_DOWN, Why.EXPIRING),
             f"stepping down: lease token {token} not renewed for {now - o.renewed_at:.2f} s "
-            f"({cause}); its grant can end {o.renewed_at + o.times.ttl - now:.2f} s from now "
-            "and this node stops routing before that",
+            f"({cause}); {when}",
         )
     if o.runtime is Runtime.STOPPED:
         before = (

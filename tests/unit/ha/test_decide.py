@@ -161,6 +161,11 @@ def test_a_holder_steps_down_a_margin_before_its_grant_can_end() -> None:
         "OperationalError: connection refused); its grant can end 0.50 s from now and this "
         "node stops routing before that"
     )
+    # A node that was paused (SIGSTOP, a long GC, a frozen VM) finds itself past the end.
+    assert decide(holding(), 110.0)[1] == (
+        "stepping down: lease token 7 not renewed for 10.00 s (no renewal was answered); its "
+        "grant may have ended 8.00 s ago (this node was held up)"
+    )
     # Its runtime still starting changes nothing: no renewal, no routing.
     assert decide(holding(Runtime.STARTING), deadline)[0].step is Step.STEP_DOWN
 
