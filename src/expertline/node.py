@@ -128,16 +128,21 @@ class Node:
         from expertline.ha.keeper import LeaseKeeper
         from expertline.ha.lease import LeaseStore
         from expertline.ha.watch import LeaseWatch
+        from expertline.runtime.service import StoreConfigSource
 
         s = self.settings
         times = s.lease_times()
+        engine = self.engine
         keeper = LeaseKeeper(
-            LeaseStore(self.engine, timeout=times.retry_timeout),
+            LeaseStore(engine, timeout=times.retry_timeout),
             runtime,
             node=s.node,
             health=self.health,
             times=times,
-            watch=LeaseWatch.for_engine(self.engine),
+            watch=LeaseWatch.for_engine(engine),
+            # A standby builds the stored configuration once (imports, CEL parser), so that
+            # its runtime's start after a takeover does not pay for it.
+            warm=lambda: asyncio.to_thread(StoreConfigSource(), engine),
         )
         self.ctx.services["lease"] = keeper
         return keeper

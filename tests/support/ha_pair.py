@@ -89,7 +89,12 @@ def state(node: ServerProcess, pair: Pair) -> str:
 
 @dataclass
 class Traffic:
-    """A routing client and experts working against whichever node of ``nodes`` answers."""
+    """A routing client and experts working against whichever node of ``nodes`` answers
+    (a node appended to ``nodes`` later, e.g. restarted on another port, is used too).
+
+    With ``retry``, the routing client asks again for a task no node acknowledged (same
+    ``external_id``, as a SIP proxy honouring ``Retry-After`` would) until ``give_up``
+    seconds have passed; ``dropped`` counts the tasks given up."""
 
     pair: Pair
     nodes: list[ServerProcess]
@@ -97,9 +102,13 @@ class Traffic:
     experts: tuple[str, ...] = ()  # experts that take offers (available from the start)
     pace: float = 0.02  # seconds between task creations
     timeout: float = 10.0  # a request unanswered this long counts as not acknowledged
-    # task id -> (request sent, acknowledged, node url), times from time.monotonic()
+    retry: bool = False
+    give_up: float = 10.0
+    # task id -> (request sent, acknowledged, node url), times from time.monotonic(); with
+    # retries, "sent" is the attempt that was acknowledged
     acked: dict[str, tuple[float, float, str]] = field(default_factory=dict)
     refused: int = 0
+    dropped: int = 0
     accepted: dict[str, list[str]] = field(default_factory=dict)  # task id -> experts
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -120,58 +129,75 @@ class Traffic:
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=2 * self.timeout)
+            thread.join(timeout=2 * self.timeout + self.give_up)
 
     def acked_after(self, instant: float) -> list[tuple[float, float, str]]:
         """(sent, acknowledged, node) of the tasks asked for after ``instant`` and
         acknowledged, in order."""
         return sorted(v for v in self.acked.values() if v[0] > instant)
 
-    def _clients(self) -> list[tuple[str, httpx.Client]]:
+    def _order(self, cache: dict[str, httpx.Client], preferred: str) -> list[httpx.Client]:
+        """The nodes' clients, the one that answered last first (a paused node costs one
+        timeout, not one per request)."""
+        urls = sorted((n.base_url for n in list(self.nodes)), key=lambda u: u != preferred)
         return [
-            (n.base_url, httpx.Client(base_url=n.base_url, timeout=self.timeout))
-            for n in self.nodes
+            cache.get(u) or cache.setdefault(u, httpx.Client(base_url=u, timeout=self.timeout))
+            for u in urls
         ]
-
-    @staticmethod
-    def _prefer(clients: list[tuple[str, httpx.Client]], index: int) -> None:
-        """The node that answered goes first next time (a paused node costs one timeout)."""
-        clients.insert(0, clients.pop(index))
 
     def _create(self) -> None:
         rc = {"Authorization": f"Bearer {self.pair.tokens[0]}"}
-        clients = self._clients()
+        cache: dict[str, httpx.Client] = {}
+        preferred = ""
         while not self._stop.wait(self.pace):
             body = {"queue": self.queue, "external_id": f"load-{next(self._serial)}"}
-            sent = time.monotonic()
-            for index, (url, http) in enumerate(clients):
-                try:
-                    r = http.post("/api/v1/tasks", json=body, headers=rc)
-                except httpx.HTTPError:
-                    continue
-                if r.status_code == 201:
-                    self.acked[r.json()["id"]] = (sent, time.monotonic(), url)
-                    self._prefer(clients, index)
+            first = time.monotonic()
+            while True:
+                sent = time.monotonic()
+                answered = self._ask(self._order(cache, preferred), body, rc)
+                if answered is not None:
+                    task, preferred = answered
+                    self.acked[task] = (sent, time.monotonic(), preferred)
                     break
-                self.refused += 1
+                if not self.retry or self._stop.is_set():
+                    break
+                if time.monotonic() - first > self.give_up:
+                    self.dropped += 1
+                    break
+                time.sleep(0.05)
+
+    def _ask(
+        self, clients: list[httpx.Client], body: dict[str, str], rc: dict[str, str]
+    ) -> tuple[str, str] | None:
+        """(task id, node url) from the first node that acknowledges the task, or None."""
+        for http in clients:
+            try:
+                r = http.post("/api/v1/tasks", json=body, headers=rc)
+            except httpx.HTTPError:
+                continue
+            if r.status_code in (200, 201):  # 200: an earlier attempt created it
+                return str(r.json()["id"]), str(http.base_url).rstrip("/")
+            self.refused += 1
+        return None
 
     def _expert(self, expert: str) -> None:
         """Take every offer: accept, then the call connects and ends (the expert is free)."""
         ex = {"Authorization": f"Bearer {self.pair.tokens[1]}"}
         rc = {"Authorization": f"Bearer {self.pair.tokens[0]}"}
-        clients = self._clients()
-        for _, http in clients:  # whichever node is active takes the presence
+        cache: dict[str, httpx.Client] = {}
+        preferred = ""
+        for http in self._order(cache, preferred):  # whichever node is active takes it
             with suppress(httpx.HTTPError):
                 http.put(
                     f"/api/v1/experts/{expert}/presence", json={"status": "available"}, headers=ex
                 )
         while not self._stop.wait(0.01):
-            for index, (_, http) in enumerate(clients):
+            for http in self._order(cache, preferred):
                 try:
                     offers = http.get(f"/api/v1/offers?expert={expert}", headers=ex)
                     if offers.status_code != 200:
                         continue
-                    self._prefer(clients, index)
+                    preferred = str(http.base_url).rstrip("/")
                     for offer in offers.json()["items"]:
                         r = http.post(f"/api/v1/offers/{offer['id']}/accept", headers=ex)
                         if r.status_code != 200:
@@ -184,6 +210,7 @@ class Traffic:
                             )
                 except httpx.HTTPError:
                     continue
+                break
 
 
 __all__ = ["EXPERTS", "Pair", "Traffic", "ready", "state"]

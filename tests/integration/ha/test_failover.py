@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from expertline.ha.decide import LeaseTimes
 from support.databases import postgres_database
@@ -137,3 +138,41 @@ def test_routing_resumes_within_3_s_of_a_kill_9_under_load(pair: Pair) -> None:
     assert pair.tcd_counts() == dict.fromkeys(everything, 1)
     assert set(pair.assigned_counts().values()) == {1}
     assert all(len(experts) == 1 for experts in traffic.accepted.values())
+
+
+def test_a_rolling_upgrade_by_handover_loses_no_call(pair: Pair) -> None:
+    """docs/operations.md, Rolling upgrade by handover: the standby is stopped, an additive
+    migration is applied while the other node routes on, the standby comes back (as the new
+    release would), the active node hands over with SIGTERM, then comes back as the standby.
+    A routing client that asks again after a 503 gets every task, and routing stops only for
+    the handover."""
+    a = pair.node("a")
+    b = pair.node("b")
+    with Traffic(pair, [a, b], experts=("alice", "bob"), retry=True) as traffic:
+        eventually(lambda: len(traffic.accepted) >= 5, timeout=30)
+        b.stop()
+        with pair.engine.begin() as conn:  # what an additive revision does
+            conn.execute(text("ALTER TABLE runtime_tasks ADD COLUMN upgrade_note TEXT"))
+            conn.execute(text("CREATE TABLE upgrade_extra (id INTEGER PRIMARY KEY)"))
+        since = time.monotonic()
+        eventually(lambda: len(traffic.acked_after(since)) >= 10, timeout=30)  # a routes on
+        traffic.nodes.append(b := pair.node("b"))
+        assert state(b, pair) == "standby"
+
+        handover = time.monotonic()
+        a.stop()  # SIGTERM: drain, commit, release, NOTIFY
+        on_b = eventually(
+            lambda: [x for x in traffic.acked_after(handover) if x[2] == b.base_url], timeout=30
+        )
+        traffic.nodes.append(a := pair.node("a"))
+        since = time.monotonic()
+        eventually(lambda: len(traffic.acked_after(since)) >= 10, timeout=30)
+    assert on_b[0][1] - handover < 2.0  # the standby is told, it need not wait for a lapse
+    assert "action=acquire: the holder released the lease: trying it now" in b.log()
+    assert (state(a, pair), state(b, pair)) == ("standby", "active")
+    assert traffic.dropped == 0
+    everything = pair.task_ids()
+    assert set(traffic.acked) <= everything
+    pair.client(b).finish(everything)
+    assert pair.tcd_counts() == dict.fromkeys(everything, 1)
+    assert set(pair.assigned_counts().values()) == {1}

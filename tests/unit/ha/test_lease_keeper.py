@@ -374,3 +374,36 @@ async def test_a_steady_pair_logs_its_situation_once(
     assert "standby: a holds lease token 1" in loud[3]
     quiet = [r for r in records if r.levelno == logging.DEBUG]
     assert len(quiet) > 200  # every cycle said, at debug
+
+
+async def test_a_standby_warms_up_once_and_an_active_node_does_not(
+    pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    warmed: list[str] = []
+
+    def warm(name: str, fail: bool = False) -> Callable[[], Any]:
+        async def run() -> None:
+            await pair.clock.sleep(0.4)  # e.g. compiling the configuration's selections
+            if fail:
+                raise RuntimeError("no configuration")
+            warmed.append(name)
+
+        return run
+
+    a, _, _ = pair.node("a")
+    b, _, _ = pair.node("b")
+    c, _, _ = pair.node("c")
+    a.warm, b.warm, c.warm = warm("a"), warm("b"), warm("c", fail=True)
+    with ha_log(caplog) as records:
+        await a.async_start()
+        await b.async_start()
+        await c.async_start()
+        await pair.clock.advance(5.0)
+    assert warmed == ["b"]
+    said = [
+        r.getMessage() for r in records if r.levelno >= logging.INFO and "warm" in r.getMessage()
+    ]
+    assert said == [
+        "standby warmed up node=b seconds=0.40: a takeover starts the runtime warm",
+        "standby warm-up failed node=c error=RuntimeError: no configuration",
+    ]
