@@ -161,10 +161,12 @@ def _pg_defaults(url: URL) -> dict[str, str]:
 
 
 class _Link:
-    """The state of an engine's way to the database, said once per change in the log."""
+    """The state of an engine's way to the database, said once per change in the log. An
+    engine that never connected says nothing: its caller reports that failure."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._connected = False
         self._lost_at: float | None = None
 
     def on_error(self, context: Any) -> None:
@@ -175,18 +177,19 @@ class _Link:
         if not (context.is_disconnect or connecting):
             return
         with self._lock:
-            first, self._lost_at = self._lost_at is None, self._lost_at or time.monotonic()
-        if first:  # the same outage's further errors are the callers' to report
-            log.warning(
-                "database %s error=%s; the next use connects again (to the primary, with a "
-                "multi-host URL)",
-                "unreachable" if connecting else "connection lost, pool emptied",
-                _one_line(exc),
-            )
+            if not self._connected or self._lost_at is not None:
+                return  # never up, or the same outage: its callers report it
+            self._lost_at = time.monotonic()
+        log.warning(
+            "database %s error=%s; the next use connects again (to the primary, with a "
+            "multi-host URL)",
+            "unreachable" if connecting else "connection lost, pool emptied",
+            _one_line(exc),
+        )
 
     def on_connect(self, dbapi_connection: Any, _record: Any) -> None:
         with self._lock:
-            lost_at, self._lost_at = self._lost_at, None
+            lost_at, self._lost_at, self._connected = self._lost_at, None, True
         if lost_at is None:
             return
         info = getattr(dbapi_connection, "info", None)

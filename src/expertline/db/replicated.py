@@ -143,6 +143,24 @@ class ReplicatedPostgres:
                 conn.execute(text(f"CREATE DATABASE {DATABASE}"))
         finally:
             admin.dispose()
+        # A synchronous commit is on the replica's disk, not yet replayed: wait for that.
+        replica = create_engine(
+            f"postgresql+psycopg://postgres@127.0.0.1:{self.replica.port}/postgres"
+        )
+        try:
+            with replica.connect() as conn:
+
+                def replayed() -> bool:
+                    found = conn.execute(
+                        text("SELECT count(*) FROM pg_database WHERE datname = :name"),
+                        {"name": DATABASE},
+                    ).scalar()
+                    conn.rollback()  # a new snapshot next time
+                    return found == 1
+
+                _until(replayed, 60, "the replica to have the database", interval=0.05)
+        finally:
+            replica.dispose()
 
     def stop(self) -> None:
         for server in (self.replica, self.primary):
