@@ -128,7 +128,7 @@ class LeaseKeeper:
         # configuration's selections: about half a second), done once while standby.
         self.warm = warm
         self._warm_task: asyncio.Task[None] | None = None
-        # What the keeper knows (``_observe`` turns it into an Observation).
+        # What the keeper knows (``observe`` turns it into an Observation).
         self.token: int | None = None
         self.renewed_at = 0.0
         self.last: Reply | None = None

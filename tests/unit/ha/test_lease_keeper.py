@@ -156,12 +156,11 @@ async def pair() -> Any:
     await p.close()
 
 
-def kill(keeper: LeaseKeeper) -> None:
-    """kill -9: the keeper's cycles end where they are; nothing is released."""
+def kill(pair: Pair, keeper: LeaseKeeper) -> None:
+    """kill -9: the keeper's cycles end where they are; nothing is released, ever."""
     assert keeper._loop_task is not None
     keeper._loop_task.cancel()
-    keeper._loop_task = None
-    keeper.stopping = True  # the fixture's stop must not release for a dead process
+    pair.keepers.remove(keeper)  # the fixture does not stop a dead process
 
 
 @contextlib.contextmanager
@@ -191,7 +190,7 @@ async def test_the_standby_acquires_as_soon_as_the_killed_holders_grant_lapses(p
     await b.async_start()
     assert not b.active and not run_b.running and not health_b.active
     await pair.clock.advance(1.3)
-    kill(a)
+    kill(pair, a)
     lapses = pair.lease.expires
     took = await pair.clock.until(lambda: b.active, limit=5)
     assert lapses <= pair.clock.now() <= lapses + 0.02  # acquired on the lapse, not a poll later
@@ -268,7 +267,7 @@ async def test_a_standby_without_its_database_warns_once_and_keeps_polling(
     await b.async_start()
     with ha_log(caplog) as records:
         pair.lease.failing = True
-        kill(a)
+        kill(pair, a)
         since = pair.clock.now()
         await pair.clock.advance(3.0)
         tries = [t for t, what in pair.lease.calls if what == "acquire" and t > since]
