@@ -128,12 +128,24 @@ class Node:
 
     def _lease_keeper(self, runtime: Any) -> Service:
         """On PostgreSQL the runtime runs only while this node holds the HA lease."""
-        from expertline.ha.lease import LeaseKeeper, LeaseStore, LeaseTimes
+        from expertline.ha.keeper import LeaseKeeper
+        from expertline.ha.lease import LeaseStore
+        from expertline.ha.watch import LeaseWatch
+        from expertline.runtime.service import StoreConfigSource
 
         s = self.settings
-        times = LeaseTimes(ttl=s.ha_lease_ttl, poll=s.ha_poll, margin=min(1.0, s.ha_lease_ttl / 5))
+        times = s.lease_times()
+        engine = self.engine
         keeper = LeaseKeeper(
-            LeaseStore(self.engine), runtime, node=s.node, health=self.health, times=times
+            LeaseStore(engine, timeout=times.retry_timeout),
+            runtime,
+            node=s.node,
+            health=self.health,
+            times=times,
+            watch=LeaseWatch.for_engine(engine),
+            # A standby builds the stored configuration once (imports, CEL parser), so that
+            # its runtime's start after a takeover does not pay for it.
+            warm=lambda: asyncio.to_thread(StoreConfigSource(), engine),
         )
         self.ctx.services["lease"] = keeper
         return keeper

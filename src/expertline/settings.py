@@ -12,13 +12,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from expertline.ha.decide import LeaseTimes
 
 Role = Literal["runtime", "reporting", "admin", "all"]
 SipMode = Literal["redirect", "proxy"]
@@ -60,10 +62,15 @@ class Settings(BaseSettings):
     presence: bool = True  # connect the configured presence sources (XMPP); off: REST presence only
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
-    # High availability (PostgreSQL): how long a runtime lease lasts without renewal, which
-    # bounds how long routing stops when the active node dies; renewed every third of it.
-    ha_lease_ttl: float = Field(default=10.0, ge=1.0, le=300.0)
-    ha_poll: float = Field(default=1.0, gt=0.0, le=60.0)  # how often a standby tries the lease
+    # High availability (PostgreSQL), see ``ha/decide.py`` and docs/operations.md: the
+    # active node renews its lease every ``ha_renew`` seconds, gives a database call up after
+    # ``ha_retry_timeout``; a standby tries the lease every ``ha_poll`` (and when the
+    # holder's grant should end). ``ha_lease_ttl`` bounds how long routing stops when the
+    # active node dies; ha_renew + 2 x ha_retry_timeout + 0.5 s must not exceed it.
+    ha_renew: float = Field(default=0.5, gt=0.0, le=100.0)
+    ha_retry_timeout: float = Field(default=0.5, gt=0.0, le=100.0)
+    ha_poll: float = Field(default=0.5, gt=0.0, le=60.0)
+    ha_lease_ttl: float = Field(default=2.0, ge=1.0, le=300.0)
 
     @field_validator("http", "sip")
     @classmethod
@@ -88,6 +95,30 @@ class Settings(BaseSettings):
     @property
     def sip_targets_list(self) -> list[str]:
         return _listed(self.sip_targets)
+
+    @field_validator("ha_lease_ttl")
+    @classmethod
+    def _lease_rule(cls, ttl: float, info: ValidationInfo) -> float:
+        fields = ("ha_renew", "ha_retry_timeout", "ha_poll")
+        if all(name in info.data for name in fields):  # else their own error is reported
+            times = LeaseTimes(
+                ttl=ttl,
+                renew=info.data["ha_renew"],
+                retry_timeout=info.data["ha_retry_timeout"],
+                poll=info.data["ha_poll"],
+            )
+            problems = times.problems()
+            if problems:
+                raise ValueError("; ".join(problems))
+        return ttl
+
+    def lease_times(self) -> LeaseTimes:
+        return LeaseTimes(
+            ttl=self.ha_lease_ttl,
+            renew=self.ha_renew,
+            retry_timeout=self.ha_retry_timeout,
+            poll=self.ha_poll,
+        )
 
     @classmethod
     def settings_customise_sources(

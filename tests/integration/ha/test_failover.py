@@ -16,65 +16,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import text
 
-from expertline.db.engine import make_engine
-from expertline.db.tables import runtime_tasks, tcd
-from expertline.security.tokens import create_token
+from expertline.ha.decide import LeaseTimes
 from support.databases import postgres_database
-from support.processes import ServerProcess, cli, running_server
-from support.runtime_client import TWO_QUEUES_YAML, RuntimeClient
+from support.ha_pair import Pair, Traffic, ready, state
 from support.wait import eventually
 
 pytestmark = pytest.mark.postgres
-
-TTL = 2.0
-
-
-class Pair:
-    """The database, its tokens, and a way to start runtime nodes on it."""
-
-    def __init__(self, url: str, tmp: Path, stack: ExitStack) -> None:
-        self.url, self.tmp, self.stack = url, tmp, stack
-        cli("--db", url, "db", "upgrade", check=True)
-        (tmp / "config.yaml").write_text(TWO_QUEUES_YAML)
-        cli("--db", url, "config", "import", str(tmp / "config.yaml"), check=True)
-        self.engine: Engine = make_engine(url)
-        stack.callback(self.engine.dispose)
-        self.tokens = (
-            create_token(self.engine, "cc", "routing-client"),
-            create_token(self.engine, "integration", "admin"),  # acts for every expert
-        )
-
-    def node(self, name: str, ttl: float = TTL) -> ServerProcess:
-        env = {
-            "EXPERTLINE_DB": self.url,
-            "EXPERTLINE_HA_LEASE_TTL": str(ttl),
-            "EXPERTLINE_HA_POLL": "0.1",
-        }
-        args = ("--role", "runtime", "--node", name)
-        return self.stack.enter_context(running_server(self.tmp, *args, env=env))
-
-    def client(self, node: ServerProcess) -> RuntimeClient:
-        return RuntimeClient(node.base_url, *self.tokens)
-
-    def tcd_counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(tcd.c.task_id, func.count()).group_by(tcd.c.task_id))
-            return {task_id: n for task_id, n in rows}
-
-    def task_ids(self) -> set[str]:
-        with self.engine.connect() as conn:
-            return set(conn.execute(select(runtime_tasks.c.task_id)).scalars())
-
-
-def ready(node: ServerProcess) -> bool:
-    return httpx.get(node.base_url + "/readyz", timeout=5).status_code == 200
-
-
-def state(node: ServerProcess, pair: Pair) -> str:
-    client = pair.client(node)
-    return str(client.http.get("/api/v1/status", headers=client.rc).json()["state"])
 
 
 @pytest.fixture
@@ -114,14 +63,14 @@ def test_the_standby_takes_over_a_killed_node_and_continues_its_tasks(pair: Pair
     a.proc.wait(timeout=10)
     eventually(lambda: ready(b), timeout=30, interval=0.05)
     took = time.monotonic() - killed
-    assert took < 4 * TTL, took  # the lease lapses, the standby takes it at its next poll
+    assert took < 2 * LeaseTimes().ttl + 2, took  # the lease lapses, the standby takes it
 
     on_b = pair.client(b)
     assert {tid: on_b.task(tid)["status"] for tid in before} == before
     assert [o["task_id"] for o in on_b.offers("bob")] == [offered]
     on_b.finish(set(before))
     assert pair.tcd_counts() == dict.fromkeys(before, 1)
-    assert "lease acquired node=b token=2 previous=a" in b.log()
+    assert "ha node=b action=start: acquired lease token 2: it had lapsed (held by a)" in b.log()
 
 
 def test_a_graceful_stop_hands_over_and_a_paused_node_is_fenced(pair: Pair) -> None:
@@ -153,10 +102,79 @@ def test_a_graceful_stop_hands_over_and_a_paused_node_is_fenced(pair: Pair) -> N
     late.join(timeout=30)
     assert answer[0].status_code == 503, answer[0].text  # refused, not lost: nothing was kept
     eventually(lambda: state(b, pair) == "standby", timeout=10)
-    assert "leaving the active role node=b" in b.log()
+    assert "ha node=b action=step-down: stepping down" in b.log()
 
     on_a = pair.client(a)
     second = on_a.create(queue="support")["id"]
     on_a.finish({first, second})
     assert pair.tcd_counts() == {first: 1, second: 1}
     assert pair.task_ids() == {first, second}
+
+
+def test_routing_resumes_within_3_s_of_a_kill_9_under_load(pair: Pair) -> None:
+    """The default settings' promise: from kill -9 of the active node to the other one
+    creating tasks, at most the lease time and the new node's start (the figure, over rounds,
+    is in ``expertline bench ha``)."""
+    a = pair.node("a")
+    b = pair.node("b")
+    assert ready(a) and not ready(b)
+    with Traffic(pair, [a, b], experts=("alice", "bob")) as traffic:
+        eventually(lambda: len(traffic.accepted) >= 5, timeout=30)
+        killed = time.monotonic()
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(timeout=10)
+        on_b = eventually(lambda: traffic.acked_after(killed), timeout=30, interval=0.01)
+        resumed = on_b[0][1] - killed
+        eventually(lambda: len(traffic.acked_after(killed)) >= 20, timeout=30)
+    assert on_b[0][2] == b.base_url
+    # The lease lapses at most 2 s after the kill; b starts at once. The bound is generous
+    # for a loaded test machine.
+    assert resumed < LeaseTimes().ttl + 2.5, resumed
+    assert "ha node=b action=start: acquired lease token 2: it had lapsed (held by a)" in b.log()
+
+    everything = pair.task_ids()
+    assert set(traffic.acked) <= everything  # every acknowledged task is there
+    pair.client(b).finish(everything)
+    assert pair.tcd_counts() == dict.fromkeys(everything, 1)
+    assert set(pair.assigned_counts().values()) == {1}
+    assert all(len(experts) == 1 for experts in traffic.accepted.values())
+
+
+def test_a_rolling_upgrade_by_handover_loses_no_call(pair: Pair) -> None:
+    """docs/operations.md, Rolling upgrade by handover: the standby is stopped, an additive
+    migration is applied while the other node routes on, the standby comes back (as the new
+    release would), the active node hands over with SIGTERM, then comes back as the standby.
+    A routing client that asks again after a 503 gets every task, and routing stops only for
+    the handover."""
+    a = pair.node("a")
+    b = pair.node("b")
+    with Traffic(pair, [a, b], experts=("alice", "bob"), retry=True) as traffic:
+        eventually(lambda: len(traffic.accepted) >= 5, timeout=30)
+        b.stop()
+        with pair.engine.begin() as conn:  # what an additive revision does
+            conn.execute(text("ALTER TABLE runtime_tasks ADD COLUMN upgrade_note TEXT"))
+            conn.execute(text("CREATE TABLE upgrade_extra (id INTEGER PRIMARY KEY)"))
+        since = time.monotonic()
+        eventually(lambda: len(traffic.acked_after(since)) >= 10, timeout=30)  # a routes on
+        traffic.nodes.append(b := pair.node("b"))
+        assert state(b, pair) == "standby"
+
+        handover = time.monotonic()
+        a.stop()  # SIGTERM: drain, commit, release, NOTIFY
+        a_log = a.log()
+        on_b = eventually(
+            lambda: [x for x in traffic.acked_after(handover) if x[2] == b.base_url], timeout=30
+        )
+        traffic.nodes.append(a := pair.node("a"))
+        since = time.monotonic()
+        eventually(lambda: len(traffic.acked_after(since)) >= 10, timeout=30)
+    # Released, not left to lapse: b takes it when told (or at its next poll, if sooner).
+    assert "lease released node=a token=1; the standby was told" in a_log
+    assert on_b[0][1] - handover < 2.0
+    assert (state(a, pair), state(b, pair)) == ("standby", "active")
+    assert traffic.dropped == 0
+    everything = pair.task_ids()
+    assert set(traffic.acked) <= everything
+    pair.client(b).finish(everything)
+    assert pair.tcd_counts() == dict.fromkeys(everything, 1)
+    assert set(pair.assigned_counts().values()) == {1}
