@@ -9,7 +9,14 @@ def default_factories() -> list[RouterFactory]:
     from expertline.config import http as config_http
     from expertline.reporting import http as reporting_http
     from expertline.runtime import http as runtime_http
-    from expertline.web import ops
+    from expertline.web import assets, ops, signin
 
     # The routing-client API first: its hot paths are matched before the 34 admin routes.
-    return [ops.router, runtime_http.router, config_http.router, reporting_http.router]
+    return [
+        ops.router,
+        runtime_http.router,
+        config_http.router,
+        reporting_http.router,
+        signin.router,
+        assets.router,
+    ]
