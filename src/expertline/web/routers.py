@@ -10,7 +10,7 @@ def default_factories() -> list[RouterFactory]:
     from expertline.reporting import http as reporting_http
     from expertline.runtime import http as runtime_http
     from expertline.web import assets, ops, signin
-    from expertline.web.admin import config_pages, history
+    from expertline.web.admin import config_pages, dashboard, history
 
     # The routing-client API first: its hot paths are matched before the 34 admin routes.
     return [
@@ -20,6 +20,7 @@ def default_factories() -> list[RouterFactory]:
         reporting_http.router,
         signin.router,
         assets.router,
+        dashboard.router,
         config_pages.router,
         history.router,
     ]
