@@ -125,14 +125,24 @@ def db_upgrade() -> None:
 def tokens_create(
     name: str,
     role: Annotated[
-        str, typer.Option("--role", help="admin | routing-client | reporting | expert")
+        str,
+        typer.Option("--role", help="admin | supervisor | routing-client | reporting | expert"),
     ],
+    expert: Annotated[
+        str | None,
+        typer.Option(
+            "--expert",
+            metavar="EXPERT_ID",
+            help="For --role expert: the one expert this token acts for (required).",
+        ),
+    ] = None,
 ) -> None:
     """Create a token; the token alone is printed on the last line."""
     from expertline.security.tokens import create_token
 
-    token = create_token(migrated_engine(), name, role)
-    out.print(f"created token {name!r} with role {role}; it is shown once:", highlight=False)
+    token = create_token(migrated_engine(), name, role, expert)
+    bound = f" for expert {expert!r}" if expert is not None else ""
+    out.print(f"created token {name!r} with role {role}{bound}; it is shown once:", highlight=False)
     print(token)
 
 
@@ -141,12 +151,13 @@ def tokens_list() -> None:
     """List tokens (never their values)."""
     from expertline.security.tokens import list_tokens
 
-    table = Table("id", "name", "role", "created", "revoked")
+    table = Table("id", "name", "role", "expert", "created", "revoked")
     for t in list_tokens(migrated_engine()):
         table.add_row(
             str(t.id),
             t.name,
             t.role,
+            t.expert_id or ("(none: replace it)" if t.role == "expert" else ""),
             t.created_at.isoformat(timespec="seconds"),
             t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "",
         )

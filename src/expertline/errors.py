@@ -9,6 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, Field
+
+
+def clip(value: Any, keep: int = 40) -> str:
+    """``repr(value)``, but of a long value only its start and its size: an error message
+    never echoes a huge input back whole (``'xxxx…'…(10,000,000 chars)``)."""
+    if isinstance(value, str) and len(value) > keep:
+        return f"{value[:keep]!r}…({len(value):,} chars)"
+    text = repr(value)
+    return text if len(text) <= keep + 20 else f"{text[:keep]}…({len(text):,} chars)"
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -79,3 +90,52 @@ class Unavailable(ExpertlineError):
     def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message, [], "unavailable", 503)
         self.retry_after = retry_after
+
+
+# --- the problem JSON, as the HTTP API documents it --------------------------------------------
+
+
+class ProblemItem(BaseModel):
+    path: str = Field(
+        description="Where the problem is: a body path (queues[2].select), a "
+        "parameter (query.wait), or empty for the whole request."
+    )
+    message: str
+
+
+class ProblemBody(BaseModel):
+    code: str = Field(
+        description="Stable code: invalid, not_found, conflict, unauthorized, "
+        "forbidden, too_large, unavailable, method_not_allowed, ..."
+    )
+    message: str = Field(description="One line that says what is wrong.")
+    details: list[ProblemItem] | None = Field(
+        default=None, description="Each problem of an invalid input."
+    )
+
+
+class ProblemResponse(BaseModel):
+    """Every refusal of the HTTP API: ``{"error": {code, message, details?}}``."""
+
+    error: ProblemBody
+
+
+PROBLEM_STATUSES: dict[int, str] = {
+    400: "Bad request",
+    401: "No bearer token, or an unknown or revoked one",
+    403: "The token's role may not call this endpoint",
+    404: "Not found",
+    405: "Method not allowed (see the Allow header)",
+    409: "Conflict with the current state",
+    413: "The request body is too large",
+    422: "Invalid request: body, parameters or content type (each problem listed)",
+    503: "Unavailable on this node (standby, role not running, schema not current)",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for refusals with the problem JSON schema."""
+    return {
+        status: {"model": ProblemResponse, "description": PROBLEM_STATUSES[status]}
+        for status in statuses
+    }

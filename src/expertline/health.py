@@ -7,10 +7,14 @@ A node is ready when it is the active node and every *required* component is up.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from dataclasses import dataclass
 
 from prometheus_client import Gauge
+
+log = logging.getLogger(__name__)
+DETAIL_CHARS = 200
 
 COMPONENT_UP = Gauge(
     "expertline_component_up", "1 when a component of this node is up", ["component"]
@@ -32,8 +36,20 @@ class Health:
         self.active = True  # single node: active; HA nodes flip this from the lease loop
 
     def report(self, name: str, up: bool, detail: str = "", required: bool = True) -> None:
+        """Record a component's state. The whole ``detail`` is logged when the state changes;
+        what is kept for ``/api/v1/status`` is its first line, bounded (a database error's
+        later lines hold SQL and row values)."""
         with self._lock:
-            self._components[name] = ComponentState(name, up, detail, required)
+            before = self._components.get(name)
+            self._components[name] = ComponentState(name, up, one_line(detail), required)
+        if before is None or before.up != up or before.detail != one_line(detail):
+            log.log(
+                logging.INFO if up else logging.WARNING,
+                "component %s component=%s detail=%s",
+                "up" if up else "down",
+                name,
+                detail,
+            )
         COMPONENT_UP.labels(component=name).set(1 if up else 0)
 
     def forget(self, name: str) -> None:
@@ -48,3 +64,9 @@ class Health:
 
     def ready(self) -> bool:
         return self.active and all(c.up for c in self.components() if c.required)
+
+
+def one_line(detail: str) -> str:
+    """The first line of ``detail``, at most ``DETAIL_CHARS`` characters."""
+    first = detail.strip().split("\n", 1)[0].strip()
+    return first if len(first) <= DETAIL_CHARS else first[: DETAIL_CHARS - 1] + "…"

@@ -38,6 +38,8 @@ ATTRIBUTE_VALUE = TextLimit(256, min_chars=0)  # one text attribute value (or li
 MAX_ATTRIBUTES = 100  # attributes on one task
 MAX_LIST_ITEMS = 100  # items of one list attribute value
 PRIORITY = (-1000, 1000)
+MAX_NESTING = 64  # objects and lists inside each other in a request or a configuration file
+CONFIG_VERSION = (1, 2**31 - 1)  # ``config_versions.version``: Integer (int4 on PostgreSQL)
 
 
 def text_problem(value: str, limit: TextLimit) -> str | None:

@@ -1,5 +1,8 @@
 """Attribute visibility: the queue's ``show`` rules (visible / masked / hidden), one definition
-for every surface that shows a task to an expert (REST offers, IM texts).
+for every surface that shows a task to an expert (REST offers and tasks, IM texts, a console).
+
+The caller's number is ruled by the key ``caller`` and, unlike attributes, is shown unless
+the queue lists it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ def as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
+
+
+def show_caller(caller: str | None, rules: Mapping[str, str]) -> str | None:
+    """The caller as an expert may see it: None when hidden (or unknown), masked, or whole."""
+    rule = rules.get("caller", "visible")
+    if caller is None or rule == "hidden":
+        return None
+    return mask(caller) if rule == "masked" else caller
 
 
 def apply_show(

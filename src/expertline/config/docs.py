@@ -184,7 +184,12 @@ def render() -> str:
         "Unknown keys anywhere are errors. Mapping keys must be unique (a repeated key is an "
         "error, never a silent overwrite). Values follow YAML 1.2: only `true`/`false` are "
         "booleans (`yes`, `no`, `on` are text), dates stay text. Quote phone numbers such as "
-        '`"+18005550100"` (unquoted, they are numbers). Anchors and aliases work; merge keys '
+        '`"+18005550100"` (unquoted, they are numbers). Types are strict: a whole number is '
+        'never written as text or a boolean (`priority: "5"` and `priority: true` are errors, '
+        "not 5 and 1), `true`/`false` are the only booleans of `may_decline` and `enabled`, "
+        "and numbers must be finite (`.inf` and `.nan` are refused with their path). Objects "
+        "and lists nest at most 64 levels; an error shows a long value by its first 40 "
+        "characters and its size. Anchors and aliases work; merge keys "
         "(`<<`) and custom tags are refused.",
         "",
         "## Durations",

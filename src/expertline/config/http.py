@@ -6,11 +6,10 @@ Admin tokens write; admin and reporting tokens read. The applied version is retu
 ``X-Config-Version`` header of every response.
 """
 
-import json
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
@@ -35,13 +34,16 @@ from expertline.config.validate import (
     with_lines,
 )
 from expertline.errors import InvalidInput, Problem
+from expertline.limits import CONFIG_VERSION
 from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
 from expertline.web.auth import require
+from expertline.web.bodies import decode_json, is_json, not_json_problem
+from expertline.web.refusals import ApiRouter
 
 T = TypeVar("T")
 VERSION_HEADER = "X-Config-Version"
-MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 
 
 class Page(BaseModel, Generic[T]):
@@ -106,7 +108,7 @@ RESOURCES: dict[str, tuple[str, type[BaseModel]]] = {
 def router(ctx: AppContext) -> APIRouter:
     engine = ctx.engine
     ctx.services["config_version"] = lambda: store.current_version(engine)
-    r = APIRouter(prefix="/api/v1")
+    r = ApiRouter(prefix="/api/v1", refusals=(401, 403, 404, 409, 413, 422))
     read = require("reporting")
     write = require()
 
@@ -144,10 +146,12 @@ def router(ctx: AppContext) -> APIRouter:
     async def put_config(
         request: Request, response: Response, token: TokenInfo = Depends(write)
     ) -> ApplyOut:
+        # The token is checked (the dependency) before the body is read; the application
+        # refuses a body over its limit while it arrives (expertline.web.app).
+        kind = request.headers.get("content-type")
+        if not _is_yaml(kind) and not is_json(kind):
+            raise not_json_problem(kind)
         body = await request.body()
-        if len(body) > MAX_DOCUMENT_BYTES:
-            raise InvalidInput("the document is too large", [Problem("", "over 256 MiB")])
-        kind = request.headers.get("content-type", "application/json")
 
         def apply() -> store.ApplyResult:
             doc, problems = _parse_document(body, kind)
@@ -172,7 +176,9 @@ def router(ctx: AppContext) -> APIRouter:
     )
     def get_history(
         limit: int = Query(50, ge=1, le=1000),
-        before: int | None = Query(None, ge=1, description="Only versions lower than this."),
+        before: int | None = Query(
+            None, ge=1, le=CONFIG_VERSION[1], description="Only versions lower than this."
+        ),
         _: TokenInfo = Depends(read),
     ) -> HistoryPage:
         items = store.history(engine, limit=limit, before=before)
@@ -186,7 +192,7 @@ def router(ctx: AppContext) -> APIRouter:
         response_model=VersionDetail,
     )
     def get_version(
-        version: int,
+        version: int = Path(ge=1, le=CONFIG_VERSION[1], description="A configuration version."),
         limit: int = Query(1000, ge=1, le=100_000, description="Changes to list at most."),
         _: TokenInfo = Depends(read),
     ) -> VersionDetail:
@@ -206,19 +212,23 @@ def router(ctx: AppContext) -> APIRouter:
     return r
 
 
-def _parse_document(body: bytes, content_type: str) -> tuple[ConfigDocument | None, list[Problem]]:
+def _is_yaml(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media in YAML_TYPES
+
+
+def _parse_document(
+    body: bytes, content_type: str | None
+) -> tuple[ConfigDocument | None, list[Problem]]:
+    """The document in a JSON or YAML body (InvalidInput when JSON is malformed)."""
+    if not _is_yaml(content_type):
+        return validate_document(decode_json(body))
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return None, [Problem("", "the body is not UTF-8")]
-    if "yaml" in content_type:
-        doc, problems = check_yaml(text)
-        return doc, with_lines(text, problems)
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        return None, [Problem("", f"not valid JSON: {exc}")]
-    return validate_document(raw)
+    doc, problems = check_yaml(text)
+    return doc, with_lines(text, problems)
 
 
 def _apply_out(result: store.ApplyResult) -> ApplyOut:
@@ -271,11 +281,15 @@ def _crud(
     }
 
     async def read_body(request: Request) -> BaseModel:
+        kind = request.headers.get("content-type")
+        if not is_json(kind):
+            raise not_json_problem(kind)
         raw = await request.body()
-        try:
-            data = json.loads(raw or b"null")
-        except ValueError as exc:
-            raise InvalidInput("the body is not valid JSON", [Problem("", str(exc))]) from exc
+        if not raw:
+            raise InvalidInput(
+                f"the body is empty: send the {noun} as JSON", [Problem("", "required")]
+            )
+        data = decode_json(raw)
         try:
             return model.model_validate(data)
         except ValidationError as exc:

@@ -9,6 +9,7 @@ between objects and CEL expressions are checked over the whole document in ``val
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from functools import cached_property
@@ -28,6 +29,9 @@ from pydantic import (
     model_validator,
 )
 
+from expertline.errors import clip
+from expertline.limits import LABEL
+
 # --- durations --------------------------------------------------------------------------------
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -43,6 +47,10 @@ def parse_duration(value: Any) -> float:
     """
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 20s, 5m, 1h or 1h30m")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(
+            "expected a duration such as 20s, 5m, 1h or 1h30m, not a non-finite number"
+        )
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
@@ -59,12 +67,12 @@ def parse_duration(value: Any) -> float:
             last_unit = unit
         if not text or pos != len(text):
             raise ValueError(
-                f"bad duration {value!r}: expected a duration such as 20s, 5m, 1h or 1h30m"
+                f"bad duration {clip(value)}: expected a duration such as 20s, 5m, 1h or 1h30m"
             )
     else:
         raise ValueError("expected a duration such as 20s, 5m, 1h or 1h30m")
     if seconds < 0 or seconds != seconds or seconds > 366 * 86400:
-        raise ValueError(f"duration {value!r} is out of range (0 to 366 days)")
+        raise ValueError(f"duration {clip(value)} is out of range (0 to 366 days)")
     return round(seconds, 3)
 
 
@@ -123,6 +131,7 @@ class _Model(BaseModel):
 
 # --- attributes -------------------------------------------------------------------------------
 
+ATTRIBUTE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 AttributeType = Literal["proficiency", "boolean", "list", "number", "string"]
 
 #: The value an expert has for an attribute he does not list.
@@ -139,7 +148,7 @@ class Attribute(_Model):
     """A property experts are matched on; its name is a variable in queue selections."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        pattern=ATTRIBUTE_NAME_PATTERN,
         description="Variable name in CEL selections: letters, digits, underscore.",
     )
     type: AttributeType = Field(
@@ -156,7 +165,7 @@ class Attribute(_Model):
     @classmethod
     def _not_reserved(cls, value: str) -> str:
         if value in CEL_RESERVED:
-            raise ValueError(f"{value!r} is a reserved word in CEL")
+            raise ValueError(f"{clip(value)} is a reserved word in CEL")
         return value
 
     @model_validator(mode="after")
@@ -178,35 +187,43 @@ class Attribute(_Model):
 
 # --- experts ----------------------------------------------------------------------------------
 
+Phone = Annotated[str, Field(min_length=1, max_length=LABEL.max_chars, pattern=r"^\S+$")]
+MAX_OTHER_PHONES = 20
+
 
 class Expert(_Model):
     """An employee reachable by IM and phone."""
 
     id: ObjectId = Field(description="Stable identifier (used in the API and in reports).")
     name: str = Field(min_length=1, max_length=255, description="Display name.")
-    phone: str = Field(
-        min_length=1,
-        max_length=255,
-        pattern=r"^\S+$",
+    phone: Phone = Field(
         description="The label returned when the expert accepts: a SIP URI or a phone number.",
+    )
+    phones: list[Phone] = Field(
+        default_factory=list,
+        max_length=MAX_OTHER_PHONES,
+        description="Other numbers (at most 20) the expert may ask for when accepting an "
+        "offer (`yes 4821 +15551234567` over IM, `{phone}` over REST); any other number is "
+        "refused unless the queue's `accept_phones` allows it.",
     )
     im: str | None = Field(
         default=None,
         pattern=r"^[^@/\s]+@[^@/\s]+$",
         description="IM address (XMPP bare JID) offers are sent to and presence is read from.",
     )
-    attributes: dict[str, Any] = Field(
+    attributes: dict[Annotated[str, Field(pattern=ATTRIBUTE_NAME_PATTERN)], Any] = Field(
         default_factory=dict,
         description="Attribute values by attribute name. Absent attributes default to: "
         "proficiency 0, boolean false, list [], number 0, string empty.",
     )
-    max_tasks: int = Field(default=1, ge=1, le=100, description="Concurrent tasks.")
+    max_tasks: int = Field(default=1, ge=1, le=100, strict=True, description="Concurrent tasks.")
     may_decline: bool = Field(
         default=True,
+        strict=True,
         description="false: the expert gets no offer question; the task is assigned directly.",
     )
     locale: Locale = Field(default="en", description="Language of the IM texts.")
-    enabled: bool = Field(default=True, description="false: never offered anything.")
+    enabled: bool = Field(default=True, strict=True, description="false: never offered anything.")
     presence_source: ObjectId | None = Field(
         default=None,
         description="The presence source that tracks this expert (default: the first one).",
@@ -239,7 +256,7 @@ class OnMaxWait(_Model):
             return {}
         if isinstance(value, str):
             raise ValueError(
-                f"expected reject, {{overflow: QUEUE}} or {{label: LABEL}}, got {value!r}"
+                f"expected reject, {{overflow: QUEUE}} or {{label: LABEL}}, got {clip(value)}"
             )
         return value
 
@@ -269,7 +286,7 @@ def _offer_to(value: Any) -> Any:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1000:
         return value
-    raise ValueError(f"expected a number of experts from 1 to 1000, or all; got {value!r}")
+    raise ValueError(f"expected a number of experts from 1 to 1000, or all; got {clip(value)}")
 
 
 OfferTo = Annotated[
@@ -347,6 +364,7 @@ class Queue(_Model):
     )
     max_no_answer: int = Field(
         default=0,
+        strict=True,
         ge=0,
         le=1000,
         description="Unanswered offers in a row that set the expert away (0 = off).",
@@ -366,17 +384,41 @@ class Queue(_Model):
     show: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")], Visibility] = (
         Field(
             default_factory=dict,
-            description="Per task attribute: visible, masked (last 4 characters) or hidden in "
-            "the offer text. Unlisted attributes are hidden.",
+            description="Per task attribute: visible, masked (last 4 characters) or hidden "
+            "wherever an expert sees an offer (IM text, REST offer views). Unlisted attributes "
+            "are hidden. The key `caller` rules the caller's number (visible unless listed).",
         )
+    )
+    accept_phones: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="A regular expression (Python syntax, matched against the whole number "
+        "with its separators removed): numbers an expert may ask for when accepting this "
+        "queue's offers besides their own `phone` and `phones`, e.g. `^\\+1\\d{10}$`. "
+        "Unset: only the expert's own numbers.",
     )
     escalate: list[Escalation] = Field(
         default_factory=list,
         description="Wider selections as the wait grows, in increasing `after` order.",
     )
     priority: int = Field(
-        default=0, ge=-1000, le=1000, description="Higher priority tasks are offered first."
+        default=0,
+        ge=-1000,
+        le=1000,
+        strict=True,
+        description="Higher priority tasks are offered first.",
     )
+
+    @field_validator("accept_phones")
+    @classmethod
+    def _regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return pattern
 
     @field_validator("escalate")
     @classmethod
@@ -437,7 +479,7 @@ class StatusMap(_Model):
         for status in ("available", "away", "dnd"):
             for show in getattr(self, status):
                 if show in seen:
-                    raise ValueError(f"{show!r} is mapped to both {seen[show]} and {status}")
+                    raise ValueError(f"{clip(show)} is mapped to both {seen[show]} and {status}")
                 seen[show] = status
         return self
 
@@ -455,7 +497,9 @@ class XmppComponent(_Model):
     jid: str = Field(min_length=1, max_length=255, description="Component domain.")
     secret_env: EnvName = Field(description="Environment variable holding the shared secret.")
     host: str = Field(default="127.0.0.1", description="Server host.")
-    port: int = Field(default=5347, ge=1, le=65535, description="Server component port.")
+    port: int = Field(
+        default=5347, ge=1, le=65535, strict=True, description="Server component port."
+    )
 
 
 class PresenceSource(_Model):
@@ -474,7 +518,9 @@ class PresenceSource(_Model):
     host: str | None = Field(
         default=None, description="Account mode: server host (default: the JID's domain)."
     )
-    port: int = Field(default=5222, ge=1, le=65535, description="Account mode: server port.")
+    port: int = Field(
+        default=5222, ge=1, le=65535, strict=True, description="Account mode: server port."
+    )
     component: XmppComponent | None = Field(
         default=None, description="Component mode instead of account mode."
     )

@@ -14,6 +14,7 @@ error for every reference to them.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,8 +33,9 @@ from expertline.config.schema import (
     PresenceSource,
     Queue,
 )
-from expertline.config.yamlio import format_path, locate, parse_yaml
-from expertline.errors import InvalidInput, Problem
+from expertline.config.yamlio import deep_problem, format_path, locate, parse_yaml
+from expertline.errors import InvalidInput, Problem, clip
+from expertline.limits import MAX_NESTING
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,9 @@ def validate_document(raw: Any) -> tuple[ConfigDocument | None, list[Problem]]:
         return None, [Problem("", "the document is empty")]
     if not isinstance(raw, dict):
         return None, [Problem("", "the document must be a mapping of sections")]
+    deep = _too_deep(raw)
+    if deep is not None:
+        return None, [deep_problem(deep)]
     problems: list[Problem] = []
     failed: dict[str, set[str]] = {s: set() for s in SECTIONS}
     # Selections of queues that failed their own validation are still type-checked, so one
@@ -151,6 +156,23 @@ def validate_document(raw: Any) -> tuple[ConfigDocument | None, list[Problem]]:
     return doc, []
 
 
+def _too_deep(raw: Any) -> list[str | int] | None:
+    """The path of a container nested deeper than ``MAX_NESTING`` (None if there is none);
+    iterative, so hostile input cannot exhaust the stack."""
+    level: list[tuple[list[str | int], Any]] = [([], raw)]
+    for _ in range(MAX_NESTING):
+        deeper: list[tuple[list[str | int], Any]] = []
+        for path, node in level:
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            deeper.extend(
+                ([*path, key], child) for key, child in items if isinstance(child, dict | list)
+            )
+        if not deeper:
+            return None
+        level = deeper
+    return level[0][0]
+
+
 def _message_sets(raw: Any, problems: list[Problem]) -> dict[str, MessageSet]:
     if raw is None:
         return {}
@@ -185,13 +207,21 @@ def pydantic_problems(exc: ValidationError, prefix: tuple[str | int, ...]) -> li
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
             message = f"expected a mapping, got {_describe(err.get('input'))}"
         elif kind == "literal_error":
-            message = f"got {err.get('input')!r}; expected {err.get('ctx', {}).get('expected')}"
+            message = f"got {clip(err.get('input'))}; expected {err.get('ctx', {}).get('expected')}"
         elif kind == "string_pattern_mismatch":
-            message = f"{err.get('input')!r} has characters that are not allowed"
+            message = f"{clip(err.get('input'))} has characters that are not allowed"
+        elif kind in ("int_type", "bool_type", "int_parsing", "bool_parsing", "float_type"):
+            wanted = "true or false" if kind.startswith("bool") else "a whole number"
+            message = f"expected {wanted}, got {_describe(err.get('input'))}"
         else:
             message = str(err["msg"]).removeprefix("Value error, ")
         out.append(Problem(format_path((*prefix, *loc)), message))
     return out
+
+
+def _shown(text: str) -> str:
+    """Text as it is when short, clipped (and quoted) when long."""
+    return text if len(text) <= 60 else clip(text)
 
 
 def _describe(value: Any) -> str:
@@ -199,13 +229,16 @@ def _describe(value: Any) -> str:
         return "nothing"
     if isinstance(value, bool):
         return "a boolean"
+    if isinstance(value, float) and not math.isfinite(value):
+        shown = ".nan" if value != value else (".inf" if value > 0 else "-.inf")
+        return f"{shown} (not a finite number)"
     if isinstance(value, int | float):
-        return f"the number {value!r}"
+        return f"the number {clip(value)}"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
-    return repr(value)
+    return clip(value)
 
 
 # --- cross-object checks ------------------------------------------------------------------------
@@ -275,7 +308,10 @@ def check_document(
             first = ims.setdefault(expert.im.lower(), i)
             if first != i:
                 problems.append(
-                    Problem(f"experts[{i}].im", f"already used by experts[{first}] ({expert.im})")
+                    Problem(
+                        f"experts[{i}].im",
+                        f"already used by experts[{first}] ({_shown(expert.im)})",
+                    )
                 )
         if expert.presence_source is not None and expert.presence_source not in known_presence:
             problems.append(
@@ -295,7 +331,8 @@ def check_document(
             elif attr.type not in ("proficiency", "number"):
                 problems.append(
                     Problem(
-                        f"{base}.skill", f"{queue.skill!r} is a {attr.type}; needs a numeric one"
+                        f"{base}.skill",
+                        f"{clip(queue.skill)} is a {attr.type}; needs a numeric one",
                     )
                 )
         elif queue.order == "most_skilled":
@@ -371,7 +408,7 @@ def _unique(problems: list[Problem], section: str, items: list[Any], field: str)
             problems.append(
                 Problem(
                     f"{section}[{i}].{field}",
-                    f"duplicate {key!r} (first at {section}[{seen[key]}])",
+                    f"duplicate {clip(key)} (first at {section}[{seen[key]}])",
                 )
             )
             continue
@@ -405,7 +442,7 @@ def _value_checker(attr: Attribute) -> Callable[[Any], str | None]:
     if attr.type == "number":
         return lambda v: (
             None
-            if isinstance(v, int | float) and not isinstance(v, bool) and v == v
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
             else f"expected a number, got {_describe(v)}"
         )
     if attr.type == "string":
@@ -418,7 +455,7 @@ def _value_checker(attr: Attribute) -> Callable[[Any], str | None]:
             return f"expected a list of [{shown}], got {_describe(value)}"
         for item in value:
             if not isinstance(item, str) or item not in allowed:
-                return f"{item!r} is not one of [{shown}]"
+                return f"{clip(item)} is not one of [{shown}]"
         if len(set(value)) != len(value):
             return "has duplicates"
         return None

@@ -34,7 +34,8 @@ from yaml.events import (
     StreamStartEvent,
 )
 
-from expertline.errors import Problem
+from expertline.errors import Problem, clip
+from expertline.limits import MAX_NESTING
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -51,6 +52,13 @@ _STD = "tag:yaml.org,2002:"
 _MAX_CONTAINERS = 5_000_000
 
 
+def deep_problem(path: list[str | int], line: int | None = None) -> Problem:
+    """Nesting beyond ``MAX_NESTING`` at ``path`` (shown by its first levels only)."""
+    shown = format_path(path[:4]) + ("…" if len(path) > 4 else "")
+    where = f" (line {line})" if line else ""
+    return Problem(shown, f"nested more than {MAX_NESTING} levels deep{where}")
+
+
 class _Stop(Exception):
     """The stream cannot be read further (syntax error); the problem is already recorded."""
 
@@ -61,11 +69,16 @@ def format_path(parts: Iterable[str | int]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif len(part) > _LONG_KEY:
+            out += f"[{clip(part)}]"
         elif _PLAIN_KEY.match(part):
             out += f".{part}" if out else part
         else:
             out += f"[{part!r}]"
     return out
+
+
+_LONG_KEY = 64
 
 
 _NOT_TEXT_FIRST = frozenset("-+.0123456789~nNtTfF")
@@ -137,6 +150,7 @@ class _Reader:
         self._get = self._loader.get_event
         self._anchors: dict[str, Any] = {}
         self._count = 0
+        self._depth = 0
         self._path: list[str | int] = []
         self.problems: list[Problem] = []
 
@@ -185,11 +199,13 @@ class _Reader:
             if event.tag is not None:
                 self._tag(event, "map")
             value = self.mapping()
+            self._depth -= 1
         elif kind is SequenceStartEvent:
             self._grow(event)
             if event.tag is not None:
                 self._tag(event, "seq")
             value = self.sequence()
+            self._depth -= 1
         elif kind is AliasEvent:
             if event.anchor not in self._anchors:
                 self._problem(event, f"unknown alias *{event.anchor}")
@@ -206,6 +222,10 @@ class _Reader:
         self._count += 1
         if self._count > _MAX_CONTAINERS:
             self._problem(event, "the document is too large")
+            raise _Stop
+        self._depth += 1
+        if self._depth > MAX_NESTING:  # no configuration needs it; deeper would recurse on
+            self.problems.append(deep_problem(self._path, _line(event)))
             raise _Stop
 
     def _tag(self, event: Any, kind: str) -> None:

@@ -80,6 +80,7 @@ api_tokens = Table(
     Column("token_hash", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("expert_id", String(255)),  # an ``expert`` token acts for this expert only
     UniqueConstraint("token_hash"),
 )
 Index("ix_api_tokens_name", api_tokens.c.name)

@@ -27,7 +27,6 @@ from expertline import visibility
 from expertline.config.schema import DEFAULT_MESSAGES as BUILTIN_MESSAGES
 from expertline.config.schema import MESSAGE_KEYS, ConfigDocument
 from expertline.runtime.ports import AnswerResult, OfferView
-from expertline.visibility import mask
 
 # -- message sets --------------------------------------------------------------------------
 
@@ -38,6 +37,8 @@ EXTRA_MESSAGES: Final[dict[str, str]] = {
     "no_offers": "You have no open offers.",
     "capacity": "#{code} cannot be accepted: you already have as many tasks as you can take.",
     "forbidden": "#{code} was not sent to you; nothing changed.",
+    "phone_refused": "#{code} cannot go to {phone}: it is not one of your numbers. "
+    "The offer is still open: answer yes {code} to take it on your own phone.",
     "cannot_decline": "#{code} cannot be declined; the call is coming to you.",
     "reason_taken": "another expert took it.",
     "reason_ended": "the request ended.",
@@ -145,11 +146,7 @@ def render_offer(
     knows the rules never shows more than they allow.
     """
     rules = show or {}
-    caller_rule = rules.get("caller", "visible")
-    if offer.caller is None or caller_rule == "hidden":
-        caller = "a withheld number"
-    else:
-        caller = mask(offer.caller) if caller_rule == "masked" else offer.caller
+    caller = visibility.show_caller(offer.caller, rules) or "a withheld number"
     timeout = max(0, round(offer.expires_at - now)) if offer.expires_at is not None else 0
     first = messages.render(
         "notice" if offer.notice_only else "offer",
@@ -326,10 +323,14 @@ def answer_outcome(
         if isinstance(decision, Accept):
             return None
         return messages.render("declined", code=decision.code)
-    key = {"closed": "late_answer", "capacity": "capacity", "forbidden": "forbidden"}.get(
-        result.reason or "closed", "unknown_code"
-    )
-    return messages.render(key, code=decision.code)
+    key = {
+        "closed": "late_answer",
+        "capacity": "capacity",
+        "forbidden": "forbidden",
+        "phone": "phone_refused",
+    }.get(result.reason or "closed", "unknown_code")
+    phone = decision.phone if isinstance(decision, Accept) else None
+    return messages.render(key, code=decision.code, phone=phone or "")
 
 
 # -- reply budget --------------------------------------------------------------------------

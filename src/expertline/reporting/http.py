@@ -43,12 +43,14 @@ from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
 from expertline.web.auth import require
 from expertline.web.pages import viewer, web_of
+from expertline.web.refusals import ApiRouter
 from expertline.web.sessions import Principal, Session
 from expertline.web.signin import set_session_cookie
 
 log = logging.getLogger(__name__)
 
-PAGE_ROLES = frozenset({"reporting", "supervisor", "admin"})
+READER_ROLES = ("reporting", "supervisor")  # and admin
+PAGE_ROLES = frozenset({*READER_ROLES, "admin"})
 TASK_PAGE_LIMIT = 500
 CSV_PAGE = 5000
 
@@ -62,7 +64,7 @@ _templates = Environment(
 
 
 def router(ctx: AppContext) -> APIRouter:
-    r = APIRouter()
+    r = ApiRouter(refusals=(401, 403, 422, 503))
 
     checked: set[int] = set()
 
@@ -85,6 +87,15 @@ def router(ctx: AppContext) -> APIRouter:
         tags=["reporting"],
         summary="Queue, expert or task report (JSON, or CSV with format=csv)",
         response_model=None,
+        responses={
+            200: {
+                "description": "`{items, next?}` as JSON, or CSV with the same columns",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            }
+        },
     )
     def report(
         name: ReportName,
@@ -98,7 +109,7 @@ def router(ctx: AppContext) -> APIRouter:
         after: Annotated[
             str | None, Query(description="tasks: `next` of the previous page")
         ] = None,
-        _: TokenInfo = Depends(require("reporting")),
+        _: TokenInfo = Depends(require(*READER_ROLES)),
     ) -> Any:
         rng = parse_range(start, end, interval)
         eng = engine()

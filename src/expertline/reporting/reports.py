@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, Integer, and_, cast, func, or_, select, tuple_, type_coerce
 
 from expertline.errors import InvalidInput, Problem
+from expertline.limits import TASK_ID, text_problem
 from expertline.reporting.core import (
     AVAILABLE_STATES,
     AWAY_STATES,
@@ -84,6 +85,29 @@ TASK_COLUMNS = (
 )
 COLUMNS = {"queues": QUEUE_COLUMNS, "experts": EXPERT_COLUMNS, "tasks": TASK_COLUMNS}
 MAX_RANGE = timedelta(days=366)
+# Times a report may name: every record falls in here, and interval arithmetic near the ends
+# of Python's calendar (years 1 and 9999) cannot overflow.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def parse_instant(value: str) -> datetime:
+    """An ISO 8601 time as given by a user, in UTC (naive means UTC), within
+    ``EARLIEST``..``LATEST``; ValueError says what is wrong without echoing a long value."""
+    shown = repr(value) if len(value) <= 40 else f"{value[:40]!r}…({len(value):,} chars)"
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"expected an ISO 8601 date or time (2026-11-25T10:00Z), got {shown}"
+        ) from None
+    try:
+        at = utc(parsed)
+    except OverflowError:  # the offset takes it past year 1 or 9999
+        at = None
+    if at is None or not EARLIEST <= at <= LATEST:
+        raise ValueError(f"{shown} is out of range: give a time from 1970 to 3000 (UTC)")
+    return at
 
 
 @dataclass(frozen=True)
@@ -112,13 +136,9 @@ def parse_range(
             parsed[key] = None
             continue
         try:
-            parsed[key] = utc(datetime.fromisoformat(value.strip()))
-        except ValueError:
-            problems.append(
-                Problem(
-                    key, f"expected an ISO 8601 date or time (2026-11-25T10:00Z), got {value!r}"
-                )
-            )
+            parsed[key] = parse_instant(value)
+        except ValueError as exc:
+            problems.append(Problem(key, str(exc)))
     minutes = 15
     if interval is not None and interval.strip():
         try:
@@ -349,7 +369,9 @@ def task_report(
     if after:
         at_text, _, task_id = after.partition("|")
         try:
-            at = utc(at_text)
+            at = parse_instant(at_text)
+            if text_problem(task_id, TASK_ID):
+                raise ValueError("not a task id")
         except ValueError as exc:
             raise InvalidInput(
                 "invalid report request", [Problem("after", "not a cursor from `next`")]

@@ -90,6 +90,7 @@ def expert_spec(
         may_decline=expert.may_decline,
         enabled=expert.enabled,
         locale=expert.locale,
+        phones=tuple(expert.phones),
         numbers=numbers,
     )
 
@@ -114,4 +115,5 @@ def queue_spec(queue: Queue) -> QueueSpec:
         max_task_lifetime=queue.max_task_lifetime,
         priority=queue.priority,
         escalate=tuple(EscalationStep(after=step.after) for step in queue.escalate),
+        accept_phones=queue.accept_phones,
     )

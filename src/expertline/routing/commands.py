@@ -48,7 +48,7 @@ class AnswerRefused:
 
     offer_id: str
     expert_id: str | None
-    reason: Literal["unknown", "closed", "capacity"]
+    reason: Literal["unknown", "closed", "capacity", "phone"]  # phone: not one it may ask for
 
 
 @dataclass(frozen=True, slots=True)

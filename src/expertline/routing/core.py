@@ -43,6 +43,9 @@ Decisions worth documenting (see also ``docs/routing-states.md``):
 - Unknown ids and events that do not apply to an object's status change nothing: answers get
   ``AnswerRefused`` (``unknown``, or ``closed`` for a recently closed offer); other events
   return no commands, so the runtime can tell the caller it conflicts.
+- An accept that asks for another phone gets it only if it is one of the expert's numbers
+  or matches the queue's ``accept_phones`` (``routing.phones``); otherwise it is refused
+  (``AnswerRefused`` ``phone``) and the offer stays open.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ from expertline.routing.events import (
 )
 from expertline.routing.live import ExpertLive, Offer, Task
 from expertline.routing.model import MAX_TASK_LIFETIME, ExpertSpec, QueueSpec, RoutingConfig
+from expertline.routing.phones import accepted_label
 from expertline.routing.states import (
     WAITING,
     WITH_EXPERT,
@@ -467,7 +471,13 @@ class RoutingCore:
         if e is None or spec is None or not spec.enabled:
             self._out.append(AnswerRefused(o.id, o.expert_id, "capacity"))
             return
-        label = ev.phone if isinstance(ev.phone, str) and ev.phone else spec.phone
+        label: str | None = spec.phone
+        if isinstance(ev.phone, str) and ev.phone:
+            queue = self._queues.get(t.queue_id)
+            label = accepted_label(ev.phone, spec, queue.accept_phones if queue else None)
+        if label is None:  # a number the expert may not ask for: the offer stays open
+            self._out.append(AnswerRefused(o.id, o.expert_id, "phone"))
+            return
         self._close_offer(o, OfferTrigger.ACCEPT)
         self._emit("offer.accepted", offer_id=o.id, task_id=t.id, expert_id=o.expert_id)
         if t.open_offers:

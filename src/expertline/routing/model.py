@@ -28,6 +28,8 @@ class ExpertSpec:
     may_decline: bool = True
     enabled: bool = True
     locale: str = "en"
+    # Other numbers the expert may ask for when accepting (``phone`` always may be).
+    phones: tuple[str, ...] = ()
     # Numeric attributes (proficiency, number) for most_skilled and closest_match.
     numbers: dict[str, float] = field(default_factory=dict)
 
@@ -66,6 +68,8 @@ class QueueSpec:
     max_task_lifetime: float = MAX_TASK_LIFETIME  # with the expert this long after creation: TCD 41
     priority: int = 0
     escalate: tuple[EscalationStep, ...] = ()
+    # A regular expression (full match): other numbers experts may ask for when accepting.
+    accept_phones: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

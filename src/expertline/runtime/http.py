@@ -1,9 +1,9 @@
 """The routing-client and presence/offer REST API (SPEC §5.2).
 
 Routing clients create tasks, follow them (long-poll), report call progress and read the
-RCD/TCD and event feeds. Experts (or an integration acting for them) set presence and answer
-offers. Tokens are not bound to one expert yet: any ``expert`` (or ``admin``) token may act
-for any expert.
+RCD/TCD and event feeds. Experts set presence and answer offers: an ``expert`` token acts for
+the one expert it is bound to (``web.auth.act_for``), an ``admin`` token for anyone.
+``supervisor`` tokens read live state and change nothing.
 """
 
 from __future__ import annotations
@@ -16,17 +16,22 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound
+from expertline import limits
+from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
 from expertline.runtime import store
 from expertline.runtime.ports import OfferView, TaskRequest
+from expertline.runtime.webhooks import callback_url_problem
+from expertline.security.tokens import TokenInfo
+from expertline.visibility import show_caller
 from expertline.web.app import AppContext
-from expertline.web.auth import require_on_loop
+from expertline.web.auth import act_for, require_on_loop
+from expertline.web.refusals import ApiRouter
 
 ROUTING_CLIENT_ROLES = ("routing-client",)
 EXPERT_ROLES = ("expert",)
-STATE_READER_ROLES = ("routing-client", "expert", "reporting")
+STATE_READER_ROLES = ("routing-client", "expert", "reporting", "supervisor")
 FEED_READER = require_on_loop("routing-client", "reporting")
 EXPERT = require_on_loop(*EXPERT_ROLES)
 STATE_READER = require_on_loop(*STATE_READER_ROLES)
@@ -66,10 +71,19 @@ class TaskCreate(_Body):
     )
     callback_url: str | None = Field(
         default=None,
-        max_length=2000,
-        pattern=r"^https?://\S+$",
-        description="Receives a POST at every status change (retried until a 2xx answer).",
+        max_length=limits.URL.max_chars,
+        description="An absolute http(s) URL that receives a POST at every status change "
+        "(retried until a 2xx answer).",
+        json_schema_extra={"format": "uri"},
     )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _deliverable(cls, url: str | None) -> str | None:
+        problem = None if url is None else callback_url_problem(url)
+        if problem:
+            raise ValueError(f"the callback URL {problem}")
+        return url
 
 
 class TaskPoll(BaseModel):
@@ -106,7 +120,7 @@ def router(ctx: AppContext) -> APIRouter:
     (``expertline.web.hot``): their handlers below are shared by both ways in."""
     from expertline.runtime.service import WAITING_STATUSES, task_json
 
-    r = APIRouter(prefix=PREFIX)
+    r = ApiRouter(prefix=PREFIX, refusals=(401, 403, 404, 409, 413, 422, 503))
     hot = ctx.hot_routes
 
     def runtime() -> Any:
@@ -160,7 +174,7 @@ def router(ctx: AppContext) -> APIRouter:
         },
     )
 
-    async def poll(query: TaskPoll, task_id: str) -> tuple[int, dict[str, Any]]:
+    async def poll(query: TaskPoll, task_id: str, token: TokenInfo) -> tuple[int, dict[str, Any]]:
         service = runtime()
         view = await service.async_task(task_id)
         if view is None:
@@ -168,7 +182,10 @@ def router(ctx: AppContext) -> APIRouter:
         seen = query.status or view.status
         if query.wait > 0 and view.status == seen and view.status in WAITING_STATUSES:
             view = await service.async_wait_change(task_id, seen, query.wait) or view
-        return 200, task_json(view)
+        body = task_json(view)
+        if token.role == "expert":  # an expert sees the caller as the queue's offers show it
+            body["caller"] = show_caller(body.get("caller"), service.show_rules(view.queue))
+        return 200, body
 
     hot.declare(
         r,
@@ -177,6 +194,7 @@ def router(ctx: AppContext) -> APIRouter:
         poll,
         roles=STATE_READER_ROLES,
         query=TaskPoll,
+        with_token=True,
         name="get_task",
         tags=["routing client"],
         summary="A task; long-polls with ?wait=S",
@@ -282,8 +300,9 @@ def router(ctx: AppContext) -> APIRouter:
         summary="Set an expert's presence (the REST presence channel)",
     )
     async def set_presence(
-        expert_id: str, body: PresenceBody, _: Any = Depends(EXPERT)
+        expert_id: str, body: PresenceBody, token: TokenInfo = Depends(EXPERT)
     ) -> dict[str, Any]:
+        act_for(token, expert_id)
         service = runtime()
         await service.async_set_presence(expert_id, body.status, "rest")
         state = service.expert_state(expert_id)
@@ -312,8 +331,9 @@ def router(ctx: AppContext) -> APIRouter:
             Literal["open", "accepted", "declined", "timeout", "withdrawn", "all"], Query()
         ] = "open",
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-        _: Any = Depends(EXPERT),
+        token: TokenInfo = Depends(EXPERT),
     ) -> dict[str, Any]:
+        act_for(token, expert)
         service = runtime()
         if service.expert(expert) is None:
             raise NotFound(f"unknown expert {expert!r}")
@@ -324,15 +344,36 @@ def router(ctx: AppContext) -> APIRouter:
         )
         return {"items": [_offer_row_json(service, row) for row in rows]}
 
-    async def answer_accept(body: AcceptBody | None, offer_id: str) -> tuple[int, dict[str, Any]]:
-        result = await runtime().async_accept(offer_id, body.phone if body else None)
+    def answering(token: TokenInfo, offer_id: str) -> Any:
+        """The runtime, once ``token`` may answer this offer (its expert's, or admin)."""
+        service = runtime()
+        if token.role != "admin":
+            offer = service.offer(offer_id)
+            if offer is None:
+                raise NotFound(f"unknown offer {offer_id!r}")
+            act_for(token, offer.expert_id)
+        return service
+
+    async def answer_accept(
+        body: AcceptBody | None, offer_id: str, token: TokenInfo
+    ) -> tuple[int, dict[str, Any]]:
+        service = answering(token, offer_id)
+        phone = body.phone if body else None
+        result = await service.async_accept(offer_id, phone)
+        return 200, _answer_json(offer_id, result, phone)
+
+    async def answer_decline(
+        _: None, offer_id: str, token: TokenInfo
+    ) -> tuple[int, dict[str, Any]]:
+        result = await answering(token, offer_id).async_decline(offer_id)
         return 200, _answer_json(offer_id, result)
 
-    async def answer_decline(_: None, offer_id: str) -> tuple[int, dict[str, Any]]:
-        result = await runtime().async_decline(offer_id)
-        return 200, _answer_json(offer_id, result)
-
-    answered = {404: {"description": "Unknown offer"}, 409: {"description": "Not open"}}
+    answered = {
+        403: {"description": "The offer went to another expert than the token's"},
+        404: {"description": "Unknown offer"},
+        409: {"description": "Not open"},
+        422: {"description": "Invalid body, or a phone the expert may not ask for"},
+    }
     hot.declare(
         r,
         "POST",
@@ -341,6 +382,7 @@ def router(ctx: AppContext) -> APIRouter:
         roles=EXPERT_ROLES,
         body=AcceptBody,
         body_required=False,
+        with_token=True,
         name="accept",
         tags=["experts"],
         summary="Accept an offer (first accept wins)",
@@ -352,6 +394,7 @@ def router(ctx: AppContext) -> APIRouter:
         "/offers/{offer_id}/decline",
         answer_decline,
         roles=EXPERT_ROLES,
+        with_token=True,
         name="decline",
         tags=["experts"],
         summary="Decline an offer",
@@ -364,8 +407,10 @@ def router(ctx: AppContext) -> APIRouter:
 def _cursor(after: str | None) -> int:
     if after is None or after == "":
         return 0
-    if not after.isdigit() or len(after) > 18:
-        raise InvalidInput(f"bad cursor {after!r}: use the `next` value of a previous page")
+    # isdigit() alone admits other scripts' digits ("²", "٣"), which int() then refuses
+    if not (after.isascii() and after.isdigit()) or len(after) > 18:
+        shown = repr(after) if len(after) <= 40 else f"{after[:40]!r}…"
+        raise InvalidInput(f"bad cursor {shown}: use the `next` value of a previous page")
     return int(after)
 
 
@@ -429,10 +474,17 @@ def _offer_row_json(service: Any, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _answer_json(offer_id: str, result: Any) -> dict[str, Any]:
+def _answer_json(offer_id: str, result: Any, phone: str | None = None) -> dict[str, Any]:
     if not result.ok:
         if result.reason == "unknown" or result.offer is None:
             raise NotFound(f"unknown offer {offer_id!r}")
+        if result.reason == "phone":
+            raise InvalidInput(
+                f"offer {offer_id} cannot be taken on {phone!r}: it is not one of expert "
+                f"{result.offer.expert_id!r}'s numbers (phone, phones) and the queue's "
+                "accept_phones does not allow it; the offer is still open",
+                [Problem("phone", "not one of the expert's numbers nor allowed by the queue")],
+            )
         if result.reason == "capacity":
             raise Conflict(f"offer {offer_id} cannot be accepted: the expert has no free capacity")
         raise Conflict(f"offer {offer_id} is {result.offer.status}; it can no longer be answered")

@@ -27,7 +27,7 @@ class OfferView:
     status: str  # open | accepted | declined | timeout | withdrawn
     queue_id: str
     queue_name: str
-    caller: str | None
+    caller: str | None  # after the queue's ``show`` rule for ``caller`` (None when hidden)
     created_at: float  # epoch seconds
     expires_at: float | None
     task_created_at: float
@@ -42,7 +42,7 @@ class AnswerResult:
 
     ok: bool
     offer: OfferView | None
-    reason: str | None = None  # unknown | closed | capacity | forbidden
+    reason: str | None = None  # unknown | closed | capacity | phone | forbidden
 
 
 @dataclass(frozen=True)

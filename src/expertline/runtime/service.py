@@ -49,9 +49,9 @@ from expertline.runtime.ports import (
     TaskView,
 )
 from expertline.runtime.timers import TimerHeap
-from expertline.runtime.webhooks import WebhookSender
+from expertline.runtime.webhooks import WebhookSender, callback_url_problem
 from expertline.runtime.writer import BatchWriter, writer_for
-from expertline.visibility import apply_show
+from expertline.visibility import apply_show, show_caller
 
 log = logging.getLogger("expertline.runtime")
 
@@ -945,6 +945,7 @@ class RuntimeService:
             t = self._core.export_task(o["task_id"])
         queue_id = o["queue_id"]
         queue = self._config.queues.get(queue_id)
+        rules = self.show_rules(queue_id)
         return OfferView(
             id=o["id"],
             task_id=o["task_id"],
@@ -953,21 +954,21 @@ class RuntimeService:
             status=str(o["status"]),
             queue_id=queue_id,
             queue_name=queue.name if queue else queue_id,
-            caller=t["caller"] if t else None,
+            caller=show_caller(t["caller"], rules) if t else None,
             created_at=float(o["created_at"]),
             expires_at=o["expires_at"],
             task_created_at=float(t["created_at"] if t else o["created_at"]),
             notice_only=bool(o["notice_only"]),
-            shown_attributes=self._shown(queue_id, t["attributes"] if t else {}),
+            shown_attributes=apply_show(t["attributes"] if t else {}, rules),
         )
 
-    def _shown(self, queue_id: str, attributes: dict[str, Any]) -> dict[str, str]:
-        """Task attributes after the queue's ``show`` rules (unlisted attributes are hidden)."""
-        rules: dict[str, str] = {}
-        if self._doc is not None:
-            queue = getattr(self._doc, "queue_map", {}).get(queue_id)
-            rules = dict(getattr(queue, "show", {}) or {})
-        return apply_show(attributes, rules)
+    def show_rules(self, queue_id: str) -> dict[str, str]:
+        """The queue's ``show`` rules: what an expert may see of its tasks (callers and
+        attributes), in every view an expert gets."""
+        if self._doc is None:
+            return {}
+        queue = getattr(self._doc, "queue_map", {}).get(queue_id)
+        return dict(getattr(queue, "show", {}) or {})
 
     def _view_of(self, d: dict[str, Any], meta: dict[str, Any]) -> TaskView:
         """The API view of an exported task (``RoutingCore.export_task``) and its metadata."""
@@ -1210,10 +1211,10 @@ def _validate_request(request: TaskRequest) -> list[Problem]:
         problems.append(Problem("priority", "must be between -1000 and 1000"))
     if request.external_id is not None and not 0 < len(request.external_id) <= 255:
         problems.append(Problem("external_id", "must be 1 to 255 characters"))
-    if request.callback_url is not None and not request.callback_url.startswith(
-        ("http://", "https://")
-    ):
-        problems.append(Problem("callback_url", "must be an http:// or https:// URL"))
+    if request.callback_url is not None:
+        why = callback_url_problem(request.callback_url)
+        if why:
+            problems.append(Problem("callback_url", why))
     return problems
 
 

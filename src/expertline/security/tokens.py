@@ -2,6 +2,10 @@
 
 Tokens are 256-bit random values; a fast hash is enough (no password stretching is needed for
 high-entropy secrets) and keeps per-request verification cheap.
+
+An ``expert`` token is bound to one expert (``expert_id``): it sets that expert's presence
+and answers that expert's offers, nobody else's. ``supervisor`` tokens read live state and
+reports and change nothing.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from typing import Literal, get_args
 
 from sqlalchemy import Engine, insert, select, update
 
+from expertline import limits
 from expertline.db.engine import as_utc
-from expertline.db.tables import api_tokens
+from expertline.db.tables import api_tokens, config_objects
 from expertline.errors import InvalidInput, NotFound, Problem
 
-Role = Literal["admin", "routing-client", "reporting", "expert"]
+Role = Literal["admin", "supervisor", "routing-client", "reporting", "expert"]
 ROLES: tuple[str, ...] = get_args(Role)
 PREFIX = "elt_"
 
@@ -30,14 +35,18 @@ class TokenInfo:
     role: str
     created_at: datetime
     revoked_at: datetime | None
+    expert_id: str | None = None  # the expert an ``expert`` token acts for
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(engine: Engine, name: str, role: str) -> str:
-    """Create a token; the clear value is returned once and never stored."""
+def create_token(engine: Engine, name: str, role: str, expert_id: str | None = None) -> str:
+    """Create a token; the clear value is returned once and never stored.
+
+    An ``expert`` token needs ``expert_id``, an expert of the stored configuration; no other
+    role takes one."""
     problems = []
     if role not in ROLES:
         problems.append(
@@ -45,16 +54,46 @@ def create_token(engine: Engine, name: str, role: str) -> str:
         )
     if not name.strip() or len(name) > 255:
         problems.append(Problem("name", "a token name of 1 to 255 characters is required"))
+    if role == "expert" and expert_id is None:
+        problems.append(
+            Problem("expert", "an expert token acts for one expert: give --expert EXPERT_ID")
+        )
+    elif role != "expert" and expert_id is not None:
+        problems.append(Problem("expert", f"only expert tokens are bound to an expert, not {role}"))
+    elif expert_id is not None:
+        why = limits.text_problem(expert_id, limits.ID)
+        if why:
+            problems.append(Problem("expert", f"the expert id {why}"))
+        elif not _expert_configured(engine, expert_id):
+            problems.append(
+                Problem(
+                    "expert",
+                    f"no expert {expert_id!r} in the configuration; "
+                    "import it first (expertline config import) or check the id",
+                )
+            )
     if problems:
         raise InvalidInput("cannot create token", problems)
     token = PREFIX + secrets.token_urlsafe(32)
+    row = {"name": name, "role": role, "token_hash": hash_token(token)}
+    if expert_id is not None:  # written only when set: other roles fit any schema revision
+        row["expert_id"] = expert_id
     with engine.begin() as conn:
-        conn.execute(
-            insert(api_tokens).values(
-                name=name, role=role, token_hash=hash_token(token), created_at=datetime.now(UTC)
-            )
-        )
+        conn.execute(insert(api_tokens).values(created_at=datetime.now(UTC), **row))
     return token
+
+
+def _expert_configured(engine: Engine, expert_id: str) -> bool:
+    from expertline.config.store import KINDS
+
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(config_objects.c.object_id).where(
+                config_objects.c.kind == KINDS["experts"],
+                config_objects.c.object_id == expert_id,
+            )
+        ).first()
+    return found is not None
 
 
 def list_tokens(engine: Engine) -> list[TokenInfo]:
@@ -67,6 +106,7 @@ def list_tokens(engine: Engine) -> list[TokenInfo]:
             r.role,
             as_utc(r.created_at),
             as_utc(r.revoked_at) if r.revoked_at else None,
+            r.expert_id,
         )
         for r in rows
     ]
@@ -95,4 +135,4 @@ def verify_token(engine: Engine, token: str) -> TokenInfo | None:
         ).first()
     if row is None:
         return None
-    return TokenInfo(row.id, row.name, row.role, as_utc(row.created_at), None)
+    return TokenInfo(row.id, row.name, row.role, as_utc(row.created_at), None, row.expert_id)

@@ -8,6 +8,7 @@ requests are answered before FastAPI's per-request machinery when they are fit t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +18,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.routing import compile_path
+from starlette.types import Message, Receive, Scope, Send
 
 from expertline import __version__
-from expertline.errors import ExpertlineError, Problem, TooLarge
+from expertline.errors import ExpertlineError, InvalidInput, Problem, TooLarge
 from expertline.settings import Settings
 from expertline.web.auth import TokenVerifier
-from expertline.web.hot import HotRoutes, read_body, replay_body
+from expertline.web.bodies import decode_json, is_json, not_json_problem
+from expertline.web.hot import NO_JSON, HotRoutes, read_body, replay_body
 
 
 @dataclass
@@ -41,15 +44,26 @@ RouterFactory = Callable[[AppContext], Any]
 
 MAX_BODY = 1 << 20  # bytes of a request body: tasks, presence, offers, tokens, queries
 MAX_CONFIG_BODY = 64 << 20  # a whole configuration document (100,000 experts fit)
+CONFIG_PREFIX = "/api/v1/config"
+
+
+CONFIG_UPLOAD = "/admin/config/import"  # the admin page's YAML import (session checked first)
 
 
 def body_limit(path: str) -> int:
-    return MAX_CONFIG_BODY if path.startswith("/api/v1/config") else MAX_BODY
+    return MAX_CONFIG_BODY if path.startswith((CONFIG_PREFIX, CONFIG_UPLOAD)) else MAX_BODY
 
 
 class ExpertlineAPI(FastAPI):
-    """FastAPI that reads each request body first (refusing one over its limit with 413,
-    before anything is done) and offers the request to the hot routes."""
+    """FastAPI that reads each request body first (refusing one over its limit with 413, or
+    one announced as JSON that is not strict JSON with 422, before anything is done) and
+    offers the request to the hot routes.
+
+    Whole configuration documents (``/api/v1/config*``, up to 64 MiB) are the exception: their
+    endpoints check the token first and only then read the body, through a receive channel
+    that refuses it (413) as soon as it crosses the limit, so a caller without an admin token
+    never has a large body buffered.
+    """
 
     hot_routes: HotRoutes
 
@@ -59,15 +73,26 @@ class ExpertlineAPI(FastAPI):
             return
         limit = body_limit(scope["path"])
         declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await problem_response(TooLarge(limit))(scope, receive, send)
+            return
+        if limit == MAX_CONFIG_BODY:
+            await super().__call__(scope, limited_receive(receive, limit), send)
+            return
         try:
-            if declared is not None and declared > limit:
-                raise TooLarge(limit)
             body = await read_body(receive, limit)
         except TooLarge as exc:
             await problem_response(exc)(scope, receive, send)
             return
         if body is None:  # the client went away before sending its body
             return
+        data: Any = NO_JSON
+        if body and is_json(_header(scope, b"content-type")):
+            try:
+                data = decode_json(body)
+            except InvalidInput as exc:
+                await problem_response(exc)(scope, receive, send)
+                return
         receive = replay_body(body, receive)
         if not scope.get("root_path") and not self.root_path:
             hit = self.hot_routes.match(scope["method"], scope["path"])
@@ -76,6 +101,7 @@ class ExpertlineAPI(FastAPI):
                     *hit,
                     scope,
                     body,
+                    data,
                     receive,
                     send,
                     verifier=self.state.verify_token,
@@ -84,6 +110,30 @@ class ExpertlineAPI(FastAPI):
                 )
                 return
         await super().__call__(scope, receive, send)
+
+
+def limited_receive(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises TooLarge once the body it has handed over crosses ``limit``."""
+    size = 0
+
+    async def limited() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise TooLarge(limit)
+        return message
+
+    return limited
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (as Starlette's ``Headers.get``)."""
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            return bytes(value)
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -111,10 +161,13 @@ def create_app(ctx: AppContext, factories: list[RouterFactory] | None = None) ->
         from expertline.web.routers import default_factories
 
         factories = default_factories()
+    routes = list(app.router.routes)
     for factory in factories:
         router = factory(ctx)
         if router is not None:
             app.include_router(router)
+            routes.extend(router.routes)
+    app.state.route_methods = _route_methods(routes)
     return app
 
 
@@ -141,18 +194,47 @@ def _install_error_handlers(app: FastAPI) -> None:
         return problem_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(_unread_body(err) for err in errors):
+            return problem_response(not_json_problem(request.headers.get("content-type")))
         problems = [
             Problem(
                 ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
                 err.get("msg", "invalid"),
             )
-            for err in exc.errors()
+            for err in errors
         ]
         summary = "; ".join(str(p) for p in problems[:3])
         return error_response(422, "invalid", f"invalid request: {summary}", problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        resp = error_response(exc.status_code, code, str(exc.detail))
+        resp.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            resp.headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return resp
+
+
+def _unread_body(err: Any) -> bool:
+    """A body model given the raw bytes: FastAPI did not decode a body sent as another type."""
+    return tuple(err.get("loc", ())) == ("body",) and isinstance(err.get("input"), bytes)
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """Every method some route serves at ``path`` (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for regex, served in app.state.route_methods:
+        if regex.match(path):
+            methods.update(served)
+    return sorted(methods)
+
+
+def _route_methods(routes: list[Any]) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    return [
+        (compile_path(route.path)[0], frozenset(route.methods))
+        for route in routes
+        if isinstance(getattr(route, "path", None), str) and getattr(route, "methods", None)
+    ]

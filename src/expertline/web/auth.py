@@ -1,8 +1,9 @@
 """Bearer-token authentication and role checks for the HTTP API.
 
-``admin`` may call everything; other roles only the endpoints that name them. Verified tokens
-are cached for a few seconds so a busy routing client does not cost a database read per call;
-a revocation takes effect within that bound.
+``admin`` may call everything; other roles only the endpoints that name them. An ``expert``
+token acts for the one expert it is bound to (``act_for``). Verified tokens are cached for a
+few seconds so a busy routing client does not cost a database read per call; a revocation
+takes effect within that bound.
 """
 
 from __future__ import annotations
@@ -61,6 +62,29 @@ def authorize(info: TokenInfo, allowed: frozenset[str]) -> TokenInfo:
     if info.role not in allowed:
         raise Forbidden(
             f"role {info.role!r} may not call this endpoint (needs {' or '.join(sorted(allowed))})"
+        )
+    return info
+
+
+UNBOUND_EXPERT_TOKEN = (
+    "this expert token is bound to no expert (it was made before expert tokens were bound); "
+    "create one for the expert with: expertline tokens create NAME --role expert --expert "
+    "EXPERT_ID"
+)
+
+
+def act_for(info: TokenInfo, expert_id: str) -> TokenInfo:
+    """``info`` if it may act for ``expert_id`` (set presence, read and answer offers), else
+    Forbidden: ``admin`` acts for anyone, an ``expert`` token for its own expert only."""
+    if info.role == "admin":
+        return info
+    if info.role != "expert":
+        raise Forbidden(f"role {info.role!r} may not act for an expert")
+    if info.expert_id is None:
+        raise Forbidden(UNBOUND_EXPERT_TOKEN)
+    if info.expert_id != expert_id:
+        raise Forbidden(
+            f"this token acts for expert {info.expert_id!r} only, not for {expert_id!r}"
         )
     return info
 

@@ -5,7 +5,8 @@ them FastAPI spends several times the handler's own CPU on generic work: its mid
 layers, matching the path against every route, solving dependencies, body plumbing and
 response encoding. A hot route answers a request that is fit to succeed straight from the
 ASGI scope: it matches the method and path, checks the bearer token and the role, parses the
-JSON body with orjson and validates it with the endpoint's own pydantic model, awaits the
+JSON body and validates it with the endpoint's own pydantic model (the body was decoded by
+``expertline.web.bodies`` before), awaits the
 handler and writes its JSON with orjson.
 
 Every request it is not sure of goes on, with the body already read, to the FastAPI route of
@@ -34,6 +35,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from expertline.errors import ExpertlineError, TooLarge
+from expertline.security.tokens import TokenInfo
 from expertline.web.auth import (
     TokenVerifier,
     allowed_roles,
@@ -44,7 +46,8 @@ from expertline.web.auth import (
 
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 """``handler(value, **path_params) -> (status, JSON payload)``, where ``value`` is the validated
-body or query model (None without one); refusals raise ExpertlineError."""
+body or query model (None without one); refusals raise ExpertlineError. A route declared with
+``with_token`` also passes the caller's verified token: ``handler(value, token=..., ...)``."""
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -72,6 +75,11 @@ class HotRoute:
     body_required: bool
     query: type[BaseModel] | None
     regex: re.Pattern[str]
+    with_token: bool = False
+
+
+NO_JSON: Any = object()
+"""The decoded body of a request without a JSON body (none, or another content type)."""
 
 
 class _Refer(Exception):
@@ -94,6 +102,7 @@ class HotRoutes:
         body: type[BaseModel] | None = None,
         body_required: bool = True,
         query: type[BaseModel] | None = None,
+        with_token: bool = False,
         **route: Any,
     ) -> None:
         """Serve ``method path`` (under ``router``'s prefix) hot, and declare on ``router`` the
@@ -101,8 +110,9 @@ class HotRoutes:
 
         The FastAPI endpoint takes the path parameters, the body (``body``, optional unless
         ``body_required``) or the query model, and a token of one of ``roles`` (or admin); it
-        awaits ``handler`` as the hot route does. ``route`` goes to ``add_api_route`` (summary,
-        tags, status code, responses, name).
+        awaits ``handler`` as the hot route does (with the token when ``with_token``: for a
+        handler that checks whom the token may act for). ``route`` goes to ``add_api_route``
+        (summary, tags, status code, responses, name).
         """
         params = [
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str)
@@ -133,8 +143,10 @@ class HotRoutes:
         )
 
         async def endpoint(**given: Any) -> Response:
-            del given["token"]
+            token = given.pop("token")
             value = given.pop("body", None) if body is not None else given.pop("query", None)
+            if with_token:
+                given["token"] = token
             return respond(await handler(value, **given))
 
         endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -149,6 +161,7 @@ class HotRoutes:
             body=body,
             body_required=body_required,
             query=query,
+            with_token=with_token,
         )
 
     def add(
@@ -161,6 +174,7 @@ class HotRoutes:
         body: type[BaseModel] | None = None,
         body_required: bool = True,
         query: type[BaseModel] | None = None,
+        with_token: bool = False,
     ) -> None:
         """Serve ``method path`` (a Starlette path template, ``{name}`` parameters) hot.
 
@@ -170,7 +184,9 @@ class HotRoutes:
         """
         if body is not None and query is not None:
             raise ValueError("a hot route takes a body model or a query model, not both")
-        regex, _, _ = compile_path(path)
+        regex, _, names = compile_path(path)
+        if with_token and "token" in names:
+            raise ValueError("a route that takes the token has no path parameter named token")
         route = HotRoute(
             method,
             path,
@@ -180,6 +196,7 @@ class HotRoutes:
             body_required and body is not None,
             query,
             regex,
+            with_token,
         )
         self._routes[(method, path)] = route
         self._by_method = {}
@@ -199,6 +216,7 @@ class HotRoutes:
         params: dict[str, str],
         scope: Scope,
         body: bytes,
+        data: Any,
         receive: Receive,
         send: Send,
         *,
@@ -206,21 +224,27 @@ class HotRoutes:
         fallback: ASGIApp,
         problem: Callable[[ExpertlineError], Response],
     ) -> None:
-        """Answer the request (its ``body`` already read, see ``read_body``) or pass it on."""
+        """Answer the request or pass it on. Its ``body`` is already read (see
+        ``read_body``) and ``data`` is that body's JSON value, or ``NO_JSON`` when it is empty
+        or not announced as JSON (decoded by ``expertline.web.bodies``)."""
         try:
-            value = _admit(route, scope, body, verifier)
+            token, value = _admit(route, scope, body, data, verifier)
         except (_Refer, ExpertlineError):
             await fallback(scope, receive, send)  # the body is still to be received
             return
+        given: dict[str, Any] = {**params, "token": token} if route.with_token else params
         try:
-            response = respond(await route.handler(value, **params))
+            response = respond(await route.handler(value, **given))
         except ExpertlineError as exc:
             response = problem(exc)
         await response(scope, receive, send)
 
 
-def _admit(route: HotRoute, scope: Scope, body: bytes, verifier: TokenVerifier) -> Any:
-    """The validated body or query (None if there is none); raises if FastAPI should decide."""
+def _admit(
+    route: HotRoute, scope: Scope, body: bytes, data: Any, verifier: TokenVerifier
+) -> tuple[TokenInfo, Any]:
+    """The verified token and the validated body or query (None if there is none); raises if
+    FastAPI should decide."""
     authorization = content_type = None
     for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
         if name == b"authorization" and authorization is None:
@@ -229,29 +253,26 @@ def _admit(route: HotRoute, scope: Scope, body: bytes, verifier: TokenVerifier) 
             content_type = value
     if authorization is None:
         raise _Refer
-    authorize(authenticate(verifier, authorization.decode("latin-1")), route.allowed)
+    token = authorize(authenticate(verifier, authorization.decode("latin-1")), route.allowed)
     if route.query is not None:
-        return _query(route.query, scope["query_string"])
+        return token, _query(route.query, scope["query_string"])
     if route.body is None:
-        return None  # FastAPI ignores a body the endpoint does not declare
+        return token, None  # FastAPI ignores a body the endpoint does not declare
     if not body:
         if route.body_required:
             raise _Refer
-        return None
+        return token, None
     # FastAPI reads JSON only when the content type says so (strict content type).
     if (
-        content_type is None
+        data is NO_JSON
+        or content_type is None
         or content_type.split(b";", 1)[0].strip().lower() != b"application/json"
     ):
         raise _Refer
-    try:
-        data = orjson.loads(body)  # stricter than json.loads: what it refuses, FastAPI judges
-    except orjson.JSONDecodeError:
-        raise _Refer from None
     if not isinstance(data, dict):
         raise _Refer
     try:
-        return route.body.model_validate(data)
+        return token, route.body.model_validate(data)
     except ValidationError:
         raise _Refer from None
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from expertline import __version__
+from expertline.errors import problem_responses
 from expertline.health import Health
 from expertline.web.app import AppContext
 from expertline.web.auth import bearer
@@ -24,15 +25,25 @@ def router(ctx: AppContext) -> APIRouter:
 
     @r.get("/readyz", tags=["operations"], summary="This node is active and its parts are up")
     def readyz() -> JSONResponse:
-        body = _health_body(health)
+        # No token here: each component says up or not, never why (the log and the
+        # authenticated /api/v1/status have the reason).
+        body = _health_body(health, details=False)
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
-    @r.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @r.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+    )
     def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @r.get(
-        "/api/v1/status", tags=["operations"], summary="Node, role, active/standby, config version"
+        "/api/v1/status",
+        tags=["operations"],
+        summary="Node, role, active/standby, config version",
+        responses=problem_responses(401),
     )
     def status(request: Request, _: Any = Depends(bearer)) -> dict[str, Any]:
         version_of = ctx.services.get("config_version")
@@ -48,12 +59,16 @@ def router(ctx: AppContext) -> APIRouter:
     return r
 
 
-def _health_body(health: Health) -> dict[str, Any]:
+def _health_body(health: Health, details: bool = True) -> dict[str, Any]:
     return {
         "ready": health.ready(),
         "active": health.active,
         "components": {
-            c.name: {"up": c.up, "detail": c.detail, "required": c.required}
+            c.name: {
+                "up": c.up,
+                "required": c.required,
+                **({"detail": c.detail} if details else {}),
+            }
             for c in health.components()
         },
     }

@@ -115,7 +115,7 @@ async def test_round_trip_keeps_every_row_on_both_backends_and_the_runtime_goes_
                 archive.restore(target, path)
                 assert _rows(target) == before, url
                 # Sequences moved past the restored ids: new rows get new keys.
-                create_token(target, "after-restore", "expert")
+                create_token(target, "after-restore", "routing-client")
                 assert [t.name for t in list_tokens(target)] == ["ops", "after-restore"]
                 # The task that was waiting is in flight again on the restored database.
                 service = RuntimeService(target, node="restored")
@@ -248,7 +248,7 @@ def test_restore_refuses_a_database_with_rows_and_changes_nothing(
 ) -> None:
     path = tmp_path / "backup.tar.gz"
     archive.create(source, path)
-    create_token(source, "later", "expert")
+    create_token(source, "later", "routing-client")
     before = _rows(source)
     with pytest.raises(BackupError, match=r"restore needs an empty database: table \w+ has rows"):
         archive.restore(source, path)
@@ -285,7 +285,9 @@ def test_an_archive_of_an_older_schema_restores_and_is_upgraded(
         assert migrate.current_revision(target) == migrate.head_revision()
         after = _rows(target)
         for name in ("config_objects", "config_changes", "config_versions", "api_tokens"):
-            assert after[name] == before[name], name
+            # Later revisions may add columns (at the end, empty); the old values are kept.
+            kept = [new[: len(old)] for new, old in zip(after[name], before[name], strict=True)]
+            assert kept == before[name], name
     finally:
         target.dispose()
 
@@ -339,3 +341,216 @@ def test_the_command_line_creates_verifies_and_restores(tmp_path: Path) -> None:
     assert line.endswith(" has rows")
     missing = cli("backup", "verify", "nope.tar.gz")
     assert (missing.returncode, missing.stderr.strip()) == (2, "error: nope.tar.gz: no such file")
+
+
+def _tar_with(dst: Path, members: list[tarfile.TarInfo], bodies: dict[str, bytes]) -> None:
+    """An archive of exactly these members (links and devices included), in this order."""
+    with tarfile.open(dst, "w:gz") as tar:
+        for info in members:
+            body = bodies.get(info.name)
+            if body is not None:
+                info.size = len(body)
+            tar.addfile(info, io.BytesIO(body) if body is not None else None)
+
+
+def test_verify_refuses_members_outside_the_archive_links_and_devices(
+    source: Engine, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.tar.gz"
+    archive.create(source, good)
+    raw = _members_raw(good)
+    bad = tmp_path / "bad.tar.gz"
+
+    def with_member(info: tarfile.TarInfo, match: str) -> None:
+        plain = [tarfile.TarInfo(name) for name in raw]
+        _tar_with(bad, [*plain, info], dict(raw))
+        with pytest.raises(BackupError, match=match):
+            archive.verify(bad)
+
+    with_member(tarfile.TarInfo("../evil.jsonl"), r"a member outside it: '\.\./evil\.jsonl'")
+    with_member(tarfile.TarInfo("tables/../../x"), r"a member outside it")
+    with_member(tarfile.TarInfo("/etc/cron.d/x"), r"a member outside it: '/etc/cron\.d/x'")
+    link = tarfile.TarInfo("tables/link.jsonl")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    with_member(link, r"a link where only files belong: 'tables/link\.jsonl'")
+    hard = tarfile.TarInfo("tables/hard.jsonl")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "manifest.json"
+    with_member(hard, r"a link where only files belong")
+    device = tarfile.TarInfo("tables/dev.jsonl")
+    device.type, device.devmajor, device.devminor = tarfile.CHRTYPE, 1, 3
+    with_member(device, r"a device where only files belong")
+    with_member(tarfile.TarInfo("notes.txt"), r"a member a backup never has: 'notes\.txt'")
+
+
+@pytest.mark.parametrize(
+    ("member", "row", "match"),
+    [
+        ("config_versions", "bad time", r"column applied_at holds 'yesterday', not a time"),
+        ("config_versions", "not JSON", r"line 1 is not a JSON row"),
+        ("config_versions", "short", r"line 1 has 4 values; table config_versions has 5"),
+        ("config_objects", "bad JSON column", r"holds 'x', not a JSON value in a list"),
+        ("config_versions", "cut", r"line 1 is cut short"),
+    ],
+)
+def test_verify_refuses_rows_that_restore_could_not_load(
+    source: Engine, tmp_path: Path, member: str, row: str, match: str
+) -> None:
+    """Each of these passed verify and crashed restore with a traceback."""
+    good, bad = tmp_path / "good.tar.gz", tmp_path / "bad.tar.gz"
+    archive.create(source, good)
+    raw = _members_raw(good)
+    name = f"tables/{member}.jsonl"
+    manifest = json.loads(raw[archive.MANIFEST])
+    [entry] = [t for t in manifest["tables"] if t["name"] == member]
+    columns = [c for c, _ in entry["columns"]]
+    first, *rest = raw[name].splitlines(keepends=True)
+    values = json.loads(first)
+    if row == "bad time":
+        values[columns.index("applied_at")] = "yesterday"
+        line = json.dumps(values).encode() + b"\n"
+    elif row == "not JSON":
+        line = b"[1, 2,\n"
+    elif row == "short":
+        line = json.dumps(values[:-1]).encode() + b"\n"
+    elif row == "bad JSON column":
+        values[columns.index("body")] = "x"
+        line = json.dumps(values).encode() + b"\n"
+    else:
+        line, rest = json.dumps(values).encode(), []
+    body = line + b"".join(rest)
+    entry["rows"] = len(body.splitlines())
+    _rewrite(good, bad, {name: body, archive.MANIFEST: json.dumps(manifest).encode()}, resum=True)
+    with pytest.raises(BackupError, match=match):
+        archive.verify(bad)
+    target = make_engine(sqlite_url(tmp_path / "empty"))
+    try:
+        with pytest.raises(BackupError, match=match):
+            archive.restore(target, bad)
+        assert migrate.current_revision(target) is None  # refused before any change
+    finally:
+        target.dispose()
+
+
+def test_a_deep_or_huge_manifest_is_refused(source: Engine, tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.tar.gz", tmp_path / "bad.tar.gz"
+    archive.create(source, good)
+    deep = b'{"format": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    _rewrite(good, bad, {archive.MANIFEST: deep}, resum=True)
+    with pytest.raises(BackupError, match=r"manifest.json is not JSON: nested too deeply"):
+        archive.verify(bad)
+    _rewrite(good, bad, {archive.MANIFEST: b" " * (archive.MAX_MANIFEST + 1)}, resum=True)
+    with pytest.raises(BackupError, match=r"manifest.json is 16,777,217 bytes"):
+        archive.verify(bad)
+
+
+class _Repeat(io.RawIOBase):
+    """``size`` bytes of ``x`` then a newline, produced as read: never held whole."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.left)
+        if n <= 0:
+            return 0
+        self.left -= n
+        buffer[:n] = b"x" * (n - 1) + (b"\n" if self.left == 0 else b"x")
+        return n
+
+
+def test_a_huge_line_is_refused_within_bounded_memory(tmp_path: Path) -> None:
+    """A 400 MB row (its checksum and count right) took restore to ~900 MB of memory."""
+    src = sqlite_url(tmp_path / "src")
+    engine = make_engine(src)
+    try:
+        migrate.upgrade(engine)
+        create_token(engine, "ops", "admin")
+        good = tmp_path / "good.tar.gz"
+        archive.create(engine, good)
+    finally:
+        engine.dispose()
+    raw = _members_raw(good)
+    size = 400 << 20
+    digest = hashlib.sha256()
+    stream = _Repeat(size)
+    for block in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(block)
+    manifest = json.loads(raw[archive.MANIFEST])
+    for entry in manifest["tables"]:
+        if entry["name"] == "api_tokens":
+            entry["rows"] = 1
+    raw[archive.MANIFEST] = json.dumps(manifest).encode()
+    sums = {n: hashlib.sha256(b).hexdigest() for n, b in raw.items() if n != archive.SUMS}
+    sums["tables/api_tokens.jsonl"] = digest.hexdigest()
+    raw[archive.SUMS] = "".join(f"{d}  {n}\n" for n, d in sums.items()).encode()
+    bad = tmp_path / "bad.tar.gz"
+    with (
+        gzip.open(bad, "wb", compresslevel=1) as zipped,
+        tarfile.open(fileobj=zipped, mode="w|") as tar,
+    ):
+        for name, body in raw.items():
+            info = tarfile.TarInfo(name)
+            if name == "tables/api_tokens.jsonl":
+                info.size = size
+                tar.addfile(info, io.BufferedReader(_Repeat(size), 1 << 20))
+            else:
+                info.size = len(body)
+                tar.addfile(info, io.BytesIO(body))
+    dst = sqlite_url(tmp_path / "dst")
+    for command in (["backup", "verify", str(bad)], ["--db", dst, "backup", "restore", str(bad)]):
+        probe = (
+            "import resource, subprocess, sys;"
+            f"r = subprocess.run([sys.executable, '-m', 'expertline', *{command!r}],"
+            " capture_output=True, text=True);"
+            "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
+            "print(r.stderr, file=sys.stderr)"
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
+        )
+        code, peak_kib = map(int, run.stdout.split())
+        assert code == 2, run.stderr
+        assert run.stderr.strip() == (
+            "error: tables/api_tokens.jsonl line 1 is over 67,108,864 bytes; no row is that long"
+        ), run.stderr
+        assert peak_kib < 400 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
+
+
+def test_restore_that_the_database_refuses_loads_nothing_and_says_one_line(
+    source: Engine, tmp_path: Path
+) -> None:
+    """Rows that verify cannot fault (a duplicate key): one line, exit 2, no row loaded."""
+    good, bad = tmp_path / "good.tar.gz", tmp_path / "bad.tar.gz"
+    archive.create(source, good)
+    raw = _members_raw(good)
+    name = "tables/config_versions.jsonl"
+    manifest = json.loads(raw[archive.MANIFEST])
+    for entry in manifest["tables"]:
+        if entry["name"] == "config_versions":
+            entry["rows"] += 1
+    doubled = raw[name] + raw[name].splitlines(keepends=True)[0]
+    _rewrite(
+        good, bad, {name: doubled, archive.MANIFEST: json.dumps(manifest).encode()}, resum=True
+    )
+    archive.verify(bad)  # every row is readable
+    dst = sqlite_url(tmp_path / "dst")
+    run = subprocess.run(
+        [sys.executable, "-m", "expertline", "--db", dst, "backup", "restore", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    [line] = run.stderr.strip().splitlines()
+    assert line.startswith("error: the database refused the restore: "), line
+    assert "Traceback" not in run.stderr and "[SQL" not in line
+    target = make_engine(dst)
+    try:
+        versions = {"alembic_version", reporting_migrate.VERSION_TABLE, *archive.NODE_STATE}
+        loaded = {t: rows for t, rows in _rows(target).items() if rows and t not in versions}
+        assert loaded == {}
+    finally:
+        target.dispose()

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from expertline.cli import app
 from expertline.config import store
+from support.processes import cli
 
 DEMO = Path(__file__).parents[3] / "examples" / "demo.yaml"
 
@@ -86,3 +87,85 @@ def test_history_command(engine: Engine, db_url: str) -> None:
     result = run(db_url, "history")
     assert result.exit_code == 0
     assert "import" in result.stdout and "cli:" in result.stdout
+
+
+def _hostile_files(tmp_path: Path) -> dict[str, tuple[Path, list[str]]]:
+    """name -> (file, the problem lines ``config validate`` must print)."""
+    expert = "experts:\n  - {id: a, name: A, phone: '1', attributes: {x: %s}}\n"
+    files = {
+        "deep-flow": (
+            expert % ("[" * 1000 + "]" * 1000),
+            ["not valid YAML: line 2, column 1046: exceeded maximum nesting depth"],
+        ),
+        "deep-block": (
+            "experts:\n  - id: a\n    name: A\n    phone: '1'\n    attributes:\n      x:\n"
+            + "        "
+            + "- " * 1000
+            + "[]\n",
+            ["experts[0].attributes.x…: nested more than 64 levels deep (line 7)"],
+        ),
+        "deep-json": (
+            '{"experts": [{"id": "a", "name": "A", "phone": "1", "attributes": {"x": '
+            + "[" * 500
+            + "]" * 500
+            + "}}]}\n",
+            ["experts[0].attributes.x…: nested more than 64 levels deep"],
+        ),
+        "huge-id": (
+            "experts:\n  - id: " + "x" * 10_000_000 + "\n    name: A\n    phone: '1'\n",
+            ["experts[0].id: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'…(10,000,000 chars)"],
+        ),
+        "non-finite": (
+            "attributes:\n  - {name: n, type: number}\n"
+            "experts:\n  - {id: a, name: A, phone: '1', attributes: {n: .inf}}\n"
+            "  - {id: b, name: B, phone: '1', attributes: {n: -.inf}}\n"
+            "  - {id: c, name: C, phone: '1', attributes: {n: .nan}}\n",
+            [
+                "experts[0].attributes.n: expected a number, got .inf (not a finite number)",
+                "experts[1].attributes.n: expected a number, got -.inf (not a finite number)",
+                "experts[2].attributes.n: expected a number, got .nan (not a finite number)",
+            ],
+        ),
+        "loose-types": (
+            "experts:\n  - {id: a, name: A, phone: '1', max_tasks: '2', may_decline: 1}\n"
+            "queues:\n  - {id: q, name: Q, select: 'true', priority: true}\n"
+            "  - {id: r, name: R, select: 'true', priority: '5', offer_timeout: .inf}\n",
+            [
+                "experts[0].max_tasks: expected a whole number, got '2'",
+                "experts[0].may_decline: expected true or false, got the number 1",
+                "queues[0].priority: expected a whole number, got a boolean",
+                "queues[1].offer_timeout: expected a duration such as 20s",
+                "queues[1].priority: expected a whole number, got '5'",
+            ],
+        ),
+    }
+    out = {}
+    for name, (text, lines) in files.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        out[name] = (path, lines)
+    return out
+
+
+def test_hostile_files_get_one_line_per_problem_and_change_nothing(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """Real processes: no traceback, no 10 MB echo, nothing applied, exit 2."""
+    for name, (path, lines) in _hostile_files(tmp_path).items():
+        for command in (
+            ["config", "validate", str(path)],
+            ["--db", db_url, "config", "import", str(path)],
+        ):
+            result = cli(*command)
+            assert result.returncode == 2, (name, result.stderr[-2000:])
+            assert "Traceback" not in result.stderr, (name, result.stderr[-2000:])
+            assert len(result.stderr) < 2000, name
+            printed = result.stderr.splitlines()
+            assert printed[0] == (
+                f"error: {path}: {len(lines)} problem{'s' if len(lines) != 1 else ''}; "
+                "nothing was applied"
+            ), (name, printed)
+            assert len(printed) == 1 + len(lines), (name, printed)
+            for line, expected in zip(printed[1:], lines, strict=True):
+                assert line.strip().startswith(expected), (name, line, expected)
+    assert store.history(engine) == []

@@ -16,6 +16,7 @@ from expertline.web import ops
 from expertline.web.app import AppContext, create_app
 
 DEMO = Path(__file__).parents[3] / "examples" / "demo.yaml"
+JSON = {"content-type": "application/json"}
 
 
 class Api:
@@ -132,8 +133,11 @@ def test_invalid_input_is_422_with_paths_and_changes_nothing(api: Api) -> None:
     )
     assert r.status_code == 422
     assert r.json()["error"]["details"] == [{"path": "password", "message": "unknown key"}]
-    r = c.post("/api/v1/queues", content=b"{oops", headers=api.admin)
-    assert r.status_code == 422 and r.json()["error"]["message"] == "the body is not valid JSON"
+    r = c.post("/api/v1/queues", content=b"{oops", headers={**api.admin, **JSON})
+    assert r.status_code == 422
+    assert r.json()["error"]["message"] == (
+        "body is not valid JSON: unexpected character, expected a string key at line 1 column 2"
+    )
     r = c.post(
         "/api/v1/queues", json={"id": "q", "select": "true", "offer_to": 0}, headers=api.admin
     )
@@ -191,7 +195,7 @@ def test_whole_document(api: Api) -> None:
     doc["entry_points"][0]["queue"] = "billing-es"
     r = c.put("/api/v1/config", json=doc, headers=api.admin)
     assert r.json() == {"version": 2, "added": 0, "changed": 1, "removed": 0, "unchanged": False}
-    r = c.put("/api/v1/config", content=b"{not json", headers=api.admin)
+    r = c.put("/api/v1/config", content=b"{not json", headers={**api.admin, **JSON})
     assert r.status_code == 422
     r = c.put(
         "/api/v1/config",
@@ -248,3 +252,76 @@ def test_status_shows_the_config_version_and_openapi_has_the_models(api: Api) ->
     } <= set(schemas)
     text = str(schemas)
     assert "password'" not in text and "secret'" not in text  # secrets only by env var name
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/config/history/9223372036854775808",
+        "/api/v1/config/history/99999999999999999999",
+        "/api/v1/config/history/2147483648",
+        "/api/v1/config/history?before=9223372036854775808",
+        "/api/v1/config/history?before=2147483648",
+        "/api/v1/config/history/0",
+    ],
+)
+def test_a_version_beyond_the_column_is_422(api: Api, url: str) -> None:
+    r = api.client.get(url, headers=api.reader)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid"
+
+
+def test_a_deeply_nested_document_is_422_and_changes_nothing(api: Api) -> None:
+    c = api.client
+    deep = "[" * 1000 + "]" * 1000
+    body = '{"experts": [{"id": "z", "name": "Z", "phone": "1", "attributes": {"x": ' + deep
+    r = c.put("/api/v1/config", content=body + "}}]}", headers={**api.admin, **JSON})
+    assert r.status_code == 422, r.text
+    assert "nested more than 64 levels deep" in r.json()["error"]["message"]
+    shallow = "[" * 100 + "]" * 100  # passes a JSON parser; the document is still too deep
+    r = c.put(
+        "/api/v1/config",
+        content=body.replace(deep, shallow) + "}}]}",
+        headers={**api.admin, **JSON},
+    )
+    assert r.status_code == 422, r.text
+    r = c.put(
+        "/api/v1/config",
+        content="experts:\n  - {id: z, name: Z, phone: '1', attributes: {x: " + deep + "}}\n",
+        headers={**api.admin, "content-type": "application/yaml"},
+    )
+    assert r.status_code == 422, r.text
+    r = c.post(
+        "/api/v1/experts",
+        content=body.removeprefix('{"experts": [').replace(deep, shallow) + "}}",
+        headers={**api.admin, **JSON},
+    )
+    assert r.status_code == 422, r.text
+    assert [
+        v["version"] for v in c.get("/api/v1/config/history", headers=api.reader).json()["items"]
+    ] == [1]
+
+
+def test_strict_types_and_finite_numbers_over_rest(api: Api) -> None:
+    c = api.client
+    for body, path, words in [
+        (
+            {"id": "q9", "name": "Q", "select": "true", "priority": True},
+            "priority",
+            "got a boolean",
+        ),
+        ({"id": "q9", "name": "Q", "select": "true", "priority": "5"}, "priority", "got '5'"),
+        ({"id": "q9", "name": "Q", "select": "true", "max_no_answer": 2.0}, "max_no_answer", ""),
+    ]:
+        r = c.post("/api/v1/queues", json=body, headers=api.admin)
+        assert r.status_code == 422, r.text
+        [detail] = r.json()["error"]["details"]
+        assert detail["path"] == path and words in detail["message"], detail
+    r = c.post(
+        "/api/v1/experts",
+        json={"id": "x" * 500_000, "name": "X", "phone": "1", "may_decline": "false"},
+        headers=api.admin,
+    )
+    assert r.status_code == 422
+    assert len(r.content) < 1000  # the long id is not echoed back
+    assert {d["path"] for d in r.json()["error"]["details"]} == {"id", "may_decline"}

@@ -43,7 +43,7 @@ class Pair:
         stack.callback(self.engine.dispose)
         self.tokens = (
             create_token(self.engine, "cc", "routing-client"),
-            create_token(self.engine, "xp", "expert"),
+            create_token(self.engine, "integration", "admin"),  # acts for every expert
         )
 
     def node(self, name: str, ttl: float = TTL) -> ServerProcess:

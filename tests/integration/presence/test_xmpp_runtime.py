@@ -52,6 +52,7 @@ def documents(server: ProsodyServer, offer_to: int = 3) -> tuple[RoutingConfig, 
                 offer_to: {offer_to}
                 decline_cooldown: 60s
                 show: {{caller: masked}}
+                accept_phones: '\\+1555\\d{{7}}'
             entry_points:
               - {{dialed_number: "+18005550100", queue: billing}}
             presence:
@@ -81,6 +82,7 @@ def documents(server: ProsodyServer, offer_to: int = 3) -> tuple[RoutingConfig, 
                 max_wait=60.0,
                 decline_cooldown=60.0,
                 on_max_wait=OnMaxWait("reject"),
+                accept_phones=r"\+1555\d{7}",
             )
         },
         matches={"billing": (frozenset(EXPERTS),)},
@@ -210,6 +212,26 @@ async def test_another_number_and_going_away_mid_offer(system: System) -> None:
     alice = await system.sign_in("alice", behaviour="accept", phone="+15557654321")
     await alice.wait_for(rf"^Offer #{task['code']}:", timeout=15)
     await alice.wait_for(rf"^Accepted #{task['code']}:")
+    assigned = await system.task(task["id"])
+    assert assigned["expert"] == "alice" and assigned["label"] == "+15557654321"
+
+
+async def test_a_number_outside_the_experts_and_the_queues_is_refused(system: System) -> None:
+    """``yes CODE sip:host`` may not send the caller anywhere: a clear line, the offer stays
+    open, and the expert can still take it on a number the queue allows."""
+    alice = await system.sign_in("alice")
+    await async_eventually(lambda: system.presence("alice") == "available", timeout=15)
+    task = await system.create_task()
+    code = task["code"]
+    offer = await alice.wait_for(rf"^Offer #{code}:")
+    alice.say(offer.sender, f"yes {code} sip:attacker.example.net:5060")
+    await alice.wait_for(
+        rf"^#{code} cannot go to sip:attacker.example.net:5060: it is not one of your numbers\."
+    )
+    assert (await system.task(task["id"]))["status"] == "offered"
+    assert [o.code for o in system.service.open_offers("alice")] == [code]
+    alice.say(offer.sender, f"yes {code} +1-555-765-4321")  # matches the queue's accept_phones
+    await alice.wait_for(rf"^Accepted #{code}:")
     assigned = await system.task(task["id"])
     assert assigned["expert"] == "alice" and assigned["label"] == "+15557654321"
 

@@ -82,6 +82,8 @@ def test_roles_and_bad_input(client: TestClient, engine: Engine) -> None:
     assert client.get("/api/v1/reports/queues").status_code == 401
     r = client.get("/api/v1/reports/queues", headers=auth(engine, "routing-client"))
     assert r.status_code == 403
+    r = client.get("/api/v1/reports/experts", params=HOUR, headers=auth(engine, "supervisor"))
+    assert r.status_code == 200  # a supervisor sees reports
     h = auth(engine)
     r = client.get("/api/v1/reports/queues", params={"from": "soon", "interval": "5m"}, headers=h)
     assert r.status_code == 422
@@ -140,3 +142,32 @@ def test_reports_say_when_the_reporting_schema_is_missing(
         r = c.get("/api/v1/reports/queues", headers=auth(engine))
     assert r.status_code == 503
     assert "reporting schema is empty" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"to": "0001-01-01T00:00:00Z"},
+        {"from": "0001-01-01T00:00:00+01:00"},
+        {"to": "9999-12-31T23:59:59-01:00"},
+        {"from": "9999-12-31T00:00:00Z", "to": "9999-12-31T23:59:59Z"},
+        {"from": "0001-01-01", "to": "0001-01-01T01:00"},
+    ],
+)
+def test_times_near_the_ends_of_the_calendar_are_422(
+    client: TestClient, engine: Engine, params: dict[str, str]
+) -> None:
+    h = auth(engine)
+    for name in ("queues", "experts", "tasks"):
+        for extra in ({}, {"interval": "60m"}, {"format": "csv"}):
+            r = client.get(f"/api/v1/reports/{name}", params={**params, **extra}, headers=h)
+            assert r.status_code == 422, (name, params, r.text)
+            [*problems] = r.json()["error"]["details"]
+            assert all("1970 to 3000" in p["message"] for p in problems), problems
+    cursor = {**HOUR, "after": "0001-01-01T00:00:00+01:00|t1"}
+    r = client.get("/api/v1/reports/tasks", params=cursor, headers=h)
+    assert r.status_code == 422 and "not a cursor" in r.text
+    r = client.get(
+        "/api/v1/reports/tasks", params={**HOUR, "after": "2026-11-25T10:00Z|a\x00"}, headers=h
+    )
+    assert r.status_code == 422 and "not a cursor" in r.text

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from rt_harness import Harness, make_service, routing_config
+from rt_harness import Harness, bearer, expert_headers, make_service, routing_config, store_experts
 
 from expertline.security.tokens import create_token
 from expertline.settings import Settings
@@ -32,9 +32,10 @@ async def h(engine: Engine, service_options: dict[str, Any]) -> AsyncIterator[Ha
     ctx = AppContext(Settings(node="test-node"), engine)
     ctx.services["runtime"] = service
     app = create_app(ctx)
+    store_experts(engine)
     headers = {
-        role: {"Authorization": f"Bearer {create_token(engine, role, role)}"}
-        for role in ("routing-client", "expert", "reporting")
+        role: bearer(create_token(engine, role, role))
+        for role in ("routing-client", "reporting", "admin")
     }
     transport = httpx.ASGITransport(app=app)
     try:
@@ -44,9 +45,10 @@ async def h(engine: Engine, service_options: dict[str, Any]) -> AsyncIterator[Ha
                 c,
                 engine,
                 headers["routing-client"],
-                headers["expert"],
+                expert_headers(engine),
                 headers["reporting"],
                 app,
+                headers["admin"],
             )
     finally:
         await service.async_stop()

@@ -8,14 +8,18 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine
 
+from expertline.config.schema import ConfigDocument
+from expertline.config.store import apply_document
 from expertline.routing.model import ExpertSpec, OnMaxWait, QueueSpec, RoutingConfig
 from expertline.runtime.service import RuntimeService
+from expertline.security.tokens import create_token
 
 PHONES = {
     "alice": "sip:1001@pbx.example.test",
     "bob": "sip:1002@pbx.example.test",
     "carol": "sip:1003@pbx.example.test",
 }
+OTHER_PHONES = {"alice": ("+15559876543",), "bob": ("+15559999",)}  # ``phones``
 
 
 def routing_config(
@@ -23,7 +27,13 @@ def routing_config(
 ) -> RoutingConfig:
     """Two queues: ``billing`` broadcasts to alice and bob; ``support`` offers to carol."""
     experts = {
-        eid: ExpertSpec(id=eid, name=eid.title(), phone=phone, im=f"{eid}@example.test")
+        eid: ExpertSpec(
+            id=eid,
+            name=eid.title(),
+            phone=phone,
+            im=f"{eid}@example.test",
+            phones=OTHER_PHONES.get(eid, ()),
+        )
         for eid, phone in PHONES.items()
     }
     billing = QueueSpec(
@@ -48,27 +58,61 @@ def routing_config(
     )
 
 
+def store_experts(engine: Engine) -> None:
+    """The experts of ``routing_config`` in the stored configuration (tokens name them)."""
+    doc = ConfigDocument.model_validate(
+        {"experts": [{"id": e, "name": e.title(), "phone": p} for e, p in PHONES.items()]}
+    )
+    apply_document(engine, doc, actor="test")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def expert_headers(engine: Engine) -> dict[str, dict[str, str]]:
+    """An ``expert`` token bound to each expert of ``routing_config``."""
+    return {e: bearer(create_token(engine, f"xp-{e}", "expert", e)) for e in PHONES}
+
+
 @dataclass
 class Harness:
     service: RuntimeService
     client: httpx.AsyncClient
     engine: Engine
     rc: dict[str, str]  # routing-client auth header
-    ex: dict[str, str]  # expert auth header
+    xp: dict[str, dict[str, str]]  # auth header of each expert's own token
     rep: dict[str, str]  # reporting auth header
     app: Any = None
+    admin: dict[str, str] | None = None
 
     async def create(self, **body: Any) -> httpx.Response:
         body.setdefault("entry_point", "+18005550100")
         return await self.client.post("/api/v1/tasks", json=body, headers=self.rc)
 
+    def as_expert(self, expert: str) -> dict[str, str]:
+        """The expert's own token; an admin's for an expert the configuration lacks."""
+        return self.xp.get(expert) or self.admin or {}
+
+    async def answer(self, offer: dict[str, Any], verb: str, **body: Any) -> httpx.Response:
+        """Accept or decline ``offer`` with its own expert's token."""
+        return await self.client.post(
+            f"/api/v1/offers/{offer['id']}/{verb}",
+            json=body or None,
+            headers=self.xp[offer["expert"]],
+        )
+
     async def presence(self, expert: str, status: str) -> httpx.Response:
         return await self.client.put(
-            f"/api/v1/experts/{expert}/presence", json={"status": status}, headers=self.ex
+            f"/api/v1/experts/{expert}/presence",
+            json={"status": status},
+            headers=self.as_expert(expert),
         )
 
     async def open_offers(self, expert: str) -> list[dict[str, Any]]:
-        r = await self.client.get(f"/api/v1/offers?expert={expert}&status=open", headers=self.ex)
+        r = await self.client.get(
+            f"/api/v1/offers?expert={expert}&status=open", headers=self.as_expert(expert)
+        )
         assert r.status_code == 200, r.text
         return list(r.json()["items"])
 

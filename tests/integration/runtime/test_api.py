@@ -12,7 +12,7 @@ import uvicorn
 from rt_harness import PHONES, Harness
 from sqlalchemy import func, select
 
-from expertline.db.tables import routing_feed, runtime_tasks, tcd
+from expertline.db.tables import routing_feed, runtime_tasks, tcd, webhook_deliveries
 from expertline.web.app import MAX_BODY, body_limit
 from support.wait import async_eventually
 
@@ -34,7 +34,7 @@ async def test_broadcast_first_accept_wins_and_the_task_ends_with_one_tcd(h: Har
     assert alice_offer["task_id"] == bob_offer["task_id"] == task_id
     assert (await h.task(task_id))["status"] == "offered"
 
-    r = await h.client.post(f"/api/v1/offers/{alice_offer['id']}/accept", headers=h.ex)
+    r = await h.answer(alice_offer, "accept")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "accepted"
 
@@ -43,9 +43,9 @@ async def test_broadcast_first_accept_wins_and_the_task_ends_with_one_tcd(h: Har
     assert task["expert"] == "alice"
     assert task["label"] == PHONES["alice"]
     assert await h.open_offers("bob") == []
-    late = await h.client.post(f"/api/v1/offers/{bob_offer['id']}/accept", headers=h.ex)
+    late = await h.answer(bob_offer, "accept")
     assert late.status_code == 409, late.text
-    history = await h.client.get("/api/v1/offers?expert=bob&status=all", headers=h.ex)
+    history = await h.client.get("/api/v1/offers?expert=bob&status=all", headers=h.xp["bob"])
     assert [o["status"] for o in history.json()["items"]] == ["withdrawn"]
 
     assert (await h.event(task_id, "connected")).json()["status"] == "connected"
@@ -98,7 +98,7 @@ async def test_long_poll_returns_as_soon_as_the_status_changes(h: Harness) -> No
     poll = asyncio.create_task(h.client.get(f"/api/v1/tasks/{task_id}?wait=20", headers=h.rc))
     await asyncio.sleep(0.2)
     assert not poll.done()
-    await h.client.post(f"/api/v1/offers/{alice_offer['id']}/accept", headers=h.ex)
+    await h.answer(alice_offer, "accept")
     r = await asyncio.wait_for(poll, timeout=5)
     assert r.json()["status"] == "assigned"
     assert time.monotonic() - started < 5
@@ -118,6 +118,9 @@ async def test_bad_input_is_refused_clearly_and_changes_nothing(h: Harness) -> N
         ({"entry_point": "+18005550100", "color": "red"}, 422, "color"),
         ({"entry_point": "+18005550100", "priority": 5000}, 422, "priority"),
         ({"entry_point": "+18005550100", "callback_url": "ftp://x"}, 422, "callback_url"),
+        ({"entry_point": "+18005550100", "callback_url": "http://[::1"}, 422, "not a valid URL"),
+        ({"entry_point": "+18005550100", "callback_url": "http://h:99999/"}, 422, "port"),
+        ({"entry_point": "+18005550100", "callback_url": "http:///x"}, 422, "needs a host"),
     ]
     for body, status, words in bad:
         r = await h.client.post("/api/v1/tasks", json=body, headers=h.rc)
@@ -132,7 +135,8 @@ async def test_bad_input_is_refused_clearly_and_changes_nothing(h: Harness) -> N
     conflict = await h.event(task_id, "connected")
     assert conflict.status_code == 409 and "queued" in conflict.text
     assert (await h.event(task_id, "hangup")).status_code == 422
-    assert (await h.client.post("/api/v1/offers/nope/accept", headers=h.ex)).status_code == 404
+    nope = await h.client.post("/api/v1/offers/nope/accept", headers=h.xp["alice"])
+    assert nope.status_code == 404
     assert (await h.presence("alice", "busy")).status_code == 422
     assert (await h.presence("nobody", "available")).status_code == 404
     assert (await h.client.get("/api/v1/records/tcd?after=x", headers=h.rc)).status_code == 422
@@ -142,6 +146,7 @@ async def test_bad_input_is_refused_clearly_and_changes_nothing(h: Harness) -> N
     with h.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(runtime_tasks)).scalar() == 1
         assert conn.execute(select(func.count()).select_from(tcd)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(webhook_deliveries)).scalar() == 0
         created = conn.execute(
             select(func.count()).where(routing_feed.c.type == "task.created")
         ).scalar()
@@ -254,3 +259,25 @@ async def test_a_body_over_the_limit_is_refused_with_413_and_changes_nothing(h: 
         assert conn.execute(select(func.count()).select_from(runtime_tasks)).scalar() == 0
     assert (await h.create()).status_code == 201  # a normal request right after
     assert body_limit("/api/v1/config") > body_limit("/api/v1/tasks") == MAX_BODY
+
+
+async def test_an_accept_on_a_number_the_expert_may_not_ask_for_is_refused(h: Harness) -> None:
+    """In proxy mode the call would go to whatever host the answer names: only the expert's
+    numbers (or the queue's accept_phones) are taken; the refusal changes nothing."""
+    task_id, alice_offer, _ = await _two_offers(h)
+    for phone in ("sip:attacker.example.net:5060", "+447700900123"):
+        r = await h.answer(alice_offer, "accept", phone=phone)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["message"] == (
+            f"offer {alice_offer['id']} cannot be taken on {phone!r}: it is not one of expert "
+            "'alice''s numbers (phone, phones) and the queue's accept_phones does not allow "
+            "it; the offer is still open"
+        )
+        assert error["details"][0]["path"] == "phone"
+    assert (await h.task(task_id))["status"] == "offered"
+    assert [o["id"] for o in await h.open_offers("alice")] == [alice_offer["id"]]
+    assert await h.events(type="offer.accepted") == []
+    r = await h.answer(alice_offer, "accept", phone="+1-555-987-6543")  # one of her phones
+    assert r.status_code == 200, r.text
+    assert (await h.task(task_id))["label"] == "+15559876543"

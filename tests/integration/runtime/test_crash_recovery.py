@@ -99,7 +99,7 @@ def test_kill_9_mid_flight_loses_nothing_and_ends_each_task_once(
     serve = _prepare(url, tmp_path)
     port = free_port()
     rc = create_token(engine, "cc", "routing-client")
-    ex = create_token(engine, "console", "expert")
+    ex = create_token(engine, "integration", "admin")  # acts for every expert
 
     with server(url, port, serve, tmp_path) as proc:
         c = RuntimeClient(f"http://127.0.0.1:{port}", rc, ex)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from rt_harness import Harness
-from sqlalchemy import select
+from sqlalchemy import Engine, insert, select
 
+from expertline.db.engine import as_utc
 from expertline.db.tables import webhook_deliveries
+from expertline.runtime.webhooks import WebhookSender
 from support.wait import async_eventually
 
 
@@ -77,7 +80,7 @@ async def test_webhooks_are_retried_until_answered_and_arrive_in_order(
     r = await h.create(callback_url=receiver.url, external_id="hooked")
     task_id = r.json()["id"]
     offer = (await h.open_offers("alice"))[0]
-    await h.client.post(f"/api/v1/offers/{offer['id']}/accept", headers=h.ex)
+    await h.answer(offer, "accept")
     await h.event(task_id, "connected")
     await h.event(task_id, "ended")
 
@@ -118,3 +121,74 @@ async def test_unreachable_receiver_is_retried_then_given_up(h: Harness) -> None
         return row is not None and row.failed_at is not None and row.attempts == 3
 
     await async_eventually(given_up, timeout=15)
+
+
+BAD_URLS = ("http://[::1", "http://h:99999/", "http://:80/x", "ftp://h/", "http://[zz]/")
+
+
+def _store_deliveries(engine: Engine, urls: list[str]) -> None:
+    """Deliveries as earlier releases stored them (their edge let such URLs through)."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(webhook_deliveries),
+            [
+                {
+                    "id": i + 1,
+                    "task_id": f"t{i + 1:04d}",
+                    "url": url,
+                    "body": {"task": {"id": f"t{i + 1:04d}", "status": "queued"}},
+                    "created_at": now,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                }
+                for i, url in enumerate(urls)
+            ],
+        )
+
+
+def _deliveries(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(webhook_deliveries).order_by(webhook_deliveries.c.id)))
+
+
+async def test_undeliverable_stored_deliveries_never_block_a_good_one(engine: Engine) -> None:
+    """200 stored deliveries whose request cannot even be built (a whole scan's worth),
+    then a good one: the good one goes out at once; each bad one counts an attempt and waits
+    its backoff."""
+    bad = ["http://[::1"] * 200
+    with Receiver(failures=0) as good:
+        _store_deliveries(engine, [*bad, good.url])
+        sender = WebhookSender(engine, base_delay=60.0, max_delay=60.0, timeout=2.0)
+        await sender.async_start()
+        try:
+            await async_eventually(lambda: len(good.accepted) == 1, timeout=5)
+            assert good.accepted[0]["delivery"] == "201"
+
+            def every_bad_one_counted() -> list[Any]:
+                rows = _deliveries(engine)[:200]
+                assert all(r.attempts == 1 and r.last_error for r in rows), rows[:3]
+                return rows
+
+            rows = await async_eventually(every_bad_one_counted, timeout=10)
+            now = datetime.now(UTC)
+            assert all(as_utc(r.next_attempt_at) > now + timedelta(seconds=20) for r in rows)
+            assert all(r.failed_at is None and r.delivered_at is None for r in rows)
+            assert "InvalidURL" in rows[0].last_error
+        finally:
+            await sender.async_stop()
+
+
+async def test_an_undeliverable_delivery_is_given_up_after_its_attempts(engine: Engine) -> None:
+    _store_deliveries(engine, list(BAD_URLS))
+    sender = WebhookSender(engine, base_delay=0.02, max_delay=0.05, max_attempts=3)
+    await sender.async_start()
+    try:
+
+        def all_given_up() -> bool:
+            rows = _deliveries(engine)
+            return all(r.failed_at is not None and r.attempts == 3 for r in rows)
+
+        await async_eventually(all_given_up, timeout=15)
+    finally:
+        await sender.async_stop()

@@ -131,7 +131,8 @@ class SipHarness:
         await self.front.async_start()
         ctx = AppContext(Settings(node="test-node"), self.engine)
         ctx.services["runtime"] = self.service
-        self.ex = {"Authorization": f"Bearer {create_token(self.engine, 'ex', 'expert')}"}
+        # an integration acting for every expert
+        self.ex = {"Authorization": f"Bearer {create_token(self.engine, 'ex', 'admin')}"}
         self.rc = {"Authorization": f"Bearer {create_token(self.engine, 'rc', 'routing-client')}"}
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://expertline.test"

@@ -214,6 +214,17 @@ def test_five_mistakes_give_five_path_named_problems() -> None:
         ),
         ("queues:", "queue:\n  - {}\nqueues:", "queue: unknown section"),
         (
+            'select: "billing >= 1"',
+            "select: \"billing >= 1\", accept_phones: '(\\\\+1'",
+            "queues[1].accept_phones: not a valid regular expression: missing ), "
+            "unterminated subpattern",
+        ),
+        (
+            '{id: bob, name: Bob, phone: "sip:2@pbx.example.test"}',
+            '{id: bob, name: Bob, phone: "sip:2@pbx.example.test", phones: ["+1 555"]}',
+            "experts[1].phones[0]: '+1 555' has characters that are not allowed",
+        ),
+        (
             "alice@example.test,",
             "alice@example.test, presence_source: nowhere,",
             "experts[0].presence_source: no such presence source (known: corp)",

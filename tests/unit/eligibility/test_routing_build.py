@@ -8,7 +8,7 @@ from expertline.routing.build import build_routing_config
 from expertline.routing.eligibility import EligibilityIndex
 from expertline.routing.model import MAX_TASK_LIFETIME, EscalationStep, ExpertSpec, OnMaxWait
 
-DOC = """
+DOC = r"""
 attributes:
   - {name: billing, type: proficiency}
   - {name: language, type: list, values: [en, es, fr]}
@@ -19,6 +19,7 @@ experts:
     name: Alice Ng
     im: alice@example.test
     phone: sip:1001@pbx.example.test
+    phones: ["+15551234567", "sip:alice-desk@pbx.example.test"]
     attributes: {billing: 80, language: [en, es], certified: true, rating: 4}
     max_tasks: 2
     may_decline: false
@@ -48,6 +49,7 @@ queues:
       - {after: 30s, select: "billing >= 20"}
       - {after: 1m30s, select: "true"}
     priority: 5
+    accept_phones: '\+1\d{10}'
   - id: billing-any
     name: Billing
     select: "billing > 0"
@@ -73,8 +75,10 @@ def test_document_maps_onto_the_core_model() -> None:
         may_decline=False,
         enabled=True,
         locale="es",
+        phones=("+15551234567", "sip:alice-desk@pbx.example.test"),
         numbers={"billing": 80.0, "rating": 4.0},
     )
+    assert config.experts["bob"].phones == ()
     # Absent numeric attributes take their default, 0, like everywhere else.
     assert config.experts["bob"].numbers == {"billing": 30.0, "rating": 0.0}
     assert config.experts["bob"].enabled is False and config.experts["bob"].im is None
@@ -84,6 +88,7 @@ def test_document_maps_onto_the_core_model() -> None:
     assert (q.offer_timeout, q.max_wait, q.wrap_up, q.decline_cooldown) == (15, 120, 30, 60)
     assert (q.ring_timeout, q.service_level, q.max_no_answer) == (25, 10, 3)
     assert q.max_task_lifetime == 7200
+    assert q.accept_phones == r"\+1\d{10}" and config.queues["minimal"].accept_phones is None
     assert q.on_max_wait == OnMaxWait("overflow", "billing-any")
     assert q.escalate == (EscalationStep(after=30.0), EscalationStep(after=90.0))
     assert config.queues["billing-any"].on_max_wait == OnMaxWait(

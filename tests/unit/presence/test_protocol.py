@@ -24,13 +24,13 @@ from expertline.presence.protocol import (
     apply_show,
     decide,
     format_wait,
-    mask,
     parse_reply,
     render_accepted,
     render_offer,
     render_withdrawn,
 )
 from expertline.runtime.ports import AnswerResult, OfferView
+from expertline.visibility import mask
 
 NOW = 1_000_000.0
 
@@ -301,6 +301,12 @@ def test_answer_outcome_lines() -> None:
     assert full is not None and "as many tasks" in full
     unknown = answer_outcome(acc, AnswerResult(False, None, "unknown"), DEFAULT_SET)
     assert unknown == "No open offer #4821; nothing changed."
+    elsewhere = Accept("o1", "4821", "sip:somewhere.example.net")
+    refused = answer_outcome(elsewhere, AnswerResult(False, offer(), "phone"), DEFAULT_SET)
+    assert refused == (
+        "#4821 cannot go to sip:somewhere.example.net: it is not one of your numbers. "
+        "The offer is still open: answer yes 4821 to take it on your own phone."
+    )
 
 
 def test_reply_budget_stops_loops_with_auto_responders() -> None:
