@@ -35,7 +35,7 @@ def artefacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # one Playwright at a time: other modules start their own
 def chromium() -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:
         if os.environ.get("CI"):

@@ -9,7 +9,7 @@ def default_factories() -> list[RouterFactory]:
     from expertline.config import http as config_http
     from expertline.reporting import http as reporting_http
     from expertline.runtime import http as runtime_http
-    from expertline.web import assets, ops, signin
+    from expertline.web import assets, console, ops, signin
     from expertline.web.admin import config_pages, dashboard, history
 
     # The routing-client API first: its hot paths are matched before the 34 admin routes.
@@ -23,4 +23,5 @@ def default_factories() -> list[RouterFactory]:
         dashboard.router,
         config_pages.router,
         history.router,
+        console.router,
     ]
