@@ -60,7 +60,7 @@ def test_an_admin_creates_fixes_and_reverts_a_queue(node: ServerProcess, new_pag
     page.fill("#f-select", "billing >= 'high'")  # CEL, but no boolean of a number and text
     expect(error).not_to_contain_text("Syntax error")
     expect(error).to_contain_text("no matching overload")
-    shot(page, "queue-bad-cel")
+    shot(page, "queue-bad-cel", full_page=False)
     page.click("#save")
     page.wait_for_load_state()
     assert error.inner_text() != ""  # refused on save too, at the same field

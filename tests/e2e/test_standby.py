@@ -70,7 +70,7 @@ def test_a_standby_says_so_links_to_the_active_node_and_changes_nothing(
         "href", a.base_url + "/admin/config/queues/billing"
     )
     assert page.locator("#f-select").is_disabled() and page.locator("#save").count() == 0
-    shot(page, "standby-queue")
+    shot(page, "standby-queue", full_page=False)
 
     csrf = page.locator("input[name=csrf]").first.get_attribute("value")
     origin = {"Origin": b.base_url}
