@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -141,7 +142,7 @@ async def changing(
 ) -> tuple[Session, FormData]:
     """A POST that changes something: a session of ``roles``, its CSRF token, our own origin,
     and (unless told otherwise) an active node. Returns the session and the form."""
-    session = signed_in(request, roles)
+    session = await run_in_threadpool(signed_in, request, roles)  # reads the database
     form = await request.form()
     given = request.headers.get("x-csrf-token") or form.get("csrf")
     if not same_origin(request) or not check_csrf(session, str(given) if given else None):

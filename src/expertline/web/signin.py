@@ -124,7 +124,7 @@ def router(ctx: AppContext) -> APIRouter:
 
     @r.post("/sign-out")
     async def sign_out(request: Request) -> Response:
-        session = viewer(request)
+        session = await run_in_threadpool(viewer, request)
         if session is not None:
             await changing(request, frozenset({session.role}), needs_active=False)
             web.sessions.end(request.cookies.get(COOKIE))

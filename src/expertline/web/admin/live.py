@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class LiveBoard:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._task: asyncio.Task[None] | None = None
         self.last: dict[str, Any] | None = None
+        self._lock = threading.Lock()  # refresh and picture run in worker threads
 
     # --- subscribers ---------------------------------------------------------------------
 
@@ -144,6 +146,10 @@ class LiveBoard:
 
     def refresh(self) -> bool:
         """Bring the expert states up to date; True if anything changed."""
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         b = self.board
         version = config_store.current_version(self.engine)
         changed = False
@@ -187,6 +193,10 @@ class LiveBoard:
 
     def picture(self) -> dict[str, Any]:
         """Everything the dashboard shows, as JSON-ready data."""
+        with self._lock:
+            return self._picture()
+
+    def _picture(self) -> dict[str, Any]:
         b = self.board
         counts = Counter(b.experts.values())
         total = len(b.known)
