@@ -20,6 +20,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from expertline import limits
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -39,7 +41,7 @@ config_objects = Table(
     "config_objects",
     metadata,
     Column("kind", String(32), primary_key=True),
-    Column("object_id", String(255), primary_key=True),
+    Column("object_id", String(limits.ID.max_chars), primary_key=True),
     Column("position", Integer, nullable=False),
     Column("body", JSON, nullable=False),
     Column("version", Integer, nullable=False),
@@ -51,7 +53,7 @@ config_versions = Table(
     metadata,
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("applied_at", DateTime(timezone=True), nullable=False),
-    Column("actor", String(255), nullable=False),
+    Column("actor", String(limits.ID.max_chars), nullable=False),
     Column("source", String(64), nullable=False),
     Column("summary", Text, nullable=False),
 )
@@ -63,7 +65,7 @@ config_changes = Table(
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("version", Integer, nullable=False, index=True),
     Column("kind", String(32), nullable=False),
-    Column("object_id", String(255), nullable=False),
+    Column("object_id", String(limits.ID.max_chars), nullable=False),
     Column("op", String(8), nullable=False),
     Column("before", JSON),
     Column("after", JSON),
@@ -75,7 +77,7 @@ api_tokens = Table(
     "api_tokens",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(255), nullable=False),
+    Column("name", String(limits.ID.max_chars), nullable=False),
     Column("role", String(32), nullable=False),
     Column("token_hash", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -86,6 +88,9 @@ api_tokens = Table(
 Index("ix_api_tokens_name", api_tokens.c.name)
 
 # --- runtime: routing state, feed, records, outbox -----------------------------------------
+# Text widths come from ``expertline.limits``, the table the edges check values against, so a
+# value accepted at an edge always fits. ``dialed_number`` columns are ``ID`` wide (255), wider
+# than the 128 characters an entry point may have.
 # The active runtime node is the only writer of these tables. It assigns ``id`` and
 # ``recovery_key`` values itself (ascending, from the highest stored at start), so ids ascend in
 # commit order and a reader's cursor never skips a row that commits later. On SQLite these
@@ -98,8 +103,8 @@ routing_feed = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=False),
     Column("type", String(64), nullable=False),
-    Column("task_id", String(64)),
-    Column("expert_id", String(255)),
+    Column("task_id", String(limits.TASK_ID.max_chars)),
+    Column("expert_id", String(limits.ID.max_chars)),
     Column("data", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
@@ -111,13 +116,13 @@ Index("ix_routing_feed_task_id", routing_feed.c.task_id)
 runtime_tasks = Table(
     "runtime_tasks",
     metadata,
-    Column("task_id", String(64), primary_key=True),
-    Column("code", String(32), nullable=False),
-    Column("external_id", String(255)),
+    Column("task_id", String(limits.TASK_ID.max_chars), primary_key=True),
+    Column("code", String(limits.CODE.max_chars), nullable=False),
+    Column("external_id", String(limits.EXTERNAL_ID.max_chars)),
     Column("status", String(16), nullable=False),
     Column("active", Boolean, nullable=False),
-    Column("queue_id", String(255), nullable=False),
-    Column("expert_id", String(255)),
+    Column("queue_id", String(limits.ID.max_chars), nullable=False),
+    Column("expert_id", String(limits.ID.max_chars)),
     Column("label", Text),
     Column("origin", String(16), nullable=False),
     Column("callback_url", Text),
@@ -132,9 +137,9 @@ Index("ix_runtime_tasks_active", runtime_tasks.c.active)
 runtime_offers = Table(
     "runtime_offers",
     metadata,
-    Column("offer_id", String(64), primary_key=True),
-    Column("task_id", String(64), nullable=False),
-    Column("expert_id", String(255), nullable=False),
+    Column("offer_id", String(limits.TASK_ID.max_chars), primary_key=True),
+    Column("task_id", String(limits.TASK_ID.max_chars), nullable=False),
+    Column("expert_id", String(limits.ID.max_chars), nullable=False),
     Column("status", String(16), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("state", JSON, nullable=False),
@@ -146,7 +151,7 @@ Index("ix_runtime_offers_task_id", runtime_offers.c.task_id)
 runtime_experts = Table(
     "runtime_experts",
     metadata,
-    Column("expert_id", String(255), primary_key=True),
+    Column("expert_id", String(limits.ID.max_chars), primary_key=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("state", JSON, nullable=False),
 )
@@ -165,15 +170,15 @@ rcd = Table(
     metadata,
     Column("recovery_key", BigId, primary_key=True, autoincrement=False),
     Column("datetime", DateTime(timezone=True), nullable=False),
-    Column("task_id", String(64), nullable=False),
-    Column("peripheral_call_key", String(32)),
-    Column("router_call_key", String(255)),
-    Column("dialed_number", String(255)),
-    Column("ani", String(255)),
+    Column("task_id", String(limits.TASK_ID.max_chars), nullable=False),
+    Column("peripheral_call_key", String(limits.CODE.max_chars)),
+    Column("router_call_key", String(limits.EXTERNAL_ID.max_chars)),
+    Column("dialed_number", String(limits.ID.max_chars)),
+    Column("ani", String(limits.CALLER.max_chars)),
     Column("label", Text),
-    Column("expert_id", String(255)),
-    Column("queue_id", String(255)),
-    Column("node", String(255), nullable=False),
+    Column("expert_id", String(limits.ID.max_chars)),
+    Column("queue_id", String(limits.ID.max_chars)),
+    Column("node", String(limits.ID.max_chars), nullable=False),
     Column("data", JSON, nullable=False),
 )
 Index("ix_rcd_task_id", rcd.c.task_id)
@@ -184,20 +189,20 @@ tcd = Table(
     metadata,
     Column("recovery_key", BigId, primary_key=True, autoincrement=False),
     Column("datetime", DateTime(timezone=True), nullable=False),
-    Column("task_id", String(64), nullable=False),
-    Column("peripheral_call_key", String(32)),
-    Column("router_call_key", String(255)),
-    Column("dialed_number", String(255)),
-    Column("ani", String(255)),
+    Column("task_id", String(limits.TASK_ID.max_chars), nullable=False),
+    Column("peripheral_call_key", String(limits.CODE.max_chars)),
+    Column("router_call_key", String(limits.EXTERNAL_ID.max_chars)),
+    Column("dialed_number", String(limits.ID.max_chars)),
+    Column("ani", String(limits.CALLER.max_chars)),
     Column("call_disposition", Integer, nullable=False),
     Column("duration", Float, nullable=False),
     Column("delay_time", Float, nullable=False),
     Column("ring_time", Float, nullable=False),
     Column("talk_time", Float, nullable=False),
     Column("work_time", Float, nullable=False),
-    Column("expert_id", String(255)),
-    Column("queue_id", String(255)),
-    Column("node", String(255), nullable=False),
+    Column("expert_id", String(limits.ID.max_chars)),
+    Column("queue_id", String(limits.ID.max_chars)),
+    Column("node", String(limits.ID.max_chars), nullable=False),
     Column("data", JSON, nullable=False),
     UniqueConstraint("task_id"),
 )
@@ -210,7 +215,7 @@ runtime_outbox = Table(
     Column("id", BigId, primary_key=True, autoincrement=False),
     Column("channel", String(64), nullable=False),
     Column("kind", String(16), nullable=False),
-    Column("expert_id", String(255), nullable=False),
+    Column("expert_id", String(limits.ID.max_chars), nullable=False),
     Column("payload", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
@@ -220,7 +225,7 @@ webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=False),
-    Column("task_id", String(64), nullable=False),
+    Column("task_id", String(limits.TASK_ID.max_chars), nullable=False),
     Column("url", Text, nullable=False),
     Column("body", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -244,7 +249,7 @@ ha_lease = Table(
     "ha_lease",
     metadata,
     Column("name", String(32), primary_key=True),
-    Column("holder", String(255)),
+    Column("holder", String(limits.ID.max_chars)),
     Column("token", BigInteger, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("acquired_at", DateTime(timezone=True)),

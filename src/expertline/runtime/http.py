@@ -16,7 +16,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+)
 
 from expertline import limits
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
@@ -49,29 +57,74 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-AttributeValue = str | int | float | bool | list[str]
+def _within(limit: limits.TextLimit) -> Any:
+    """The length bounds of a text field with ``limit`` (``expertline.limits``, the table the
+    database columns use too)."""
+    return Field(min_length=limit.min_chars or None, max_length=limit.max_chars)
+
+
+def _storable(limit: limits.TextLimit) -> AfterValidator:
+    """No control character or lone surrogate: values the database would refuse."""
+
+    def check(value: str) -> str:
+        if limits.fits(value, limit):
+            return value
+        raise ValueError(limits.text_problem(value, limit) or "invalid text")
+
+    return AfterValidator(check)
+
+
+def _attribute_value(value: Any) -> Any:
+    why = limits.attribute_value_problem(value)
+    if why:
+        raise ValueError(why)
+    return value
+
+
+EntryPoint = Annotated[str, _within(limits.DIALED_NUMBER), _storable(limits.DIALED_NUMBER)]
+QueueId = Annotated[str, _within(limits.ID), _storable(limits.ID)]
+Caller = Annotated[str, _within(limits.CALLER), _storable(limits.CALLER)]
+ExternalId = Annotated[str, _within(limits.EXTERNAL_ID), _storable(limits.EXTERNAL_ID)]
+CallbackUrl = Annotated[str, _within(limits.URL), _storable(limits.URL)]
+Phone = Annotated[str, _within(limits.LABEL), _storable(limits.LABEL)]
+AttributeName = Annotated[str, _within(limits.ATTRIBUTE_NAME), _storable(limits.ATTRIBUTE_NAME)]
+AttributeValue = Annotated[
+    Any,
+    PlainValidator(_attribute_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": limits.ATTRIBUTE_VALUE.max_chars},
+                {"type": "number"},
+                {"type": "boolean"},
+                {
+                    "type": "array",
+                    "items": {"type": "string", "maxLength": limits.ATTRIBUTE_VALUE.max_chars},
+                    "maxItems": limits.MAX_LIST_ITEMS,
+                },
+            ],
+            "description": "Text, a finite number (not NaN or Infinity), a boolean or a list "
+            "of text.",
+        }
+    ),
+]
 
 
 class TaskCreate(_Body):
-    entry_point: str | None = Field(
-        default=None, min_length=1, max_length=128, description="Dialed number / route key."
-    )
-    queue: str | None = Field(default=None, min_length=1, max_length=255)
-    caller: str | None = Field(default=None, max_length=255)
+    entry_point: EntryPoint | None = Field(default=None, description="Dialed number / route key.")
+    queue: QueueId | None = None
+    caller: Caller | None = None
     channel: Literal["voice", "chat"] = "voice"
-    attributes: dict[Annotated[str, Field(max_length=64)], AttributeValue] = Field(
-        default_factory=dict, max_length=100
+    attributes: dict[AttributeName, AttributeValue] = Field(
+        default_factory=dict, max_length=limits.MAX_ATTRIBUTES
     )
-    priority: int | None = Field(default=None, ge=-1000, le=1000)
-    external_id: str | None = Field(
+    priority: int | None = Field(default=None, ge=limits.PRIORITY[0], le=limits.PRIORITY[1])
+    external_id: ExternalId | None = Field(
         default=None,
-        min_length=1,
-        max_length=255,
         description="The routing client's id: the same value again returns the same task.",
     )
-    callback_url: str | None = Field(
+    callback_url: CallbackUrl | None = Field(
         default=None,
-        max_length=limits.URL.max_chars,
         description="An absolute http(s) URL that receives a POST at every status change "
         "(retried until a 2xx answer).",
         json_schema_extra={"format": "uri"},
@@ -106,10 +159,8 @@ class PresenceBody(_Body):
 
 
 class AcceptBody(_Body):
-    phone: str | None = Field(
+    phone: Phone | None = Field(
         default=None,
-        min_length=1,
-        max_length=255,
         pattern=r"^\S+$",
         description="Take the call on this number instead of the configured phone.",
     )

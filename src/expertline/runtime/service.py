@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
+from expertline import limits
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
 from expertline.ha.lease import Fenced
 from expertline.instants import time_ordered_id
@@ -37,6 +38,7 @@ from expertline.records.feed import EXPERT_STATE, TASK_RECORD
 from expertline.routing import commands as cmd
 from expertline.routing import events as ev
 from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
+from expertline.routing.records import FAILED_SOFTWARE
 from expertline.routing.states import FINAL_TASK, WAITING, TaskStatus
 from expertline.runtime import store
 from expertline.runtime.core_adapter import CoreAdapter
@@ -48,9 +50,10 @@ from expertline.runtime.ports import (
     TaskRequest,
     TaskView,
 )
+from expertline.runtime.replay import Host, Replayer, Superseded
 from expertline.runtime.timers import TimerHeap
 from expertline.runtime.webhooks import WebhookSender, callback_url_problem
-from expertline.runtime.writer import BatchWriter, writer_for
+from expertline.runtime.writer import BatchWriter, CommitBehind, CommitRefused, writer_for
 from expertline.visibility import apply_show, show_caller
 
 log = logging.getLogger("expertline.runtime")
@@ -96,6 +99,7 @@ class _Operation:
 
     apply: Callable[[], Any]
     future: asyncio.Future[Any] | None
+    timer: str | None = None  # the core timer it fires, if that is what it does
 
 
 @dataclass
@@ -117,6 +121,8 @@ class _Pending:
     tasks: dict[str, TaskView] = field(default_factory=dict)  # views at close
     offers: dict[str, OfferView] = field(default_factory=dict)
     webhooks: bool = False
+    order: int = 0  # batches in the order they closed
+    config: tuple[RoutingConfig, Any] | None = None  # (configuration, document) at close
 
 
 class RuntimeService:
@@ -172,8 +178,25 @@ class RuntimeService:
         self._effects: asyncio.Queue[_Effect | None] = asyncio.Queue()
         self._outbox_done: list[int] = []
         self._pending = _Pending()
+        self._closed = 0  # batches closed
         self._ops_in_flight = 0  # operations in batches handed to the writer, not answered
         self._fenced: Fenced | None = None
+        self._writes_failing = False
+        self._committed_config: tuple[RoutingConfig, Any] = (self._config, self._doc)
+        self._replay = Replayer(
+            Host(
+                apply=self._apply,
+                close=self._collect,
+                commit=self._commit,
+                publish=self._after_commit,
+                rewind=self._rewind,
+                ending=self._ending,
+                drop_timer=lambda key: self._timers.cancel(key),
+                wake=lambda: self._queue.put_nowait(_Operation(lambda: None, None)),
+                give_back=lambda done: self._outbox_done.extend(done),
+                stopped=lambda: ServiceStopped("this node is no longer the active one; retry"),
+            )
+        )
         # committed views
         self._views: dict[str, TaskView] = {}
         self._task_meta: dict[str, dict[str, Any]] = {}
@@ -203,6 +226,11 @@ class RuntimeService:
     def running(self) -> bool:
         return self._running
 
+    @property
+    def replay(self) -> Replayer:
+        """What the runtime did about batches the database refused (counts, dropped timers)."""
+        return self._replay
+
     def register_channel(self, channel: ExpertChannel) -> None:
         """Add an expert channel (XMPP, ...). Offers to experts it reaches go through it too."""
         if channel not in self._channels:
@@ -222,6 +250,7 @@ class RuntimeService:
         starting = asyncio.create_task(self.writer.async_start())  # meanwhile, read
         try:
             self._config, self._doc = await asyncio.to_thread(self._config_loader, self.engine)
+            self._committed_config = (self._config, self._doc)
             self._seq = await asyncio.to_thread(store.load_sequences, self.engine)
             self.last_feed_id = self._seq.feed  # a stream resumes from what is stored
             state = await asyncio.to_thread(store.load_state, self.engine)
@@ -389,10 +418,10 @@ class RuntimeService:
                 raise Conflict(f"task {task_id} changed meanwhile; {type!r} no longer applies")
 
         if self.task(task_id) is None:
-            row = await asyncio.to_thread(store.task_row, self.engine, task_id)
-            if row is None:
+            ended = await self.async_task(task_id)
+            if ended is None:
                 raise NotFound(f"unknown task {task_id!r}")
-            raise Conflict(f"task {task_id} is {row['status']}; it has ended")
+            raise Conflict(f"task {task_id} is {ended.status}; it has ended")
         await self._submit(apply)
         view = self.task(task_id) or await self.async_task(task_id)
         assert view is not None
@@ -425,6 +454,8 @@ class RuntimeService:
         view = self.task(task_id)
         if view is not None:
             return view
+        if limits.text_problem(task_id, limits.TASK_ID):
+            return None  # no task has such an id (and the database may refuse to look it up)
         row = await asyncio.to_thread(store.task_row, self.engine, task_id)
         return _view_from_row(row) if row else None
 
@@ -483,6 +514,8 @@ class RuntimeService:
         await self._submit(apply)
 
     async def async_accept(self, offer_id: str, phone: str | None = None) -> AnswerResult:
+        if phone is not None and (why := limits.text_problem(phone, limits.LABEL)):
+            raise InvalidInput(f"invalid phone: {why}", [Problem("phone", why)])
         return await self._answer(offer_id, ev.OfferAccepted(offer_id, phone))
 
     async def async_decline(self, offer_id: str) -> AnswerResult:
@@ -588,6 +621,14 @@ class RuntimeService:
         try:
             while True:
                 first = await self._queue.get()
+                if self._replay.wanted:  # a batch was refused (``runtime/replay.py``)
+                    await asyncio.gather(*in_flight, return_exceptions=True)
+                    in_flight.clear()
+                    try:
+                        await self._replay.async_run()
+                    except Exception:  # the writer must go on; its callers must hear back
+                        log.exception("replaying a refused batch failed")
+                        self._replay.abandon(ServiceStopped("the change could not be replayed"))
                 waiting = self._queue.qsize() + 1 + self._ops_in_flight  # callers not answered
                 limit = min(self.writer.batch_ops, max(MIN_BATCH, waiting // 2))
                 results = [self._apply(first)]
@@ -607,6 +648,7 @@ class RuntimeService:
             if in_flight:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(asyncio.shield(asyncio.gather(*in_flight)), timeout=10)
+            self._replay.abandon(ServiceStopped())
 
     def _apply(self, op: _Operation) -> tuple[_Operation, bool, Any]:
         """Run one operation on the core; typed failures go back to their caller."""
@@ -627,15 +669,25 @@ class RuntimeService:
         callers."""
         try:
             if not pending.batch.empty():
-                await self._commit(pending.batch)
+                await self._commit(pending.batch, previous)
         except Fenced:
             # Nothing of this batch is durable and another node runs from the database now:
             # its callers get 503, nothing is published, no effect leaves.
             refused = "this node is no longer the active one; retry"
             results = [(op, False, ServiceStopped(refused)) for op, _, _ in results]
+        except (CommitRefused, Superseded) as exc:
+            # Not durable, and never retried as is: its operations are replayed one by one,
+            # and their callers answered then (``runtime/replay.py``).
+            self._ops_in_flight -= len(results)
+            self._replay.hold(pending, results, getattr(exc, "reason", None))
+            return
         else:
             if previous is not None:
                 await asyncio.wait([previous])
+            if self._replay.after_refusal(pending.order):  # ran on state being undone
+                self._ops_in_flight -= len(results)
+                self._replay.hold(pending, results)
+                return
             try:
                 self._after_commit(pending)
             except Exception:  # publishing must not stop the writer
@@ -649,17 +701,28 @@ class RuntimeService:
             else:
                 op.future.set_exception(value)
 
-    async def _commit(self, batch: store.Batch) -> None:
-        """Commit one batch; on database trouble retry with capped backoff until it lands."""
+    async def _commit(self, batch: store.Batch, previous: asyncio.Task[None] | None = None) -> None:
+        """Commit one batch; while the database is away retry with capped backoff until it
+        lands. A batch the database refuses (``CommitRefused``) is not retried, and neither
+        is one closed after it (``Superseded``): the replayer splits them. ``previous``: the
+        batch before it, which commits first."""
         delay = 0.05
         while True:
+            if self._replay.overtaken(batch.seq):
+                raise Superseded(f"batch {batch.seq} follows a refused batch")
             started = time.perf_counter()
             try:
                 written = await self.writer.async_write(batch)
             except Fenced as exc:
                 self._fence_tripped(exc)
                 raise
+            except CommitRefused:
+                raise
             except Exception as exc:
+                if isinstance(exc, CommitBehind) and previous is not None and not previous.done():
+                    await asyncio.wait([previous])  # it lands, or is refused, first
+                    continue
+                self._writes_failing = True
                 self._report(False, f"database writes failing: {str(exc)[:200]}")
                 log.error(
                     "commit failed rows=%d error=%r; retrying in %.2fs (state is kept in memory)",
@@ -673,7 +736,8 @@ class RuntimeService:
             if not written:
                 log.info("batch was already committed seq=%s", batch.seq)
             self.commits += 1
-            if delay > 0.05:
+            if self._writes_failing:
+                self._writes_failing = False
                 self._report(True, "database writable again")
                 log.info("commit succeeded after retries rows=%d", batch.rows())
             elapsed = time.perf_counter() - started
@@ -773,6 +837,9 @@ class RuntimeService:
         if not batch.empty():
             batch.seq = self._seq.take("batch")
             batch.fence = self.fence
+        self._closed += 1
+        pending.order = self._closed
+        pending.config = (self._config, self._doc)
         return pending
 
     def _absorb(self, commands: list[cmd.Command], now: float) -> None:
@@ -884,6 +951,8 @@ class RuntimeService:
     def _after_commit(self, pending: _Pending) -> None:
         """The batch is durable: publish views, wake waiters, perform effects."""
         assert self._core is not None
+        if pending.config is not None:
+            self._committed_config = pending.config
         for tid, view in pending.tasks.items():
             old = self._views.get(tid)
             if view.status in ACTIVE_STATUSES:
@@ -1008,9 +1077,7 @@ class RuntimeService:
             now = self.clock()
             due = self._timers.pop_due(now)
             for key in due:
-                self._queue.put_nowait(
-                    _Operation(functools.partial(self._handle, ev.TimerFired(key)), None)
-                )
+                self._queue.put_nowait(_Operation(functools.partial(self._fire, key), None, key))
             nxt = self._timers.next_due()
             wait = 1.0 if nxt is None else max(0.0, min(1.0, nxt - now))
             if due and wait == 0.0:
@@ -1018,6 +1085,10 @@ class RuntimeService:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), timeout=wait)
+
+    def _fire(self, key: str) -> None:
+        if key not in self._replay.dropped:  # dropped: its change was refused, twice
+            self._handle(ev.TimerFired(key))
 
     def poke_timers(self) -> None:
         """Look at the timers now (tests that move a fake clock call this)."""
@@ -1078,11 +1149,12 @@ class RuntimeService:
             await effect.channel.async_accepted(offer)
 
     async def _config_loop(self) -> None:
+        refused = -1  # a version whose change the database refused is not tried again
         while True:
             await asyncio.sleep(self._config_poll)
             try:
                 version = await asyncio.to_thread(self._version_probe, self.engine)
-                if version == self._config.version:
+                if version in (self._config.version, refused):
                     continue
                 config, doc = await asyncio.to_thread(self._config_loader, self.engine)
             except asyncio.CancelledError:
@@ -1090,7 +1162,11 @@ class RuntimeService:
             except Exception as exc:
                 log.warning("configuration reload failed error=%r; keeping the current one", exc)
                 continue
-            await self.async_apply_config(config, doc)
+            try:
+                await self.async_apply_config(config, doc)
+            except ExpertlineError as exc:
+                refused = version
+                log.error("configuration version %d not applied: %s", version, exc)
 
     async def async_apply_config(self, config: RoutingConfig, doc: Any = None) -> None:
         """Switch to a new configuration version (from the poller, or directly in tests)."""
@@ -1116,21 +1192,45 @@ class RuntimeService:
     async def _recover(self, state: store.StoredState) -> None:
         """Rebuild the core from the database; end tasks whose outcome cannot be known."""
         lost = frozenset(row["task_id"] for row in state.tasks if self._lost_on_recovery(row))
-        for row in state.tasks:
-            meta = (row.get("state") or {}).get("_meta") or {}
-            self._task_meta[row["task_id"]] = {
-                "origin": row.get("origin") or meta.get("origin", "http"),
-                "callback_url": row.get("callback_url"),
-                "external_id": row.get("external_id"),
-            }
-            if row.get("external_id"):
-                self._by_external[row["external_id"]] = row["task_id"]
+        try:
+            await self._restore(state, lost, self.failover_from is not None)
+        except CommitRefused as exc:
+            # Ending the lost tasks wrote something the database refuses (a record of a task
+            # stored before its values were bounded): recover without ending them, then end
+            # each in a batch of its own, where a refusal touches that task alone.
+            log.error(
+                "recovery batch refused by the database reason=%s; the lost tasks (%d) "
+                "end one by one",
+                exc.reason,
+                len(lost),
+            )
+            self._seq = await asyncio.to_thread(store.load_sequences, self.engine)
+            self._timers = TimerHeap()
+            self._pending = _Pending()
+            self._outbox_done = []
+            await self._restore(state, frozenset(), self.failover_from is not None)
+            for task_id in sorted(lost):
+                self._queue.put_nowait(self._ending(task_id))
+        if state.tasks:
+            log.info(
+                "recovered tasks=%d offers=%d lost=%d (ended with TCD 27: %s)",
+                len(state.tasks),
+                len(state.offers),
+                len(lost),
+                "SIP calls whose legs lived in the previous process" if lost else "none",
+            )
+
+    async def _restore(
+        self, state: store.StoredState, lost: frozenset[str], failover: bool, resume: bool = True
+    ) -> None:
+        """The core from ``state``; ``resume``: perform the stored effects (a start)."""
+        self._remember(state)
         now = self.clock()
         self._core = CoreAdapter.restore(self._config, state, now)
         # Re-arms every timer of the restored tasks and ends the lost ones (TCD 27).
-        self._handle(ev.Recovered(lost_tasks=lost, failover=self.failover_from is not None))
+        self._handle(ev.Recovered(lost_tasks=lost, failover=failover))
         # Undelivered channel effects of the previous run are performed again.
-        for row in state.outbox:
+        for row in state.outbox if resume else ():
             channel = next((c for c in self._channels if c.name == row["channel"]), None)
             if channel is None:
                 self._outbox_done.append(row["id"])
@@ -1149,14 +1249,61 @@ class RuntimeService:
         if not pending.batch.empty():
             await self._commit(pending.batch)
         self._after_commit(pending)
-        if state.tasks:
-            log.info(
-                "recovered tasks=%d offers=%d lost=%d (ended with TCD 27: %s)",
-                len(state.tasks),
-                len(state.offers),
-                len(lost),
-                "SIP calls whose legs lived in the previous process" if lost else "none",
-            )
+
+    def _remember(self, state: store.StoredState) -> None:
+        """The metadata of the stored tasks in flight (origin, callback, external id)."""
+        for row in state.tasks:
+            meta = (row.get("state") or {}).get("_meta") or {}
+            self._task_meta[row["task_id"]] = {
+                "origin": row.get("origin") or meta.get("origin", "http"),
+                "callback_url": row.get("callback_url"),
+                "external_id": row.get("external_id"),
+            }
+            if row.get("external_id"):
+                self._by_external[row["external_id"]] = row["task_id"]
+
+    async def _rewind(self) -> None:
+        """Set the core back to the committed state after a refused batch (``replay.py``).
+
+        The database is read back as a restart reads it, but nothing of a restart follows: no
+        task is lost, no expert is told of a failover, no effect is performed again. Views,
+        waiters and effects only ever saw committed batches, so they stay as they are; what
+        the uncommitted batches added to them (tasks, external ids, timers) goes.
+        """
+        delay = 0.05
+        while True:  # the database may be away now: wait for it as commits do
+            try:
+                state = await asyncio.to_thread(store.load_state, self.engine)
+                self._seq = await asyncio.to_thread(store.load_sequences, self.engine)
+                break
+            except Exception as exc:
+                self._writes_failing = True
+                self._report(False, f"database reads failing: {type(exc).__name__}")
+                log.error("reading the committed state failed error=%r; retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if self._writes_failing:
+            self._writes_failing = False
+            self._report(True, "database reachable again")
+        self._config, self._doc = self._committed_config
+        known = self._views.keys() | self._ended.keys()
+        for task_id in [t for t in self._task_meta if t not in known]:
+            del self._task_meta[task_id]
+        for external_id in [e for e, t in self._by_external.items() if t not in known]:
+            del self._by_external[external_id]
+        self._timers = TimerHeap()
+        self._pending = _Pending()
+        try:
+            await self._restore(state, frozenset(), failover=False, resume=False)
+        except CommitRefused as exc:  # the committed state settled differently: unexpected
+            log.error("rewound state could not be settled reason=%s", exc.reason)
+        self._timer_wake.set()
+
+    def _ending(self, task_id: str) -> _Operation:
+        """An operation (without a caller) ending a task with TCD 27 (Failed Software)."""
+        return _Operation(
+            functools.partial(self._handle, ev.TaskFailed(task_id, FAILED_SOFTWARE)), None
+        )
 
 
 # Collect the young generation after 100,000 new container objects instead of 700, the
@@ -1202,19 +1349,39 @@ def lost_after_restart(row: dict[str, Any]) -> bool:
 
 
 def _validate_request(request: TaskRequest) -> list[Problem]:
+    """Every problem with a request, whichever way it came in (HTTP, SIP, tests): the same
+    limits as the HTTP model and the database columns (``expertline.limits``)."""
     problems: list[Problem] = []
     if (request.entry_point is None) == (request.queue is None):
         problems.append(Problem("", "give exactly one of entry_point or queue"))
     if request.channel not in ("voice", "chat"):
         problems.append(Problem("channel", "must be voice or chat"))
-    if request.priority is not None and not -1000 <= request.priority <= 1000:
-        problems.append(Problem("priority", "must be between -1000 and 1000"))
-    if request.external_id is not None and not 0 < len(request.external_id) <= 255:
-        problems.append(Problem("external_id", "must be 1 to 255 characters"))
-    if request.callback_url is not None:
+    low, high = limits.PRIORITY
+    if request.priority is not None and (
+        isinstance(request.priority, bool)
+        or not isinstance(request.priority, int)
+        or not low <= request.priority <= high
+    ):
+        problems.append(Problem("priority", f"must be a whole number between {low} and {high}"))
+    problems += limits.request_problems(
+        {
+            "entry_point": request.entry_point,
+            "queue": request.queue,
+            "caller": request.caller,
+            "external_id": request.external_id,
+            "callback_url": request.callback_url,
+        }
+    )
+    if isinstance(request.callback_url, str) and not any(
+        p.path == "callback_url" for p in problems
+    ):
         why = callback_url_problem(request.callback_url)
         if why:
             problems.append(Problem("callback_url", why))
+    if isinstance(request.attributes, dict):
+        problems += limits.attribute_problems(request.attributes)
+    else:
+        problems.append(Problem("attributes", "must be an object of names and values"))
     return problems
 
 

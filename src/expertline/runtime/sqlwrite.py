@@ -11,8 +11,8 @@ driver raised after ``COMMIT``) can be retried safely.
 Run as ``python -m expertline.runtime.sqlwrite``, this module is the runtime's writer
 process: it reads batches on stdin and answers on stdout (length-prefixed pickles), so that
 SQLite's work and the conversion of rows to SQL values run on another core, outside the
-event loop's interpreter lock. It imports only the standard library, orjson and
-``db/sqlite.py``, and dies with the process that started it.
+event loop's interpreter lock. It imports only the standard library, orjson,
+``db/sqlite.py`` and ``runtime/refusal.py``, and dies with the process that started it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from expertline.db.sqlite import BUSY_TIMEOUT_S, configure, json_text, sqlite_time
+from expertline.runtime.refusal import error_kind, refusal
 
 # Column kinds: how a row value becomes an SQLite value (as SQLAlchemy's types store it).
 PLAIN, JSON, TIME, FLAG = "plain", "json", "time", "flag"
@@ -269,8 +270,32 @@ def commit_group(
 ) -> list[tuple[str, Any]]:
     """Write batches that arrived together in one transaction (one fsync): group commit.
 
-    They succeed or fail together; each gets its answer, ``("ok", written)`` or
-    ``("error", text)``, and the runtime retries failed ones in order."""
+    They succeed or fail together; each gets its answer: ``("ok", written)``, or a failure
+    the runtime handles by its kind (``failure``). When the database refused the data of a
+    group of several, they are written again one by one, so that the batches before the
+    refused one commit and only that one is answered ``refused`` (those after it are then
+    ``behind``)."""
+    answers = _commit_together(conn, writer, group)
+    if len(group) > 1 and answers[0][0] == "refused":
+        return [_commit_together(conn, writer, [writes])[0] for writes in group]
+    return answers
+
+
+def failure(exc: BaseException) -> tuple[str, Any]:
+    """The answer to a batch that did not commit: ``("behind", text)`` when an earlier batch
+    is missing, ``("refused", (error class, reason))`` when the database refused its data
+    (``refusal.refusal``), ``("error", text)`` otherwise (retried as is)."""
+    if isinstance(exc, OutOfOrder):
+        return ("behind", str(exc))
+    reason = refusal(exc)
+    if reason is not None:
+        return ("refused", (error_kind(exc), reason))
+    return ("error", f"{type(exc).__name__}: {exc}")
+
+
+def _commit_together(
+    conn: sqlite3.Connection, writer: SqliteBatchWriter, group: list[Writes]
+) -> list[tuple[str, Any]]:
     cursor = conn.cursor()
     try:
         statements = [writer.statements(w) for w in group]
@@ -288,7 +313,7 @@ def commit_group(
                 cursor.execute("ROLLBACK")
             raise
     except Exception as exc:
-        return [("error", f"{type(exc).__name__}: {exc}")] * len(group)
+        return [failure(exc)] * len(group)
     finally:
         cursor.close()
     return [("ok", w) for w in written]

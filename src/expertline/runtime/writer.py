@@ -8,7 +8,10 @@ waits on the network with the lock released.
 
 Both commit batches in the order they are given (the process writer takes the next ones
 before answering the first) and raise ``CommitError`` when a batch did not commit, or, on
-PostgreSQL, ``Fenced`` when another node holds the HA lease (never retried). A retry
+PostgreSQL, ``Fenced`` when another node holds the HA lease (never retried). A failure says
+which kind it is (``runtime/refusal.py``): ``CommitRefused`` when the database refused the
+batch's data (retrying it as is cannot help), ``CommitBehind`` when an earlier batch is not
+written yet, a plain ``CommitError`` when the database could not be reached or was busy. A retry
 of the same batch is always safe: every transaction records its batch number, a batch
 already written is skipped and one ahead of a missing one is refused
 (``store.write_batch``, ``sqlwrite.SqliteBatchWriter.write``), which covers the case where
@@ -31,6 +34,7 @@ from sqlalchemy import Engine
 
 from expertline.ha.lease import Fenced
 from expertline.runtime import sqlwrite, store
+from expertline.runtime.refusal import error_kind, refusal
 
 log = logging.getLogger("expertline.runtime")
 
@@ -41,6 +45,22 @@ STOP_TIMEOUT_S = 10.0
 
 class CommitError(Exception):
     """A batch did not commit (it may be retried as is)."""
+
+
+class CommitBehind(CommitError):
+    """A batch arrived before the one it follows was written: it waits for that one."""
+
+
+class CommitRefused(CommitError):
+    """The database refused the batch's data: the same batch would be refused again.
+
+    ``reason`` is one line naming what was refused, with no SQL and no row values (it may be
+    told to a caller); ``kind`` the driver's exception class."""
+
+    def __init__(self, reason: str, kind: str = "refused") -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.reason = reason
+        self.kind = kind
 
 
 class BatchWriter(Protocol):
@@ -75,7 +95,12 @@ class ThreadWriter:
                 return await asyncio.to_thread(store.write_batch, self._engine, batch)
         except Fenced:
             raise  # not a database fault: this node must stop, not retry
+        except sqlwrite.OutOfOrder as exc:
+            raise CommitBehind(str(exc)) from exc
         except Exception as exc:
+            reason = refusal(exc)
+            if reason is not None:
+                raise CommitRefused(reason, error_kind(exc)) from exc
             raise CommitError(f"{type(exc).__name__}: {exc}") from exc
 
     async def async_stop(self) -> None:
@@ -129,6 +154,11 @@ class ProcessWriter:
         except (OSError, TimeoutError) as exc:
             await self._discard(child, f"no answer to a commit: {type(exc).__name__}")
             raise CommitError("the writer process stopped during a commit") from exc
+        if kind == "refused":
+            error_class, reason = value
+            raise CommitRefused(reason, error_class)
+        if kind == "behind":
+            raise CommitBehind(str(value))
         if kind != "ok":
             raise CommitError(str(value))
         return bool(value)

@@ -29,7 +29,7 @@ from support.wait import eventually
 
 pytestmark = pytest.mark.fuzz
 
-ROLES = ("admin", "routing-client", "expert", "reporting")
+ROLES = ("admin", "routing-client", "expert", "reporting", "supervisor")
 SECONDS = int(os.environ.get("EXPERTLINE_FUZZ_SECONDS", "8"))
 # What a generated request must never get. Left out: positive_data_acceptance (the schema
 # cannot say that a queue must exist), negative_data_rejection (query strings carry no types),
@@ -102,7 +102,12 @@ def test_fuzzing_every_role_finds_nothing_and_the_node_still_routes(
         migrate.upgrade(engine)
         reporting_migrate.upgrade(engine)
         apply_document(engine, load_yaml(FUZZ_CONFIG), "cli:test", source="import")
-        tokens = {role: create_token(engine, f"fuzz-{role}", role) for role in ROLES}
+        tokens = {
+            role: create_token(
+                engine, f"fuzz-{role}", role, expert_id="alice" if role == "expert" else None
+            )
+            for role in ROLES
+        }
     finally:
         engine.dispose()
     with running_server(tmp_path, "--no-presence", env=env, ready_path="/readyz") as node:
@@ -135,10 +140,10 @@ def test_fuzzing_every_role_finds_nothing_and_the_node_still_routes(
             assert run.returncode == 0, f"role {role}:\n{run.stdout[-6000:]}\n{run.stderr[-2000:]}"
         assert "Traceback" not in node.log()
 
-        _routes_a_task(node.base_url, tokens)
+        _routes_a_task(node.base_url, tokens, database)
 
 
-def _routes_a_task(base_url: str, tokens: dict[str, str]) -> None:
+def _routes_a_task(base_url: str, tokens: dict[str, str], database: str) -> None:
     """Apply a known configuration and take a task from creation to its end."""
     http = httpx.Client(base_url=base_url, timeout=30)
 
@@ -157,6 +162,11 @@ def _routes_a_task(base_url: str, tokens: dict[str, str]) -> None:
         return http.get("/api/v1/experts/zoe/state", headers=auth("expert")).status_code == 200
 
     eventually(zoe_known, timeout=20)
+    engine = make_engine(database)  # zoe's own token: an expert token acts for its expert only
+    try:
+        tokens = {**tokens, "expert": create_token(engine, "fuzz-zoe", "expert", expert_id="zoe")}
+    finally:
+        engine.dispose()
     r = http.put(
         "/api/v1/experts/zoe/presence", json={"status": "available"}, headers=auth("expert")
     )

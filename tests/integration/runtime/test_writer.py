@@ -24,7 +24,14 @@ from expertline.db.engine import make_engine
 from expertline.db.tables import routing_feed, runtime_meta
 from expertline.runtime import sqlwrite, store
 from expertline.runtime.service import RuntimeService
-from expertline.runtime.writer import CommitError, ProcessWriter, ThreadWriter, writer_for
+from expertline.runtime.writer import (
+    CommitBehind,
+    CommitError,
+    CommitRefused,
+    ProcessWriter,
+    ThreadWriter,
+    writer_for,
+)
 from support.databases import postgres_database, sqlite_url
 from support.wait import async_eventually, eventually
 
@@ -251,3 +258,65 @@ async def test_a_start_that_fails_leaves_no_writer_process(db: tuple[str, Engine
         await service.async_start()
     assert writer.started == 1  # it had started, and was stopped again
     assert writer._child is None
+
+
+async def test_the_process_writer_says_refused_behind_or_failed(
+    db: tuple[str, Engine], writer: ProcessWriter
+) -> None:
+    _, engine = db
+    assert await writer.async_write(_batch(1, 1))
+    with pytest.raises(CommitRefused) as refused:
+        await writer.async_write(_batch(2, 1))  # feed id 1 exists
+    assert refused.value.reason == "UNIQUE constraint failed: routing_feed.id"
+    assert refused.value.kind == "IntegrityError"
+    with pytest.raises(CommitBehind):
+        await writer.async_write(_batch(3, 3))
+    assert _feed_ids(engine) == [1]
+
+
+def _task_row(**values: Any) -> dict[str, Any]:
+    row = {
+        "task_id": "t1",
+        "code": "1234",
+        "external_id": None,
+        "status": "queued",
+        "active": True,
+        "queue_id": "q",
+        "expert_id": None,
+        "label": None,
+        "origin": "http",
+        "callback_url": None,
+        "created_at": 1_795_000_000.0,
+        "updated_at": 1_795_000_000.0,
+        "state": {"caller": "+1"},
+    }
+    row.update(values)
+    return row
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"state": {"score": float("nan")}}, "invalid input syntax for type json"),
+        (
+            {"callback_url": "http://x/\x00"},
+            "PostgreSQL text fields cannot contain NUL (0x00) bytes",
+        ),
+        ({"external_id": "x" * 300}, "value too long for type character varying(255)"),
+    ],
+)
+async def test_postgresql_refusals_are_told_apart_from_outages(
+    values: dict[str, Any], reason: str
+) -> None:
+    with postgres_database() as url:
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        writer = ThreadWriter(engine)
+        batch = store.Batch(seq=1)
+        batch.tasks["t1"] = _task_row(**values)
+        with pytest.raises(CommitRefused) as refused:
+            await writer.async_write(batch)
+        assert refused.value.reason == reason  # one line: no SQL, no row values
+        assert await writer.async_write(_batch(1, 1))  # the same number, other rows: it lands
+        engine.dispose()

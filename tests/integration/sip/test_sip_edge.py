@@ -313,7 +313,8 @@ def received(sock: socket.socket) -> list[bytes]:
 async def test_a_phone_on_an_unknown_host_is_not_called_and_the_task_requeued(
     wire: SipHarness, peer: WireClient, stranger: socket.socket
 ) -> None:
-    await wire.start(sip_config({"alice": PHONE}), mode="proxy")
+    # The queue lets experts take calls anywhere, so this front's own gate is what refuses.
+    await wire.start(sip_config({"alice": PHONE}, accept_phones=r"^sip:.*$"), mode="proxy")
     h, client = wire, at(wire, peer)
     elsewhere = f"sip:666@127.0.0.2:{stranger.getsockname()[1]}"
     await invite_queued(client)
@@ -330,7 +331,11 @@ async def test_a_phone_on_an_unknown_host_is_not_called_and_the_task_requeued(
 async def test_sip_targets_admit_more_hosts(
     wire: SipHarness, peer: WireClient, stranger: socket.socket
 ) -> None:
-    await wire.start(sip_config({"alice": PHONE}), mode="proxy", targets=("127.0.0.2",))
+    await wire.start(
+        sip_config({"alice": PHONE}, accept_phones=r"^sip:.*$"),
+        mode="proxy",
+        targets=("127.0.0.2",),
+    )
     h, client = wire, at(wire, peer)
     await invite_queued(client)
     await h.available("alice")
