@@ -184,6 +184,7 @@ def _register_parts() -> None:
         "expertline.reporting.cli",
         "expertline.bench.cli",
         "expertline.backup.cli",
+        "expertline.web.users_cli",
     ):
         try:
             mod = importlib.import_module(module)

@@ -91,6 +91,9 @@ class Node:
     def build(self) -> None:
         """Create the services of this node's role (not started yet)."""
         s = self.settings
+        create_beacon = _optional("expertline.web.nodes", "create_node_beacon")
+        if create_beacon is not None:  # every node tells the pages of the pair where it is
+            self.services.append(("web", create_beacon(self.ctx)))
         if runs_runtime(s):
             self._build_runtime()
         if runs_reporting(s):

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     sip_trusted: list[str] | str = Field(default_factory=list)
     sip_attach_key_env: str | None = None
     sip_targets: list[str] | str = Field(default_factory=list)
+    # The address people reach this node's pages at (behind a proxy: its public URL); the
+    # other node of a pair links to it. Default: http://<http>.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
     presence: bool = True  # connect the configured presence sources (XMPP); off: REST presence only
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"

@@ -70,8 +70,8 @@ SUMS = "SHA256SUMS"
 INSERT_ROWS = 1000  # rows per INSERT while restoring
 KINDS = frozenset({"time", "json", "bytes", "plain"})  # how a column's values are written
 # State of the running nodes, not data: its migration makes it afresh (a restored database
-# starts with the HA lease free).
-NODE_STATE = frozenset({"ha_lease"})
+# starts with the HA lease free, nobody signed in to the pages, no node known).
+NODE_STATE = frozenset({"ha_lease", "web_sessions", "web_nodes"})
 CHAINS: tuple[tuple[MigrationChain, MetaData], ...] = (
     (RUNTIME, runtime_tables.metadata),
     (reporting_migrate.CHAIN, reporting_tables.metadata),

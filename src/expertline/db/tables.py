@@ -254,3 +254,51 @@ ha_lease = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("acquired_at", DateTime(timezone=True)),
 )
+
+# --- web: people who sign in, their sessions, the nodes serving pages -----------------------
+# Users of the web pages (admins, supervisors, report readers, experts). Only an argon2 hash of
+# each password is kept; an ``expert`` user is bound to one expert of the configuration.
+web_users = Table(
+    "web_users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("expert_id", String(255)),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True)),
+    UniqueConstraint("username"),
+)
+
+# Signed-in browsers. The cookie holds a random key; only its SHA-256 is stored. A session is
+# of a user or of an API token (``principal``), and carries its CSRF token.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("principal", String(8), nullable=False),  # user | token
+    Column("principal_id", Integer, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("expert_id", String(255)),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_web_sessions_principal", web_sessions.c.principal, web_sessions.c.principal_id)
+
+# Each node serving pages says every few seconds where it is and how it is (active or
+# standby, presence links), so every node's pages can show the pair and link to the active one.
+web_nodes = Table(
+    "web_nodes",
+    metadata,
+    Column("node", String(255), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("components", JSON, nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,7 +1,8 @@
 """HTTP surface of reporting: ``/api/v1/reports/*`` (JSON or CSV) and the ``/reports`` pages.
 
-Both need a token with role ``reporting`` or ``admin``. The API takes it as a bearer header;
-the pages take it once (``?token=`` or the sign-in form) and keep it in an HTTP-only cookie.
+Both need role ``reporting``, ``supervisor`` or ``admin``. The API takes a bearer token; the
+pages use the web sign-in (``expertline.web.signin``: a user or a token, kept as a session), and
+``?token=`` on a page signs in with that token once.
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import Engine
 
@@ -34,12 +41,14 @@ from expertline.reporting.service import reporting_engine
 from expertline.reporting.web.charts import VolumePoint, utilization_chart, volume_chart
 from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
-from expertline.web.auth import TokenVerifier, require
+from expertline.web.auth import require
+from expertline.web.pages import viewer, web_of
 from expertline.web.refusals import ApiRouter
+from expertline.web.sessions import Principal, Session
+from expertline.web.signin import set_session_cookie
 
 log = logging.getLogger(__name__)
 
-COOKIE = "expertline_reports"
 READER_ROLES = ("reporting", "supervisor")  # and admin
 PAGE_ROLES = frozenset({*READER_ROLES, "admin"})
 TASK_PAGE_LIMIT = 500
@@ -115,35 +124,9 @@ def router(ctx: AppContext) -> APIRouter:
 
     # --- pages -------------------------------------------------------------------------------
 
-    @r.get("/reports/sign-in", include_in_schema=False)
-    def sign_in_form(next: str = "/reports") -> HTMLResponse:
-        return _page("signin.html", next=_safe_next(next), error=None)
-
-    @r.post("/reports/sign-in", include_in_schema=False)
-    async def sign_in(request: Request) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        token = (form.get("token") or [""])[0].strip()
-        target = _safe_next((form.get("next") or ["/reports"])[0])
-        info = _verify(request, token)
-        if info is None:
-            log.info("reports sign-in refused reason=unknown token or role")
-            return _page(
-                "signin.html",
-                status=401,
-                next=target,
-                error="That token is unknown, revoked, or not a reporting or admin token.",
-            )
-        return _signed_in(target, token)
-
-    @r.get("/reports/sign-out", include_in_schema=False)
-    def sign_out() -> Response:
-        resp = RedirectResponse("/reports/sign-in", status_code=303)
-        resp.delete_cookie(COOKIE, path="/reports")
-        return resp
-
     @r.get("/reports", include_in_schema=False)
     def overview(request: Request) -> Response:
-        gate = _gate(request)
+        session, gate = _gate(request)
         if gate is not None:
             return gate
         form, rng, problems = _range_from(request)
@@ -158,6 +141,7 @@ def router(ctx: AppContext) -> APIRouter:
         )
         return _page(
             "overview.html",
+            session=session,
             form=form,
             problems=problems,
             queue_rows=queue_rows,
@@ -169,11 +153,11 @@ def router(ctx: AppContext) -> APIRouter:
 
     @r.get("/reports/{name}.csv", include_in_schema=False)
     def csv_download(name: str, request: Request) -> Response:
-        gate = _gate(request)
+        _, gate = _gate(request)
         if gate is not None:
             return gate
         if name not in ("queues", "experts", "tasks"):
-            return _page("signin.html", status=404, next="/reports", error="No such report.")
+            return PlainTextResponse("No such report.", status_code=404)
         _, rng, problems = _range_from(request)
         if rng is None:
             raise InvalidInput("invalid report request", problems)
@@ -181,7 +165,7 @@ def router(ctx: AppContext) -> APIRouter:
 
     @r.get("/reports/tasks", include_in_schema=False)
     def tasks_page(request: Request) -> Response:
-        gate = _gate(request)
+        session, gate = _gate(request)
         if gate is not None:
             return gate
         form, rng, problems = _range_from(request)
@@ -192,6 +176,7 @@ def router(ctx: AppContext) -> APIRouter:
             more = nxt is not None
         return _page(
             "tasks.html",
+            session=session,
             form=form,
             problems=problems,
             items=items,
@@ -234,39 +219,27 @@ def _page(template: str, status: int = 200, **values: Any) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-def _verify(request: Request, token: str) -> TokenInfo | None:
-    if not token:
-        return None
-    verifier: TokenVerifier = request.app.state.verify_token
-    info = verifier(token)
-    return info if info is not None and info.role in PAGE_ROLES else None
-
-
-def _signed_in(target: str, token: str) -> Response:
-    resp = RedirectResponse(target, status_code=303)
-    resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/reports")
-    return resp
-
-
-def _gate(request: Request) -> Response | None:
-    """None when the request carries a good token; else a redirect (setting the cookie from
-    ``?token=``, or to the sign-in form)."""
+def _gate(request: Request) -> tuple[Session | None, Response | None]:
+    """(session, None) for a signed-in reader; else (None, a redirect): to the page itself
+    once ``?token=`` signed in, or to the sign-in page."""
     query_token = request.query_params.get("token")
     if query_token is not None:
         rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
         target = request.url.path + ("?" + urlencode(rest) if rest else "")
-        if _verify(request, query_token.strip()) is not None:
-            return _signed_in(target, query_token.strip())
-        return RedirectResponse("/reports/sign-in?" + urlencode({"next": target}), status_code=303)
-    if _verify(request, request.cookies.get(COOKIE, "")) is not None:
-        return None
+        info = request.app.state.verify_token(query_token.strip())
+        if info is not None and info.role in PAGE_ROLES:
+            web = web_of(request.app.state.ctx)
+            principal = Principal("token", info.id, info.name, info.role)
+            key, session = web.sessions.create(principal)
+            resp = RedirectResponse(target, status_code=303)
+            set_session_cookie(request, resp, key, session)
+            return None, resp
+        return None, RedirectResponse("/sign-in?" + urlencode({"next": target}), status_code=303)
+    signed = viewer(request)
+    if signed is not None and signed.role in PAGE_ROLES:
+        return signed, None
     target = request.url.path + ("?" + request.url.query if request.url.query else "")
-    return RedirectResponse("/reports/sign-in?" + urlencode({"next": target}), status_code=303)
-
-
-def _safe_next(target: str) -> str:
-    """Only our own pages (no open redirect)."""
-    return target if target.startswith("/reports") and "//" not in target else "/reports"
+    return None, RedirectResponse("/sign-in?" + urlencode({"next": target}), status_code=303)
 
 
 def _range_from(request: Request) -> tuple[dict[str, str], ReportRange | None, list[Problem]]:

@@ -47,8 +47,11 @@ MAX_CONFIG_BODY = 64 << 20  # a whole configuration document (100,000 experts fi
 CONFIG_PREFIX = "/api/v1/config"
 
 
+CONFIG_UPLOAD = "/admin/config/import"  # the admin page's YAML import (session checked first)
+
+
 def body_limit(path: str) -> int:
-    return MAX_CONFIG_BODY if path.startswith(CONFIG_PREFIX) else MAX_BODY
+    return MAX_CONFIG_BODY if path.startswith((CONFIG_PREFIX, CONFIG_UPLOAD)) else MAX_BODY
 
 
 class ExpertlineAPI(FastAPI):

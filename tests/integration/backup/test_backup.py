@@ -325,7 +325,7 @@ def test_the_command_line_creates_verifies_and_restores(tmp_path: Path) -> None:
     made = cli("--db", src, "backup", "create")
     assert made.returncode == 0, made.stderr
     (path,) = tmp_path.glob("expertline-backup-*.tar.gz")
-    assert f"backup written to {path.name}: 20 tables, " in made.stdout
+    assert f"backup written to {path.name}: 21 tables, " in made.stdout
     checked = cli("backup", "verify", str(path))
     assert checked.returncode == 0 and f"{path}: intact" in checked.stdout
     dst = sqlite_url(tmp_path / "dst")

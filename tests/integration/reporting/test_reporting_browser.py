@@ -74,12 +74,12 @@ def test_reports_pages_in_a_browser(tmp_path: Path, prepared, browser_page) -> N
 
         page = browser_page
         page.goto(f"{server.base_url}/reports?{RANGE}")
-        assert "/reports/sign-in" in page.url
+        assert "/sign-in?next=" in page.url  # the one sign-in of every page
         page.fill("#token", "elt_not-a-token")
-        page.click("button[type=submit]")
+        page.click("#sign-in-token")
         assert page.locator("[role=alert]").inner_text().startswith("That token is unknown")
         page.fill("#token", token)
-        page.click("button[type=submit]")
+        page.click("#sign-in-token")
         page.wait_for_selector("svg[data-chart=queue-volume]")
         assert page.url.endswith(f"/reports?{RANGE}")
 
@@ -117,5 +117,6 @@ def test_reports_pages_in_a_browser(tmp_path: Path, prepared, browser_page) -> N
         assert first.nth(1).inner_text() == "Billing"  # the name when it ran
 
         page.click("text=Sign out")
+        page.wait_for_url("**/sign-in")
         page.goto(f"{server.base_url}/reports")
-        assert "/reports/sign-in" in page.url
+        assert "/sign-in?next=" in page.url

@@ -16,6 +16,7 @@ from expertline.reporting import migrate as reporting_migrate
 from expertline.reporting.ingest import Ingester
 from expertline.security.tokens import create_token
 from expertline.settings import Settings
+from expertline.web import signin
 from expertline.web.app import AppContext, create_app
 
 HOUR = {"from": "2026-11-25T10:00:00Z", "to": "2026-11-25T11:00:00Z"}
@@ -27,7 +28,7 @@ def client(engine: Engine, db_url: str, tmp_path) -> Iterator[TestClient]:
     write_all(engine)
     Ingester(engine, engine).run_until_idle()
     ctx = AppContext(Settings(db=db_url, data_dir=tmp_path), engine)
-    app = create_app(ctx, factories=[reporting_http.router])
+    app = create_app(ctx, factories=[reporting_http.router, signin.router])
     with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
 
@@ -92,20 +93,26 @@ def test_roles_and_bad_input(client: TestClient, engine: Engine) -> None:
     assert r.status_code == 422
 
 
-def test_pages_need_a_token_and_keep_it_in_a_cookie(client: TestClient, engine: Engine) -> None:
+def test_pages_sign_in_once_and_keep_a_session(client: TestClient, engine: Engine) -> None:
     r = client.get("/reports", params=HOUR, follow_redirects=False)
     assert r.status_code == 303
-    assert r.headers["location"].startswith("/reports/sign-in?next=")
-    r = client.post("/reports/sign-in", data={"token": "elt_wrong", "next": "/reports"})
+    assert r.headers["location"].startswith("/sign-in?next=%2Freports")
+    form = client.get("/sign-in", params={"next": "/reports"})
+    form_csrf = form.text.split('name="form_csrf" value="')[1].split('"')[0]
+    r = client.post(
+        "/sign-in", data={"token": "elt_wrong", "next": "/reports", "form_csrf": form_csrf}
+    )
     assert r.status_code == 401
     assert "unknown" in r.text
     wrong_role = create_token(engine, "cc", "routing-client")
     r = client.get("/reports", params={"token": wrong_role}, follow_redirects=False)
-    assert r.headers["location"].startswith("/reports/sign-in")
+    assert r.headers["location"].startswith("/sign-in")
     token = create_token(engine, "boss", "reporting")
     r = client.get("/reports", params={**HOUR, "token": token}, follow_redirects=False)
     assert r.status_code == 303
     assert "token" not in r.headers["location"]
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and token not in cookie
     page = client.get(r.headers["location"])
     assert page.status_code == 200
     assert 'data-chart="queue-volume"' in page.text
@@ -119,7 +126,10 @@ def test_pages_need_a_token_and_keep_it_in_a_cookie(client: TestClient, engine: 
     assert download.text.splitlines()[1].startswith("2026-11-25T10:00:00Z,billing,Billing Desk,6,")
     bad = client.get("/reports", params={"from": "nope"})
     assert "expected an ISO 8601" in bad.text
-    client.get("/reports/sign-out")
+    csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+    assert client.post("/sign-out", data={"csrf": "forged"}).status_code == 403
+    assert client.get("/reports", follow_redirects=False).status_code == 200
+    client.post("/sign-out", data={"csrf": csrf})
     assert client.get("/reports", follow_redirects=False).status_code == 303
 
 
