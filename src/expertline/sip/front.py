@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from expertline.errors import ExpertlineError, Forbidden, InvalidInput, NotFound
+from expertline.machine import IllegalTransition
 from expertline.runtime.ports import TaskPort, TaskView
 from expertline.settings import SipMode, parse_host_port
 from expertline.sip import calls
@@ -52,17 +53,19 @@ from expertline.sip.transaction import (
     ClientInvite,
     ClientNonInvite,
     Deliver,
-    InvalidTransition,
     ServerInvite,
     ServerNonInvite,
     StartTimer,
     StopTimer,
     Terminated,
     TimedOut,
+    Timer,
     TimerValues,
     Transaction,
     Transmit,
     TransportFailed,
+    TxEvent,
+    TxState,
     response_event,
 )
 from expertline.sip.transport import Peer, SipTransport, TransportName
@@ -91,7 +94,7 @@ class _TxEntry:
     server: bool
     on_deliver: Callable[[Request | Response], None] = lambda m: None
     on_failure: Callable[[str], None] = lambda why: None
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    timers: dict[Timer, asyncio.TimerHandle] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,7 +122,7 @@ class _Call:
     branches: dict[int, _Branch] = field(default_factory=dict)
     waiter: asyncio.Task[Any] | None = None
     wait_failures: int = 0  # consecutive failed waits (capped exponential backoff)
-    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    timers: dict[calls.CallTimer, asyncio.TimerHandle] = field(default_factory=dict)
 
     @property
     def call_id(self) -> str:
@@ -225,7 +228,7 @@ class SipFront:
     def _transport_failed(self, peer: Peer) -> None:
         for entry in list(self._client_tx.values()):
             if entry.peer == peer:
-                self._tx_event(entry, "transport_error")
+                self._tx_event(entry, TxEvent.TRANSPORT_ERROR)
 
     def _receive(self, data: bytes, peer: Peer) -> None:
         if self._stopping:
@@ -312,7 +315,7 @@ class SipFront:
                 if old is not None:
                     old.cancel()
                 entry.timers[command.name] = loop.call_later(
-                    command.delay, self._tx_event, entry, f"timer_{command.name}"
+                    command.delay, self._tx_timer, entry, command.name
                 )
             elif isinstance(command, StopTimer):
                 handle = entry.timers.pop(command.name, None)
@@ -333,17 +336,19 @@ class SipFront:
                     del table[entry.key]
                 if entry.server:
                     call = self._calls.get(entry.key)
-                    if call is not None and call.flow.state == "done":
+                    if call is not None and call.flow.state == calls.CallState.DONE:
                         del self._calls[entry.key]
 
+    def _tx_timer(self, entry: _TxEntry, timer: Timer) -> None:
+        entry.timers.pop(timer, None)
+        self._tx_event(entry, timer.event)
+
     def _tx_event(
-        self, entry: _TxEntry, event: str, message: Request | Response | None = None
+        self, entry: _TxEntry, event: TxEvent, message: Request | Response | None = None
     ) -> None:
-        if event.startswith("timer_"):
-            entry.timers.pop(event[6:], None)
         try:
             commands = entry.tx.handle(event, message)
-        except InvalidTransition as exc:
+        except IllegalTransition as exc:
             log.debug("sip transaction event ignored key=%s error=%s", entry.key, exc)
             return
         self._run_tx(entry, commands)
@@ -398,9 +403,9 @@ class SipFront:
         entry = self._server_tx.get(key)
         if entry is not None:
             if request.method == "ACK":
-                self._tx_event(entry, "ack", request)
+                self._tx_event(entry, TxEvent.ACK, request)
             else:
-                self._tx_event(entry, "request", request)
+                self._tx_event(entry, TxEvent.REQUEST, request)
             return
         problem, to = _validate(request, cseq)
         if problem is not None or to is None:
@@ -557,7 +562,7 @@ class SipFront:
                 call.flow.ring_timeout = float(ring_timeout)
         try:
             commands = call.flow.handle(event)
-        except calls.InvalidCallEvent as exc:
+        except IllegalTransition as exc:
             log.debug("sip call event ignored call_id=%s error=%s", call.call_id, exc)
             return
         for sentence in call.flow.log[decided:]:
@@ -642,12 +647,12 @@ class SipFront:
         if self._dialogs.get(call.call_id) is call:
             del self._dialogs[call.call_id]
 
-    def _stop_call_timer(self, call: _Call, name: str) -> None:
+    def _stop_call_timer(self, call: _Call, name: calls.CallTimer) -> None:
         handle = call.timers.pop(name, None)
         if handle is not None:
             handle.cancel()
 
-    def _call_timer(self, call: _Call, name: Any) -> None:
+    def _call_timer(self, call: _Call, name: calls.CallTimer) -> None:
         call.timers.pop(name, None)
         self._feed(call, calls.TimerFired(name))
 
@@ -854,7 +859,7 @@ class SipFront:
 
     def _send_cancel(self, branch: _Branch) -> None:
         assert branch.peer is not None and branch.entry is not None
-        if branch.cancelled or branch.entry.tx.state not in ("calling", "proceeding"):
+        if branch.cancelled or branch.entry.tx.state not in (TxState.CALLING, TxState.PROCEEDING):
             return
         branch.cancelled = True
         invite = branch.request

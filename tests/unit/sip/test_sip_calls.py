@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from expertline.runtime.ports import TaskView
 from expertline.sip import calls
 from expertline.sip.calls import (
@@ -171,6 +173,33 @@ def test_proxy_with_a_non_sip_label_falls_back_to_redirect() -> None:
 
 
 def test_every_table_row_has_a_handler() -> None:
-    for (state, _), handler in calls.TABLE.items():
+    for (state, _), handler in calls.HANDLERS.items():
         assert state in calls.STATES
-        assert hasattr(CallFlow, f"_{handler}")
+        assert getattr(CallFlow, handler.__name__) is handler
+
+
+def test_redirect_mode_has_no_ringing_and_an_unaccepted_event_is_refused() -> None:
+    from expertline.machine import IllegalTransition
+
+    assert not calls.REDIRECT_FLOW.allows(calls.CallState.QUEUED, calls.CallStep.RING)
+    assert calls.PROXY_FLOW.allows(calls.CallState.QUEUED, calls.CallStep.RING)
+    assert calls.CallState.RINGING not in calls.REDIRECT_FLOW.states
+    assert calls.REDIRECT_FLOW.final == calls.PROXY_FLOW.final == {calls.CallState.DONE}
+    flow = started("redirect")
+    # InvalidCallEvent is the kit's IllegalTransition: the front logs it and drops the event.
+    with pytest.raises(IllegalTransition, match="call flow: no transition from 'queued'"):
+        flow.handle(Invite())
+    assert flow.state == "queued"
+
+
+def test_a_timer_is_dispatched_by_its_name() -> None:
+    flow = started("proxy")
+    assert flow.handle(TimerFired(calls.CallTimer.REFRESH)) == [
+        Respond(182),
+        StartCallTimer(calls.CallTimer.REFRESH, calls.QUEUED_REFRESH),
+    ]
+    with_ring = flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    assert StartCallTimer(calls.CallTimer.RING, 20.0) in with_ring
+    assert flow.state == "ringing"
+    assert CancelBranch(1) in flow.handle(TimerFired(calls.CallTimer.RING))
+    assert flow.state == "queued"
