@@ -232,20 +232,41 @@ class CallState(StrEnum):
 class CallStep(StrEnum):
     """The decisions that move a call: the triggers of the call flow machines."""
 
-    INVITE = "invite"  # 100 Trying, create the task
-    QUEUE = "queue"  # the task waits: 182 Queued
-    CANCEL = "cancel"  # CANCEL before the task existed: 487, abandon it once created
-    RING = "ring"  # an expert accepted: INVITE to the phone (proxy mode)
-    ANSWER = "answer"  # the phone answered: connected
-    REQUEUE = "requeue"  # the phone failed, was busy, rang too long or was refused
-    REDIRECT = "redirect"  # an expert accepted: 302 to the label
-    OVERFLOW = "overflow"  # max wait: 302 to the fallback label
-    REJECT = "reject"  # max wait, no fallback: 480
-    END_ELSEWHERE = "end_elsewhere"  # the task ended by other means: 480
-    REFUSE = "refuse"  # no task (unknown number, bad input, runtime unavailable)
-    ABANDON = "abandon"  # the caller gave up
-    HANG_UP = "hang_up"  # BYE from either side
-    EXPIRE = "expire"  # no BYE within max_call
+    INVITE = "invite"
+    QUEUE = "queue"
+    CANCEL = "cancel"
+    RING = "ring"
+    ANSWER = "answer"
+    REQUEUE = "requeue"
+    REDIRECT = "redirect"
+    OVERFLOW = "overflow"
+    REJECT = "reject"
+    END_ELSEWHERE = "end_elsewhere"
+    REFUSE = "refuse"
+    ABANDON = "abandon"
+    HANG_UP = "hang_up"
+    EXPIRE = "expire"
+
+
+STEP_MEANINGS: Mapping[CallStep, str] = {
+    CallStep.INVITE: "100 Trying; the task is created",
+    CallStep.QUEUE: "the task waits for an expert: 182 Queued (again every 60 s)",
+    CallStep.CANCEL: "CANCEL before the task existed: 487; the task is abandoned once created",
+    CallStep.RING: "an expert accepted (proxy mode, a SIP label): INVITE to the expert's phone",
+    CallStep.ANSWER: "the phone answered (2xx, relayed): the task is connected",
+    CallStep.REQUEUE: (
+        "the phone was busy (486/600: disposition 8), failed, rang past ring_timeout, never"
+        " answered, or its host is not an allowed target (19): the task is requeued"
+    ),
+    CallStep.REDIRECT: "an expert accepted: 302 with the label (redirect mode, or not a SIP URI)",
+    CallStep.OVERFLOW: "max wait with a fallback label: 302 to it",
+    CallStep.REJECT: "max wait without a fallback: 480",
+    CallStep.END_ELSEWHERE: "the task ended by other means: 480",
+    CallStep.REFUSE: "no task: 404 unknown number, 400 bad input, 403, 503 unavailable, 500",
+    CallStep.ABANDON: "the caller gave up (CANCEL: 487); the task is abandoned",
+    CallStep.HANG_UP: "BYE from either side: the task is completed",
+    CallStep.EXPIRE: "no BYE seen within max_call (4 h): the task is ended",
+}
 
 
 STATES: tuple[CallState, ...] = tuple(CallState)

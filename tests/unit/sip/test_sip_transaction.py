@@ -192,8 +192,8 @@ def test_docs_show_the_current_transition_tables() -> None:
 
     from expertline.sip.transaction import markdown_tables
 
-    docs = Path(__file__).parents[3] / "docs" / "sip.md"
-    assert markdown_tables() in docs.read_text(), "regenerate the tables in docs/sip.md"
+    docs = Path(__file__).parents[3] / "docs" / "sip-states.md"
+    assert markdown_tables() in docs.read_text(), "regenerate docs/sip-states.md"
 
 
 def test_every_timer_a_transaction_starts_has_its_event_in_that_table() -> None:
