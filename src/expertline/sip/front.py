@@ -11,7 +11,6 @@ Decisions are logged one per line, ``sip <what> key=value ...``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
@@ -21,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from expertline.errors import ExpertlineError, Forbidden, InvalidInput, NotFound
+from expertline.health import Health
 from expertline.machine import IllegalTransition
-from expertline.runtime.ports import TaskPort, TaskView
+from expertline.runtime.ports import TaskEventType, TaskPort, TaskView
 from expertline.settings import SipMode, parse_host_port
 from expertline.sip import calls
 from expertline.sip.message import (
@@ -142,19 +142,20 @@ class SipFront:
         timers: TimerValues = DEFAULT_TIMERS,
         wait_slice: float = WAIT_SLICE,
         active: Callable[[], bool] | None = None,
-        health: Any = None,
+        health: Health | None = None,
         attach: AttachPolicy | None = None,
         targets: OutboundTargets | None = None,
     ) -> None:
         self.port = port
         # Who may join a call to an existing task (default: nobody), and where calls may go.
         self.attach = attach or AttachPolicy()
-        self.targets = targets or OutboundTargets(config=lambda: getattr(port, "config", None))
+        self.targets = targets or OutboundTargets(config=lambda: port.config)
         # Is this the node that takes calls (HA: the active one)? Standby answers 503.
         self.active = active or (lambda: True)
         self.health = health
         self.mode = mode
-        self.mode_for = mode_for or (lambda number: None)
+        # An entry point's own sip_mode, from the routing configuration the runtime holds.
+        self.mode_for = mode_for or (lambda number: port.config.sip_modes.get(number))
         self.timers = timers
         self.wait_slice = wait_slice
         self.transport = SipTransport(self._receive, self._transport_failed)
@@ -166,7 +167,6 @@ class SipFront:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats: dict[str, int] = {}
-        self.companions: list[Any] = []  # started and stopped with the front
         self._stopping = False
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -181,8 +181,6 @@ class SipFront:
 
     async def async_start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        for companion in self.companions:
-            await companion.async_start()
         await self.transport.async_start(*self._bind)
         if self.health is not None:
             self.health.report("sip", True, f"udp,tcp {self.host}:{self.sip_port} {self.mode}")
@@ -206,8 +204,6 @@ class SipFront:
             for handle in call.timers.values():
                 handle.cancel()
         await self.transport.async_stop()
-        for companion in reversed(self.companions):
-            await companion.async_stop()
         log.info("sip stopped calls_in_progress=%d", len(self._calls))
 
     def _count(self, what: str) -> None:
@@ -554,12 +550,10 @@ class SipFront:
         if self._stopping:
             return
         decided = len(call.flow.log)
-        view = getattr(event, "view", None)
-        if view is not None:
-            queue = self.port.queue(view.queue)
-            ring_timeout = getattr(queue, "ring_timeout", None)
-            if isinstance(ring_timeout, int | float) and ring_timeout > 0:
-                call.flow.ring_timeout = float(ring_timeout)
+        if isinstance(event, calls.TaskCreated | calls.TaskChanged) and event.view is not None:
+            queue = self.port.queue(event.view.queue)
+            if queue is not None and queue.ring_timeout > 0:
+                call.flow.ring_timeout = float(queue.ring_timeout)
         try:
             commands = call.flow.handle(event)
         except IllegalTransition as exc:
@@ -667,8 +661,11 @@ class SipFront:
         except InvalidInput as exc:
             self._feed(call, calls.CreateFailed(400, f"Bad Request ({exc.message})"[:REASON_MAX]))
             return
-        except ExpertlineError as exc:
-            log.warning("sip task refused call_id=%s error=%s", call.call_id, exc.message)
+        except ExpertlineError as exc:  # Unavailable, and the runtime's own "unavailable" error
+            if exc.code == "unavailable":
+                log.warning("sip call refused call_id=%s reason=%s", call.call_id, exc.message)
+            else:
+                log.warning("sip task refused call_id=%s error=%s", call.call_id, exc.message)
             self._feed(call, calls.CreateFailed(503, "Service Unavailable"))
             return
         except TimeoutError:
@@ -677,11 +674,7 @@ class SipFront:
             )
             self._feed(call, calls.CreateFailed(503, "Service Unavailable"))
             return
-        except Exception as exc:
-            if _not_running(exc):
-                log.warning("sip call refused call_id=%s reason=%s", call.call_id, exc)
-                self._feed(call, calls.CreateFailed(503, "Service Unavailable"))
-                return
+        except Exception:
             log.exception("sip task creation failed call_id=%s", call.call_id)
             self._feed(call, calls.CreateFailed(500, "Server Internal Error"))
             return
@@ -725,7 +718,7 @@ class SipFront:
             call.wait_failures = 0
         self._feed(call, calls.TaskChanged(view))
 
-    async def _report_event(self, call: _Call, task_id: str, type_: Any) -> None:
+    async def _report_event(self, call: _Call, task_id: str, type_: TaskEventType) -> None:
         try:
             await asyncio.wait_for(self.port.async_task_event(task_id, type_), PORT_TIMEOUT)
         except ExpertlineError as exc:
@@ -994,15 +987,6 @@ def _validate(request: Request, cseq: CSeq) -> tuple[str | None, NameAddr | None
     return None, to
 
 
-def _not_running(exc: Exception) -> bool:
-    """The runtime is not taking work on this node (stopping, or standby): 503, not 500."""
-    try:
-        from expertline.runtime.service import ServiceStopped
-    except ImportError:  # pragma: no cover - runtime part not installed
-        return False
-    return isinstance(exc, ServiceStopped)
-
-
 def _max_forwards(request: Request) -> int | None:
     value = request.headers.get("Max-Forwards")
     if value is None:
@@ -1038,84 +1022,26 @@ def contact_uri(label: str) -> str:
     return f"tel:{label}"
 
 
-class EntryPointModes:
-    """Each entry point's own ``sip_mode`` (config ``entry_points[].sip_mode``), kept current.
-
-    Looked up per INVITE without I/O: the map is rebuilt off the event loop whenever the
-    runtime's configuration version changes (checked every ``poll`` seconds).
-    """
-
-    def __init__(self, engine: Any, port: Any, poll: float = 2.0) -> None:
-        self.engine = engine
-        self.port = port
-        self.poll = poll
-        self.version = -1
-        self.modes: dict[str, SipMode] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def __call__(self, number: str) -> SipMode | None:
-        return self.modes.get(number)
-
-    async def async_start(self) -> None:
-        await self.refresh()
-        self._task = asyncio.create_task(self._loop())
-
-    async def async_stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll)
-            try:
-                await self.refresh()
-            except Exception as exc:  # keep the last known map; try again next poll
-                log.warning("sip entry point modes not refreshed error=%r", exc)
-
-    async def refresh(self) -> None:
-        config = getattr(self.port, "config", None)
-        version = getattr(config, "version", None)
-        if version is None or version == self.version:
-            return
-        try:
-            from expertline.config.store import load_document
-        except ImportError:
-            return
-        _, doc = await asyncio.to_thread(load_document, self.engine)
-        modes: dict[str, SipMode] = {
-            number: entry.sip_mode
-            for number, entry in doc.entry_point_map.items()
-            if entry.sip_mode is not None
-        }
-        self.version, self.modes = version, modes
-        log.info("sip entry point modes loaded config_version=%s overrides=%d", version, len(modes))
-
-
 def create_sip_front(ctx: Any, port: TaskPort, environ: dict[str, str] | None = None) -> SipFront:
     """The SIP front for a node: listens on ``ctx.settings.sip`` in ``ctx.settings.sip_mode``;
-    an entry point's own ``sip_mode`` wins. ValueError when the attach settings are incomplete
-    (the node refuses to start rather than run with a half-configured trust)."""
+    an entry point's own ``sip_mode`` (in the runtime's routing configuration) wins.
+    ValueError when the attach settings are incomplete (the node refuses to start rather
+    than run with a half-configured trust)."""
     settings = ctx.settings
     host, sip_port = parse_host_port(settings.sip)
-    modes = EntryPointModes(ctx.engine, port)
-    health = ctx.services.get("health")
-    active = (lambda: bool(health.active)) if health is not None else None
+    health: Health | None = ctx.services.get("health")
+    active = (lambda: health.active) if health is not None else None
     attach = attach_policy(
         settings.sip_attach_key_env,
         settings.sip_trusted_list,
         dict(os.environ) if environ is None else environ,
     )
-    targets = OutboundTargets(
-        settings.sip_targets_list, config=lambda: getattr(port, "config", None)
-    )
+    targets = OutboundTargets(settings.sip_targets_list, config=lambda: port.config)
     front = SipFront(
         port,
         host,
         sip_port,
         mode=settings.sip_mode,
-        mode_for=modes,
         active=active,
         health=health,
         attach=attach,
@@ -1127,8 +1053,7 @@ def create_sip_front(ctx: Any, port: TaskPort, environ: dict[str, str] | None = 
         ",".join(map(str, attach.trusted)) or "-",
         ",".join(targets.extra) or "-",
     )
-    front.companions.append(modes)
     return front
 
 
-__all__ = ["EntryPointModes", "SipFront", "contact_uri", "create_sip_front"]
+__all__ = ["SipFront", "contact_uri", "create_sip_front"]
