@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from expertline.machine import IllegalTransition, Machine
+from expertline.machine import IllegalTransition
 from expertline.runtime.ports import TaskEventType, TaskView
 from expertline.settings import SipMode
+from expertline.sip.call_states import FLOWS, CallState, CallStep
 from expertline.sip.message import Response, SipUri, parse_uri
 
 QUEUED_REFRESH = 60.0  # seconds between 182 Queued refreshes (keeps proxies' Timer C quiet)
@@ -218,105 +219,6 @@ CallCommand = (
     | Finished
 )
 
-
-class CallState(StrEnum):
-    NEW = "new"
-    CREATING = "creating"  # the task is being created
-    ABANDONING = "abandoning"  # the caller cancelled before the task existed
-    QUEUED = "queued"  # the task waits for an expert (182 Queued)
-    RINGING = "ringing"  # proxy mode: the expert's phone rings
-    CONNECTED = "connected"  # proxy mode: the phone answered
-    DONE = "done"
-
-
-class CallStep(StrEnum):
-    """The decisions that move a call: the triggers of the call flow machines."""
-
-    INVITE = "invite"
-    QUEUE = "queue"
-    CANCEL = "cancel"
-    RING = "ring"
-    ANSWER = "answer"
-    REQUEUE = "requeue"
-    REDIRECT = "redirect"
-    OVERFLOW = "overflow"
-    REJECT = "reject"
-    END_ELSEWHERE = "end_elsewhere"
-    REFUSE = "refuse"
-    ABANDON = "abandon"
-    HANG_UP = "hang_up"
-    EXPIRE = "expire"
-
-
-STEP_MEANINGS: Mapping[CallStep, str] = {
-    CallStep.INVITE: "100 Trying; the task is created",
-    CallStep.QUEUE: "the task waits for an expert: 182 Queued (again every 60 s)",
-    CallStep.CANCEL: "CANCEL before the task existed: 487; the task is abandoned once created",
-    CallStep.RING: "an expert accepted (proxy mode, a SIP label): INVITE to the expert's phone",
-    CallStep.ANSWER: "the phone answered (2xx, relayed): the task is connected",
-    CallStep.REQUEUE: (
-        "the phone was busy (486/600: disposition 8), failed, rang past ring_timeout, never"
-        " answered, or its host is not an allowed target (19): the task is requeued"
-    ),
-    CallStep.REDIRECT: "an expert accepted: 302 with the label (redirect mode, or not a SIP URI)",
-    CallStep.OVERFLOW: "max wait with a fallback label: 302 to it",
-    CallStep.REJECT: "max wait without a fallback: 480",
-    CallStep.END_ELSEWHERE: "the task ended by other means: 480",
-    CallStep.REFUSE: "no task: 404 unknown number, 400 bad input, 403, 503 unavailable, 500",
-    CallStep.ABANDON: "the caller gave up (CANCEL: 487); the task is abandoned",
-    CallStep.HANG_UP: "BYE from either side: the task is completed",
-    CallStep.EXPIRE: "no BYE seen within max_call (4 h): the task is ended",
-}
-
-
-STATES: tuple[CallState, ...] = tuple(CallState)
-
-_C, _S = CallState, CallStep
-REDIRECT_FLOW: Machine[CallState, CallStep] = Machine(
-    "call flow (redirect mode)",
-    {
-        _C.NEW: {_S.INVITE: _C.CREATING},
-        _C.CREATING: {
-            _S.QUEUE: _C.QUEUED,
-            _S.CANCEL: _C.ABANDONING,
-            _S.REDIRECT: _C.DONE,
-            _S.OVERFLOW: _C.DONE,
-            _S.REJECT: _C.DONE,
-            _S.END_ELSEWHERE: _C.DONE,
-            _S.REFUSE: _C.DONE,
-        },
-        _C.ABANDONING: {_S.ABANDON: _C.DONE},
-        _C.QUEUED: {
-            _S.REDIRECT: _C.DONE,
-            _S.OVERFLOW: _C.DONE,
-            _S.REJECT: _C.DONE,
-            _S.END_ELSEWHERE: _C.DONE,
-            _S.ABANDON: _C.DONE,
-        },
-        _C.DONE: {},
-    },
-    initial=_C.NEW,
-)
-
-# Proxy mode: the redirect flow (a label that is not a SIP URI is still redirected), plus the
-# expert's phone ringing and answering through us.
-PROXY_FLOW: Machine[CallState, CallStep] = Machine(
-    "call flow (proxy mode)",
-    {
-        **REDIRECT_FLOW.table,
-        _C.CREATING: {**REDIRECT_FLOW.table[_C.CREATING], _S.RING: _C.RINGING},
-        _C.QUEUED: {**REDIRECT_FLOW.table[_C.QUEUED], _S.RING: _C.RINGING},
-        _C.RINGING: {_S.ANSWER: _C.CONNECTED, _S.REQUEUE: _C.QUEUED, _S.ABANDON: _C.DONE},
-        _C.CONNECTED: {_S.HANG_UP: _C.DONE, _S.EXPIRE: _C.DONE},
-    },
-    initial=_C.NEW,
-)
-del _C, _S
-
-FLOWS: Mapping[SipMode, Machine[CallState, CallStep]] = {
-    "redirect": REDIRECT_FLOW,
-    "proxy": PROXY_FLOW,
-}
 
 BUSY_STATUSES = frozenset({486, 600})
 
@@ -576,46 +478,47 @@ def event_key(event: CallEvent) -> EventKey:
 Handler = Callable[[CallFlow, Any], list[CallCommand]]
 
 _C, _F = CallState, CallFlow
-# Which events each state accepts, and the method that decides. Anything else is ignored with
-# a log line by the front (``InvalidCallEvent``): the network repeats and reorders.
-HANDLERS: Mapping[tuple[CallState, EventKey], Handler] = {
-    (_C.NEW, Invite): _F._start,
-    (_C.CREATING, TaskCreated): _F._task_created,
-    (_C.CREATING, CreateFailed): _F._create_failed,
-    (_C.CREATING, CallerCancel): _F._cancel_while_creating,
-    (_C.ABANDONING, TaskCreated): _F._abandon_created,
-    (_C.ABANDONING, CreateFailed): _F._forget,
-    (_C.QUEUED, TaskChanged): _F._task_changed,
-    (_C.QUEUED, CallerCancel): _F._cancel_queued,
-    (_C.QUEUED, CallTimer.REFRESH): _F._refresh,
-    (_C.QUEUED, BranchResponse): _F._stale_branch,
-    (_C.QUEUED, BranchFailed): _F._ignore,
-    (_C.QUEUED, BranchRefused): _F._ignore,
-    (_C.QUEUED, Bye): _F._ignore,
-    (_C.RINGING, BranchResponse): _F._branch_response,
-    (_C.RINGING, BranchFailed): _F._branch_failed,
-    (_C.RINGING, BranchRefused): _F._branch_refused,
-    (_C.RINGING, CallTimer.RING): _F._ring_timer,
-    (_C.RINGING, CallerCancel): _F._cancel_ringing,
-    (_C.RINGING, TaskChanged): _F._ignore,
-    (_C.CONNECTED, Bye): _F._bye,
-    (_C.CONNECTED, BranchResponse): _F._connected_response,
-    (_C.CONNECTED, CallTimer.MAX_CALL): _F._max_call,
-    (_C.CONNECTED, TaskChanged): _F._ignore,
-    (_C.DONE, BranchResponse): _F._stale_branch,
-    **{
-        (_C.DONE, key): _F._ignore
-        for key in (
-            TaskChanged,
-            TaskCreated,
-            CreateFailed,
-            BranchFailed,
-            BranchRefused,
-            CallerCancel,
-            Bye,
-            *CallTimer,
-        )
+# Which events each state accepts, and the method that weighs them (``HANDLERS``: the same,
+# flat). Anything else is ignored with a log line by the front (``InvalidCallEvent``): the
+# network repeats and reorders.
+ACCEPTED: Mapping[CallState, Mapping[EventKey, Handler]] = {
+    _C.NEW: {Invite: _F._start},
+    _C.CREATING: {
+        TaskCreated: _F._task_created,
+        CreateFailed: _F._create_failed,
+        CallerCancel: _F._cancel_while_creating,
     },
+    _C.ABANDONING: {TaskCreated: _F._abandon_created, CreateFailed: _F._forget},
+    _C.QUEUED: {
+        TaskChanged: _F._task_changed,
+        CallerCancel: _F._cancel_queued,
+        CallTimer.REFRESH: _F._refresh,
+        BranchResponse: _F._stale_branch,
+        **dict.fromkeys((BranchFailed, BranchRefused, Bye), _F._ignore),
+    },
+    _C.RINGING: {
+        BranchResponse: _F._branch_response,
+        BranchFailed: _F._branch_failed,
+        BranchRefused: _F._branch_refused,
+        CallTimer.RING: _F._ring_timer,
+        CallerCancel: _F._cancel_ringing,
+        TaskChanged: _F._ignore,
+    },
+    _C.CONNECTED: {
+        Bye: _F._bye,
+        BranchResponse: _F._connected_response,
+        CallTimer.MAX_CALL: _F._max_call,
+        TaskChanged: _F._ignore,
+    },
+    _C.DONE: {
+        BranchResponse: _F._stale_branch,
+        # Late news of a call that is over: a wait, a leg or a timer that was under way.
+        **dict.fromkeys((TaskChanged, TaskCreated, CreateFailed, CallerCancel, Bye), _F._ignore),
+        **dict.fromkeys((BranchFailed, BranchRefused, *CallTimer), _F._ignore),
+    },
+}
+HANDLERS: Mapping[tuple[CallState, EventKey], Handler] = {
+    (state, key): handler for state, row in ACCEPTED.items() for key, handler in row.items()
 }
 del _C, _F
 

@@ -1,5 +1,5 @@
 """Mermaid state diagrams and tables drawn from the SIP machines (``sip.transaction``,
-``sip.calls``).
+``sip.call_states``, and which events ``sip.calls`` accepts in each state).
 
 ``render()`` gives the whole ``docs/sip-states.md``; a unit test fails when the committed file
 differs, so the docs cannot drift from the tables. Regenerate with
@@ -8,13 +8,13 @@ differs, so the docs cannot drift from the tables. Regenerate with
 
 from __future__ import annotations
 
-from expertline.sip import calls
+from expertline.sip import call_states, calls
 from expertline.sip.transaction import MACHINES, markdown_tables
 
 INTRO = """\
 # SIP states
 
-Generated from `src/expertline/sip/transaction.py` and `src/expertline/sip/calls.py` by
+Generated from `src/expertline/sip/transaction.py`, `call_states.py` and `calls.py` by
 `python -m expertline.sip.diagram`; do not edit by hand (a test compares this file with the
 tables). What the front does around them is in [sip.md](sip.md).
 
@@ -42,7 +42,7 @@ decision's sentence is logged (`sip call decided ... decision=...`).
 
 def _steps() -> str:
     lines = ["| step | what happens |", "|---|---|"]
-    lines += [f"| `{step}` | {calls.STEP_MEANINGS[step]} |" for step in calls.CallStep]
+    lines += [f"| `{step}` | {call_states.STEP_MEANINGS[step]} |" for step in call_states.CallStep]
     return "\n".join(lines) + "\n"
 
 
@@ -68,7 +68,7 @@ def render() -> str:
         parts += [f"### {machine.name}\n", machine.mermaid(), ""]
     parts += ["### Transition tables\n", markdown_tables()]
     parts += [CALLS, _steps()]
-    for flow in (calls.REDIRECT_FLOW, calls.PROXY_FLOW):
+    for flow in (call_states.REDIRECT_FLOW, call_states.PROXY_FLOW):
         parts += [f"### {flow.name.capitalize()}\n", flow.mermaid(), ""]
     parts.append(_events())
     return "\n".join(parts)

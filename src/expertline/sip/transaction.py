@@ -1,8 +1,10 @@
 """SIP transactions (RFC 3261 §17, with the Accepted state of RFC 6026): state machines, no I/O.
 
-Each transaction kind is a ``Machine`` of the kit (``expertline.machine``): a table
-``state -> event -> new state`` naming the action each transition runs; an event with no entry
-for the current state raises ``IllegalTransition`` (the driver logs and drops it). Actions
+Each transaction kind is a ``Machine`` of the kit (``expertline.machine``), written below as a
+text table like the RFC's figures (``state event new-state action`` per line, read into the
+enums at import: a misspelt name fails there) and naming the action each transition runs; an
+event with no entry for the current state raises ``IllegalTransition`` (the driver logs and
+drops it). Actions
 return commands for the driver: ``Transmit`` a message, ``StartTimer``/``StopTimer`` a named
 ``Timer`` (A, B, D, E, F, G, H, I, J, K, L, M as in the RFCs), ``Deliver`` a message to the
 transaction user, ``TimedOut``/``TransportFailed`` to tell it the transaction failed, and
@@ -17,7 +19,7 @@ response on a client transaction), ``timer_<X>`` and ``transport_error``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
@@ -184,116 +186,100 @@ def response_event(direction: Literal["send", "recv"], status: int, invite: bool
 
 # --- the tables -------------------------------------------------------------------------------
 
-Row = tuple[TxState | tuple[TxState, ...], TxEvent, TxState, TxAction]
 
-
-def _machine(kind: str, initial: TxState, rows: Iterable[Row]) -> Machine[TxState, TxEvent]:
-    """A transaction machine from rows ``(state or states, event, new state, action)``."""
+def _machine(kind: str, rows: str) -> Machine[TxState, TxEvent]:
+    """A transaction machine from a text table, one transition per line: ``state event new
+    state action``, where ``a|b`` in the first two columns stands for each of them. The first
+    row's state is the initial one. A name that is no state, event or action fails at import."""
     table: dict[TxState, dict[TxEvent, TxState]] = {}
     actions: dict[tuple[TxState, TxEvent], str] = {}
-    for states, event, new_state, action in rows:
-        for state in states if isinstance(states, tuple) else (states,):
-            table.setdefault(state, {})[event] = new_state
-            actions[(state, event)] = action
+    for line in rows.strip().splitlines():
+        states, events, new_state, action = line.split()
+        for state in map(TxState, states.split("|")):
+            for event in map(TxEvent, events.split("|")):
+                table.setdefault(state, {})[event] = TxState(new_state)
+                actions[(state, event)] = TxAction(action)
     table.setdefault(TxState.TERMINATED, {})
-    return Machine(kind, table, initial, actions)
+    return Machine(kind, table, next(iter(table)), actions)
 
 
-S, E, A = TxState, TxEvent, TxAction
-
+# RFC 3261 §17.2.1 (figure 7), with RFC 6026's Accepted state for 2xx
 SERVER_INVITE = _machine(
-    "server INVITE",  # RFC 3261 §17.2.1 (figure 7) with RFC 6026's Accepted state for 2xx
-    S.PROCEEDING,
-    [
-        (S.PROCEEDING, E.REQUEST, S.PROCEEDING, A.RESEND_LAST),
-        (S.PROCEEDING, E.SEND_1XX, S.PROCEEDING, A.SEND),
-        (S.PROCEEDING, E.SEND_2XX, S.ACCEPTED, A.SEND_2XX),
-        (S.PROCEEDING, E.SEND_FINAL, S.COMPLETED, A.SEND_FINAL),
-        (S.COMPLETED, E.REQUEST, S.COMPLETED, A.RESEND_LAST),
-        (S.COMPLETED, E.TIMER_G, S.COMPLETED, A.RETRANSMIT_FINAL),
-        (S.COMPLETED, E.ACK, S.CONFIRMED, A.CONFIRM),
-        (S.COMPLETED, E.TIMER_H, S.TERMINATED, A.NO_ACK),
-        (S.CONFIRMED, E.REQUEST, S.CONFIRMED, A.ABSORB),
-        (S.CONFIRMED, E.ACK, S.CONFIRMED, A.ABSORB),
-        (S.CONFIRMED, E.TIMER_I, S.TERMINATED, A.NOTHING),
-        (S.ACCEPTED, E.REQUEST, S.ACCEPTED, A.ABSORB),
-        (S.ACCEPTED, E.ACK, S.ACCEPTED, A.DELIVER),
-        (S.ACCEPTED, E.SEND_2XX, S.ACCEPTED, A.SEND),
-        (S.ACCEPTED, E.TIMER_L, S.TERMINATED, A.NOTHING),
-        (
-            (S.PROCEEDING, S.COMPLETED, S.ACCEPTED),
-            E.TRANSPORT_ERROR,
-            S.TERMINATED,
-            A.TRANSPORT_FAILED,
-        ),
-    ],
+    "server INVITE",
+    """
+    proceeding  request          proceeding  resend_last
+    proceeding  send_1xx         proceeding  send
+    proceeding  send_2xx         accepted    send_2xx
+    proceeding  send_final       completed   send_final
+    proceeding  transport_error  terminated  transport_failed
+    completed   request          completed   resend_last
+    completed   timer_G          completed   retransmit_final
+    completed   ack              confirmed   confirm
+    completed   timer_H          terminated  no_ack
+    completed   transport_error  terminated  transport_failed
+    confirmed   request|ack      confirmed   absorb
+    confirmed   timer_I          terminated  nothing
+    accepted    request          accepted    absorb
+    accepted    ack              accepted    deliver
+    accepted    send_2xx         accepted    send
+    accepted    timer_L          terminated  nothing
+    accepted    transport_error  terminated  transport_failed
+    """,
 )
 
+# RFC 3261 §17.2.2 (figure 8)
 SERVER_NON_INVITE = _machine(
-    "server non-INVITE",  # RFC 3261 §17.2.2 (figure 8)
-    S.TRYING,
-    [
-        (S.TRYING, E.REQUEST, S.TRYING, A.ABSORB),
-        (S.TRYING, E.SEND_1XX, S.PROCEEDING, A.SEND),
-        (S.TRYING, E.SEND_FINAL, S.COMPLETED, A.SEND_FINAL),
-        (S.PROCEEDING, E.REQUEST, S.PROCEEDING, A.RESEND_LAST),
-        (S.PROCEEDING, E.SEND_1XX, S.PROCEEDING, A.SEND),
-        (S.PROCEEDING, E.SEND_FINAL, S.COMPLETED, A.SEND_FINAL),
-        (S.COMPLETED, E.REQUEST, S.COMPLETED, A.RESEND_LAST),
-        (S.COMPLETED, E.TIMER_J, S.TERMINATED, A.NOTHING),
-        (
-            (S.TRYING, S.PROCEEDING, S.COMPLETED),
-            E.TRANSPORT_ERROR,
-            S.TERMINATED,
-            A.TRANSPORT_FAILED,
-        ),
-    ],
+    "server non-INVITE",
+    """
+    trying      request          trying      absorb
+    trying      send_1xx         proceeding  send
+    trying      send_final       completed   send_final
+    trying      transport_error  terminated  transport_failed
+    proceeding  request          proceeding  resend_last
+    proceeding  send_1xx         proceeding  send
+    proceeding  send_final       completed   send_final
+    proceeding  transport_error  terminated  transport_failed
+    completed   request          completed   resend_last
+    completed   timer_J          terminated  nothing
+    completed   transport_error  terminated  transport_failed
+    """,
 )
 
+# RFC 3261 §17.1.1 (figure 5), with RFC 6026's Accepted state (2xx retransmissions go up)
 CLIENT_INVITE = _machine(
-    "client INVITE",  # RFC 3261 §17.1.1 (figure 5) with RFC 6026's Accepted state
-    S.CALLING,
-    [
-        (S.CALLING, E.TIMER_A, S.CALLING, A.RETRANSMIT),
-        (S.CALLING, E.TIMER_B, S.TERMINATED, A.TIMEOUT_B),
-        (S.CALLING, E.RECV_1XX, S.PROCEEDING, A.FIRST_PROVISIONAL),
-        ((S.CALLING, S.PROCEEDING), E.RECV_2XX, S.ACCEPTED, A.ACCEPTED),
-        ((S.CALLING, S.PROCEEDING), E.RECV_FINAL, S.COMPLETED, A.COMPLETED),
-        (S.PROCEEDING, E.RECV_1XX, S.PROCEEDING, A.DELIVER),
-        (S.COMPLETED, E.RECV_FINAL, S.COMPLETED, A.RESEND_ACK),
-        (S.COMPLETED, E.RECV_1XX, S.COMPLETED, A.ABSORB),
-        (S.COMPLETED, E.RECV_2XX, S.COMPLETED, A.ABSORB),
-        (S.COMPLETED, E.TIMER_D, S.TERMINATED, A.NOTHING),
-        (S.ACCEPTED, E.RECV_2XX, S.ACCEPTED, A.DELIVER),
-        (S.ACCEPTED, E.RECV_1XX, S.ACCEPTED, A.ABSORB),
-        (S.ACCEPTED, E.RECV_FINAL, S.ACCEPTED, A.ABSORB),
-        (S.ACCEPTED, E.TIMER_M, S.TERMINATED, A.NOTHING),
-        (
-            (S.CALLING, S.PROCEEDING, S.COMPLETED),
-            E.TRANSPORT_ERROR,
-            S.TERMINATED,
-            A.TRANSPORT_FAILED,
-        ),
-    ],
+    "client INVITE",
+    """
+    calling             timer_A          calling     retransmit
+    calling             timer_B          terminated  timeout_b
+    calling             recv_1xx         proceeding  first_provisional
+    calling|proceeding  recv_2xx         accepted    accepted
+    calling|proceeding  recv_final       completed   completed
+    calling|proceeding  transport_error  terminated  transport_failed
+    proceeding          recv_1xx         proceeding  deliver
+    completed           recv_final       completed   resend_ack
+    completed           recv_1xx|recv_2xx  completed  absorb
+    completed           timer_D          terminated  nothing
+    completed           transport_error  terminated  transport_failed
+    accepted            recv_2xx         accepted    deliver
+    accepted            recv_1xx|recv_final  accepted  absorb
+    accepted            timer_M          terminated  nothing
+    """,
 )
 
+# RFC 3261 §17.1.2 (figure 6)
 CLIENT_NON_INVITE = _machine(
-    "client non-INVITE",  # RFC 3261 §17.1.2 (figure 6)
-    S.TRYING,
-    [
-        (S.TRYING, E.TIMER_E, S.TRYING, A.RETRANSMIT),
-        (S.PROCEEDING, E.TIMER_E, S.PROCEEDING, A.RETRANSMIT_T2),
-        ((S.TRYING, S.PROCEEDING), E.TIMER_F, S.TERMINATED, A.TIMEOUT_F),
-        ((S.TRYING, S.PROCEEDING), E.RECV_1XX, S.PROCEEDING, A.DELIVER),
-        ((S.TRYING, S.PROCEEDING), E.RECV_FINAL, S.COMPLETED, A.COMPLETED),
-        (S.COMPLETED, E.RECV_1XX, S.COMPLETED, A.ABSORB),
-        (S.COMPLETED, E.RECV_FINAL, S.COMPLETED, A.ABSORB),
-        (S.COMPLETED, E.TIMER_K, S.TERMINATED, A.NOTHING),
-        ((S.TRYING, S.PROCEEDING), E.TRANSPORT_ERROR, S.TERMINATED, A.TRANSPORT_FAILED),
-    ],
+    "client non-INVITE",
+    """
+    trying             timer_E          trying      retransmit
+    proceeding         timer_E          proceeding  retransmit_t2
+    trying|proceeding  timer_F          terminated  timeout_f
+    trying|proceeding  recv_1xx         proceeding  deliver
+    trying|proceeding  recv_final       completed   completed
+    trying|proceeding  transport_error  terminated  transport_failed
+    completed          recv_1xx|recv_final  completed  absorb
+    completed          timer_K          terminated  nothing
+    """,
 )
-
-del S, E, A
 
 MACHINES: tuple[Machine[TxState, TxEvent], ...] = (
     SERVER_INVITE,

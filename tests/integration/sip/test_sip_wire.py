@@ -155,7 +155,7 @@ async def test_final_response_is_retransmitted_until_acked_timer_g(started: SipH
     key = ("z9hG4bKtimerg", "INVITE")
 
     def confirmed() -> bool:
-        entry = started.front._server_tx.get(key)  # type: ignore[union-attr]
+        entry = started.front.layer.server_tx.get(key)  # type: ignore[union-attr]
         return entry is not None and entry.tx.state == "confirmed"
 
     await async_eventually(confirmed, timeout=5)

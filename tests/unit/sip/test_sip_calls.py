@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from expertline.runtime.ports import TaskView
-from expertline.sip import calls
+from expertline.sip import call_states, calls
 from expertline.sip.calls import (
     BranchFailed,
     BranchRefused,
@@ -174,17 +174,18 @@ def test_proxy_with_a_non_sip_label_falls_back_to_redirect() -> None:
 
 def test_every_table_row_has_a_handler() -> None:
     for (state, _), handler in calls.HANDLERS.items():
-        assert state in calls.STATES
+        assert state in call_states.STATES
         assert getattr(CallFlow, handler.__name__) is handler
 
 
 def test_redirect_mode_has_no_ringing_and_an_unaccepted_event_is_refused() -> None:
     from expertline.machine import IllegalTransition
+    from expertline.sip.call_states import PROXY_FLOW, REDIRECT_FLOW, CallState, CallStep
 
-    assert not calls.REDIRECT_FLOW.allows(calls.CallState.QUEUED, calls.CallStep.RING)
-    assert calls.PROXY_FLOW.allows(calls.CallState.QUEUED, calls.CallStep.RING)
-    assert calls.CallState.RINGING not in calls.REDIRECT_FLOW.states
-    assert calls.REDIRECT_FLOW.final == calls.PROXY_FLOW.final == {calls.CallState.DONE}
+    assert not REDIRECT_FLOW.allows(CallState.QUEUED, CallStep.RING)
+    assert PROXY_FLOW.allows(CallState.QUEUED, CallStep.RING)
+    assert CallState.RINGING not in REDIRECT_FLOW.states
+    assert REDIRECT_FLOW.final == PROXY_FLOW.final == {CallState.DONE}
     flow = started("redirect")
     # InvalidCallEvent is the kit's IllegalTransition: the front logs it and drops the event.
     with pytest.raises(IllegalTransition, match="call flow: no transition from 'queued'"):
