@@ -298,7 +298,7 @@ class SipFront:
         if self._stopping:
             return
         decided = len(call.flow.log)
-        if isinstance(event, calls.TaskCreated | calls.TaskChanged) and event.view is not None:
+        if isinstance(event, (calls.TaskCreated, calls.TaskChanged)) and event.view is not None:
             queue = self.port.queue(event.view.queue)
             if queue is not None and queue.ring_timeout > 0:
                 call.flow.ring_timeout = float(queue.ring_timeout)
@@ -320,35 +320,47 @@ class SipFront:
     def _execute(
         self, call: Call, command: calls.CallCommand, routing: RoutingRequest | None
     ) -> None:
-        match command:
-            case calls.Respond():
-                self._respond(call, command)
-            case calls.RelayResponse(response):
-                self.layer.respond(call.entry, relayed(response))
-            case calls.CreateTask():
-                assert routing is not None
-                self._spawn(self.tasks.async_create(call, routing))
-            case calls.WaitTask(task_id, seen):
-                call.waiter = self._spawn(self.tasks.async_wait(call, task_id, seen))
-            case calls.ReportEvent(task_id, type_):
-                self._spawn(self.tasks.async_report(call, task_id, type_))
-            case calls.ReportDeliveryFailed(task_id, disposition):
-                self._spawn(self.tasks.async_delivery_failed(call, task_id, disposition))
-            case calls.ForwardInvite(branch, target):
-                forward = self.proxy.async_forward_invite(call, branch, target, self.targets)
-                self._spawn(forward)
-            case calls.CancelBranch(branch):
-                self.proxy.cancel_branch(call, branch)
-            case calls.HangUpBranch(branch, response):
-                self.proxy.hang_up_branch(call, branch, response)
-            case calls.StartCallTimer(name, delay):
-                call.stop_timer(name)
-                assert self._loop is not None
-                call.timers[name] = self._loop.call_later(delay, self._call_timer, call, name)
-            case calls.StopCallTimer(name):
-                call.stop_timer(name)
-            case calls.Finished(outcome):
-                self._finished(call, outcome)
+        # isinstance, not match: this runs for every command, and class patterns cost more.
+        # The commands of every call come first.
+        if isinstance(command, calls.Respond):
+            self._respond(call, command)
+        elif isinstance(command, calls.CreateTask):
+            assert routing is not None
+            self._spawn(self.tasks.async_create(call, routing))
+        elif isinstance(command, calls.ReportEvent):
+            self._spawn(self.tasks.async_report(call, command.task_id, command.type))
+        elif isinstance(command, calls.Finished):
+            self._finished(call, command.outcome)
+        elif isinstance(command, calls.WaitTask):
+            wait = self.tasks.async_wait(call, command.task_id, command.seen_status)
+            call.waiter = self._spawn(wait)
+        elif isinstance(command, calls.StartCallTimer):
+            call.stop_timer(command.name)
+            assert self._loop is not None
+            call.timers[command.name] = self._loop.call_later(
+                command.delay, self._call_timer, call, command.name
+            )
+        elif isinstance(command, calls.StopCallTimer):
+            call.stop_timer(command.name)
+        else:
+            self._execute_proxy(call, command)
+
+    def _execute_proxy(self, call: Call, command: calls.CallCommand) -> None:
+        """The commands of proxy mode: the expert's phone and the requeue when it fails."""
+        if isinstance(command, calls.RelayResponse):
+            self.layer.respond(call.entry, relayed(command.response))
+        elif isinstance(command, calls.ReportDeliveryFailed):
+            failed = self.tasks.async_delivery_failed(call, command.task_id, command.disposition)
+            self._spawn(failed)
+        elif isinstance(command, calls.ForwardInvite):
+            forward = self.proxy.async_forward_invite(
+                call, command.branch, command.target, self.targets
+            )
+            self._spawn(forward)
+        elif isinstance(command, calls.CancelBranch):
+            self.proxy.cancel_branch(call, command.branch)
+        elif isinstance(command, calls.HangUpBranch):
+            self.proxy.hang_up_branch(call, command.branch, command.response)
 
     def _respond(self, call: Call, command: calls.Respond) -> None:
         """Answer the caller's INVITE ourselves."""

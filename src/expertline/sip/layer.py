@@ -228,24 +228,26 @@ class TransactionLayer:
         self._event(entry, timer.event)
 
     def _run(self, entry: TxEntry, commands: list[transaction.Command]) -> None:
+        # isinstance, not match: this runs for every message, and class patterns cost more.
         for command in commands:
-            match command:
-                case transaction.Transmit(message):
-                    self.send(entry.peer, message)
-                case transaction.StartTimer(timer, delay):
-                    self._stop_timer(entry, timer)
-                    assert self._loop is not None
-                    entry.timers[timer] = self._loop.call_later(delay, self._timer, entry, timer)
-                case transaction.StopTimer(timer):
-                    self._stop_timer(entry, timer)
-                case transaction.Deliver(message):
-                    entry.on_deliver(message)
-                case transaction.TimedOut(timer):
-                    entry.on_failure(f"timer {timer}")
-                case transaction.TransportFailed():
-                    entry.on_failure("transport")
-                case transaction.Terminated():
-                    self._forget(entry)
+            if isinstance(command, transaction.Transmit):
+                self.send(entry.peer, command.message)
+            elif isinstance(command, transaction.StartTimer):
+                self._stop_timer(entry, command.name)
+                assert self._loop is not None
+                entry.timers[command.name] = self._loop.call_later(
+                    command.delay, self._timer, entry, command.name
+                )
+            elif isinstance(command, transaction.StopTimer):
+                self._stop_timer(entry, command.name)
+            elif isinstance(command, transaction.Deliver):
+                entry.on_deliver(command.message)
+            elif isinstance(command, transaction.TimedOut):
+                entry.on_failure(f"timer {command.timer}")
+            elif isinstance(command, transaction.TransportFailed):
+                entry.on_failure("transport")
+            elif isinstance(command, transaction.Terminated):
+                self._forget(entry)
 
     def _stop_timer(self, entry: TxEntry, timer: Timer) -> None:
         handle = entry.timers.pop(timer, None)
