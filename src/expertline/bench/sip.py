@@ -83,7 +83,10 @@ class InstantPort:
     """A task port that assigns every task at once, in memory: the SIP layer's own ceiling."""
 
     def __init__(self) -> None:
+        from expertline.routing.model import RoutingConfig
+
         self.count = 0
+        self.config = RoutingConfig(version=0, experts={}, queues={}, matches={})
 
     async def async_create_task(self, request: Any) -> Any:
         from expertline.runtime.ports import TaskView

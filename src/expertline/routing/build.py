@@ -48,12 +48,14 @@ def build_routing_config(
     queues = {q.id: queue_spec(q) for q in doc.queues}
     matches = {q.id: index.matches(q.id) for q in doc.queues}
     entry_points = {ep.dialed_number: ep.queue for ep in doc.entry_points}
+    sip_modes = {ep.dialed_number: ep.sip_mode for ep in doc.entry_points if ep.sip_mode}
     config = RoutingConfig(
         version=version,
         experts=experts,
         queues=queues,
         matches=matches,
         entry_points=entry_points,
+        sip_modes=sip_modes,
     )
     log.info(
         "routing config built version=%d experts=%d queues=%d eligibility=%r "

@@ -16,6 +16,7 @@ Order = Literal[
 ]
 Presence = Literal["available", "away", "dnd", "offline"]
 Channel = Literal["voice", "chat"]
+SipMode = Literal["redirect", "proxy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +86,5 @@ class RoutingConfig:
     queues: dict[str, QueueSpec]
     matches: dict[str, tuple[frozenset[str], ...]]
     entry_points: dict[str, str] = field(default_factory=dict)  # dialed number -> queue id
+    # dialed number -> the entry point's own SIP mode (absent: the node's --sip-mode)
+    sip_modes: dict[str, SipMode] = field(default_factory=dict)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from expertline.routing.model import ExpertSpec, Presence
+from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
 
 TaskEventType = Literal["connected", "ended", "abandoned", "failed"]
 
@@ -141,6 +141,12 @@ class TaskPort(Protocol):
         """Return the task as soon as its status differs from ``seen_status`` (or at timeout)."""
         ...
 
-    def queue(self, queue_id: str) -> Any | None:
+    def queue(self, queue_id: str) -> QueueSpec | None:
         """The queue's ``QueueSpec`` (ring_timeout etc.), or None."""
+        ...
+
+    @property
+    def config(self) -> RoutingConfig:
+        """The routing configuration in effect on this node (entry points' SIP modes, the
+        experts' phones); a new object whenever the configuration changes."""
         ...

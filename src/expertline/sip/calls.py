@@ -3,19 +3,22 @@
 The front feeds ``CallFlow.handle(event)`` with what happened (the task was created, its status
 changed, the expert's phone answered, the caller cancelled...) and carries out the returned
 commands (answer the caller, create the task, forward the INVITE to the phone...). Timers are
-named commands, like everything else; the front owns the clock.
+named commands (``CallTimer``), like everything else; the front owns the clock.
 
-States (``STATES``)::
+Two tables decide. ``HANDLERS[(state, event)]`` says which events a state accepts and which
+method weighs them (a fired timer is looked up by its name); anything else raises
+``InvalidCallEvent`` and the front logs and drops it (the network repeats and reorders). The
+method moves the call only through the mode's ``Machine`` (``REDIRECT_FLOW``, ``PROXY_FLOW``),
+whose steps name the decision (``ring``, ``requeue``, ``redirect``...); the diagrams in
+docs/sip-states.md are drawn from those tables::
 
-    new --Invite--> creating --TaskCreated(queued)--> queued --TaskChanged(assigned)-->
-        redirect mode: 302 Contact: <label>                          -> done
-        proxy mode:    INVITE to the label (a "branch")              -> ringing
-    ringing --2xx--> connected --Bye--> done
-    ringing --486/600 (busy: 8) | no answer, ring_timeout or failure (19)--> queued (requeued)
-    ringing --BranchRefused (the phone's host is not an allowed target: 19)--> queued
-    creating/queued/ringing --CallerCancel--> done (487, task abandoned)
-    queued --TaskChanged(overflowed)--> done (302 to the fallback label)
-    queued --TaskChanged(rejected)--> done (480)
+    new --invite--> creating --queue--> queued --(an expert accepted)-->
+        redirect mode, or a label that is not a SIP URI: 302 Contact: <label>  -> done
+        proxy mode:    INVITE to the label (a "branch")                         -> ringing
+    ringing --answer (2xx)--> connected --hang_up (BYE)--> done
+    ringing --requeue (busy 486/600: 8; no answer, ring_timeout, failure or a refused host: 19)--> queued
+    creating --cancel--> abandoning; queued/ringing --abandon (CANCEL: 487)--> done
+    queued --overflow (302 to the fallback label) | reject (480)--> done
 
 Each branch has an id; a response from a branch that is no longer current (cancelled at ring
 timeout, or raced with the caller's CANCEL) is stale: a stale 2xx is acknowledged and hung up
@@ -24,14 +27,25 @@ at once so no phone stays off-hook, anything else from it is ignored.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from enum import StrEnum
+from typing import Any
 
+from expertline.machine import IllegalTransition
 from expertline.runtime.ports import TaskEventType, TaskView
 from expertline.settings import SipMode
+from expertline.sip.call_states import FLOWS, CallState, CallStep
 from expertline.sip.message import Response, SipUri, parse_uri
 
 QUEUED_REFRESH = 60.0  # seconds between 182 Queued refreshes (keeps proxies' Timer C quiet)
+
+
+class CallTimer(StrEnum):
+    RING = "ring"  # the expert's phone rings at most the queue's ring_timeout
+    REFRESH = "refresh"  # 182 Queued again while the caller waits
+    MAX_CALL = "max_call"  # a connected call with no BYE seen is ended
+
 
 # --- events -----------------------------------------------------------------------------------
 
@@ -87,7 +101,7 @@ class BranchRefused:
 
 @dataclass(frozen=True, slots=True)
 class TimerFired:
-    name: Literal["ring", "refresh", "max_call"]
+    name: CallTimer
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,13 +188,13 @@ class HangUpBranch:
 
 @dataclass(frozen=True, slots=True)
 class StartCallTimer:
-    name: Literal["ring", "refresh", "max_call"]
+    name: CallTimer
     delay: float
 
 
 @dataclass(frozen=True, slots=True)
 class StopCallTimer:
-    name: Literal["ring", "refresh", "max_call"]
+    name: CallTimer
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,59 +219,12 @@ CallCommand = (
     | Finished
 )
 
-State = Literal["new", "creating", "abandoning", "queued", "ringing", "connected", "done"]
-STATES: tuple[State, ...] = (
-    "new",
-    "creating",
-    "abandoning",
-    "queued",
-    "ringing",
-    "connected",
-    "done",
-)
-
-# Which events each state accepts, and the handler that decides. Anything else is ignored
-# with a log line by the front (``InvalidCallEvent``): the network repeats and reorders.
-TABLE: dict[tuple[State, type], str] = {
-    ("new", Invite): "start",
-    ("creating", TaskCreated): "task_created",
-    ("creating", CreateFailed): "create_failed",
-    ("creating", CallerCancel): "cancel_while_creating",
-    ("abandoning", TaskCreated): "abandon_created",
-    ("abandoning", CreateFailed): "forget",
-    ("queued", TaskChanged): "task_changed",
-    ("queued", CallerCancel): "cancel_queued",
-    ("queued", TimerFired): "refresh",
-    ("queued", BranchResponse): "stale_branch",
-    ("ringing", BranchResponse): "branch_response",
-    ("ringing", BranchFailed): "branch_failed",
-    ("ringing", BranchRefused): "branch_refused",
-    ("ringing", TimerFired): "ring_timer",
-    ("ringing", CallerCancel): "cancel_ringing",
-    ("ringing", TaskChanged): "ignore",
-    ("connected", Bye): "bye",
-    ("connected", BranchResponse): "connected_response",
-    ("connected", TimerFired): "max_call",
-    ("connected", TaskChanged): "ignore",
-    ("done", BranchResponse): "stale_branch",
-    ("done", TaskChanged): "ignore",
-    ("done", TaskCreated): "ignore",
-    ("done", CreateFailed): "ignore",
-    ("done", TimerFired): "ignore",
-    ("done", BranchFailed): "ignore",
-    ("done", BranchRefused): "ignore",
-    ("done", CallerCancel): "ignore",
-    ("done", Bye): "ignore",
-    ("queued", BranchFailed): "ignore",
-    ("queued", BranchRefused): "ignore",
-    ("queued", Bye): "ignore",
-}
 
 BUSY_STATUSES = frozenset({486, 600})
 
 
-class InvalidCallEvent(Exception):
-    pass
+class InvalidCallEvent(IllegalTransition):
+    """An event the call's state does not accept: the front logs it and drops it."""
 
 
 @dataclass
@@ -267,7 +234,7 @@ class CallFlow:
     mode: SipMode
     ring_timeout: float = 20.0
     max_call: float = 4 * 3600.0
-    state: State = "new"
+    state: CallState = CallState.NEW
     task_id: str | None = None
     branches: int = 0  # branches created so far (ids 1, 2, ...)
     branch: int | None = None  # the branch now ringing, if any
@@ -276,17 +243,23 @@ class CallFlow:
     log: list[str] = field(default_factory=list)  # decisions, for logs and tests
 
     def handle(self, event: CallEvent) -> list[CallCommand]:
-        handler = TABLE.get((self.state, type(event)))
+        key = event_key(event)
+        handler = HANDLERS.get((self.state, key))
         if handler is None:
-            raise InvalidCallEvent(f"{type(event).__name__} in state {self.state}")
-        commands: list[CallCommand] = getattr(self, f"_{handler}")(event)
-        return commands
+            name = key if isinstance(key, CallTimer) else key.__name__
+            raise InvalidCallEvent("call flow", self.state, name)
+        return handler(self, event)
+
+    def _go(self, step: CallStep) -> None:
+        self.state = FLOWS[self.mode].fire(self.state, step)
 
     def _decide(self, sentence: str) -> None:
         self.log.append(sentence)
 
-    def _finish(self, outcome: str, commands: list[CallCommand]) -> list[CallCommand]:
-        self.state = "done"
+    def _finish(
+        self, step: CallStep, outcome: str, commands: list[CallCommand]
+    ) -> list[CallCommand]:
+        self._go(step)
         self.outcome = outcome
         commands.append(Finished(outcome))
         return commands
@@ -294,7 +267,7 @@ class CallFlow:
     # --- arrival and task creation ------------------------------------------------------------
 
     def _start(self, _: Invite) -> list[CallCommand]:
-        self.state = "creating"
+        self._go(CallStep.INVITE)
         return [Respond(100), CreateTask()]
 
     def _task_created(self, event: TaskCreated) -> list[CallCommand]:
@@ -303,19 +276,23 @@ class CallFlow:
 
     def _create_failed(self, event: CreateFailed) -> list[CallCommand]:
         self._decide(f"no task: {event.reason}")
-        return self._finish(f"refused-{event.status}", [Respond(event.status, event.reason)])
+        return self._finish(
+            CallStep.REFUSE, f"refused-{event.status}", [Respond(event.status, event.reason)]
+        )
 
     def _cancel_while_creating(self, _: CallerCancel) -> list[CallCommand]:
         self._decide("caller cancelled before the task existed; abandoning it once created")
-        self.state = "abandoning"
+        self._go(CallStep.CANCEL)
         return [Respond(487)]
 
     def _abandon_created(self, event: TaskCreated) -> list[CallCommand]:
         self.task_id = event.view.id
-        return self._finish("abandoned", [ReportEvent(event.view.id, "abandoned")])
+        return self._finish(
+            CallStep.ABANDON, "abandoned", [ReportEvent(event.view.id, "abandoned")]
+        )
 
     def _forget(self, _: CallEvent) -> list[CallCommand]:
-        return self._finish("abandoned", [])
+        return self._finish(CallStep.ABANDON, "abandoned", [])
 
     def _ignore(self, _: CallEvent) -> list[CallCommand]:
         return []
@@ -333,21 +310,23 @@ class CallFlow:
         commands: list[CallCommand] = []
         if status in ("queued", "offered", "connected"):
             if first:
-                commands += [Respond(182), StartCallTimer("refresh", QUEUED_REFRESH)]
-            self.state = "queued"
+                commands += [Respond(182), StartCallTimer(CallTimer.REFRESH, QUEUED_REFRESH)]
+                self._go(CallStep.QUEUE)
             return [*commands, WaitTask(view.id, status)]
         if not first:
-            commands.append(StopCallTimer("refresh"))
+            commands.append(StopCallTimer(CallTimer.REFRESH))
         if status == "assigned" and view.label:
             return commands + self._deliver(view)
         if status == "overflowed" and view.label:
             self._decide(f"max wait reached; redirecting to the fallback label {view.label}")
-            return self._finish("overflowed", [*commands, Respond(302, contact=view.label)])
+            return self._finish(
+                CallStep.OVERFLOW, "overflowed", [*commands, Respond(302, contact=view.label)]
+            )
         if status == "rejected":
             self._decide("no expert before max wait and no fallback label; 480")
-            return self._finish("rejected", [*commands, Respond(480)])
+            return self._finish(CallStep.REJECT, "rejected", [*commands, Respond(480)])
         self._decide(f"task ended elsewhere with status {status}; 480")
-        return self._finish(f"task-{status}", [*commands, Respond(480)])
+        return self._finish(CallStep.END_ELSEWHERE, f"task-{status}", [*commands, Respond(480)])
 
     def _deliver(self, view: TaskView) -> list[CallCommand]:
         assert view.label is not None
@@ -357,26 +336,33 @@ class CallFlow:
             why = "redirect mode" if self.mode == "redirect" else "label is not a SIP URI"
             self._decide(f"expert {view.expert} accepted; 302 to {view.label} ({why})")
             return self._finish(
+                CallStep.REDIRECT,
                 "redirected",
                 [Respond(302, contact=view.label), ReportEvent(view.id, "ended")],
             )
         self.branches += 1
         self.branch = self.branches
-        self.state = "ringing"
+        self._go(CallStep.RING)
         self._decide(f"expert {view.expert} accepted; calling {view.label} (branch {self.branch})")
-        return [ForwardInvite(self.branch, str(uri)), StartCallTimer("ring", self.ring_timeout)]
+        return [
+            ForwardInvite(self.branch, str(uri)),
+            StartCallTimer(CallTimer.RING, self.ring_timeout),
+        ]
 
-    def _refresh(self, event: TimerFired) -> list[CallCommand]:
-        if event.name != "refresh":
-            return []
-        return [Respond(182), StartCallTimer("refresh", QUEUED_REFRESH)]
+    def _refresh(self, _: TimerFired) -> list[CallCommand]:
+        return [Respond(182), StartCallTimer(CallTimer.REFRESH, QUEUED_REFRESH)]
 
     def _cancel_queued(self, _: CallerCancel) -> list[CallCommand]:
         assert self.task_id is not None
         self._decide("caller cancelled while queued; task abandoned")
         return self._finish(
+            CallStep.ABANDON,
             "abandoned",
-            [StopCallTimer("refresh"), Respond(487), ReportEvent(self.task_id, "abandoned")],
+            [
+                StopCallTimer(CallTimer.REFRESH),
+                Respond(487),
+                ReportEvent(self.task_id, "abandoned"),
+            ],
         )
 
     # --- the expert's phone rings (proxy mode) ------------------------------------------------
@@ -392,12 +378,12 @@ class CallFlow:
             return [RelayResponse(event.response)]
         if status < 300:
             self._decide(f"phone answered (branch {self.branch}); connected")
-            self.state = "connected"
+            self._go(CallStep.ANSWER)
             return [
-                StopCallTimer("ring"),
+                StopCallTimer(CallTimer.RING),
                 RelayResponse(event.response),
                 ReportEvent(self.task_id, "connected"),
-                StartCallTimer("max_call", self.max_call),
+                StartCallTimer(CallTimer.MAX_CALL, self.max_call),
             ]
         disposition = 8 if status in BUSY_STATUSES else 19
         self._decide(f"phone answered {status} (branch {self.branch}); requeue ({disposition})")
@@ -418,9 +404,7 @@ class CallFlow:
         )
         return self._requeue(19, cancel=False)
 
-    def _ring_timer(self, event: TimerFired) -> list[CallCommand]:
-        if event.name != "ring":
-            return []
+    def _ring_timer(self, _: TimerFired) -> list[CallCommand]:
         self._decide(
             f"phone rang past ring_timeout={self.ring_timeout:g}s; cancel and requeue (19)"
         )
@@ -428,15 +412,15 @@ class CallFlow:
 
     def _requeue(self, disposition: int, cancel: bool) -> list[CallCommand]:
         assert self.task_id is not None and self.branch is not None
-        commands: list[CallCommand] = [StopCallTimer("ring")]
+        commands: list[CallCommand] = [StopCallTimer(CallTimer.RING)]
         if cancel:
             commands.append(CancelBranch(self.branch))
         self.branch = None  # any later response from it is stale
-        self.state = "queued"
+        self._go(CallStep.REQUEUE)
         return [
             *commands,
             ReportDeliveryFailed(self.task_id, disposition),
-            StartCallTimer("refresh", QUEUED_REFRESH),
+            StartCallTimer(CallTimer.REFRESH, QUEUED_REFRESH),
         ]
 
     def _cancel_ringing(self, _: CallerCancel) -> list[CallCommand]:
@@ -444,9 +428,10 @@ class CallFlow:
         self._decide("caller cancelled while the phone rang; cancel the branch, task abandoned")
         stale, self.branch = self.branch, None
         return self._finish(
+            CallStep.ABANDON,
             "abandoned",
             [
-                StopCallTimer("ring"),
+                StopCallTimer(CallTimer.RING),
                 CancelBranch(stale),
                 Respond(487),
                 ReportEvent(self.task_id, "abandoned"),
@@ -471,15 +456,71 @@ class CallFlow:
         who = "caller" if event.from_caller else "expert"
         self._decide(f"{who} hung up; task completed")
         return self._finish(
-            "completed", [StopCallTimer("max_call"), ReportEvent(self.task_id, "ended")]
+            CallStep.HANG_UP,
+            "completed",
+            [StopCallTimer(CallTimer.MAX_CALL), ReportEvent(self.task_id, "ended")],
         )
 
-    def _max_call(self, event: TimerFired) -> list[CallCommand]:
-        if event.name != "max_call":
-            return []
+    def _max_call(self, _: TimerFired) -> list[CallCommand]:
         assert self.task_id is not None
         self._decide(f"no BYE seen within max_call={self.max_call:g}s; ending the task")
-        return self._finish("max-call", [ReportEvent(self.task_id, "ended")])
+        return self._finish(CallStep.EXPIRE, "max-call", [ReportEvent(self.task_id, "ended")])
+
+
+EventKey = type | CallTimer
+
+
+def event_key(event: CallEvent) -> EventKey:
+    """What ``HANDLERS`` is keyed by: the event's type; a fired timer, by its name."""
+    return event.name if isinstance(event, TimerFired) else type(event)
+
+
+Handler = Callable[[CallFlow, Any], list[CallCommand]]
+
+_C, _F = CallState, CallFlow
+# Which events each state accepts, and the method that weighs them (``HANDLERS``: the same,
+# flat). Anything else is ignored with a log line by the front (``InvalidCallEvent``): the
+# network repeats and reorders.
+ACCEPTED: Mapping[CallState, Mapping[EventKey, Handler]] = {
+    _C.NEW: {Invite: _F._start},
+    _C.CREATING: {
+        TaskCreated: _F._task_created,
+        CreateFailed: _F._create_failed,
+        CallerCancel: _F._cancel_while_creating,
+    },
+    _C.ABANDONING: {TaskCreated: _F._abandon_created, CreateFailed: _F._forget},
+    _C.QUEUED: {
+        TaskChanged: _F._task_changed,
+        CallerCancel: _F._cancel_queued,
+        CallTimer.REFRESH: _F._refresh,
+        BranchResponse: _F._stale_branch,
+        **dict.fromkeys((BranchFailed, BranchRefused, Bye), _F._ignore),
+    },
+    _C.RINGING: {
+        BranchResponse: _F._branch_response,
+        BranchFailed: _F._branch_failed,
+        BranchRefused: _F._branch_refused,
+        CallTimer.RING: _F._ring_timer,
+        CallerCancel: _F._cancel_ringing,
+        TaskChanged: _F._ignore,
+    },
+    _C.CONNECTED: {
+        Bye: _F._bye,
+        BranchResponse: _F._connected_response,
+        CallTimer.MAX_CALL: _F._max_call,
+        TaskChanged: _F._ignore,
+    },
+    _C.DONE: {
+        BranchResponse: _F._stale_branch,
+        # Late news of a call that is over: a wait, a leg or a timer that was under way.
+        **dict.fromkeys((TaskChanged, TaskCreated, CreateFailed, CallerCancel, Bye), _F._ignore),
+        **dict.fromkeys((BranchFailed, BranchRefused, *CallTimer), _F._ignore),
+    },
+}
+HANDLERS: Mapping[tuple[CallState, EventKey], Handler] = {
+    (state, key): handler for state, row in ACCEPTED.items() for key, handler in row.items()
+}
+del _C, _F
 
 
 def sip_target(label: str) -> SipUri | None:

@@ -1,10 +1,11 @@
-"""SIP messages (RFC 3261 §7, §20, §25): parsing and serialization, no I/O.
+"""SIP messages (RFC 3261 §7, §20): parsing and serialization, no I/O.
 
 Why hand-written: no maintained Python SIP stack offers a sans-I/O parser together with
 proxy-grade transactions (see docs/sip.md). This module is the smallest correct piece: it
 turns bytes into ``Request``/``Response`` objects and back, expands compact header names,
-splits multi-valued headers (respecting quotes and ``<...>``), understands header parameters,
-name-addr/addr-spec, Via and CSeq, and frames messages on streams by Content-Length.
+splits multi-valued headers (respecting quotes and ``<...>``), and frames messages on streams
+by Content-Length. The values inside headers (parameters, URIs, name-addr, Via, CSeq) are
+``sip.grammar``'s, re-exported here.
 
 Every failure to understand input is a ``ParseError`` (never another exception): the front
 answers ``400`` when the message got far enough to be answered, and drops it otherwise.
@@ -15,8 +16,26 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from urllib.parse import unquote_to_bytes
+from dataclasses import dataclass
+
+from expertline.sip.grammar import (
+    CSeq,
+    NameAddr,
+    ParseError,
+    SipUri,
+    Via,
+    format_params,
+    is_digits,
+    is_token,
+    parse_cseq,
+    parse_host_port,
+    parse_name_addr,
+    parse_params,
+    parse_uri,
+    parse_via,
+    split_list,
+    unescape,
+)
 
 SIP_VERSION = "SIP/2.0"
 BRANCH_COOKIE = "z9hG4bK"
@@ -88,8 +107,6 @@ SINGLE_VALUED: frozenset[str] = frozenset(
     {"Call-ID", "CSeq", "Content-Length", "Content-Type", "From", "To", "Max-Forwards"}
 )
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
-
 REASONS: dict[int, str] = {
     100: "Trying",
     180: "Ringing",
@@ -121,10 +138,6 @@ REASONS: dict[int, str] = {
 }
 
 
-class ParseError(ValueError):
-    """The input is not a SIP message (or not a well-formed part of one)."""
-
-
 _CANONICAL: dict[str, str] = {}
 _CANONICAL_MAX = 4096  # names seen on the wire are few; a flood of new ones is not cached
 
@@ -146,302 +159,7 @@ def canonical_name(name: str) -> str:
     return result
 
 
-_BAD_HOST = re.compile(r'[ \t<>"@;?,]')
-_BAD_URI = re.compile(r'[ \t\r\n<>"]')
 _BAD_REQUEST_URI = re.compile(r"[\x00-\x20]")
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-
-
-_DIGITS = re.compile(r"[0-9]+")
-
-
-def is_digits(text: str) -> bool:
-    """ASCII digits only (``str.isdigit`` also accepts characters such as '²')."""
-    return _DIGITS.fullmatch(text) is not None
-
-
-_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_ESCAPED_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def unescape(text: str) -> str:
-    """``%2B1800`` -> ``+1800``: escaped characters decoded (RFC 3261 §19.1.4 compares URI
-    parts unescaped). A ``%`` without two hex digits, bytes that are not UTF-8, or an escaped
-    control character (``%00``, ``%0A``...: never part of a number or a name) are a ParseError.
-    The result's length is unbounded: callers bound it like other input."""
-    if "%" not in text:
-        return text
-    if _BAD_ESCAPE.search(text):
-        raise ParseError("bad %-escape")
-    try:
-        decoded = unquote_to_bytes(text).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ParseError("%-escapes that are not UTF-8") from exc
-    if _ESCAPED_CONTROL.search(decoded):
-        raise ParseError("an escaped control character")
-    return decoded
-
-
-def is_token(text: str) -> bool:
-    return _TOKEN.fullmatch(text) is not None
-
-
-def split_list(value: str, sep: str = ",") -> list[str]:
-    """Split on ``sep`` outside double quotes and angle brackets; strip blanks; drop empties."""
-    if sep not in value:
-        stripped = value.strip()
-        return [stripped] if stripped else []
-    parts: list[str] = []
-    depth = 0
-    quoted = False
-    escaped = False
-    start = 0
-    for i, ch in enumerate(value):
-        if quoted:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == "<":
-            depth += 1
-        elif ch == ">":
-            depth = max(0, depth - 1)
-        elif ch == sep and depth == 0:
-            part = value[start:i].strip()
-            if part:
-                parts.append(part)
-            start = i + 1
-    part = value[start:].strip()
-    if part:
-        parts.append(part)
-    return parts
-
-
-def parse_params(text: str) -> dict[str, str | None]:
-    """``;a=1;b;c="x y"`` (leading ``;`` optional) -> ``{"a": "1", "b": None, "c": '"x y"'}``.
-
-    Names are lowercased (parameter names are case-insensitive); values are kept as written.
-    """
-    params: dict[str, str | None] = {}
-    for item in split_list(text, ";"):
-        name, eq, val = item.partition("=")
-        name = name.strip().lower()
-        if not is_token(name):
-            raise ParseError(f"bad parameter name {name!r}")
-        params[name] = val.strip() if eq else None
-    return params
-
-
-def format_params(params: dict[str, str | None]) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
-
-
-# --- URIs -------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class SipUri:
-    """A ``sip:``/``sips:`` URI (RFC 3261 §19.1); ``tel:`` and others keep their text opaque."""
-
-    scheme: str
-    user: str | None = None
-    host: str = ""
-    port: int | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-    headers: str | None = None
-    password: str | None = None
-    opaque: str | None = None  # the part after ``scheme:`` for non-SIP schemes
-
-    @property
-    def is_sip(self) -> bool:
-        return self.opaque is None
-
-    @property
-    def transport(self) -> str:
-        value = self.params.get("transport")
-        return (value or ("tls" if self.scheme == "sips" else "udp")).lower()
-
-    def __str__(self) -> str:
-        if self.opaque is not None:
-            return f"{self.scheme}:{self.opaque}"
-        userinfo = ""
-        if self.user is not None:
-            userinfo = self.user + (f":{self.password}" if self.password is not None else "") + "@"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        port = f":{self.port}" if self.port is not None else ""
-        headers = f"?{self.headers}" if self.headers is not None else ""
-        return f"{self.scheme}:{userinfo}{host}{port}{format_params(self.params)}{headers}"
-
-
-def parse_host_port(text: str) -> tuple[str, int | None]:
-    """``host``, ``host:5060``, ``[::1]:5060`` -> (host, port or None)."""
-    text = text.strip()
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ParseError(f"bad IPv6 reference {text!r}")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise ParseError(f"bad host:port {text!r}")
-        port_text = rest[1:] if rest else ""
-    else:
-        host, sep, port_text = text.partition(":")
-        if sep and not port_text:
-            raise ParseError(f"bad host:port {text!r}")
-    if not host or _BAD_HOST.search(host):
-        raise ParseError(f"bad host {host!r}")
-    if not port_text:
-        return host, None
-    if not is_digits(port_text) or len(port_text) > 5 or int(port_text) > 65535:
-        raise ParseError(f"bad port {port_text!r}")
-    return host, int(port_text)
-
-
-def parse_uri(text: str) -> SipUri:
-    """Parse a URI. ``sip``/``sips`` are fully parsed; other schemes are kept opaque."""
-    text = text.strip()
-    scheme, colon, rest = text.partition(":")
-    scheme = scheme.lower()
-    if not colon or not scheme or not scheme[0].isalpha() or not rest:
-        raise ParseError(f"bad URI {text!r}")
-    if not all(ch.isalnum() or ch in "+-." for ch in scheme):
-        raise ParseError(f"bad URI scheme {scheme!r}")
-    if _BAD_URI.search(rest):
-        raise ParseError(f"bad URI {text!r}")
-    if scheme not in ("sip", "sips"):
-        return SipUri(scheme=scheme, opaque=rest)
-    headers: str | None = None
-    if "?" in rest:
-        rest, _, headers = rest.partition("?")
-    user: str | None = None
-    password: str | None = None
-    if "@" in rest:
-        userinfo, _, rest = rest.rpartition("@")
-        user, pcolon, pw = userinfo.partition(":")
-        if pcolon:
-            password = pw
-        if not user:
-            raise ParseError(f"empty user in {text!r}")
-    hostport, semi, param_text = rest.partition(";")
-    host, port = parse_host_port(hostport)
-    params = parse_params(param_text) if semi else {}
-    return SipUri(scheme, user, host.lower(), port, params, headers, password)
-
-
-# --- name-addr / addr-spec ------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class NameAddr:
-    """``"Display" <uri>;tag=x`` or ``uri;tag=x`` (From, To, Contact, Route, P-Asserted-Identity)."""
-
-    uri: SipUri
-    display: str | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-
-    @property
-    def tag(self) -> str | None:
-        return self.params.get("tag")
-
-    def __str__(self) -> str:
-        display = f"{self.display} " if self.display else ""
-        return f"{display}<{self.uri}>{format_params(self.params)}"
-
-
-def parse_name_addr(value: str) -> NameAddr:
-    value = value.strip()
-    if not value:
-        raise ParseError("empty address")
-    lt = _find_unquoted(value, "<")
-    if lt >= 0:
-        gt = value.find(">", lt)
-        if gt < 0:
-            raise ParseError(f"unterminated <...> in {value!r}")
-        display = value[:lt].strip() or None
-        if display and display.count('"') % 2:
-            raise ParseError(f"bad display name in {value!r}")
-        uri = parse_uri(value[lt + 1 : gt])
-        rest = value[gt + 1 :].strip()
-        if rest and not rest.startswith(";"):
-            raise ParseError(f"unexpected text after address in {value!r}")
-        return NameAddr(uri, display, parse_params(rest) if rest else {})
-    # addr-spec: parameters after the URI belong to the header (RFC 3261 §20.10).
-    uri_text, semi, param_text = value.partition(";")
-    if "?" in uri_text or "," in uri_text:
-        raise ParseError(f"addr-spec with reserved characters needs <...>: {value!r}")
-    return NameAddr(parse_uri(uri_text), None, parse_params(param_text) if semi else {})
-
-
-def _find_unquoted(text: str, ch: str) -> int:
-    quoted = False
-    escaped = False
-    for i, c in enumerate(text):
-        if quoted:
-            if escaped:
-                escaped = False
-            elif c == "\\":
-                escaped = True
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-        elif c == ch:
-            return i
-    return -1
-
-
-# --- Via, CSeq --------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Via:
-    transport: str  # UDP | TCP | TLS ...
-    host: str
-    port: int | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-
-    @property
-    def branch(self) -> str | None:
-        return self.params.get("branch")
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        port = f":{self.port}" if self.port is not None else ""
-        return f"SIP/2.0/{self.transport} {host}{port}{format_params(self.params)}"
-
-
-def parse_via(value: str) -> Via:
-    proto, _, rest = value.strip().partition(" ")
-    rest = rest.strip()
-    parts = proto.split("/")
-    if len(parts) != 3 or parts[0].upper() != "SIP" or parts[1] != "2.0" or not is_token(parts[2]):
-        raise ParseError(f"bad Via protocol {proto!r}")
-    if not rest:
-        raise ParseError("Via without sent-by")
-    sent_by, semi, param_text = rest.partition(";")
-    host, port = parse_host_port(sent_by)
-    return Via(parts[2].upper(), host, port, parse_params(param_text) if semi else {})
-
-
-@dataclass(frozen=True, slots=True)
-class CSeq:
-    seq: int
-    method: str
-
-    def __str__(self) -> str:
-        return f"{self.seq} {self.method}"
-
-
-def parse_cseq(value: str) -> CSeq:
-    number, _, method = value.strip().partition(" ")
-    method = method.strip()
-    if not is_digits(number) or len(number) > 10 or int(number) >= 2**31 or not is_token(method):
-        raise ParseError(f"bad CSeq {value!r}")
-    return CSeq(int(number), method)
 
 
 # --- headers and messages ---------------------------------------------------------------------
@@ -573,20 +291,11 @@ class Message:
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True)
 class Request(Message):
     method: str = "OPTIONS"
     uri: str = ""
     version: str = SIP_VERSION
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Request) and (
-            self.method,
-            self.uri,
-            self.version,
-            self.headers,
-            self.body,
-        ) == (other.method, other.uri, other.version, other.headers, other.body)
 
     def to_bytes(self) -> bytes:
         return (
@@ -599,20 +308,11 @@ class Request(Message):
         return f"<Request {self.method} {self.uri} call-id={self.call_id}>"
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True)
 class Response(Message):
     status: int = 200
     reason: str = "OK"
     version: str = SIP_VERSION
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Response) and (
-            self.status,
-            self.reason,
-            self.version,
-            self.headers,
-            self.body,
-        ) == (other.status, other.reason, other.version, other.headers, other.body)
 
     def to_bytes(self) -> bytes:
         start = f"{self.version} {self.status} {self.reason}\r\n".encode()
@@ -636,46 +336,54 @@ def parse_message(data: bytes, stream: bool = False) -> Request | Response:
         head = data[:head_end].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ParseError("headers are not UTF-8") from exc
-    body = data[head_end + 4 :]
-    lines = head.split("\r\n")
-    start = lines[0]
-    headers = _parse_header_lines(lines[1:])
-    length_text = headers.get("Content-Length")
-    if length_text is not None:
-        length_text = length_text.strip()
-        if not is_digits(length_text) or len(length_text) > 6:
-            raise ParseError(f"bad Content-Length {length_text!r}")
-        length = int(length_text)
-        if length > len(body):
-            raise ParseError("body shorter than Content-Length")
-        body = body[:length]
-        headers.remove("Content-Length")  # framing only; recomputed when serialized
-    elif stream:
-        body = b""
-    message: Request | Response
+    start, *lines = head.split("\r\n")
+    headers = _parse_header_lines(lines)
+    body = _framed_body(headers, data[head_end + 4 :], stream)
     if start.startswith("SIP/"):
-        version, _, rest = start.partition(" ")
-        code, _, reason = rest.partition(" ")
-        if version != SIP_VERSION:
-            raise ParseError(f"unsupported version {version!r}")
-        if len(code) != 3 or not is_digits(code) or code[0] == "0":
-            raise ParseError(f"bad status code {code!r}")
-        if _has_control(reason):
-            raise ParseError("bad reason phrase")
-        message = Response(headers, body, int(code), reason)
-    else:
-        parts = start.split(" ")
-        if len(parts) != 3:
-            raise ParseError(f"bad request line {start[:80]!r}")
-        method, uri, version = parts
-        if not is_token(method):
-            raise ParseError(f"bad method {method[:40]!r}")
-        if not version.startswith("SIP/"):
-            raise ParseError(f"bad version {version[:40]!r}")
-        if not uri or _BAD_REQUEST_URI.search(uri):
-            raise ParseError("bad Request-URI")
-        message = Request(headers, body, method, uri, version)
-    return message
+        return _response(start, headers, body)
+    return _request(start, headers, body)
+
+
+def _framed_body(headers: Headers, body: bytes, stream: bool) -> bytes:
+    """The body as Content-Length frames it (the header itself is dropped: it is recomputed
+    when the message is serialized)."""
+    length_text = headers.get("Content-Length")
+    if length_text is None:
+        return b"" if stream else body
+    length_text = length_text.strip()
+    if not is_digits(length_text) or len(length_text) > 6:
+        raise ParseError(f"bad Content-Length {length_text!r}")
+    length = int(length_text)
+    if length > len(body):
+        raise ParseError("body shorter than Content-Length")
+    headers.remove("Content-Length")
+    return body[:length]
+
+
+def _response(start: str, headers: Headers, body: bytes) -> Response:
+    version, _, rest = start.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version != SIP_VERSION:
+        raise ParseError(f"unsupported version {version!r}")
+    if len(code) != 3 or not is_digits(code) or code[0] == "0":
+        raise ParseError(f"bad status code {code!r}")
+    if _has_control(reason):
+        raise ParseError("bad reason phrase")
+    return Response(headers, body, int(code), reason)
+
+
+def _request(start: str, headers: Headers, body: bytes) -> Request:
+    parts = start.split(" ")
+    if len(parts) != 3:
+        raise ParseError(f"bad request line {start[:80]!r}")
+    method, uri, version = parts
+    if not is_token(method):
+        raise ParseError(f"bad method {method[:40]!r}")
+    if not version.startswith("SIP/"):
+        raise ParseError(f"bad version {version[:40]!r}")
+    if not uri or _BAD_REQUEST_URI.search(uri):
+        raise ParseError("bad Request-URI")
+    return Request(headers, body, method, uri, version)
 
 
 def _parse_header_lines(lines: list[str]) -> Headers:
@@ -802,3 +510,41 @@ def make_response(
     for name, value in extra:
         headers.add(name, value)
     return Response(headers, body, status, reason or REASONS.get(status, "Unknown"))
+
+
+__all__ = [
+    "BRANCH_COOKIE",
+    "COMPACT_FORMS",
+    "MAX_HEADERS",
+    "MAX_MESSAGE_BYTES",
+    "MULTI_VALUED",
+    "REASONS",
+    "SINGLE_VALUED",
+    "SIP_VERSION",
+    "CSeq",
+    "Headers",
+    "Message",
+    "NameAddr",
+    "ParseError",
+    "Request",
+    "Response",
+    "SipUri",
+    "StreamFramer",
+    "Via",
+    "canonical_name",
+    "format_params",
+    "is_digits",
+    "is_token",
+    "make_response",
+    "new_branch",
+    "new_tag",
+    "parse_cseq",
+    "parse_host_port",
+    "parse_message",
+    "parse_name_addr",
+    "parse_params",
+    "parse_uri",
+    "parse_via",
+    "split_list",
+    "unescape",
+]

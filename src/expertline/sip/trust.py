@@ -21,8 +21,8 @@ import hmac
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from expertline.routing.model import RoutingConfig
 from expertline.sip.message import ParseError, SipUri, parse_uri
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -173,22 +173,22 @@ class OutboundTargets:
     """The hosts the front may send an INVITE to: the configured experts' phone hosts (kept
     current as the configuration changes) and the ``extra`` entries (``sip_targets``)."""
 
-    def __init__(self, extra: Iterable[str] = (), config: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, extra: Iterable[str] = (), config: Callable[[], RoutingConfig | None] | None = None
+    ) -> None:
         self.extra = tuple(extra)
         for entry in self.extra:
             check_target_entry(entry)
         self._config = config or (lambda: None)
-        self._version: object = object()
+        self._version: int | None = None
         self._allowed = _allowed(self.extra)
 
     def _current(self) -> _Allowed:
         config = self._config()
-        version = getattr(config, "version", None)
-        if config is not None and version != self._version:
-            experts = getattr(config, "experts", {}) or {}
-            phones = [getattr(expert, "phone", "") for expert in experts.values()]
+        if config is not None and config.version != self._version:
+            phones = [expert.phone for expert in config.experts.values()]
             self._allowed = _allowed([*phone_hosts(phones), *self.extra])
-            self._version = version
+            self._version = config.version
         return self._allowed
 
     def allows_name(self, uri: SipUri) -> bool:

@@ -36,9 +36,11 @@ def sip_config(
     phones: dict[str, str],
     may_decline: bool = True,
     entry_points: dict[str, str] | None = None,
+    sip_modes: dict[str, Any] | None = None,
     **queue_options: Any,
 ) -> RoutingConfig:
-    """One queue ``billing`` served by every expert in ``phones`` (expert id -> label)."""
+    """One queue ``billing`` served by every expert in ``phones`` (expert id -> label);
+    ``sip_modes``: entry points' own SIP modes (dialed number -> redirect | proxy)."""
     experts = {
         eid: ExpertSpec(
             id=eid,
@@ -63,6 +65,7 @@ def sip_config(
         queues={"billing": queue},
         matches={"billing": (frozenset(phones),)},
         entry_points=entry_points or {ENTRY: "billing"},
+        sip_modes=sip_modes or {},
     )
 
 

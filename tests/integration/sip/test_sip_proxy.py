@@ -119,6 +119,23 @@ async def test_entry_point_mode_overrides_the_node_mode(sip: SipHarness) -> None
     assert (await sip.one_tcd())["call_disposition"] == 13
 
 
+async def test_entry_point_mode_comes_from_the_runtimes_routing_configuration(
+    sip: SipHarness,
+) -> None:
+    """No ``mode_for`` given: the front asks the runtime's configuration (``sip_modes``)."""
+    phone = sip.sipp.phone("phone_answer")
+    config = sip_config(
+        {"dave": f"sip:1004@{phone.uri_host}"}, may_decline=False, sip_modes={ENTRY: "proxy"}
+    )
+    await sip.start(config, mode="redirect")
+    await sip.available("dave")
+    caller = sip.sipp.caller("caller_proxy", sip.remote, ENTRY, pause_ms=200)
+    await sip.finish(caller)
+    await sip.finish(phone)
+    assert (await sip.one_tcd())["call_disposition"] == 13
+    assert sip.front is not None and sip.front.stats.get("outcome_completed") == 1
+
+
 async def test_a_phone_answering_after_it_was_given_up_is_hung_up(sip: SipHarness) -> None:
     late = sip.sipp.phone("phone_answer_late")
     answering = sip.sipp.phone("phone_answer")

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sip_harness import ENTRY, SipHarness, WireClient, sip_config
+from sip_harness import ENTRY, FAST_TIMERS, RecordingPort, SipHarness, WireClient, sip_config
 
+from expertline.errors import Unavailable
 from expertline.health import Health
+from expertline.runtime.ports import TaskRequest, TaskView
 from expertline.settings import Settings
-from expertline.sip.front import create_sip_front
+from expertline.sip.front import SipFront, create_sip_front
 from expertline.web.app import AppContext
 from support.wait import async_eventually
 
@@ -153,7 +155,7 @@ async def test_final_response_is_retransmitted_until_acked_timer_g(started: SipH
     key = ("z9hG4bKtimerg", "INVITE")
 
     def confirmed() -> bool:
-        entry = started.front._server_tx.get(key)  # type: ignore[union-attr]
+        entry = started.front.layer.server_tx.get(key)  # type: ignore[union-attr]
         return entry is not None and entry.tx.state == "confirmed"
 
     await async_eventually(confirmed, timeout=5)
@@ -209,3 +211,27 @@ async def test_runtime_not_running_is_503(started: SipHarness, client: WireClien
     client.send(client.request())
     seen, final = await client.receive_final()
     assert seen == [100] and final.status == 503
+
+
+class StartingPort(RecordingPort):
+    """The real runtime behind a port that says it is starting (``Unavailable``)."""
+
+    async def async_create_task_ex(self, request: TaskRequest) -> tuple[TaskView, bool]:
+        self.requests.append(request)
+        raise Unavailable("the routing runtime is starting on this node", retry_after=5)
+
+
+async def test_an_unavailable_runtime_is_503(started: SipHarness) -> None:
+    assert started.service is not None
+    port = StartingPort(started.service)
+    front = SipFront(port, "127.0.0.1", 0, timers=FAST_TIMERS)  # type: ignore[arg-type]
+    await front.async_start()
+    try:
+        client = WireClient(("127.0.0.1", front.sip_port))
+        client.send(client.request())
+        seen, final = await client.receive_final()
+        assert seen == [100] and final.status == 503
+        assert len(port.requests) == 1 and front.stats.get("outcome_refused-503") == 1
+        client.close()
+    finally:
+        await front.async_stop()

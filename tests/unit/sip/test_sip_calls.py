@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from expertline.runtime.ports import TaskView
-from expertline.sip import calls
+from expertline.sip import call_states, calls
 from expertline.sip.calls import (
     BranchFailed,
     BranchRefused,
@@ -171,6 +173,34 @@ def test_proxy_with_a_non_sip_label_falls_back_to_redirect() -> None:
 
 
 def test_every_table_row_has_a_handler() -> None:
-    for (state, _), handler in calls.TABLE.items():
-        assert state in calls.STATES
-        assert hasattr(CallFlow, f"_{handler}")
+    for (state, _), handler in calls.HANDLERS.items():
+        assert state in call_states.STATES
+        assert getattr(CallFlow, handler.__name__) is handler
+
+
+def test_redirect_mode_has_no_ringing_and_an_unaccepted_event_is_refused() -> None:
+    from expertline.machine import IllegalTransition
+    from expertline.sip.call_states import PROXY_FLOW, REDIRECT_FLOW, CallState, CallStep
+
+    assert not REDIRECT_FLOW.allows(CallState.QUEUED, CallStep.RING)
+    assert PROXY_FLOW.allows(CallState.QUEUED, CallStep.RING)
+    assert CallState.RINGING not in REDIRECT_FLOW.states
+    assert REDIRECT_FLOW.final == PROXY_FLOW.final == {CallState.DONE}
+    flow = started("redirect")
+    # InvalidCallEvent is the kit's IllegalTransition: the front logs it and drops the event.
+    with pytest.raises(IllegalTransition, match="call flow: no transition from 'queued'"):
+        flow.handle(Invite())
+    assert flow.state == "queued"
+
+
+def test_a_timer_is_dispatched_by_its_name() -> None:
+    flow = started("proxy")
+    assert flow.handle(TimerFired(calls.CallTimer.REFRESH)) == [
+        Respond(182),
+        StartCallTimer(calls.CallTimer.REFRESH, calls.QUEUED_REFRESH),
+    ]
+    with_ring = flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    assert StartCallTimer(calls.CallTimer.RING, 20.0) in with_ring
+    assert flow.state == "ringing"
+    assert CancelBranch(1) in flow.handle(TimerFired(calls.CallTimer.RING))
+    assert flow.state == "queued"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from expertline.machine import IllegalTransition
 from expertline.sip.message import Request, Response, make_response, parse_message
 from expertline.sip.transaction import (
-    ALL_TABLES,
+    MACHINES,
+    TRANSACTIONS,
     ClientInvite,
     ClientNonInvite,
     Deliver,
-    InvalidTransition,
     ServerInvite,
     ServerNonInvite,
     StartTimer,
@@ -100,7 +101,7 @@ def test_undefined_transition_raises() -> None:
     req = request()
     tx = ServerInvite(req, reliable=False, timers=T)
     tx.handle("send_final", response(req, 486))
-    with pytest.raises(InvalidTransition):
+    with pytest.raises(IllegalTransition):
         tx.handle("send_1xx", response(req, 180))
 
 
@@ -177,12 +178,13 @@ def test_client_non_invite_timers_e_f_k() -> None:
 
 
 def test_every_table_row_names_an_existing_action() -> None:
-    classes = {
-        cls.KIND: cls for cls in (ServerInvite, ServerNonInvite, ClientInvite, ClientNonInvite)
-    }
-    for kind, table in ALL_TABLES.items():
-        for (_, _), (_, action) in table.items():
-            assert hasattr(classes[kind], f"_{action}"), (kind, action)
+    classes = {cls.MACHINE.name: cls for cls in TRANSACTIONS}
+    assert set(classes) == {machine.name for machine in MACHINES}
+    for machine in MACHINES:
+        for state, row in machine.table.items():
+            for event in row:
+                action = machine.actions[(state, event)]
+                assert action in classes[machine.name].ACTIONS, (machine.name, action)
 
 
 def test_docs_show_the_current_transition_tables() -> None:
@@ -190,5 +192,35 @@ def test_docs_show_the_current_transition_tables() -> None:
 
     from expertline.sip.transaction import markdown_tables
 
-    docs = Path(__file__).parents[3] / "docs" / "sip.md"
-    assert markdown_tables() in docs.read_text(), "regenerate the tables in docs/sip.md"
+    docs = Path(__file__).parents[3] / "docs" / "sip-states.md"
+    assert markdown_tables() in docs.read_text(), "regenerate docs/sip-states.md"
+
+
+def test_every_timer_a_transaction_starts_has_its_event_in_that_table() -> None:
+    """A timer that fires into a table without its event would be dropped: each ``StartTimer``
+    a transaction can issue names a timer whose event its machine handles somewhere."""
+    from expertline.sip.transaction import Timer, TxEvent
+
+    assert Timer.G.event is TxEvent.TIMER_G
+    started = {
+        ServerInvite: {Timer.G, Timer.H, Timer.I, Timer.L},
+        ServerNonInvite: {Timer.J},
+        ClientInvite: {Timer.A, Timer.B, Timer.D, Timer.M},
+        ClientNonInvite: {Timer.E, Timer.F, Timer.K},
+    }
+    assert set().union(*started.values()) == set(Timer)
+    for cls, timers_of_cls in started.items():
+        events = {event for row in cls.MACHINE.table.values() for event in row}
+        timer_events = {event for event in events if event.startswith("timer_")}
+        assert timer_events == {timer.event for timer in timers_of_cls}, cls.MACHINE.name
+
+
+def test_the_transaction_state_only_moves_through_its_machine() -> None:
+    req = request()
+    tx = ClientInvite(req, reliable=False, timers=T)
+    tx.start()
+    assert tx.state == "calling" and tx.kind == "client INVITE"
+    tx.handle("recv_1xx", response(req, 180))  # type: ignore[arg-type]
+    with pytest.raises(IllegalTransition, match="client INVITE: no transition from 'proceeding'"):
+        tx.handle("timer_A")  # type: ignore[arg-type]
+    assert tx.state == "proceeding"  # a refused event changes nothing
