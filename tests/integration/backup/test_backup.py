@@ -57,7 +57,7 @@ async def _traffic(engine: Engine) -> str:
                 TaskRequest(
                     queue="network-escalations",
                     caller=f"+1555000{i}",
-                    attributes={"ticket": f"T-{i}", "note": None},
+                    attributes={"ticket": f"T-{i}", "note": "", "tags": ["a", "b"]},
                     external_id=f"crm-{i}",
                 )
             )
