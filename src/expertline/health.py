@@ -36,15 +36,18 @@ class Health:
         self.active = True  # single node: active; HA nodes flip this from the lease loop
 
     def report(self, name: str, up: bool, detail: str = "", required: bool = True) -> None:
-        """Record a component's state. The whole ``detail`` is logged when the state changes;
+        """Record a component's state. The whole ``detail`` is logged when the state changes
+        (a warning when a component that was up goes down, other than by being stopped);
         what is kept for ``/api/v1/status`` is its first line, bounded (a database error's
         later lines hold SQL and row values)."""
         with self._lock:
             before = self._components.get(name)
             self._components[name] = ComponentState(name, up, one_line(detail), required)
         if before is None or before.up != up or before.detail != one_line(detail):
+            # A loss is a warning; starting (down until first up) and stopping are not.
+            lost = not up and before is not None and before.up and detail != "stopped"
             log.log(
-                logging.INFO if up else logging.WARNING,
+                logging.WARNING if lost else logging.INFO,
                 "component %s component=%s detail=%s",
                 "up" if up else "down",
                 name,

@@ -31,6 +31,7 @@ def test_readyz_shows_no_sql_nor_row_data(
     ctx = AppContext(Settings(node="n1"), sqlite_engine, services={"health": health})
     client = TestClient(create_app(ctx, [ops.router]))
     health.report("database", True, "sqlite")
+    health.report("runtime", True, "routing")
     with caplog.at_level(logging.WARNING, logger="expertline.health"):
         health.report("runtime", False, FAILURE)
         health.report("runtime", False, FAILURE)  # the same again is not logged again
@@ -56,3 +57,19 @@ def test_readyz_shows_no_sql_nor_row_data(
     detail = status.json()["components"]["runtime"]["detail"]
     assert detail.startswith("database writes failing: (psycopg.errors.InvalidTextRepresentation)")
     assert "\n" not in detail and "SQL" not in detail and "+15551234567" not in detail
+
+
+def test_only_a_loss_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    health = Health()
+    with caplog.at_level(logging.INFO, logger="expertline.health"):
+        health.report("presence:corp", False, "connecting")  # starting: not up yet
+        health.report("presence:corp", True, "online")
+        health.report("presence:corp", False, "connection lost")  # a loss
+        health.report("presence:corp", False, "stopped")  # a stop
+    levels = [(r.levelname, r.getMessage().rsplit("detail=", 1)[1]) for r in caplog.records]
+    assert levels == [
+        ("INFO", "connecting"),
+        ("INFO", "online"),
+        ("WARNING", "connection lost"),
+        ("INFO", "stopped"),
+    ]
