@@ -26,6 +26,7 @@ from expertline.web.app import AppContext
 log = logging.getLogger(__name__)
 
 BEAT = 3.0  # seconds between two rows of one node
+WATCH = 0.25  # seconds between two looks at whether this node became active or standby
 STALE = timedelta(seconds=15)  # a row older than this: the node is gone or cut off
 _READ_CACHE = 1.0  # pages of one node read the rows at most this often
 
@@ -85,6 +86,7 @@ class NodeBeacon:
         self.every = every
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._written_active: bool | None = None
 
     async def async_start(self) -> None:
         await self._beat()
@@ -104,13 +106,20 @@ class NodeBeacon:
             conn.execute(delete(web_nodes).where(web_nodes.c.node == self.ctx.settings.node))
 
     async def _loop(self) -> None:
+        """A row every ``every`` seconds, and at once when this node becomes active or standby
+        (so a standby's pages name the new active node without waiting for the next beat)."""
+        since = time.monotonic()
         while True:
-            await asyncio.sleep(self.every)
-            await self._beat()
+            await asyncio.sleep(min(WATCH, self.every))
+            changed = snapshot(self.ctx)["active"] != self._written_active
+            if changed or time.monotonic() - since >= self.every:
+                await self._beat()
+                since = time.monotonic()
 
     async def _beat(self) -> None:
+        row = snapshot(self.ctx)
         try:
-            await asyncio.to_thread(write_beat, self.ctx.engine, snapshot(self.ctx))
+            await asyncio.to_thread(write_beat, self.ctx.engine, row)
         except Exception as exc:  # the pages say what they can; routing goes on
             if not self._failing:
                 log.warning("node row not written node=%s error=%r", self.ctx.settings.node, exc)
@@ -119,6 +128,7 @@ class NodeBeacon:
             if self._failing:
                 log.info("node row written again node=%s", self.ctx.settings.node)
             self._failing = False
+            self._written_active = row["active"]
 
 
 def create_node_beacon(ctx: AppContext) -> NodeBeacon:
