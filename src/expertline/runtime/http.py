@@ -28,6 +28,7 @@ from pydantic import (
 
 from expertline import limits
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
+from expertline.records.feed import EVENT_TYPES, unknown_event_types
 from expertline.runtime import store
 from expertline.runtime.ports import OfferView, TaskRequest
 from expertline.runtime.webhooks import callback_url_problem
@@ -297,6 +298,7 @@ def router(ctx: AppContext) -> APIRouter:
         task_id: Annotated[str | None, Query(description="Only this task's events")] = None,
         _: Any = Depends(FEED_READER),
     ) -> dict[str, Any]:
+        _check_types(type)
         cursor = _cursor(after)
         rows = await asyncio.to_thread(store.read_feed, ctx.engine, cursor, limit, type, task_id)
         last = rows[-1]["id"] if rows else cursor
@@ -314,6 +316,7 @@ def router(ctx: AppContext) -> APIRouter:
         type: Annotated[list[str] | None, Query()] = None,
         _: Any = Depends(FEED_READER),
     ) -> StreamingResponse:
+        _check_types(type)
         cursor = _cursor(after or request.headers.get("last-event-id"))
 
         async def stream() -> AsyncIterator[bytes]:
@@ -475,6 +478,18 @@ def _record_json(row: dict[str, Any]) -> dict[str, Any]:
     body = {k: v for k, v in (row.get("data") or {}).items() if k not in row}
     body.update({k: _when(v) for k, v in row.items() if k != "data"})
     return body
+
+
+def _check_types(types: list[str] | None) -> None:
+    """Refuse an event type filter naming a type the feed never holds (it would match nothing)."""
+    unknown = unknown_event_types(types)
+    if unknown:
+        valid = ", ".join(t.name for t in EVENT_TYPES)
+        names = ", ".join(repr(n) for n in unknown)
+        raise InvalidInput(
+            f"unknown event type {names}: the types are {valid}",
+            [Problem("type", f"unknown event type {n!r}") for n in unknown],
+        )
 
 
 def _event_json(row: dict[str, Any]) -> dict[str, Any]:

@@ -191,3 +191,20 @@ async def test_openapi_documents_every_refusal_with_the_problem_schema(h: Harnes
     assert {"application/json", "text/csv"} <= report.keys()
     metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(metrics) == ["text/plain"]
+
+
+async def test_an_unknown_event_type_is_422_naming_the_types(h: Harness) -> None:
+    for url in ("/api/v1/events", "/api/v1/events/stream"):
+        r = await h.client.get(url, params={"type": ["task.moved", "unknown"]}, headers=h.rc)
+        assert r.status_code == 422, (url, r.text)
+        error = r.json()["error"]
+        assert error["message"].startswith("unknown event type 'unknown': the types are ")
+        for name in ("task.created", "task.moved", "task.escalated", "task.requeued"):
+            assert name in error["message"]
+        assert error["details"] == [{"path": "type", "message": "unknown event type 'unknown'"}]
+    await h.create()
+    r = await h.client.get("/api/v1/events", params={"type": "task.queued"}, headers=h.rc)
+    assert r.status_code == 200
+    assert [e["type"] for e in r.json()["items"]] == ["task.queued"]
+    r = await h.client.get("/api/v1/events", params={"type": "task.moved"}, headers=h.rc)
+    assert r.status_code == 200 and r.json()["items"] == []
