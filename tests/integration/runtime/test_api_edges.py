@@ -5,6 +5,7 @@ configuration documents read only after the token is checked."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -208,3 +209,53 @@ async def test_an_unknown_event_type_is_422_naming_the_types(h: Harness) -> None
     assert [e["type"] for e in r.json()["items"]] == ["task.queued"]
     r = await h.client.get("/api/v1/events", params={"type": "task.moved"}, headers=h.rc)
     assert r.status_code == 200 and r.json()["items"] == []
+
+
+def _json_body_operations(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(method, path) of every operation of the OpenAPI document that takes a JSON body."""
+    return [
+        (method.upper(), path)
+        for path, operations in doc["paths"].items()
+        for method, operation in operations.items()
+        if "application/json" in operation.get("requestBody", {}).get("content", {})
+    ]
+
+
+async def test_every_json_body_operation_says_what_is_wrong_with_its_body(
+    h: Harness, admin: dict[str, str]
+) -> None:
+    """Malformed JSON names the reason and the position; a body sent without JSON's
+    Content-Type, or with another, says so. Every operation of the OpenAPI document, by its
+    own route (path parameters filled with names that need not exist: the body is read first)."""
+    doc = (await h.client.get("/openapi.json")).json()
+    operations = _json_body_operations(doc)
+    assert ("POST", "/api/v1/tasks") in operations and len(operations) >= 17
+    history = (await h.client.get("/api/v1/config/history", headers=admin)).json()["items"]
+    for method, path in operations:
+        url = re.sub(r"\{[^}]+\}", "x1", path)
+        r = await h.client.request(method, url, content=b'{"a": ', headers={**admin, **JSON})
+        assert r.status_code == 422, (method, path, r.text)
+        assert r.json()["error"]["message"] == (
+            "body is not valid JSON: unexpected end of data at line 1 column 7"
+        ), (method, path)
+        r = await h.client.request(
+            method, url, content=b'{"a": 1,\n "b": tru}', headers={**admin, **JSON}
+        )
+        assert r.status_code == 422, (method, path, r.text)
+        message = r.json()["error"]["message"]
+        assert message.startswith("body is not valid JSON: "), (method, path, message)
+        assert message.endswith(" at line 2 column 7"), (method, path, message)
+        for headers, named in (
+            (admin, "no Content-Type"),
+            ({**admin, "content-type": "text/plain"}, "Content-Type: text/plain"),
+        ):
+            r = await h.client.request(method, url, content=b'{"a": 1}', headers=headers)
+            assert r.status_code == 422, (method, path, named, r.text)
+            assert r.json()["error"]["message"] == (
+                "the body must be JSON sent with Content-Type: application/json "
+                f"(this one has {named})"
+            ), (method, path)
+    with h.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(runtime_tasks)).scalar() == 0
+    r = await h.client.get("/api/v1/config/history", headers=admin)
+    assert r.json()["items"] == history
