@@ -116,7 +116,8 @@ class Node:
             self.services.append(("runtime", self._lease_keeper(runtime)))
         create_sources = _optional("expertline.presence.service", "create_presence_sources")
         if create_sources is not None and s.presence:
-            for source in create_sources(self.ctx, runtime):
+            sources = self.ctx.services["presence_sources"] = create_sources(self.ctx, runtime)
+            for source in sources:
                 self.services.append((f"presence:{getattr(source, 'id', '?')}", source))
         if s.sip:
             create_front = _optional("expertline.sip.front", "create_sip_front")

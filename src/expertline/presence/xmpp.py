@@ -153,6 +153,11 @@ class XmppSource:
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
+    def link_state(self) -> str:
+        """The state of the server link (``presence/link.py``), read by metrics."""
+        return self._link.state
+
+    @property
     def address(self) -> str:
         """The JID offers come from."""
         return bare(self.settings.jid)

@@ -130,6 +130,17 @@ class Dirty:
         return bool(self.tasks or self.offers or self.experts or self.meta)
 
 
+@dataclass(frozen=True, slots=True)
+class Census:
+    """What is live now: tasks by status, waiting tasks per queue (count and the oldest's
+    creation time), configured experts by their announced state, open offers."""
+
+    tasks: dict[str, int]
+    waiting: dict[str, tuple[int, float]]
+    experts: dict[str, int]
+    open_offers: int
+
+
 _CLEAN = Dirty(frozenset(), frozenset(), frozenset(), False)
 
 
@@ -353,6 +364,23 @@ class RoutingCore:
         d["state"] = self._derive(e)
         d["free"] = e.id in self._free
         return d
+
+    def census(self) -> Census:
+        """Counts of everything live, in one pass (read by metrics at scrape time)."""
+        tasks: dict[str, int] = {}
+        waiting: dict[str, tuple[int, float]] = {}
+        for t in self._tasks.values():
+            status = t.status.value
+            tasks[status] = tasks.get(status, 0) + 1
+            if t.status in WAITING:
+                count, oldest = waiting.get(t.queue_id, (0, t.created_at))
+                waiting[t.queue_id] = (count + 1, min(oldest, t.created_at))
+        experts: dict[str, int] = {}
+        for eid in self._specs:
+            e = self._experts.get(eid)
+            state = e.state if e is not None else "offline"
+            experts[state] = experts.get(state, 0) + 1
+        return Census(tasks, waiting, experts, len(self._offers))
 
     def queue_state(self, queue_id: str) -> dict[str, Any] | None:
         """Waiting tasks, oldest wait and free matching experts of one queue (scans it)."""

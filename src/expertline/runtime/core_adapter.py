@@ -12,10 +12,10 @@ from typing import Any
 
 from expertline.routing import commands as cmd
 from expertline.routing import events as ev
-from expertline.routing.core import Dirty, RoutingCore
+from expertline.routing.core import Census, Dirty, RoutingCore
 from expertline.routing.model import RoutingConfig
 
-__all__ = ["CoreAdapter", "Dirty", "ExpertState"]
+__all__ = ["Census", "CoreAdapter", "Dirty", "ExpertState"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,9 @@ class CoreAdapter:
 
     def export_expert(self, expert_id: str) -> dict[str, Any] | None:
         return self.core.export_expert(expert_id)
+
+    def census(self) -> Census:
+        return self.core.census()
 
     def export_meta(self) -> dict[str, Any]:
         return self.core.export_meta()

@@ -34,6 +34,7 @@ from expertline import limits
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
 from expertline.ha.lease import Fenced
 from expertline.instants import time_ordered_id
+from expertline.metrics import RuntimeMetrics
 from expertline.records.feed import EXPERT_STATE, TASK_RECORD
 from expertline.routing import commands as cmd
 from expertline.routing import events as ev
@@ -41,7 +42,7 @@ from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingCon
 from expertline.routing.records import FAILED_SOFTWARE
 from expertline.routing.states import FINAL_TASK, WAITING, TaskStatus
 from expertline.runtime import store
-from expertline.runtime.core_adapter import CoreAdapter
+from expertline.runtime.core_adapter import Census, CoreAdapter
 from expertline.runtime.ports import (
     AnswerResult,
     ExpertChannel,
@@ -159,6 +160,7 @@ class RuntimeService:
         self.last_feed_id = 0
         self.commits = 0
         self.webhooks = WebhookSender(engine, **(webhook_options or {}))
+        self.metrics = RuntimeMetrics()  # read at scrape time (``expertline.metrics``)
         self._health = health
         # High availability (``expertline.ha.lease``): the lease token every commit must
         # still hold, and who to tell when a commit finds it stale.
@@ -593,6 +595,10 @@ class RuntimeService:
             "available": available[:100],
         }
 
+    def census(self) -> Census | None:
+        """Counts of what is live now (tasks, waiting per queue, experts), for metrics."""
+        return self._core.census() if self._core is not None else None
+
     async def async_wait_feed(self, after: int, timeout: float) -> int:
         """Wait until the feed has rows after ``after`` (or timeout); returns the last id."""
         if self.last_feed_id > after:
@@ -631,9 +637,11 @@ class RuntimeService:
                         self._replay.abandon(ServiceStopped("the change could not be replayed"))
                 waiting = self._queue.qsize() + 1 + self._ops_in_flight  # callers not answered
                 limit = min(self.writer.batch_ops, max(MIN_BATCH, waiting // 2))
+                deciding = time.perf_counter()
                 results = [self._apply(first)]
                 while len(results) < limit and not self._queue.empty():
                     results.append(self._apply(self._queue.get_nowait()))
+                self.metrics.decided(time.perf_counter() - deciding, len(results))
                 pending = self._collect()
                 while in_flight and in_flight[0].done():
                     in_flight.popleft()
@@ -741,6 +749,7 @@ class RuntimeService:
                 self._report(True, "database writable again")
                 log.info("commit succeeded after retries rows=%d", batch.rows())
             elapsed = time.perf_counter() - started
+            self.metrics.commit.observe(elapsed)
             if elapsed > 1.0:
                 log.warning("slow commit seconds=%.3f rows=%d", elapsed, batch.rows())
             return
@@ -974,6 +983,7 @@ class RuntimeService:
         for offer in pending.offers.values():
             self._publish_offer(offer)
         if pending.batch.feed:
+            self.metrics.committed(pending.batch.feed)
             self.last_feed_id = pending.batch.feed[-1]["id"]
             asyncio.get_running_loop().create_task(self._notify_feed())
         for effect in pending.effects:

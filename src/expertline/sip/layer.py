@@ -68,6 +68,7 @@ class TransactionLayer:
         self.server_tx: dict[TxKey, TxEntry] = {}
         self.client_tx: dict[TxKey, TxEntry] = {}
         self.stats: dict[str, int] = {}
+        self.responses: dict[tuple[str, int], int] = {}  # (sent | received, status) -> count
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
 
@@ -97,6 +98,9 @@ class TransactionLayer:
 
     def send(self, peer: Peer, message: SipMessage) -> None:
         self.count("sent")
+        if type(message) is Response:
+            key = ("sent", message.status)
+            self.responses[key] = self.responses.get(key, 0) + 1
         self.transport.send(peer, message.to_bytes())
 
     def reply_stateless(
@@ -153,6 +157,8 @@ class TransactionLayer:
         self.send(peer, response)
 
     def _on_response(self, response: Response) -> None:
+        counted = ("received", response.status)
+        self.responses[counted] = self.responses.get(counted, 0) + 1
         key = (response.top_via.branch or "", response.cseq.method)
         entry = self.client_tx.get(key)
         if entry is None:

@@ -6,11 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from expertline import __version__
 from expertline.errors import problem_responses
 from expertline.health import Health
+from expertline.metrics import NodeMetrics
 from expertline.web.app import AppContext
 from expertline.web.auth import bearer
 
@@ -18,6 +19,7 @@ from expertline.web.auth import bearer
 def router(ctx: AppContext) -> APIRouter:
     r = APIRouter()
     health: Health = ctx.services.setdefault("health", Health())
+    node_metrics = NodeMetrics(ctx)
 
     @r.get("/healthz", tags=["operations"], summary="The process is alive")
     def healthz() -> dict[str, str]:
@@ -36,8 +38,9 @@ def router(ctx: AppContext) -> APIRouter:
         summary="Prometheus metrics",
         response_class=PlainTextResponse,
     )
-    def metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    async def metrics() -> Response:
+        # On the event loop: the node's collector reads the runtime's state where it lives.
+        return Response(await node_metrics.async_exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @r.get(
         "/api/v1/status",

@@ -153,6 +153,7 @@ async def system(
     )
     ctx.services["runtime"] = service
     (source,) = create_presence_sources(ctx, service, document=doc)
+    ctx.services["presence_sources"] = [source]
     await service.async_start()
     await source.async_start()
     rc = {"Authorization": f"Bearer {create_token(engine, 'rc', 'routing-client')}"}
@@ -241,6 +242,9 @@ async def test_link_cut_sets_experts_offline_shows_down_and_recovers(system: Sys
     await async_eventually(lambda: system.presence("bob") == "available", timeout=15)
     r = await system.http.get("/readyz")
     assert r.json()["components"]["presence:corp-xmpp"]["up"] is True
+    metrics = (await system.http.get("/metrics")).text
+    assert 'expertline_presence_link_up{source="corp-xmpp"} 1.0' in metrics
+    assert 'expertline_presence_link_state{source="corp-xmpp",state="online"} 1.0' in metrics
     system.server.stop()
     await async_eventually(lambda: system.presence("bob") == "offline", timeout=10)
     r = await system.http.get("/readyz")
@@ -248,6 +252,8 @@ async def test_link_cut_sets_experts_offline_shows_down_and_recovers(system: Sys
     assert r.json()["components"]["presence:corp-xmpp"]["up"] is False
     metrics = (await system.http.get("/metrics")).text
     assert 'expertline_component_up{component="presence:corp-xmpp"} 0.0' in metrics
+    assert 'expertline_presence_link_up{source="corp-xmpp"} 0.0' in metrics
+    assert 'expertline_presence_link_state{source="corp-xmpp",state="online"} 0.0' in metrics
     task = await system.create_task()  # nobody available: no offer goes out
     system.server.start()
     bob = await system.sign_in("bob")

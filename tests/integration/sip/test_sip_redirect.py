@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sip_harness import ENTRY, SipHarness, sip_config
 
@@ -33,6 +35,13 @@ async def test_caller_is_redirected_to_the_phone_of_the_expert_who_accepted(
     rcds = await sip.records("rcd")
     assert [r["label"] for r in rcds] == [ALICE]
     assert sip.front is not None and sip.front.stats.get("final_302") == 1
+    assert sip.client is not None
+    metrics = (await sip.client.get("/metrics")).text
+    for code in ("100", "182", "302"):  # at least once (UDP may retransmit)
+        sent = re.search(
+            rf'expertline_sip_responses_total{{code="{code}",direction="sent"}} (\S+)', metrics
+        )
+        assert sent is not None and float(sent.group(1)) >= 1, code
 
 
 async def test_headers_become_the_task_request(sip: SipHarness) -> None:
