@@ -129,6 +129,14 @@ class Node:
                 raise StartupError(f"SIP front: {exc}") from exc
             self.ctx.services["sip"] = front
             self.services.append(("sip", front))
+        if s.record_feeds:
+            from expertline.feeds.delivery import create_record_feeds
+
+            try:
+                feeds = self.ctx.services["record_feeds"] = create_record_feeds(self.ctx, runtime)
+            except ValueError as exc:  # a target's secret is missing or too short
+                raise StartupError(str(exc)) from exc
+            self.services.append(("record_feeds", feeds))
 
     def _lease_keeper(self, runtime: Any) -> Service:
         """On PostgreSQL the runtime runs only while this node holds the HA lease."""

@@ -20,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from expertline.feeds.targets import RecordFeedTarget, check_unique
 from expertline.ha.decide import LeaseTimes
 
 Role = Literal["runtime", "reporting", "admin", "all"]
@@ -74,6 +75,14 @@ class Settings(BaseSettings):
     ha_retry_timeout: float = Field(default=0.5, gt=0.0, le=100.0)
     ha_poll: float = Field(default=0.5, gt=0.0, le=60.0)
     ha_lease_ttl: float = Field(default=2.0, ge=1.0, le=300.0)
+    # Record feed webhooks (docs/api.md): targets that get the RCD/TCD records pushed, each
+    # signing with a secret read from the environment variable it names (never from a file).
+    record_feeds: list[RecordFeedTarget] = Field(default_factory=list)
+
+    @field_validator("record_feeds")
+    @classmethod
+    def _unique_feeds(cls, value: list[RecordFeedTarget]) -> list[RecordFeedTarget]:
+        return check_unique(value)
 
     @field_validator("http", "sip")
     @classmethod

@@ -475,9 +475,7 @@ def _when(value: Any) -> str | None:
 
 
 def _record_json(row: dict[str, Any]) -> dict[str, Any]:
-    body = {k: v for k, v in (row.get("data") or {}).items() if k not in row}
-    body.update({k: _when(v) for k, v in row.items() if k != "data"})
-    return body
+    return store.record_json(row)
 
 
 def _check_types(types: list[str] | None) -> None:

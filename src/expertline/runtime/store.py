@@ -336,6 +336,28 @@ def offers_of_expert(
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
+def record_json(row: dict[str, Any]) -> dict[str, Any]:
+    """An RCD or TCD row as the feed shows it (``GET /api/v1/records/...``, feed webhooks):
+    the record's data with the row's columns over it, times in the API's form."""
+    body = {k: v for k, v in (row.get("data") or {}).items() if k not in row}
+    body.update({k: _api_time(v) for k, v in row.items() if k != "data"})
+    return body
+
+
+def _api_time(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value
+
+
+def count_records(engine: Engine, kind: str, after: int) -> int:
+    """How many RCD or TCD rows follow a recovery key (a feed's backlog)."""
+    table = RECORD_TABLES[kind]
+    query = select(func.count()).select_from(table).where(table.c.recovery_key > after)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
 def read_records(engine: Engine, kind: str, after: int, limit: int) -> list[dict[str, Any]]:
     """RCD or TCD rows after a recovery key, in recovery-key (= commit) order."""
     table = RECORD_TABLES[kind]
