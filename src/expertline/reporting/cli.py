@@ -63,21 +63,18 @@ def register(app: typer.Typer) -> None:
 def _run(name: str, start: str | None, end: str | None, interval: str, fmt: Output) -> None:
     import json
 
-    from rich.table import Table
-
     from expertline.cli import GLOBALS, fail, out
     from expertline.db.engine import DatabaseError, make_engine
     from expertline.errors import InvalidInput
     from expertline.reporting import migrate
     from expertline.reporting.reports import (
-        COLUMNS,
         expert_report,
-        flat,
         parse_range,
         queue_report,
         task_report,
         to_csv,
     )
+    from expertline.reporting.terminal import report_table
 
     try:
         rng = parse_range(start, end, interval)
@@ -103,12 +100,9 @@ def _run(name: str, start: str | None, end: str | None, interval: str, fmt: Outp
         for chunk in to_csv(name, rows):
             sys.stdout.write(chunk.replace("\r\n", "\n"))
     else:
-        table = Table(
-            *COLUMNS[name],
-            title=f"{name} {rng.start:%Y-%m-%d %H:%M} to {rng.end:%Y-%m-%d %H:%M} UTC",
-        )
-        for row in rows:
-            r = flat(name, row)
-            table.add_row(*("" if r[c] is None else str(r[c]) for c in COLUMNS[name]))
+        title = f"{name} {rng.start:%Y-%m-%d %H:%M} to {rng.end:%Y-%m-%d %H:%M} UTC"
+        table, legend = report_table(name, rows, title)
         out.print(table)
         out.print(f"{len(rows)} row(s)", highlight=False)
+        if legend:
+            out.print(legend, highlight=False)

@@ -42,6 +42,12 @@ def test_report_commands(tmp_path: Path) -> None:
         (e["expert_id"], e["expert_name"], str(e["accepted"])) for e in EXPERTS
     ]
 
+    r = runner.invoke(app, ["--db", url, "report", "queues", *HOUR, "--interval", "60m"])
+    assert r.exit_code == 0, r.output
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80, r.stdout
+    assert "…" not in r.stdout  # no header or figure cut to fit
+    assert "Billing Desk" in r.stdout and "off offered" in r.stdout
+
     r = runner.invoke(app, ["--db", url, "report", "tasks", *HOUR])
     assert r.exit_code == 0, r.output
     assert "9 row(s)" in r.stdout
