@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 
 from expertline.db.engine import DatabaseError
 from expertline.errors import ExpertlineError, InvalidInput, Problem
+from expertline.limits import TASK_ID, text_problem
 from expertline.reporting import migrate
 from expertline.reporting.core import QueueFigures, iso, utc
 from expertline.reporting.reports import (
@@ -34,6 +35,7 @@ from expertline.reporting.reports import (
     parse_range,
     queue_figures,
     queue_report,
+    task_detail,
     task_report,
     to_csv,
 )
@@ -61,6 +63,17 @@ _templates = Environment(
     loader=PackageLoader("expertline.reporting", "web/templates"),
     autoescape=select_autoescape(["html"]),
 )
+
+
+def _short_time(value: str | None) -> str:
+    """``2026-11-25T10:05:00.123Z`` as ``11-25 10:05:00`` (the whole value is the cell's
+    title): the tables fit a 1280-pixel window."""
+    if not value or len(value) < 19:
+        return value or ""
+    return f"{value[5:10]} {value[11:19]}"
+
+
+_templates.filters["short_time"] = _short_time
 
 
 def router(ctx: AppContext) -> APIRouter:
@@ -185,6 +198,22 @@ def router(ctx: AppContext) -> APIRouter:
             query=_query(form),
         )
 
+    @r.get("/reports/tasks/{task_id}", include_in_schema=False)
+    def task_page(task_id: str, request: Request) -> Response:
+        session, gate = _gate(request)
+        if gate is not None:
+            return gate
+        task = task_detail(engine(), task_id) if not text_problem(task_id, TASK_ID) else None
+        back = {k: v for k, v in request.query_params.items() if k in ("from", "to", "interval")}
+        return _page(
+            "task.html",
+            status=200 if task is not None else 404,
+            session=session,
+            task=task,
+            task_id=task_id,
+            query=urlencode(back),
+        )
+
     return r
 
 
@@ -244,7 +273,9 @@ def _gate(request: Request) -> tuple[Session | None, Response | None]:
 
 def _range_from(request: Request) -> tuple[dict[str, str], ReportRange | None, list[Problem]]:
     p = request.query_params
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    # The default range ends with the current minute (the next minute's start), so a task
+    # that ended a moment ago is in it.
+    now = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
     form = {"from": p.get("from", ""), "to": p.get("to", ""), "interval": p.get("interval", "15m")}
     try:
         rng = parse_range(form["from"] or None, form["to"] or None, form["interval"], now=now)
@@ -272,13 +303,12 @@ def _volume_points(figures: dict[tuple[datetime, str], QueueFigures]) -> list[Vo
     points = []
     for start, f in sorted(per.items()):
         label = (iso(start) or "")[11:16]
-        other = f.offered - f.handled - f.abandoned
         points.append(
             VolumePoint(
                 label,
                 f.handled,
                 f.abandoned,
-                max(0, other),
+                f.overflowed + f.rejected,
                 f.handled_within_sl / f.handled if f.handled else None,
             )
         )

@@ -353,6 +353,7 @@ def task_report(
     query = (
         select(
             t.c.task_id,
+            t.c.code,
             t.c.queue_id,
             t.c.queue_name,
             t.c.status,
@@ -410,6 +411,7 @@ def task_report(
     items = [
         {
             "task_id": r.task_id,
+            "code": r.code,
             "queue_id": r.queue_id,
             "queue_name": r.queue_name,
             "status": r.status,
@@ -425,6 +427,24 @@ def task_report(
     ]
     nxt = f"{items[-1]['created_at']}|{items[-1]['task_id']}" if more and items else None
     return items, nxt
+
+
+def task_detail(engine: Engine, task_id: str) -> dict[str, Any] | None:
+    """One ended task's whole report row with its offers (None when reporting has none)."""
+    t, o = report_tasks, report_offers
+    with engine.connect() as conn:
+        row = conn.execute(select(t).where(t.c.task_id == task_id)).first()
+        if row is None:
+            return None
+        offers = conn.execute(
+            select(o).where(o.c.task_id == task_id).order_by(o.c.created_at, o.c.offer_id)
+        ).all()
+    task = {k: iso(v) if isinstance(v, datetime) else v for k, v in row._mapping.items()}
+    task.pop("feed_id", None)
+    task["offers"] = [
+        {k: iso(v) if isinstance(v, datetime) else v for k, v in r._mapping.items()} for r in offers
+    ]
+    return task
 
 
 def _chunks(values: list[str], size: int) -> Iterator[list[str]]:

@@ -80,6 +80,7 @@ def test_golden_scenario_gives_exact_reports(rengine: Engine) -> None:
     t2 = items[1]
     assert t2 == {
         "task_id": "t2",
+        "code": "t2",
         "queue_id": "billing",
         "queue_name": "Billing",
         "status": "completed",

@@ -23,7 +23,7 @@ class VolumePoint:
     label: str  # x-axis label (interval start, HH:MM)
     handled: int
     abandoned: int
-    other: int  # overflowed + rejected + failed
+    other: int  # overflowed + rejected (failed tasks are in none of the bars)
     service_level: float | None  # 0..1
 
 
