@@ -9,11 +9,11 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from expertline.cli_support import GLOBALS, fail, out
 from expertline.settings import Settings, parse_host_port
 
 
 def register(app: typer.Typer) -> None:
-    from expertline.cli import GLOBALS, fail, out
 
     @app.command("serve")
     def serve(
