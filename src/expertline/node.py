@@ -22,6 +22,7 @@ import uvicorn
 from sqlalchemy import Engine
 
 from expertline.db import migrate
+from expertline.db.claim import SqliteClaim
 from expertline.db.engine import DatabaseError, is_sqlite, make_engine
 from expertline.health import Health
 from expertline.settings import Settings, parse_host_port
@@ -177,15 +178,38 @@ class Node:
                 log.warning("service stop failed name=%s error=%r", name, exc)
 
 
-async def async_serve(settings: Settings) -> int:
-    """Run a node until SIGTERM/SIGINT; returns the exit code."""
+async def async_serve(settings: Settings, setup: Callable[[Engine], None] | None = None) -> int:
+    """Run a node until SIGTERM/SIGINT; returns the exit code.
+
+    Nothing changes before the node can serve: the HTTP port is bound and a runtime on SQLite
+    holds its claim on the database (``db/claim.py``) before the schema is migrated and before
+    ``setup`` (the demo's configuration and token) runs on the engine."""
     host, port = parse_host_port(settings.http)
     sock = bind_http(host, port)
+    claim = SqliteClaim.for_url(settings.db_url) if runs_runtime(settings) else None
     try:
+        if claim is not None:
+            claim.acquire()
         engine = prepare_database(settings)
-    except DatabaseError as exc:
+        if setup is not None:
+            setup(engine)
+    except BaseException as exc:
         sock.close()
-        raise StartupError(str(exc)) from exc
+        if claim is not None:
+            claim.release()
+        if isinstance(exc, DatabaseError):
+            raise StartupError(str(exc)) from exc
+        raise
+    try:
+        return await _async_run(settings, engine, sock, host, port)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+async def _async_run(
+    settings: Settings, engine: Engine, sock: socket.socket, host: str, port: int
+) -> int:
     node = Node(settings, engine)
     node.build()
     app = create_app(node.ctx)
@@ -260,6 +284,6 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, setup: Callable[[Engine], None] | None = None) -> int:
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(async_serve(settings))
+        return runner.run(async_serve(settings, setup))
