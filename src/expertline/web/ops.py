@@ -17,7 +17,7 @@ from expertline.web.auth import bearer
 
 def router(ctx: AppContext) -> APIRouter:
     r = APIRouter()
-    health: Health = ctx.services.setdefault("health", Health())
+    health = ctx.services.health
 
     @r.get("/healthz", tags=["operations"], summary="The process is alive")
     def healthz() -> dict[str, str]:
@@ -46,7 +46,7 @@ def router(ctx: AppContext) -> APIRouter:
         responses=problem_responses(401),
     )
     def status(request: Request, _: Any = Depends(bearer)) -> dict[str, Any]:
-        version_of = ctx.services.get("config_version")
+        version_of = ctx.services.config_version
         return {
             "node": ctx.settings.node,
             "role": ctx.settings.role,

@@ -133,7 +133,7 @@ class SipHarness:
         )
         await self.front.async_start()
         ctx = AppContext(Settings(node="test-node"), self.engine)
-        ctx.services["runtime"] = self.service
+        ctx.services.runtime = self.service
         # an integration acting for every expert
         self.ex = {"Authorization": f"Bearer {create_token(self.engine, 'ex', 'admin')}"}
         self.rc = {"Authorization": f"Bearer {create_token(self.engine, 'rc', 'routing-client')}"}
