@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine
 
-from expertline.db.engine import DatabaseError, make_engine
+from expertline import node_cli
+from expertline.backup import cli as backup_cli
+from expertline.bench import cli as bench_cli
+from expertline.cli_support import GLOBALS, err, fail, migrated_engine, one_line, out
+from expertline.config import cli as config_cli
+from expertline.db import migrate
+from expertline.db.engine import DatabaseError
 from expertline.errors import ExpertlineError
-from expertline.settings import Settings, load_settings
+from expertline.reporting import cli as reporting_cli
+from expertline.reporting.migrate import upgrade_url
+from expertline.security.tokens import create_token, list_tokens, revoke_token
+from expertline.web import users_cli
 
 app = typer.Typer(
     name="expertline",
@@ -28,50 +35,6 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tokens_app, name="tokens")
-
-out = Console()
-err = Console(stderr=True)
-
-
-@dataclass
-class Globals:
-    db: str | None = None
-    data_dir: Path | None = None
-
-    def settings(self, **flags: object) -> Settings:
-        try:
-            return load_settings(db=self.db, data_dir=self.data_dir, **flags)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            fail(f"bad setting {where}: {first['msg']}")
-
-    def engine(self, settings: Settings | None = None) -> Engine:
-        settings = settings or self.settings()
-        try:
-            return make_engine(settings.db_url)
-        except DatabaseError as exc:
-            fail(str(exc))
-
-
-GLOBALS = Globals()
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def migrated_engine(settings: Settings | None = None) -> Engine:
-    """An engine whose schema is current, or a clear failure."""
-    from expertline.db import migrate
-
-    engine = GLOBALS.engine(settings)
-    try:
-        migrate.require_current(engine)
-    except DatabaseError as exc:
-        fail(str(exc))
-    return engine
 
 
 @app.callback()
@@ -96,8 +59,6 @@ def _globals(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to this version."""
-    from expertline.db import migrate
-
     settings = GLOBALS.settings()
     engine = GLOBALS.engine(settings)
     try:
@@ -108,8 +69,6 @@ def db_upgrade() -> None:
         out.print(f"database already at revision {after}")
     else:
         out.print(f"database upgraded from {before or 'empty'} to {after}")
-    from expertline.reporting.migrate import upgrade_url
-
     try:
         before, after = upgrade_url(settings.reporting_db_url)
     except DatabaseError as exc:
@@ -138,8 +97,6 @@ def tokens_create(
     ] = None,
 ) -> None:
     """Create a token; the token alone is printed on the last line."""
-    from expertline.security.tokens import create_token
-
     token = create_token(migrated_engine(), name, role, expert)
     bound = f" for expert {expert!r}" if expert is not None else ""
     out.print(f"created token {name!r} with role {role}{bound}; it is shown once:", highlight=False)
@@ -149,8 +106,6 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list() -> None:
     """List tokens (never their values)."""
-    from expertline.security.tokens import list_tokens
-
     table = Table("id", "name", "role", "expert", "created", "revoked")
     for t in list_tokens(migrated_engine()):
         table.add_row(
@@ -167,45 +122,76 @@ def tokens_list() -> None:
 @tokens_app.command("revoke")
 def tokens_revoke(name: str) -> None:
     """Revoke every live token with this name."""
-    from expertline.security.tokens import revoke_token
-
     count = revoke_token(migrated_engine(), name)
     out.print(f"revoked {count} token(s) named {name!r}")
 
 
-def _register_parts() -> None:
-    """Each part of the product adds its commands here."""
-    import importlib
+for part in (node_cli, config_cli, reporting_cli, bench_cli, backup_cli, users_cli):
+    part.register(app)
 
-    for module in (
-        "expertline.node_cli",
-        "expertline.config.cli",
-        "expertline.runtime.cli",
-        "expertline.reporting.cli",
-        "expertline.bench.cli",
-        "expertline.backup.cli",
-        "expertline.web.users_cli",
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(app)
+# Options of the whole command that may also be given after the subcommand.
+GLOBAL_OPTIONS = ("--db", "--data-dir")
 
 
-_register_parts()
+def hoist_globals(args: Sequence[str]) -> list[str]:
+    """``args`` with the global options moved before the subcommand, wherever they were given
+    (``expertline tokens list --db URL`` is ``expertline --db URL tokens list``)."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            if "=" in arg:
+                hoisted.append(arg)
+            else:
+                hoisted.extend(args[i : i + 2])
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return hoisted + rest
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line. Every error is one line on stderr and a non-zero exit status;
+    ``EXPERTLINE_TRACEBACK=1`` shows the traceback of an unexpected one."""
+    args = hoist_globals(sys.argv[1:] if argv is None else argv)
     try:
-        app()
+        code = app(args=args, prog_name="expertline", standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors and bad parameters
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        _say(exc.format_message() + hint)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _say("interrupted")
+        sys.exit(130)
     except ExpertlineError as exc:
-        err.print(f"error: {exc.message}", markup=False, highlight=False, soft_wrap=True)
+        _say(exc.message)
         for problem in exc.details:
             err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except DatabaseError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        if _traceback_wanted():
+            raise
+        _say(str(exc))
         sys.exit(2)
+    except Exception as exc:
+        if _traceback_wanted():
+            raise
+        _say(f"{type(exc).__name__}: {exc} (EXPERTLINE_TRACEBACK=1 shows where)")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _traceback_wanted() -> bool:
+    return os.environ.get("EXPERTLINE_TRACEBACK", "") not in ("", "0")
+
+
+def _say(message: str) -> None:
+    err.print(f"error: {one_line(message)}", markup=False, highlight=False, soft_wrap=True)

@@ -100,7 +100,7 @@ class NodeCollector(Collector):
     async def async_refresh(self) -> None:
         """Read the webhook backlogs off the loop, bounded (a slow database leaves them out)."""
         self.backlog = None
-        if self.ctx.services.get("runtime") is None:
+        if self.ctx.services.runtime is None:
             return
         try:
             self.backlog = await asyncio.wait_for(
@@ -108,16 +108,16 @@ class NodeCollector(Collector):
             )
         except Exception as exc:  # the scrape goes on without it
             log.info("webhook backlog not read error=%r", exc)
-        feeds = self.ctx.services.get("record_feeds")
+        feeds = self.ctx.services.record_feeds
         if feeds is not None and self.backlog is not None:
             self.backlog.update(feeds.backlog())
 
     def collect(self) -> Iterator[Metric]:
-        runtime = self.ctx.services.get("runtime")
+        runtime = self.ctx.services.runtime
         if runtime is not None:
             yield from _runtime_metrics(runtime)
-        yield from _presence_metrics(self.ctx.services.get("presence_sources") or ())
-        front = self.ctx.services.get("sip")
+        yield from _presence_metrics(self.ctx.services.presence_sources)
+        front = self.ctx.services.sip
         if front is not None:
             yield from _sip_metrics(front)
         if self.backlog is not None:

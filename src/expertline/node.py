@@ -10,22 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import uvicorn
 from sqlalchemy import Engine
 
 from expertline.db import migrate
+from expertline.db.claim import SqliteClaim
 from expertline.db.engine import DatabaseError, is_sqlite, make_engine
+from expertline.feeds.delivery import create_record_feeds
+from expertline.ha.keeper import LeaseKeeper
+from expertline.ha.lease import LeaseStore
+from expertline.ha.watch import LeaseWatch
 from expertline.health import Health
+from expertline.presence.service import create_presence_sources
+from expertline.reporting.service import create_reporting
+from expertline.runtime.service import RuntimeService, StoreConfigSource, create_runtime
 from expertline.settings import Settings, parse_host_port
+from expertline.sip.front import create_sip_front
 from expertline.web.app import AppContext, create_app
+from expertline.web.nodes import create_node_beacon
 
 log = logging.getLogger("expertline.node")
 
@@ -38,17 +47,6 @@ class Service(Protocol):
 
 class StartupError(Exception):
     """The node cannot start; the message is one line for the operator."""
-
-
-def _optional(module: str, attr: str) -> Callable[..., Any] | None:
-    """A factory from a part of the product, or None when that part is not installed."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
-    return getattr(mod, attr, None)
 
 
 def runs_runtime(settings: Settings) -> bool:
@@ -80,71 +78,53 @@ class Node:
 
     def __post_init__(self) -> None:
         self.ctx = AppContext(self.settings, self.engine)
-        self.ctx.services["health"] = Health()
-        self.ctx.services["node"] = self
+        self.ctx.services.node = self
 
     @property
     def health(self) -> Health:
-        health: Health = self.ctx.services["health"]
-        return health
+        return self.ctx.services.health
 
     def build(self) -> None:
         """Create the services of this node's role (not started yet)."""
         s = self.settings
-        create_beacon = _optional("expertline.web.nodes", "create_node_beacon")
-        if create_beacon is not None:  # every node tells the pages of the pair where it is
-            self.services.append(("web", create_beacon(self.ctx)))
+        # Every node tells the pages of the pair where it is.
+        self.services.append(("web", create_node_beacon(self.ctx)))
         if runs_runtime(s):
             self._build_runtime()
         if runs_reporting(s):
-            create_reporting = _optional("expertline.reporting.service", "create_reporting")
-            if create_reporting is not None:
-                reporting = create_reporting(self.ctx)
-                self.ctx.services["reporting"] = reporting
-                self.services.append(("reporting", reporting))
+            reporting = create_reporting(self.ctx)
+            self.ctx.services.reporting = reporting
+            self.services.append(("reporting", reporting))
 
     def _build_runtime(self) -> None:
         s = self.settings
-        create_runtime = _optional("expertline.runtime.service", "create_runtime")
-        if create_runtime is None:
-            raise StartupError("this installation has no routing runtime")
         runtime = create_runtime(self.ctx)
-        self.ctx.services["runtime"] = runtime
+        self.ctx.services.runtime = runtime
         if is_sqlite(s.db_url):
             self.services.append(("runtime", runtime))  # a single node: always active
         else:
             self.services.append(("runtime", self._lease_keeper(runtime)))
-        create_sources = _optional("expertline.presence.service", "create_presence_sources")
-        if create_sources is not None and s.presence:
-            sources = self.ctx.services["presence_sources"] = create_sources(self.ctx, runtime)
+        if s.presence:
+            sources = create_presence_sources(self.ctx, runtime)
+            self.ctx.services.presence_sources = sources
             for source in sources:
-                self.services.append((f"presence:{getattr(source, 'id', '?')}", source))
+                self.services.append((f"presence:{source.id}", source))
         if s.sip:
-            create_front = _optional("expertline.sip.front", "create_sip_front")
-            if create_front is None:
-                raise StartupError("--sip was given but this installation has no SIP front")
             try:
-                front = create_front(self.ctx, runtime)
+                front = create_sip_front(self.ctx, runtime)
             except ValueError as exc:  # incomplete or malformed SIP trust settings
                 raise StartupError(f"SIP front: {exc}") from exc
-            self.ctx.services["sip"] = front
+            self.ctx.services.sip = front
             self.services.append(("sip", front))
         if s.record_feeds:
-            from expertline.feeds.delivery import create_record_feeds
-
             try:
-                feeds = self.ctx.services["record_feeds"] = create_record_feeds(self.ctx, runtime)
+                feeds = self.ctx.services.record_feeds = create_record_feeds(self.ctx, runtime)
             except ValueError as exc:  # a target's secret is missing or too short
                 raise StartupError(str(exc)) from exc
             self.services.append(("record_feeds", feeds))
 
-    def _lease_keeper(self, runtime: Any) -> Service:
+    def _lease_keeper(self, runtime: RuntimeService) -> Service:
         """On PostgreSQL the runtime runs only while this node holds the HA lease."""
-        from expertline.ha.keeper import LeaseKeeper
-        from expertline.ha.lease import LeaseStore
-        from expertline.ha.watch import LeaseWatch
-        from expertline.runtime.service import StoreConfigSource
-
         s = self.settings
         times = s.lease_times()
         engine = self.engine
@@ -159,7 +139,7 @@ class Node:
             # its runtime's start after a takeover does not pay for it.
             warm=lambda: asyncio.to_thread(StoreConfigSource(), engine),
         )
-        self.ctx.services["lease"] = keeper
+        self.ctx.services.lease = keeper
         return keeper
 
     async def async_start(self) -> None:
@@ -186,15 +166,38 @@ class Node:
                 log.warning("service stop failed name=%s error=%r", name, exc)
 
 
-async def async_serve(settings: Settings) -> int:
-    """Run a node until SIGTERM/SIGINT; returns the exit code."""
+async def async_serve(settings: Settings, setup: Callable[[Engine], None] | None = None) -> int:
+    """Run a node until SIGTERM/SIGINT; returns the exit code.
+
+    Nothing changes before the node can serve: the HTTP port is bound and a runtime on SQLite
+    holds its claim on the database (``db/claim.py``) before the schema is migrated and before
+    ``setup`` (the demo's configuration and token) runs on the engine."""
     host, port = parse_host_port(settings.http)
     sock = bind_http(host, port)
+    claim = SqliteClaim.for_url(settings.db_url) if runs_runtime(settings) else None
     try:
+        if claim is not None:
+            claim.acquire()
         engine = prepare_database(settings)
-    except DatabaseError as exc:
+        if setup is not None:
+            setup(engine)
+    except BaseException as exc:
         sock.close()
-        raise StartupError(str(exc)) from exc
+        if claim is not None:
+            claim.release()
+        if isinstance(exc, DatabaseError):
+            raise StartupError(str(exc)) from exc
+        raise
+    try:
+        return await _async_run(settings, engine, sock, host, port)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+async def _async_run(
+    settings: Settings, engine: Engine, sock: socket.socket, host: str, port: int
+) -> int:
     node = Node(settings, engine)
     node.build()
     app = create_app(node.ctx)
@@ -269,6 +272,6 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, setup: Callable[[Engine], None] | None = None) -> int:
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(async_serve(settings))
+        return runner.run(async_serve(settings, setup))

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from sqlalchemy import Engine
 
+from expertline.cli_support import GLOBALS, fail, out
+from expertline.config.store import current_version, import_file
+from expertline.logs import setup_logging
+from expertline.node import StartupError, serve
+from expertline.security.tokens import create_token, list_tokens, revoke_token, verify_token
 from expertline.settings import Settings, parse_host_port
 
 
 def register(app: typer.Typer) -> None:
-    from expertline.cli import GLOBALS, fail, out
 
     @app.command("serve")
     def serve(
@@ -83,45 +90,73 @@ def register(app: typer.Typer) -> None:
         config: Annotated[
             Path, typer.Option(help="Configuration YAML to import when the database has none.")
         ] = Path("examples/demo.yaml"),
-        http: Annotated[str | None, typer.Option(help="HTTP listen address HOST:PORT.")] = None,
+        http: Annotated[
+            str | None,
+            typer.Option(help="HTTP listen address HOST:PORT (default 127.0.0.1:8080)."),
+        ] = None,
     ) -> None:
         """Run on embedded defaults: SQLite in the data directory, the demo configuration, an admin token.
 
-        The demo connects no XMPP server: experts set their presence over REST.
+        The demo connects no XMPP server: experts set their presence over REST. Its admin token
+        is kept in <data-dir>/demo-admin.token and printed at every start. A start that fails
+        (busy port, database in use) changes nothing.
         """
-        from expertline.config.store import current_version, import_file
-        from expertline.db import migrate
-        from expertline.security.tokens import create_token, list_tokens, revoke_token
-
         settings = GLOBALS.settings(http=http, presence=False)
-        engine = GLOBALS.engine(settings)
-        migrate.upgrade(engine)
-        if current_version(engine) == 0:
-            if not config.exists():
-                fail(f"demo configuration {config} not found")
-            import_file(engine, config, actor=f"cli:{getpass.getuser()}")
-            out.print(f"imported {config}", highlight=False)
-        if any(t.name == "demo-admin" and t.revoked_at is None for t in list_tokens(engine)):
-            revoke_token(engine, "demo-admin")
-        token = create_token(engine, "demo-admin", "admin")
-        engine.dispose()
         host, port = parse_host_port(settings.http)
-        print(
-            f"expertline demo on http://{host}:{port} (data: {settings.data_dir}; presence over REST)"
-        )
-        print(f'try: curl -H "Authorization: Bearer {token}" http://{host}:{port}/api/v1/experts')
-        print("admin token:")
-        print(token, flush=True)
-        _run(settings, fail)
+
+        def setup(engine: Engine) -> None:
+            # Runs once the port is bound and the database claimed: only now is it changed.
+            if current_version(engine) == 0:
+                if not config.exists():
+                    raise StartupError(f"demo configuration {config} not found")
+                import_file(engine, config, actor=f"cli:{getpass.getuser()}")
+                out.print(f"imported {config}", highlight=False)
+            token = demo_token(engine, settings.data_dir)
+            print(
+                f"expertline demo on http://{host}:{port} "
+                f"(data: {settings.data_dir}; presence over REST)"
+            )
+            print(
+                f'try: curl -H "Authorization: Bearer {token}" http://{host}:{port}/api/v1/experts'
+            )
+            print(f"admin token (kept in {settings.data_dir / DEMO_TOKEN_FILE}):")
+            print(token, flush=True)
+
+        _run(settings, fail, setup)
 
 
-def _run(settings: Settings, fail: Callable[[str], NoReturn]) -> None:
-    from expertline.logs import setup_logging
-    from expertline.node import StartupError, serve
+DEMO_TOKEN = "demo-admin"
+DEMO_TOKEN_FILE = "demo-admin.token"
 
+
+def demo_token(engine: Engine, data_dir: Path) -> str:
+    """The demo's one admin token: the one kept in ``<data_dir>/demo-admin.token`` while it is
+    live, else a new one written there (mode 0600) in place of any earlier demo token."""
+    path = data_dir / DEMO_TOKEN_FILE
+    with contextlib.suppress(FileNotFoundError):
+        kept = path.read_text(encoding="ascii").strip()
+        info = verify_token(engine, kept) if kept else None
+        if info is not None and info.name == DEMO_TOKEN and info.role == "admin":
+            return kept
+    if any(t.name == DEMO_TOKEN and t.revoked_at is None for t in list_tokens(engine)):
+        revoke_token(engine, DEMO_TOKEN)  # lost or not ours: one demo token at a time
+    token = create_token(engine, DEMO_TOKEN, "admin")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        os.fchmod(fd, 0o600)
+        file.write(token + "\n")
+    return token
+
+
+def _run(
+    settings: Settings,
+    fail: Callable[[str], NoReturn],
+    setup: Callable[[Engine], None] | None = None,
+) -> None:
     setup_logging(settings.log_level, settings.log_format)
     try:
-        code = serve(settings)
+        code = serve(settings, setup)
     except StartupError as exc:
         fail(str(exc))
     raise typer.Exit(code)

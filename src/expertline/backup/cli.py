@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from expertline.cli_support import GLOBALS, fail, out
+
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
@@ -72,7 +74,6 @@ def register(app: typer.Typer) -> None:
 @contextlib.contextmanager
 def _engine(reporting: bool) -> Iterator[Engine]:
     """The main database's engine, or the reporting one's; disposed afterwards."""
-    from expertline.cli import GLOBALS, fail
     from expertline.db.engine import DatabaseError, make_engine
 
     settings = GLOBALS.settings()
@@ -88,8 +89,6 @@ def _engine(reporting: bool) -> Iterator[Engine]:
 
 def _show(summary: Summary, headline: str) -> None:
     from rich.table import Table
-
-    from expertline.cli import out
 
     revisions = ", ".join(f"{label} {rev}" for label, rev in summary.revisions.items())
     out.print(

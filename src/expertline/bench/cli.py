@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from expertline.bench.common import BenchOptions, report
+from expertline.bench import config, ha, reporting, routing, sip, xmpp
+from expertline.bench.common import BenchOptions, BenchResult, report
+from expertline.cli_support import fail
+
+BENCHMARKS: dict[str, Callable[[BenchOptions], BenchResult]] = {
+    "config": config.run,
+    "ha": ha.run,
+    "reporting": reporting.run,
+    "routing": routing.run,
+    "sip": sip.run,
+    "xmpp": xmpp.run,
+}
 
 
 def available() -> list[str]:
-    import expertline.bench as pkg
-
-    return sorted(
-        m.name
-        for m in pkgutil.iter_modules(pkg.__path__)
-        if m.name not in {"cli", "common"} and not m.name.startswith("_")
-    )
+    return sorted(BENCHMARKS)
 
 
 def register(app: typer.Typer) -> None:
@@ -39,16 +43,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Run a benchmark; prints a table and writes the figures as JSON."""
-        from expertline.cli import fail
-
-        if name not in available():
-            fail(f"unknown benchmark {name!r}; available: {', '.join(available()) or 'none'}")
+        run = BENCHMARKS.get(name)
+        if run is None:
+            fail(f"unknown benchmark {name!r}; available: {', '.join(available())}")
         if not 0 < scale <= 10:
             fail("--scale must be in (0, 10]")
-        module = importlib.import_module(f"expertline.bench.{name}")
         sections = frozenset(s.strip() for s in (only or "").split(",") if s.strip())
         try:
-            result = module.run(BenchOptions(scale=scale, db=db, out=out, only=sections))
+            result = run(BenchOptions(scale=scale, db=db, out=out, only=sections))
         except ValueError as exc:
             fail(str(exc))
         report(result, out)

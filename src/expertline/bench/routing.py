@@ -232,7 +232,7 @@ def _serve_child(url: str, experts: int, queues: int, port: int, token_file: str
         await service.async_start()
         await _make_available(service, config)
         ctx = AppContext(Settings(node="bench"), service.engine)
-        ctx.services["runtime"] = service
+        ctx.services.runtime = service
         Path(token_file).write_text(create_token(service.engine, "bench", "admin"))
         server = uvicorn.Server(
             uvicorn.Config(

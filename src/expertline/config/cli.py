@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from expertline.cli_support import err, fail, migrated_engine, out
 from expertline.errors import Problem
 
 config_app = typer.Typer(
@@ -28,7 +29,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _read(file: str) -> str:
-    from expertline.cli import fail
 
     if file == "-":
         return sys.stdin.read()
@@ -39,7 +39,6 @@ def _read(file: str) -> str:
 
 
 def _report(file: str, problems: list[Problem], text: str | None = None) -> None:
-    from expertline.cli import err
     from expertline.config.validate import with_lines
 
     n = len(problems)
@@ -61,7 +60,6 @@ def validate_cmd(
     file: Annotated[str, typer.Argument(help="YAML file ('-' for standard input).")],
 ) -> None:
     """Check a configuration file without applying it (no database needed)."""
-    from expertline.cli import out
     from expertline.config.validate import check_yaml
 
     text = _read(file)
@@ -87,7 +85,6 @@ def import_cmd(
     ] = False,
 ) -> None:
     """Apply a whole configuration atomically: every object as in FILE, or nothing."""
-    from expertline.cli import migrated_engine, out
     from expertline.config.store import apply_document, cli_actor, plan_document
     from expertline.config.validate import check_yaml
 
@@ -132,7 +129,6 @@ def export_cmd(
     ] = None,
 ) -> None:
     """Print the applied configuration as canonical YAML."""
-    from expertline.cli import migrated_engine
     from expertline.config.export import export_yaml
     from expertline.config.store import load_document
 
@@ -146,7 +142,6 @@ def export_cmd(
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    from expertline.cli import fail
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +160,6 @@ def history_cmd(
     """Applied versions, newest first: when, by whom, what changed."""
     from rich.table import Table
 
-    from expertline.cli import migrated_engine, out
     from expertline.config.store import history
 
     table = Table("version", "applied", "actor", "source", "+", "~", "-", "summary")

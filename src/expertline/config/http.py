@@ -107,7 +107,7 @@ RESOURCES: dict[str, tuple[str, type[BaseModel]]] = {
 
 def router(ctx: AppContext) -> APIRouter:
     engine = ctx.engine
-    ctx.services["config_version"] = lambda: store.current_version(engine)
+    ctx.services.config_version = lambda: store.current_version(engine)
     r = ApiRouter(prefix="/api/v1", refusals=(401, 403, 404, 409, 413, 422))
     read = require("reporting")
     write = require()

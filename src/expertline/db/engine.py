@@ -61,6 +61,9 @@ PG_CONNECT_DEFAULTS = {
 # connection, so the next connection goes to the new primary.
 FAILOVER_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
 
+# The databases expertline runs on; any other URL is refused before a driver is looked for.
+BACKENDS = frozenset({"sqlite", "postgresql"})
+
 _SCHEME = re.compile(r"^(postgres|postgresql)(\+\w+)?://")
 
 
@@ -70,11 +73,17 @@ def parse_url(url: str) -> URL:
     ``?host=h1,h2&port=p1,p2``; with several hosts, ``target_session_attrs`` defaults to
     ``read-write`` (expertline writes: only the primary will do). Raises DatabaseError."""
     try:
-        return make_url(_multihost(url) if _SCHEME.match(url) else url)
+        parsed = make_url(_multihost(url) if _SCHEME.match(url) else url)
     except DatabaseError:
         raise
     except Exception as exc:  # sqlalchemy raises ArgumentError or ValueError, with long texts
         raise DatabaseError(f"bad database URL {_masked(url)!r}: {exc}") from exc
+    if parsed.get_backend_name() not in BACKENDS:
+        raise DatabaseError(
+            f"unsupported database {parsed.get_backend_name()!r} in {_masked(url)!r}: "
+            "expertline runs on sqlite:///PATH or postgresql://USER@HOST/NAME"
+        )
+    return parsed
 
 
 def _multihost(url: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from expertline.config.schema import ConfigDocument
 from expertline.config.schema import PresenceSource as PresenceSourceConfig
+from expertline.config.store import load_document
 from expertline.presence.mapping import StatusMap
 from expertline.presence.protocol import MessageSet
 from expertline.presence.xmpp import XmppSettings, XmppSource
@@ -131,7 +132,7 @@ def create_presence_sources(
     doc = document if document is not None else _stored_document(ctx)
     if doc is None or not doc.presence:
         return []
-    health = ctx.services.get("health")
+    health = ctx.services.health
     directory = RuntimeDirectory(port, fallback=doc)
     sources: list[XmppSource] = []
     for spec in doc.presence:
@@ -159,9 +160,5 @@ def create_presence_sources(
 
 
 def _stored_document(ctx: Any) -> ConfigDocument | None:
-    try:
-        from expertline.config.store import load_document
-    except ImportError:
-        return None
     _, doc = load_document(ctx.engine)
     return doc

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from expertline.cli_support import GLOBALS, fail, out
+
 
 class Output(StrEnum):
     table = "table"
@@ -63,7 +65,6 @@ def register(app: typer.Typer) -> None:
 def _run(name: str, start: str | None, end: str | None, interval: str, fmt: Output) -> None:
     import json
 
-    from expertline.cli import GLOBALS, fail, out
     from expertline.db.engine import DatabaseError, make_engine
     from expertline.errors import InvalidInput
     from expertline.reporting import migrate

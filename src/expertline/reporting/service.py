@@ -34,17 +34,14 @@ STOP_TIMEOUT = 10.0
 
 def reporting_engine(ctx: AppContext) -> Engine:
     """The reporting database: the runtime's engine unless ``reporting_db`` names another."""
-    service = ctx.services.get("reporting")
-    if isinstance(service, ReportingService):
+    service = ctx.services.reporting
+    if service is not None:
         return service.engine
     if ctx.settings.reporting_db_url == ctx.settings.db_url:
         return ctx.engine
-    cached = ctx.services.get("reporting_engine")
-    if cached is None:
-        cached = make_engine(ctx.settings.reporting_db_url)
-        ctx.services["reporting_engine"] = cached
-    engine: Engine = cached
-    return engine
+    if ctx.services.reporting_engine is None:
+        ctx.services.reporting_engine = make_engine(ctx.settings.reporting_db_url)
+    return ctx.services.reporting_engine
 
 
 class ReportingService:
@@ -139,7 +136,7 @@ def create_reporting(ctx: AppContext) -> ReportingService:
     return ReportingService(
         ctx.engine,
         target,
-        health=ctx.services.get("health"),
+        health=ctx.services.health,
         required=ctx.settings.role == "reporting",
         owns_target=separate,
     )

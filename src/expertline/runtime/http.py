@@ -176,9 +176,9 @@ def router(ctx: AppContext) -> APIRouter:
     hot = ctx.hot_routes
 
     def runtime() -> Any:
-        service = ctx.services.get("runtime")
+        service = ctx.services.runtime
         if service is None or not getattr(service, "running", False):
-            lease = ctx.services.get("lease")
+            lease = ctx.services.lease
             if lease is not None and not lease.active:
                 raise ServiceUnavailable(
                     f"node {ctx.settings.node} is the standby of an HA pair: "
@@ -330,7 +330,7 @@ def router(ctx: AppContext) -> APIRouter:
                     yield f"id: {row['id']}\nevent: {row['type']}\ndata: {payload}\n\n".encode()
                 if rows:
                     continue
-                service = ctx.services.get("runtime")
+                service = ctx.services.runtime
                 if service is not None and getattr(service, "running", False):
                     before = cursor
                     await service.async_wait_feed(cursor, 15.0)

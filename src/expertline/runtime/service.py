@@ -1510,38 +1510,28 @@ class StoreConfigSource:
         self._index: Any = None
 
     def __call__(self, engine: Engine) -> tuple[RoutingConfig, Any]:
-        try:
-            from expertline.config.store import load_document
-        except ImportError:  # configuration part not installed: run with an empty configuration
-            return _empty_config(), None
+        from expertline.config.store import load_document
+
         version, doc = load_document(engine)
         if version == 0:
             return _empty_config(), doc
-        try:
-            from expertline.routing.build import build_routing_config
-            from expertline.routing.eligibility import EligibilityIndex
-        except ImportError:
-            log.error(
-                "configuration version %d not routed: this installation has no eligibility "
-                "engine (expertline.routing.build); running with an empty configuration",
-                version,
-            )
-            return RoutingConfig(version=int(version), experts={}, queues={}, matches={}), doc
+        from expertline.routing.build import build_routing_config
+        from expertline.routing.eligibility import EligibilityIndex
+
         if self._index is None:
             self._index = EligibilityIndex.from_document(doc)
         return build_routing_config(doc, int(version), self._index), doc
 
 
 def _default_version_probe(engine: Engine) -> int:
-    try:
-        from expertline.config.store import current_version
-    except ImportError:
-        return 0
+    from expertline.config.store import current_version
+
     return int(current_version(engine))
 
 
 def create_runtime(ctx: Any) -> RuntimeService:
     """The node's factory: a runtime on the node's database, named after the node."""
-    service = RuntimeService(ctx.engine, node=ctx.settings.node, health=ctx.services.get("health"))
-    ctx.services.setdefault("config_version", lambda: service.config.version)
+    service = RuntimeService(ctx.engine, node=ctx.settings.node, health=ctx.services.health)
+    if ctx.services.config_version is None:
+        ctx.services.config_version = lambda: service.config.version
     return service

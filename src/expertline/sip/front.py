@@ -398,7 +398,7 @@ def create_sip_front(ctx: Any, port: TaskPort, environ: dict[str, str] | None = 
     than run with a half-configured trust)."""
     settings = ctx.settings
     host, sip_port = parse_host_port(settings.sip)
-    health: Health | None = ctx.services.get("health")
+    health: Health | None = ctx.services.health
     active = (lambda: health.active) if health is not None else None
     attach = attach_policy(
         settings.sip_attach_key_env,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,10 +23,41 @@ from starlette.types import Message, Receive, Scope, Send
 
 from expertline import __version__
 from expertline.errors import ExpertlineError, InvalidInput, Problem, TooLarge
+from expertline.health import Health
 from expertline.settings import Settings
 from expertline.web.auth import TokenVerifier
 from expertline.web.bodies import decode_json, is_json, not_json_problem
 from expertline.web.hot import NO_JSON, HotRoutes, read_body, replay_body
+
+if TYPE_CHECKING:  # the services import this module: their types only, for the annotations
+    from expertline.feeds.delivery import RecordFeeds
+    from expertline.ha.keeper import LeaseKeeper
+    from expertline.node import Node
+    from expertline.presence.xmpp import XmppSource
+    from expertline.reporting.service import ReportingService
+    from expertline.runtime.service import RuntimeService
+    from expertline.sip.front import SipFront
+    from expertline.web.admin.live import LiveBoard
+    from expertline.web.pages import Web
+
+
+@dataclass
+class Services:
+    """The services of this node that routers and pages use; each is None where the node's
+    role does not run it (``node.py`` creates them)."""
+
+    health: Health = field(default_factory=Health)
+    node: Node | None = None
+    runtime: RuntimeService | None = None
+    lease: LeaseKeeper | None = None  # HA (PostgreSQL): the runtime runs while it holds the lease
+    reporting: ReportingService | None = None
+    reporting_engine: Engine | None = None  # a separate reporting database, opened on first use
+    sip: SipFront | None = None
+    presence_sources: list[XmppSource] = field(default_factory=list)
+    record_feeds: RecordFeeds | None = None  # RCD/TCD pushed to webhook targets
+    config_version: Callable[[], int] | None = None  # the applied configuration's version
+    web: Web | None = None  # the pages' shared state, made on first use
+    live_board: LiveBoard | None = None  # the live dashboard's state, made on first use
 
 
 @dataclass
@@ -35,7 +66,7 @@ class AppContext:
 
     settings: Settings
     engine: Engine
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     hot_routes: HotRoutes = field(default_factory=HotRoutes)
 
 

@@ -54,7 +54,7 @@ def router(ctx: AppContext) -> APIRouter:
     sessions = web_of(ctx).sessions
 
     def runtime() -> Any:
-        service = ctx.services.get("runtime")
+        service = ctx.services.runtime
         if service is None or not getattr(service, "running", False):
             raise Unavailable(
                 "Routing does not run on this node right now, so the console cannot work here."
@@ -65,7 +65,7 @@ def router(ctx: AppContext) -> APIRouter:
     async def console(request: Request) -> Response:
         session = await run_in_threadpool(signed_in, request, EXPERT_ROLES)
         expert_id = _expert_of(session)
-        service = ctx.services.get("runtime")
+        service = ctx.services.runtime
         running = service is not None and getattr(service, "running", False)
         picture = _picture(service, expert_id) if running else None
         return render(

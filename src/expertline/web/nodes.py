@@ -52,18 +52,16 @@ def own_url(ctx: AppContext) -> str:
 
 def snapshot(ctx: AppContext) -> dict[str, Any]:
     """This node's row as it is now."""
-    health = ctx.services.get("health")
-    components = []
-    if health is not None:
-        components = [
-            {"name": c.name, "up": c.up, "detail": c.detail[:200], "required": c.required}
-            for c in health.components()
-        ]
+    health = ctx.services.health
+    components = [
+        {"name": c.name, "up": c.up, "detail": c.detail[:200], "required": c.required}
+        for c in health.components()
+    ]
     return {
         "node": ctx.settings.node,
         "url": own_url(ctx),
         "role": ctx.settings.role,
-        "active": bool(getattr(health, "active", True)),
+        "active": health.active,
         "components": components,
     }
 
@@ -188,8 +186,7 @@ def active_node(ctx: AppContext) -> NodeInfo | None:
 
 def page_banner(ctx: AppContext) -> dict[str, Any] | None:
     """What a standby's pages say at the top: None on an active node."""
-    health = ctx.services.get("health")
-    if health is None or getattr(health, "active", True):
+    if ctx.services.health.active:
         return None
     other = active_node(ctx)
     return {

@@ -18,7 +18,7 @@ from expertline.web.auth import bearer
 
 def router(ctx: AppContext) -> APIRouter:
     r = APIRouter()
-    health: Health = ctx.services.setdefault("health", Health())
+    health = ctx.services.health
     node_metrics = NodeMetrics(ctx)
 
     @r.get("/healthz", tags=["operations"], summary="The process is alive")
@@ -49,7 +49,7 @@ def router(ctx: AppContext) -> APIRouter:
         responses=problem_responses(401),
     )
     def status(request: Request, _: Any = Depends(bearer)) -> dict[str, Any]:
-        version_of = ctx.services.get("config_version")
+        version_of = ctx.services.config_version
         return {
             "node": ctx.settings.node,
             "role": ctx.settings.role,

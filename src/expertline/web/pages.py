@@ -92,17 +92,14 @@ class Web:
     @property
     def active(self) -> bool:
         """False on an HA standby: its pages show and change nothing that routing owns."""
-        health = self.ctx.services.get("health")
-        return bool(getattr(health, "active", True))
+        return self.ctx.services.health.active
 
 
 def web_of(ctx: AppContext) -> Web:
     """The one ``Web`` of this application (made on first use)."""
-    web = ctx.services.get("web")
-    if web is None:
-        web = ctx.services["web"] = Web(ctx, SessionStore(ctx.engine))
-    assert isinstance(web, Web)
-    return web
+    if ctx.services.web is None:
+        ctx.services.web = Web(ctx, SessionStore(ctx.engine))
+    return ctx.services.web
 
 
 def web(request: Request) -> Web:

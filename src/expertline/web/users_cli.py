@@ -13,13 +13,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from expertline.cli_support import fail, migrated_engine, out
 from expertline.web import users
 
 users_app = typer.Typer(help="People who sign in to the web pages.", no_args_is_help=True)
 
 
 def _password(confirm: bool = True) -> str:
-    from expertline.cli import fail
 
     if not sys.stdin.isatty():
         line = sys.stdin.readline()
@@ -44,7 +44,6 @@ def users_create(
     ] = None,
 ) -> None:
     """Create a user; the password is asked for (or read from standard input)."""
-    from expertline.cli import migrated_engine, out
 
     engine = migrated_engine()
     user = users.create_user(engine, username, role, _password(), expert)
@@ -55,7 +54,6 @@ def users_create(
 @users_app.command("list")
 def users_list() -> None:
     """List users (never their passwords)."""
-    from expertline.cli import migrated_engine, out
 
     table = Table("username", "role", "expert", "created", "disabled")
     for u in users.list_users(migrated_engine()):
@@ -72,7 +70,6 @@ def users_list() -> None:
 @users_app.command("password")
 def users_password(username: str) -> None:
     """Set a new password (asked for, or read from standard input); the user's sessions end."""
-    from expertline.cli import migrated_engine, out
 
     engine = migrated_engine()
     users.get_user(engine, username)
@@ -83,7 +80,6 @@ def users_password(username: str) -> None:
 @users_app.command("disable")
 def users_disable(username: str) -> None:
     """Stop a user from signing in; the user's sessions end at once."""
-    from expertline.cli import migrated_engine, out
 
     users.disable_user(migrated_engine(), username)
     out.print(f"user {username!r} disabled", highlight=False)
@@ -92,7 +88,6 @@ def users_disable(username: str) -> None:
 @users_app.command("enable")
 def users_enable(username: str) -> None:
     """Let a disabled user sign in again."""
-    from expertline.cli import migrated_engine, out
 
     users.enable_user(migrated_engine(), username)
     out.print(f"user {username!r} enabled", highlight=False)

@@ -40,7 +40,7 @@ def test_sources_come_from_the_stored_configuration(
     monkeypatch.setenv("EXPERTLINE_TEST_XMPP_PW", "pw")
     monkeypatch.delenv("EXPERTLINE_TEST_XMPP_SECRET", raising=False)
     ctx = AppContext(Settings(node="n"), engine)
-    health = ctx.services["health"] = Health()
+    health = ctx.services.health = Health()
     runtime = _Runtime()
     sources = create_presence_sources(ctx, runtime)  # type: ignore[arg-type]
     assert [s.id for s in sources] == ["corp"]

@@ -144,16 +144,16 @@ async def system(
     monkeypatch.setenv("EXPERTLINE_TEST_XMPP_PASSWORD", "router-pw")
     config, doc = documents(prosody)
     ctx = AppContext(Settings(node="test-node"), engine)
-    health = ctx.services["health"] = Health()
+    health = ctx.services.health = Health()
     service = RuntimeService(
         engine,
         node="test-node",
         config_loader=lambda _e: (config, doc),
         version_probe=lambda _e: config.version,
     )
-    ctx.services["runtime"] = service
+    ctx.services.runtime = service
     (source,) = create_presence_sources(ctx, service, document=doc)
-    ctx.services["presence_sources"] = [source]
+    ctx.services.presence_sources = [source]
     await service.async_start()
     await source.async_start()
     rc = {"Authorization": f"Bearer {create_token(engine, 'rc', 'routing-client')}"}

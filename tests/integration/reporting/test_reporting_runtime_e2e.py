@@ -41,12 +41,12 @@ async def api(engine: Engine, db_url: str, tmp_path: Path) -> AsyncIterator[http
     reporting_migrate.upgrade(engine)
     apply_document(engine, load_yaml(CONFIG), "test")
     ctx = AppContext(Settings(db=db_url, data_dir=tmp_path, node="e2e"), engine)
-    ctx.services["health"] = Health()
+    ctx.services.health = Health()
     runtime = create_runtime(ctx)
-    ctx.services["runtime"] = runtime
+    ctx.services.runtime = runtime
     reporting = create_reporting(ctx)
     reporting.poll_interval = 0.05
-    ctx.services["reporting"] = reporting
+    ctx.services.reporting = reporting
     await runtime.async_start()
     await reporting.async_start()
     token = create_token(engine, "ops", "admin")

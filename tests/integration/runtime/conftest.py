@@ -30,7 +30,7 @@ async def h(engine: Engine, service_options: dict[str, Any]) -> AsyncIterator[Ha
     service = make_service(engine, routing_config(), **service_options)
     await service.async_start()
     ctx = AppContext(Settings(node="test-node"), engine)
-    ctx.services["runtime"] = service
+    ctx.services.runtime = service
     app = create_app(ctx)
     store_experts(engine)
     headers = {

@@ -27,7 +27,7 @@ async def main(url: str, port: int) -> None:
     service = make_service(engine, routing_config(offer_timeout=3600.0))
     await service.async_start()
     ctx = AppContext(Settings(node="crash-node"), engine)
-    ctx.services["runtime"] = service
+    ctx.services.runtime = service
     server = uvicorn.Server(
         uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning")
     )

@@ -45,7 +45,7 @@ async def api(engine: Engine) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str
     )
     await service.async_start()
     ctx = AppContext(Settings(node="test-node"), engine)
-    ctx.services["runtime"] = service
+    ctx.services.runtime = service
     tokens = {
         "rc": bearer(create_token(engine, "rc", "routing-client")),
         "alice": bearer(create_token(engine, "alice", "expert", "alice")),

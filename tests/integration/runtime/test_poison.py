@@ -160,7 +160,7 @@ async def node(engine: Engine) -> AsyncIterator[Node]:
     service.register_channel(channel)
     await service.async_start()
     ctx = AppContext(Settings(node="test-node"), engine)
-    ctx.services.update(runtime=service, health=health)
+    ctx.services.runtime, ctx.services.health = service, health
     app = create_app(ctx)
     rc = {"Authorization": f"Bearer {create_token(engine, 'cc', 'routing-client')}"}
     # an integration acting for the experts (this configuration is not stored: no bound token)

@@ -216,7 +216,7 @@ async def test_the_backlog_of_each_target_is_a_metric(
     receiver.failing = 10**6
     await _abandoned_tasks(h.service, 2)
     feeds = RecordFeeds(h.engine, [target(receiver.url, "icm")], h.service, **FAST)
-    h.app.state.ctx.services["record_feeds"] = feeds
+    h.app.state.ctx.services.record_feeds = feeds
     await feeds.async_start()
     try:
         await async_eventually(lambda: len(receiver.requests) >= 1, timeout=10)
@@ -277,7 +277,7 @@ def test_the_setting_is_read_from_the_environment_and_checked(
     node = Node(settings, engine)
     node.build()
     assert "record_feeds" in [name for name, _ in node.services]
-    assert node.ctx.services["record_feeds"].lanes[0].target.id == "icm"
+    assert node.ctx.services.record_feeds.lanes[0].target.id == "icm"
     monkeypatch.setenv("EXPERTLINE_RECORD_FEEDS", json.dumps([{**feeds[0], "url": "ftp://x/"}]))
     with pytest.raises(ValidationError, match="url must be an absolute http"):
         Settings(node="n1", data_dir=tmp_path)

@@ -133,8 +133,8 @@ class SipHarness:
         )
         await self.front.async_start()
         ctx = AppContext(Settings(node="test-node"), self.engine)
-        ctx.services["runtime"] = self.service
-        ctx.services["sip"] = self.front
+        ctx.services.runtime = self.service
+        ctx.services.sip = self.front
         # an integration acting for every expert
         self.ex = {"Authorization": f"Bearer {create_token(self.engine, 'ex', 'admin')}"}
         self.rc = {"Authorization": f"Bearer {create_token(self.engine, 'rc', 'routing-client')}"}

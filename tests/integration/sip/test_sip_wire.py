@@ -169,7 +169,7 @@ async def test_create_sip_front_reads_the_node_settings_and_reports_health(
 ) -> None:
     ctx = AppContext(Settings(node="n1", sip="127.0.0.1:0", sip_mode="proxy"), started.engine)
     health = Health()
-    ctx.services["health"] = health
+    ctx.services.health = health
     assert started.port is not None
     front = create_sip_front(ctx, started.port)  # the real runtime, requests recorded
     await front.async_start()

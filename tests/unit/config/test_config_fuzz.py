@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +78,7 @@ trees = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(keys, trees, max_size=6))
 def test_any_document_shape_gives_a_document_or_problems(raw: dict[str, Any]) -> None:
@@ -86,6 +88,7 @@ def test_any_document_shape_gives_a_document_or_problems(raw: dict[str, Any]) ->
         assert isinstance(p.path, str) and p.message
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     st.text(alphabet=st.sampled_from(list("ab:-[]{}'\"#&*!|>? \n\t0123456789.,<~%@`")), max_size=60)

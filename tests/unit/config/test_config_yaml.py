@@ -160,6 +160,7 @@ values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(keys, values, max_size=5))
 def test_dump_then_parse_is_identity(data: dict) -> None:

@@ -6,6 +6,7 @@ import math
 from functools import lru_cache
 from typing import Any
 
+import pytest
 from cel_expr_python import cel
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -179,6 +180,7 @@ def cel_verdict(text: str, values: dict[str, Any]) -> bool:
     return program(text).eval(data=data).value() is True
 
 
+@pytest.mark.slow
 @settings(
     max_examples=100,
     deadline=None,
@@ -222,6 +224,7 @@ def literal(kind: str, value: Any) -> str | None:
     return str_lit(value)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=100,
     deadline=None,

@@ -69,6 +69,7 @@ def test_clear_and_contact_gone() -> None:
     assert roster.aggregate("b@x") == "offline"
 
 
+@pytest.mark.slow
 @given(
     st.lists(
         st.tuples(

@@ -197,6 +197,7 @@ def test_parse_anything_else_is_unclear(text: str) -> None:
     assert isinstance(parse_reply(text), Unclear)
 
 
+@pytest.mark.slow
 @settings(max_examples=500)
 @given(st.text(max_size=400))
 def test_arbitrary_text_never_crashes_and_never_accepts_without_a_yes_word(text: str) -> None:
@@ -207,6 +208,7 @@ def test_arbitrary_text_never_crashes_and_never_accepts_without_a_yes_word(text:
         assert first in (YES_WORDS if reply.accept else NO_WORDS)
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(
     st.sampled_from(sorted(YES_WORDS | NO_WORDS)),
@@ -217,6 +219,7 @@ def test_any_answer_with_a_code_parses_back(word: str, code: str) -> None:
     assert reply == Answer(word in YES_WORDS, code.lstrip("#").upper())
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(
     st.text(max_size=200),

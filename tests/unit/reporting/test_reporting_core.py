@@ -83,6 +83,7 @@ def test_a_hole_holds_later_rows_until_grace_then_is_skipped() -> None:
     assert "skipped feed ids 12..13" in skipped.reason
 
 
+@pytest.mark.slow
 @given(st.lists(st.integers(min_value=1, max_value=60), unique=True, max_size=30))
 def test_window_never_passes_a_fresh_hole(ids: list[int]) -> None:
     ids.sort()
@@ -199,6 +200,7 @@ TASKS = st.builds(
 )
 
 
+@pytest.mark.slow
 @given(st.lists(TASKS, max_size=40))
 def test_batch_totals_add_up_what_each_task_contributes(tasks: list[TaskRecord]) -> None:
     """The ingester sums a batch task by task; the figures must be exactly those of adding

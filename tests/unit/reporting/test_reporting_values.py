@@ -41,12 +41,14 @@ def forms(moment: datetime) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @given(MOMENTS)
 def test_sqlite_text_is_sqlalchemys_for_every_form(moment: datetime) -> None:
     for text in forms(moment):
         assert sqlite_time_text(text) == utc(text).strftime(SQLALCHEMY_SQLITE_FORMAT), text
 
 
+@pytest.mark.slow
 @given(MOMENTS)
 def test_postgresql_text_is_the_same_instant_with_an_explicit_offset(moment: datetime) -> None:
     for text in forms(moment):

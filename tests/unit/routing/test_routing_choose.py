@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -110,6 +111,7 @@ def eligibility(had: dict[str, float | None], now: float = 5.0) -> strategies.El
     return eligible
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(situations())
 def test_choose_gives_the_plain_definition_on_every_path(s: dict[str, Any]) -> None:
@@ -137,6 +139,7 @@ def test_choose_gives_the_plain_definition_on_every_path(s: dict[str, Any]) -> N
     assert walked == expected
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(situations())
 def test_nobody_had_it_shortcut_is_the_same_choice(s: dict[str, Any]) -> None:

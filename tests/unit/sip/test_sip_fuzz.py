@@ -11,6 +11,7 @@ import pytest
 HARNESS = Path(__file__).with_name("fuzz_sip_message.py")
 
 
+@pytest.mark.slow
 def test_parser_survives_coverage_guided_fuzzing(tmp_path: Path) -> None:
     pytest.importorskip("atheris")
     corpus = tmp_path / "corpus"

@@ -273,6 +273,7 @@ def messages(draw: st.DrawFn) -> Request | Response:
     return Response(headers, body, status, reason)
 
 
+@pytest.mark.slow
 @given(messages())
 def test_round_trip(message: Request | Response) -> None:
     data = message.to_bytes()
@@ -281,6 +282,7 @@ def test_round_trip(message: Request | Response) -> None:
     assert StreamFramer().feed(data) == [data]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=600))
 def test_arbitrary_bytes_give_a_message_or_a_parse_error(data: bytes) -> None:
@@ -290,6 +292,7 @@ def test_arbitrary_bytes_give_a_message_or_a_parse_error(data: bytes) -> None:
         StreamFramer().feed(data)
 
 
+@pytest.mark.slow
 @settings(max_examples=300)
 @given(messages(), st.data())
 def test_mutated_messages_never_crash_the_parser(

@@ -13,7 +13,7 @@ from expertline.health import Health
 from expertline.security.tokens import create_token
 from expertline.settings import Settings
 from expertline.web import ops
-from expertline.web.app import AppContext, create_app
+from expertline.web.app import AppContext, Services, create_app
 
 FAILURE = (
     "database writes failing: (psycopg.errors.InvalidTextRepresentation) invalid input "
@@ -28,7 +28,7 @@ def test_readyz_shows_no_sql_nor_row_data(
     sqlite_engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     health = Health()
-    ctx = AppContext(Settings(node="n1"), sqlite_engine, services={"health": health})
+    ctx = AppContext(Settings(node="n1"), sqlite_engine, services=Services(health=health))
     client = TestClient(create_app(ctx, [ops.router]))
     health.report("database", True, "sqlite")
     health.report("runtime", True, "routing")

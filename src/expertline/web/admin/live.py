@@ -134,7 +134,7 @@ class LiveBoard:
 
     async def _wait_for_events(self) -> None:
         """Sleep one tick; with a runtime in this process, wake early for new events."""
-        runtime = self.ctx.services.get("runtime")
+        runtime = self.ctx.services.runtime
         start = time.monotonic()
         if runtime is not None and getattr(runtime, "running", False):
             with contextlib.suppress(Exception):
@@ -299,8 +299,6 @@ def _epoch(value: Any) -> float | None:
 
 
 def board_of(ctx: AppContext) -> LiveBoard:
-    board = ctx.services.get("web_live_board")
-    if board is None:
-        board = ctx.services["web_live_board"] = LiveBoard(ctx)
-    assert isinstance(board, LiveBoard)
-    return board
+    if ctx.services.live_board is None:
+        ctx.services.live_board = LiveBoard(ctx)
+    return ctx.services.live_board
