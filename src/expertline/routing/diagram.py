@@ -118,7 +118,7 @@ core = RoutingCore.restore(config, tasks, offers, experts, now, meta)
 commands = core.handle(Recovered(lost_tasks=frozenset(...)), now)  # SetTimer for every live timer
 ```
 
-`python -m expertline.routing.perf EXPERTS QUEUES LIFECYCLES WAITING` measures the core alone.
+`python -m expertline.bench.perf EXPERTS QUEUES LIFECYCLES WAITING` measures the core alone.
 """
 
 
