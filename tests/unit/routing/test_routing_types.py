@@ -16,7 +16,13 @@ CORE_FILES = [
     "strategies.py",
     "records.py",
     "diagram.py",
-    "perf.py",
+    "state.py",
+    "timers.py",
+    "offers.py",
+    "outcomes.py",
+    "matching.py",
+    "reconcile.py",
+    "handlers.py",
 ]
 
 
