@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from expertline.routing.timers import TimerKey
+
 
 @dataclass(frozen=True, slots=True)
 class SendOffer:
@@ -93,13 +95,13 @@ class Emit:
 class SetTimer:
     """Fire ``TimerFired(key)`` at ``at`` (core clock seconds). Setting a key again moves it."""
 
-    key: str
+    key: TimerKey
     at: float
 
 
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
-    key: str
+    key: TimerKey
 
 
 Command = (

@@ -60,6 +60,7 @@ from expertline.routing.handlers import _HANDLERS, _WELL_FORMED, Handlers
 from expertline.routing.model import RoutingConfig
 from expertline.routing.state import _CLEAN, Dirty
 from expertline.routing.states import WAITING, TaskStatus
+from expertline.routing.timers import TimerKey
 
 __all__ = ["Dirty", "RoutingCore"]
 
@@ -215,6 +216,6 @@ class RoutingCore(Handlers):
             "timers": len(self._timers),
         }
 
-    def timers(self) -> dict[str, float]:
+    def timers(self) -> dict[TimerKey, float]:
         """Every live timer: key -> due time."""
-        return {k: v[0] for k, v in self._timers.items()}
+        return dict(self._timers)

@@ -34,13 +34,13 @@ from expertline.routing.phones import accepted_label
 from expertline.routing.reconcile import Reconcile
 from expertline.routing.state import CHANNELS, PRESENCES, TIMER_TOLERANCE
 from expertline.routing.states import (
+    TASK,
     WAITING,
     WITH_EXPERT,
     OfferTrigger,
     TaskTrigger,
-    advance_task,
-    task_allows,
 )
+from expertline.routing.timers import TimerKey, TimerKind
 
 log = logging.getLogger("expertline.routing")
 
@@ -160,28 +160,28 @@ class Handlers(Reconcile):
 
     def _on_connected(self, ev: CallConnected) -> None:
         t = self._tasks.get(ev.task_id)
-        if t is None or not task_allows(t.status, TaskTrigger.CONNECT):
+        if t is None or not TASK.allows(t.status, TaskTrigger.CONNECT):
             return
-        t.status = advance_task(t.status, TaskTrigger.CONNECT)
+        t.status = TASK.fire(t.status, TaskTrigger.CONNECT)
         t.connected_at = self._now
         self._dirty_tasks.add(t.id)
         self._emit("task.connected", task_id=t.id, expert_id=t.expert_id)
 
     def _on_ended(self, ev: CallEnded) -> None:
         t = self._tasks.get(ev.task_id)
-        if t is None or not task_allows(t.status, TaskTrigger.END):
+        if t is None or not TASK.allows(t.status, TaskTrigger.END):
             return
         self._end(t, TaskTrigger.END, records.handled_disposition(t))
 
     def _on_abandoned(self, ev: TaskAbandoned) -> None:
         t = self._tasks.get(ev.task_id)
-        if t is None or not task_allows(t.status, TaskTrigger.ABANDON):
+        if t is None or not TASK.allows(t.status, TaskTrigger.ABANDON):
             return
         self._end(t, TaskTrigger.ABANDON, records.abandon_disposition(t))
 
     def _on_failed(self, ev: TaskFailed) -> None:
         t = self._tasks.get(ev.task_id)
-        if t is None or not task_allows(t.status, TaskTrigger.FAIL):
+        if t is None or not TASK.allows(t.status, TaskTrigger.FAIL):
             return
         disp = ev.disposition
         if disp is None:
@@ -196,7 +196,7 @@ class Handlers(Reconcile):
         if (
             t is None
             or ev.disposition not in records.DELIVERY_FAILURES
-            or not task_allows(t.status, TaskTrigger.DELIVERY_FAILED)
+            or not TASK.allows(t.status, TaskTrigger.DELIVERY_FAILED)
         ):
             return
         now = self._now
@@ -225,8 +225,8 @@ class Handlers(Reconcile):
             e.active.pop(t.id, None)
             self._expert_changed(e)
             self._work_experts.add(eid)
-        t.status = advance_task(t.status, TaskTrigger.DELIVERY_FAILED)
-        self._drop_timer(f"lifetime:{t.id}", cancel=True)
+        t.status = TASK.fire(t.status, TaskTrigger.DELIVERY_FAILED)
+        self._drop_timer(TimerKey(TimerKind.LIFETIME, t.id), cancel=True)
         t.expert_id = None
         t.label = None
         t.assigned_at = None
@@ -257,43 +257,50 @@ class Handlers(Reconcile):
         self._work_tasks.add(t.id)
 
     def _on_timer(self, ev: TimerFired) -> None:
-        entry = self._timers.get(ev.key)
-        if entry is None:
+        key = ev.key
+        at = self._timers.get(key)
+        if at is None:
             return
-        at, kind, a, b = entry
         if self._now + TIMER_TOLERANCE < at:
             return  # an earlier setting of a moved timer
-        self._drop_timer(ev.key)
-        if kind == "offer":
-            o = self._offers.get(a)
-            if o is not None:
-                self._expire_offer(o)
-        elif kind == "maxwait":
-            t = self._tasks.get(a)
-            if t is not None and t.status in WAITING:
-                self._max_wait(t)
-        elif kind == "escalate":
-            t = self._tasks.get(a)
-            if t is not None and t.status in WAITING:
-                self._escalate(t)
-        elif kind == "wrapup":
-            e = self._experts.get(a)
-            if e is not None and e.wrapup_until is not None:
-                e.idle_since = e.wrapup_until
-                e.wrapup_until = None
-                self._expert_changed(e)
-                self._work_experts.add(e.id)
-        elif kind == "cooldown":
-            if a in self._tasks:
-                self._work_tasks.add(a)
-            if b in self._experts:
-                self._work_experts.add(b)
-        elif kind == "lifetime":
-            t = self._tasks.get(a)
-            if t is not None and t.status in WITH_EXPERT:
-                # Lost signalling: nobody reported the call's end. Free the expert.
-                log.info("task=%s ended disposition=41 reason=max_task_lifetime", t.id)
-                self._end(t, TaskTrigger.EXPIRE, records.MAX_TASK_LIFETIME)
+        self._drop_timer(key)
+        _TIMER_HANDLERS[key.kind](self, key)
+
+    def _offer_due(self, key: TimerKey) -> None:
+        o = self._offers.get(key.subject)
+        if o is not None:
+            self._expire_offer(o)
+
+    def _max_wait_due(self, key: TimerKey) -> None:
+        t = self._tasks.get(key.subject)
+        if t is not None and t.status in WAITING:
+            self._max_wait(t)
+
+    def _escalation_due(self, key: TimerKey) -> None:
+        t = self._tasks.get(key.subject)
+        if t is not None and t.status in WAITING:
+            self._escalate(t)
+
+    def _wrap_up_due(self, key: TimerKey) -> None:
+        e = self._experts.get(key.subject)
+        if e is not None and e.wrapup_until is not None:
+            e.idle_since = e.wrapup_until
+            e.wrapup_until = None
+            self._expert_changed(e)
+            self._work_experts.add(e.id)
+
+    def _cooldown_due(self, key: TimerKey) -> None:
+        if key.subject in self._tasks:
+            self._work_tasks.add(key.subject)
+        if key.detail in self._experts:
+            self._work_experts.add(key.detail)
+
+    def _lifetime_due(self, key: TimerKey) -> None:
+        t = self._tasks.get(key.subject)
+        if t is not None and t.status in WITH_EXPERT:
+            # Lost signalling: nobody reported the call's end. Free the expert.
+            log.info("task=%s ended disposition=41 reason=max_task_lifetime", t.id)
+            self._end(t, TaskTrigger.EXPIRE, records.MAX_TASK_LIFETIME)
 
     def _on_recovered(self, ev: Recovered) -> None:
         if ev.failover:
@@ -304,9 +311,7 @@ class Handlers(Reconcile):
             t = self._tasks[tid]
             log.info("task=%s ended disposition=27 reason=lost_in_failover", tid)
             self._end(t, TaskTrigger.LOST, records.FAILED_SOFTWARE)
-        for key, (at, _kind, _a, _b) in sorted(
-            self._timers.items(), key=lambda kv: (kv[1][0], kv[0])
-        ):
+        for key, at in sorted(self._timers.items(), key=lambda kv: (kv[1], kv[0])):
             self._out.append(SetTimer(key, at))
         log.info(
             "recovered tasks=%d offers=%d timers=%d lost=%d",
@@ -343,7 +348,7 @@ _WELL_FORMED: dict[type, Callable[[Any], bool]] = {
     TaskAbandoned: lambda ev: isinstance(ev.task_id, str),
     TaskFailed: lambda ev: isinstance(ev.task_id, str),
     DeliveryFailed: lambda ev: isinstance(ev.task_id, str) and isinstance(ev.disposition, int),
-    TimerFired: lambda ev: isinstance(ev.key, str),
+    TimerFired: lambda ev: isinstance(ev.key, TimerKey) and isinstance(ev.key.kind, TimerKind),
     Recovered: lambda ev: (
         all(isinstance(t, str) for t in ev.lost_tasks) and isinstance(ev.failover, bool)
     ),
@@ -362,4 +367,14 @@ _HANDLERS: dict[type, Any] = {
     DeliveryFailed: Handlers._on_delivery_failed,
     TimerFired: Handlers._on_timer,
     Recovered: Handlers._on_recovered,
+}
+
+# What a due timer does, by kind.
+_TIMER_HANDLERS: dict[TimerKind, Callable[[Handlers, TimerKey], None]] = {
+    TimerKind.OFFER: Handlers._offer_due,
+    TimerKind.MAX_WAIT: Handlers._max_wait_due,
+    TimerKind.ESCALATE: Handlers._escalation_due,
+    TimerKind.WRAP_UP: Handlers._wrap_up_due,
+    TimerKind.COOLDOWN: Handlers._cooldown_due,
+    TimerKind.LIFETIME: Handlers._lifetime_due,
 }

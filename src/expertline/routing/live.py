@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from expertline.routing.model import Presence
-from expertline.routing.states import FINAL_TASK, OfferStatus, TaskStatus
+from expertline.routing.states import (
+    FINAL_TASK,
+    OFFER,
+    OFFER_START,
+    TASK,
+    TASK_START,
+    OfferStatus,
+    TaskStatus,
+)
 
 SNAPSHOT_VERSION = 1
 
@@ -81,7 +89,7 @@ class Task:
         self.created_at = created_at
         self.enqueued_at = created_at
         self.config_version = config_version
-        self.status = TaskStatus.QUEUED
+        self.status = TASK_START
         self.step = 0
         # expert id -> offer id, in the order the offers went out
         self.open_offers: dict[str, str] = {}
@@ -161,7 +169,7 @@ class Task:
         )
         t.queues = list(d.get("queues") or [t.queue_id])
         t.enqueued_at = float(d.get("enqueued_at", t.created_at))
-        t.status = TaskStatus(d["status"])
+        t.status = TASK.restore(d["status"], TaskStatus)
         t.step = int(d.get("step", 0))
         t.open_offers = dict(d.get("open_offers") or {})
         t.offer_n = int(d.get("offer_n", 0))
@@ -213,7 +221,7 @@ class Offer:
         self.created_at = created_at
         self.expires_at = expires_at
         self.notice_only = notice_only
-        self.status = OfferStatus.OPEN
+        self.status = OFFER_START
         self.ended_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,7 +251,7 @@ class Offer:
             expires_at=None if d.get("expires_at") is None else float(d["expires_at"]),
             notice_only=bool(d.get("notice_only", False)),
         )
-        o.status = OfferStatus(d.get("status", "open"))
+        o.status = OFFER.restore(d.get("status", "open"), OfferStatus)
         o.ended_at = d.get("ended_at")
         return o
 

@@ -16,22 +16,22 @@ from expertline.routing.commands import (
 )
 from expertline.routing.live import ExpertLive, Offer, Task
 from expertline.routing.model import QueueSpec
-from expertline.routing.state import RECENT_CLOSED_OFFERS
+from expertline.routing.state import RECENT_CLOSED_OFFERS, CoreState
 from expertline.routing.states import (
+    OFFER,
+    TASK,
     WAITING,
     OfferStatus,
     OfferTrigger,
     TaskStatus,
     TaskTrigger,
-    advance_offer,
-    advance_task,
 )
-from expertline.routing.timers import CoreTimers
+from expertline.routing.timers import TimerKey, TimerKind
 
 log = logging.getLogger("expertline.routing")
 
 
-class Offers(CoreTimers):
+class Offers(CoreState):
     """Offers to experts and what follows an answer (or its absence)."""
 
     def _make_offer(self, t: Task, e: ExpertLive, spec: QueueSpec) -> None:
@@ -43,11 +43,11 @@ class Offers(CoreTimers):
         self._offers[oid] = o
         t.open_offers[e.id] = oid
         e.pending[oid] = t.id
-        t.status = advance_task(t.status, TaskTrigger.OFFER)
+        t.status = TASK.fire(t.status, TaskTrigger.OFFER)
         if spec.order == "round_robin":
             self._rr[t.queue_id] = e.id
             self._dirty_meta = True
-        self._set_timer(f"offer:{oid}", expires, "offer", oid, "")
+        self._set_timer(TimerKey(TimerKind.OFFER, oid), expires)
         self._out.append(SendOffer(oid, t.id, e.id, t.code, expires))
         self._emit(
             "offer.created",
@@ -78,7 +78,7 @@ class Offers(CoreTimers):
         t.offer_n += 1
         oid = f"{t.id}.{t.offer_n}"
         o = Offer(oid, t.id, e.id, t.queue_id, t.code, now, None, notice_only=True)
-        o.status = advance_offer(o.status, OfferTrigger.ACCEPT)
+        o.status = OFFER.fire(o.status, OfferTrigger.ACCEPT)
         o.ended_at = now
         t.history.append(_history(o))
         self._closed_now[oid] = o
@@ -104,7 +104,7 @@ class Offers(CoreTimers):
 
     def _assign(self, t: Task, e: ExpertLive, label: str) -> None:
         now = self._now
-        t.status = advance_task(t.status, TaskTrigger.ACCEPT)
+        t.status = TASK.fire(t.status, TaskTrigger.ACCEPT)
         t.expert_id = e.id
         t.label = label
         t.assigned_at = now
@@ -135,18 +135,18 @@ class Offers(CoreTimers):
 
     def _close_offer(self, o: Offer, trigger: OfferTrigger) -> None:
         now = self._now
-        o.status = advance_offer(o.status, trigger)
+        o.status = OFFER.fire(o.status, trigger)
         o.ended_at = now
         del self._offers[o.id]
         self._closed_now[o.id] = o
         self._remember_closed(o)
         self._dirty_offers.add(o.id)
-        self._drop_timer(f"offer:{o.id}", cancel=True)
+        self._drop_timer(TimerKey(TimerKind.OFFER, o.id), cancel=True)
         t = self._tasks[o.task_id]
         t.open_offers.pop(o.expert_id, None)
         t.history.append(_history(o))
         if t.status is TaskStatus.OFFERED and not t.open_offers:
-            t.status = advance_task(t.status, TaskTrigger.OFFERS_CLOSED)
+            t.status = TASK.fire(t.status, TaskTrigger.OFFERS_CLOSED)
         self._dirty_tasks.add(t.id)
         e = self._experts.get(o.expert_id)
         if trigger is OfferTrigger.ACCEPT:
@@ -209,7 +209,7 @@ class Offers(CoreTimers):
         t.cooldowns[eid] = until
         self._dirty_tasks.add(t.id)
         if pause > 0:
-            self._set_timer(f"cooldown:{t.id}:{eid}", until, "cooldown", t.id, eid)
+            self._set_timer(TimerKey(TimerKind.COOLDOWN, t.id, eid), until)
 
     def _remember_closed(self, o: Offer) -> None:
         self._recent_closed[o.id] = o.expert_id

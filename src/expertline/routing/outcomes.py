@@ -11,7 +11,8 @@ from expertline.routing.commands import Emit, ReturnLabel, WriteRecord
 from expertline.routing.live import Task
 from expertline.routing.offers import Offers
 from expertline.routing.state import TIMER_TOLERANCE, _step_after
-from expertline.routing.states import TaskStatus, TaskTrigger, advance_task
+from expertline.routing.states import TASK, TaskStatus, TaskTrigger
+from expertline.routing.timers import TimerKey, TimerKind
 
 log = logging.getLogger("expertline.routing")
 
@@ -45,7 +46,7 @@ class Outcomes(Offers):
         self._withdraw_task_offers(t, "overflow")
         self._cancel_task_timers(t, keep_cooldowns=True)
         source = t.queue_id
-        t.status = advance_task(t.status, TaskTrigger.OVERFLOW)
+        t.status = TASK.fire(t.status, TaskTrigger.OVERFLOW)
         spec = self._queues[target]
         t.queue_id = target
         t.queues.append(target)
@@ -85,13 +86,13 @@ class Outcomes(Offers):
         if t.open_offers:
             self._withdraw_task_offers(t, "ended")
         was_connected = t.connected_at is not None
-        t.status = advance_task(t.status, trigger)
+        t.status = TASK.fire(t.status, trigger)
         t.ended_at = now
         t.call_disposition = disposition
         if t.id in self._task_timers:
             self._cancel_task_timers(t)
         if t.expert_id is not None:
-            self._drop_timer(f"lifetime:{t.id}", cancel=True)
+            self._drop_timer(TimerKey(TimerKind.LIFETIME, t.id), cancel=True)
         self._rehung(t)
         if t.expert_id is not None:
             e = self._experts.get(t.expert_id)
@@ -103,7 +104,7 @@ class Outcomes(Offers):
                     t.work_time = wrap
                     until = max(e.wrapup_until or 0.0, now + wrap)
                     e.wrapup_until = until
-                    self._set_timer(f"wrapup:{e.id}", until, "wrapup", e.id, "")
+                    self._set_timer(TimerKey(TimerKind.WRAP_UP, e.id), until)
                 elif e.wrapup_until is None:
                     e.idle_since = now
                 self._expert_changed(e)

@@ -12,8 +12,9 @@ from expertline.routing.live import ExpertLive, Offer, Task
 from expertline.routing.matching import Matching
 from expertline.routing.model import RoutingConfig
 from expertline.routing.state import _Slot
-from expertline.routing.states import WAITING, WITH_EXPERT, TaskStatus, TaskTrigger
+from expertline.routing.states import TASK, WAITING, WITH_EXPERT, TaskStatus, TaskTrigger
 from expertline.routing.strategies import FreeIndex
+from expertline.routing.timers import TimerKey, TimerKind
 
 log = logging.getLogger("expertline.routing")
 
@@ -126,9 +127,9 @@ class Reconcile(Matching):
         for t in sorted(core._tasks.values(), key=lambda t: t.seq):
             t.open_offers = {eid: oid for eid, oid in t.open_offers.items() if oid in core._offers}
             if t.status is TaskStatus.OFFERED and not t.open_offers:
-                t.status = TaskStatus.QUEUED
+                t.status = TASK.fire(t.status, TaskTrigger.OFFERS_CLOSED)
             elif t.status is TaskStatus.QUEUED and t.open_offers:
-                t.status = TaskStatus.OFFERED
+                t.status = TASK.fire(t.status, TaskTrigger.OFFER)
             for eid, oid in t.open_offers.items():
                 core._experts.setdefault(eid, ExpertLive(eid)).pending[oid] = t.id
             if t.expert_id is not None and t.status not in WAITING:
@@ -138,7 +139,7 @@ class Reconcile(Matching):
             core._rr = {str(k): str(v) for k, v in (meta.get("rr") or {}).items()}
         for o in core._offers.values():
             if o.expires_at is not None:
-                core._set_timer(f"offer:{o.id}", o.expires_at, "offer", o.id, "", quiet=True)
+                core._set_timer(TimerKey(TimerKind.OFFER, o.id), o.expires_at, quiet=True)
         for t in core._tasks.values():
             if t.status in WAITING:
                 core._arm_task_timers(t, quiet=True)
@@ -147,7 +148,7 @@ class Reconcile(Matching):
                 core._arm_lifetime(t, quiet=True)
         for e in core._experts.values():
             if e.wrapup_until is not None:
-                core._set_timer(f"wrapup:{e.id}", e.wrapup_until, "wrapup", e.id, "", quiet=True)
+                core._set_timer(TimerKey(TimerKind.WRAP_UP, e.id), e.wrapup_until, quiet=True)
             core._reindex(e)
         core._dirty_tasks.clear()
         core._dirty_offers.clear()

@@ -20,11 +20,12 @@ from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from expertline.records.feed import EXPERT_STATE, ExpertStateRecord
 from expertline.routing import records
-from expertline.routing.commands import Command, Emit
+from expertline.routing.commands import CancelTimer, Command, Emit, SetTimer
 from expertline.routing.live import ExpertLive, Offer, Task
-from expertline.routing.model import ExpertSpec, QueueSpec, RoutingConfig
+from expertline.routing.model import MAX_TASK_LIFETIME, ExpertSpec, QueueSpec, RoutingConfig
 from expertline.routing.states import WAITING
 from expertline.routing.strategies import FreeIndex
+from expertline.routing.timers import TASK_TIMERS, TimerKey, TimerKind
 
 log = logging.getLogger("expertline.routing")
 
@@ -34,7 +35,6 @@ TIMER_TOLERANCE = 0.001  # a timer fired this much early still counts (clock rou
 RECENT_CLOSED_OFFERS = 50_000  # closed offers remembered to answer late replies with "closed"
 
 _Slot = tuple[str, int]  # (queue id, escalation step)
-_TimerEntry = tuple[float, str, str, str]  # at, kind, first id, second id
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +71,8 @@ class CoreState:
         self._expert_slots: dict[str, list[_Slot]] = {}
         self._slot_free: dict[_Slot, int] = {}  # free experts per (queue, step) match set
         self._free = FreeIndex({}, ())
-        self._timers: dict[str, _TimerEntry] = {}
-        self._task_timers: dict[str, dict[str, None]] = {}
+        self._timers: dict[TimerKey, float] = {}  # key -> due time
+        self._task_timers: dict[str, dict[TimerKey, None]] = {}  # task id -> its TASK_TIMERS
         self._rr: dict[str, str] = {}  # queue id -> expert offered last (round robin)
         self._seq = 0
         # ended tasks / closed offers stay exportable until the drain after the one that
@@ -234,6 +234,76 @@ class CoreState:
 
     def _emit(self, type_: str, **data: Any) -> None:
         self._out.append(Emit(type_, data))
+
+    # ------------------------------------------------------------------ timers
+
+    def _set_timer(self, key: TimerKey, at: float, quiet: bool = False) -> None:
+        if self._timers.get(key) == at:
+            return
+        self._timers[key] = at
+        if key.kind in TASK_TIMERS:
+            self._task_timers.setdefault(key.subject, {})[key] = None
+        if not quiet:
+            self._out.append(SetTimer(key, at))
+
+    def _drop_timer(self, key: TimerKey, cancel: bool = False) -> None:
+        if self._timers.pop(key, None) is None:
+            return
+        if key.kind in TASK_TIMERS:
+            keys = self._task_timers.get(key.subject)
+            if keys is not None:
+                keys.pop(key, None)
+                if not keys:
+                    del self._task_timers[key.subject]
+        if cancel:
+            self._out.append(CancelTimer(key))
+
+    def _cancel_task_timers(self, t: Task, keep_cooldowns: bool = False) -> None:
+        for key in sorted(self._task_timers.get(t.id, ())):
+            if keep_cooldowns and key.kind is TimerKind.COOLDOWN:
+                continue
+            self._drop_timer(key, cancel=True)
+
+    def _arm_lifetime(self, t: Task, quiet: bool = False) -> None:
+        """The bound of a task with its expert: ``max_task_lifetime`` after its creation."""
+        spec = self._queues.get(t.queue_id) or self._retired_queues.get(t.queue_id)
+        lifetime = spec.max_task_lifetime if spec is not None else MAX_TASK_LIFETIME
+        at = max(self._now, t.created_at + lifetime)
+        self._set_timer(TimerKey(TimerKind.LIFETIME, t.id), at, quiet=quiet)
+
+    def _arm_task_timers(self, t: Task, quiet: bool = False) -> None:
+        """Max wait and the next escalation step (counted from entering the current queue)
+        and the end of every running cooldown, for a waiting task."""
+        spec = self._queues.get(t.queue_id)
+        if spec is None:
+            return
+        at = max(self._now, t.enqueued_at + spec.max_wait)
+        self._set_timer(TimerKey(TimerKind.MAX_WAIT, t.id), at, quiet=quiet)
+        if spec.escalate or len(self._task_timers.get(t.id, ())) > 1 + len(t.cooldowns):
+            self._arm_escalation(t, spec, quiet=quiet)  # (or drop a step the queue lost)
+        for eid, until in t.cooldowns.items():
+            if until > self._now:
+                self._set_timer(TimerKey(TimerKind.COOLDOWN, t.id, eid), until, quiet=quiet)
+
+    def _arm_escalation(self, t: Task, spec: QueueSpec, quiet: bool = False) -> None:
+        nxt = t.step + 1
+        key: TimerKey | None = None
+        if nxt <= self._max_step(t.queue_id, spec):
+            key = TimerKey(TimerKind.ESCALATE, t.id, str(nxt))
+        for old in list(self._task_timers.get(t.id, ())):
+            if old != key and old.kind is TimerKind.ESCALATE:
+                self._drop_timer(old, cancel=not quiet)
+        if key is not None:
+            at = max(self._now, t.enqueued_at + _step_after(spec, nxt))
+            self._set_timer(key, at, quiet=quiet)
+
+    def _drop_expert(self, e: ExpertLive) -> None:
+        if e.indexed is not None:
+            self._free.remove(e)
+            self._count_free(e.id, -1)
+        self._experts.pop(e.id, None)
+        self._drop_timer(TimerKey(TimerKind.WRAP_UP, e.id), cancel=True)
+        self._dirty_experts.add(e.id)
 
 
 def _step_after(spec: QueueSpec, step: int) -> float:

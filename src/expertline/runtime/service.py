@@ -40,6 +40,7 @@ from expertline.routing import events as ev
 from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
 from expertline.routing.records import FAILED_SOFTWARE
 from expertline.routing.states import FINAL_TASK, WAITING, TaskStatus
+from expertline.routing.timers import TimerKey
 from expertline.runtime import store
 from expertline.runtime.core_adapter import CoreAdapter
 from expertline.runtime.ports import (
@@ -99,7 +100,7 @@ class _Operation:
 
     apply: Callable[[], Any]
     future: asyncio.Future[Any] | None
-    timer: str | None = None  # the core timer it fires, if that is what it does
+    timer: TimerKey | None = None  # the core timer it fires, if that is what it does
 
 
 @dataclass
@@ -1086,7 +1087,7 @@ class RuntimeService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), timeout=wait)
 
-    def _fire(self, key: str) -> None:
+    def _fire(self, key: TimerKey) -> None:
         if key not in self._replay.dropped:  # dropped: its change was refused, twice
             self._handle(ev.TimerFired(key))
 
