@@ -26,7 +26,12 @@ Decisions worth documenting (see also ``docs/routing-states.md``):
 - Wrap-up follows a task the expert handled (completed, or failed after being connected).
   An abandoned or failed call that never connected frees the expert at once.
 - A delivery failure (19/8) requeues the task in the same queue; its max wait still counts
-  from when it entered that queue (it may therefore end at once).
+  from when it entered that queue (it may therefore end at once). The expert whose phone
+  failed is kept off that task for ``delivery_cooldown`` (other experts first), so a phone
+  that fails at once is called at most once per cooldown; ``max_delivery_failures`` failures
+  in a row (a connected call resets the count) set the expert away with a notice.
+- An offer that times out and goes straight back to the same expert (nobody else is free)
+  is withdrawn with reason ``reoffered``, which the IM channel does not announce.
 - ``TaskFailed`` without a disposition ends with 12 (Disconnect/drop reorder).
 - A configuration change that removes a queue rejects the tasks waiting in it (TCD 22); tasks
   already with an expert finish normally (a delivery failure then rejects them too: there is
@@ -84,6 +89,8 @@ class RoutingCore(Handlers):
         """
         self._now = float(now)
         self._out = []
+        if self._expired_now:
+            self._expired_now.clear()
         if self._config is None and not isinstance(event, ConfigChanged):
             log.warning("event=%s ignored reason=no_configuration_yet", type(event).__name__)
             return []

@@ -27,7 +27,9 @@ TASK_NOTES = """\
 - `overflow` keeps the task (same id, code and record) and moves it to the target queue, where
   it keeps its original age for ordering; max wait and escalation restart there.
 - `delivery_failed` (SIP proxy: ring no answer 19, busy 8) writes an `attempt` record and
-  puts the task back in its queue; the expert gets the decline cooldown for it.
+  puts the task back in its queue; the expert gets the queue's `delivery_cooldown` for it
+  (or `decline_cooldown`, when longer), and `max_delivery_failures` failures in a row set the
+  expert away (`phone_failed` notice).
 - `lost`: the outcome cannot be known after a node failure (TCD 27).
 - Wrap-up is on the expert's side: after a handled task the expert is `wrap_up` for the
   queue's `wrap_up` seconds.

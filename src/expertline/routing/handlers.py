@@ -164,6 +164,10 @@ class Handlers(Reconcile):
             return
         t.status = TASK.fire(t.status, TaskTrigger.CONNECT)
         t.connected_at = self._now
+        e = self._experts.get(t.expert_id or "")
+        if e is not None and e.delivery_failures:
+            e.delivery_failures = 0  # the phone works
+            self._dirty_experts.add(e.id)
         self._dirty_tasks.add(t.id)
         self._emit("task.connected", task_id=t.id, expert_id=t.expert_id)
 
@@ -223,6 +227,7 @@ class Handlers(Reconcile):
         e = self._experts.get(eid)
         if e is not None:
             e.active.pop(t.id, None)
+            e.delivery_failures += 1
             self._expert_changed(e)
             self._work_experts.add(eid)
         t.status = TASK.fire(t.status, TaskTrigger.DELIVERY_FAILED)
@@ -247,7 +252,13 @@ class Handlers(Reconcile):
             disposition=ev.disposition,
         )
         self._emit("task.queued", task_id=t.id, queue_id=t.queue_id, priority=t.priority)
-        self._cooldown(t, eid)
+        # Not this expert again for a while (a phone that fails at once would otherwise be
+        # called again at once); after too many failures in a row, the expert is taken out.
+        spec = self._queues.get(t.queue_id) or self._retired_queues.get(t.queue_id)
+        self._cooldown(t, eid, spec.delivery_cooldown if spec is not None else 0.0)
+        limit = spec.max_delivery_failures if spec is not None else 0
+        if e is not None and limit > 0 and e.delivery_failures >= limit:
+            self._take_out(e, "phone_failed", e.delivery_failures, t.queue_id)
         if t.queue_id not in self._queues:
             log.info("task=%s rejected reason=queue_removed queue=%s", t.id, t.queue_id)
             self._end(t, TaskTrigger.REJECT, records.TIME_OUT)

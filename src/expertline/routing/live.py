@@ -261,6 +261,7 @@ class ExpertLive:
 
     __slots__ = (
         "active",
+        "delivery_failures",
         "handled",
         "id",
         "idle_since",
@@ -281,6 +282,7 @@ class ExpertLive:
         self.idle_since = 0.0
         self.handled = 0
         self.no_answer = 0  # consecutive unanswered offers
+        self.delivery_failures = 0  # consecutive failed deliveries to the expert's phone
         self.state: str = "offline"  # last derived state announced
         # keys under which the expert sits in the free orderings (None: not free)
         self.indexed: tuple[Any, ...] | None = None
@@ -299,6 +301,7 @@ class ExpertLive:
             "idle_since": self.idle_since,
             "handled": self.handled,
             "no_answer": self.no_answer,
+            "delivery_failures": self.delivery_failures,
             "state": self.state,
         }
 
@@ -312,5 +315,6 @@ class ExpertLive:
         e.idle_since = float(d.get("idle_since", 0.0))
         e.handled = int(d.get("handled", 0))
         e.no_answer = int(d.get("no_answer", 0))
+        e.delivery_failures = int(d.get("delivery_failures", 0))
         e.state = d.get("state", "offline")
         return e

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 from expertline.routing import records
 from expertline.routing.commands import (
@@ -48,6 +49,8 @@ class Offers(CoreState):
             self._rr[t.queue_id] = e.id
             self._dirty_meta = True
         self._set_timer(TimerKey(TimerKind.OFFER, oid), expires)
+        if self._expired_now:
+            self._silence_timeout(t.id, e.id)
         self._out.append(SendOffer(oid, t.id, e.id, t.code, expires))
         self._emit(
             "offer.created",
@@ -181,6 +184,7 @@ class Offers(CoreState):
     def _expire_offer(self, o: Offer) -> None:
         t = self._tasks[o.task_id]
         self._close_offer(o, OfferTrigger.EXPIRE)
+        self._expired_now[(t.id, o.expert_id)] = len(self._out)
         self._out.append(WithdrawOffer(o.id, o.task_id, o.expert_id, o.code, "timeout"))
         self._emit("offer.timeout", offer_id=o.id, task_id=t.id, expert_id=o.expert_id)
         self._cooldown(t, o.expert_id)
@@ -191,20 +195,34 @@ class Offers(CoreState):
         self._dirty_experts.add(e.id)
         spec = self._queues.get(o.queue_id)
         limit = spec.max_no_answer if spec is not None else 0
-        if limit > 0 and e.no_answer >= limit and e.presence == "available":
-            log.info(
-                "expert=%s set away reason=max_no_answer count=%d queue=%s",
-                e.id,
-                e.no_answer,
-                o.queue_id,
-            )
-            self._out.append(NotifyExpert(e.id, "set_away"))
-            self._set_presence(e, "away", "max_no_answer")
+        if limit > 0 and e.no_answer >= limit:
+            self._take_out(e, "set_away", e.no_answer, o.queue_id)
 
-    def _cooldown(self, t: Task, eid: str) -> None:
-        """Remember that ``eid`` had this task; keep them off it for ``decline_cooldown``."""
+    def _silence_timeout(self, task_id: str, expert_id: str) -> None:
+        """The expert whose offer of this task timed out in this very event gets it again:
+        the withdrawal says nothing (``reoffered``) rather than "went to someone else"."""
+        i = self._expired_now.pop((task_id, expert_id), None)
+        if i is not None:
+            withdrawal = self._out[i]
+            assert isinstance(withdrawal, WithdrawOffer)
+            self._out[i] = replace(withdrawal, reason="reoffered")
+
+    def _take_out(
+        self, e: ExpertLive, notice: Literal["set_away", "phone_failed"], count: int, queue: str
+    ) -> None:
+        """Set an available expert away after too many misses in a row, telling them why."""
+        if e.presence != "available":
+            return
+        reason = "max_no_answer" if notice == "set_away" else "max_delivery_failures"
+        log.info("expert=%s set away reason=%s count=%d queue=%s", e.id, reason, count, queue)
+        self._out.append(NotifyExpert(e.id, notice, count))
+        self._set_presence(e, "away", reason)
+
+    def _cooldown(self, t: Task, eid: str, at_least: float = 0.0) -> None:
+        """Remember that ``eid`` had this task; keep them off it for ``decline_cooldown``
+        (or ``at_least``, when longer: a failed delivery's ``delivery_cooldown``)."""
         spec = self._queues.get(t.queue_id) or self._retired_queues.get(t.queue_id)
-        pause = spec.decline_cooldown if spec is not None else 0.0
+        pause = max(spec.decline_cooldown if spec is not None else 0.0, at_least)
         until = self._now + pause
         t.cooldowns[eid] = until
         self._dirty_tasks.add(t.id)
@@ -224,6 +242,7 @@ class Offers(CoreState):
         if status == "available":
             e.idle_since = self._now
             e.no_answer = 0
+            e.delivery_failures = 0
             self._work_experts.add(e.id)
         else:
             for oid in list(e.pending):

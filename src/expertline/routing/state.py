@@ -82,6 +82,8 @@ class CoreState:
         self._closed_now: dict[str, Offer] = {}
         self._closed_prev: dict[str, Offer] = {}
         self._recent_closed: OrderedDict[str, str] = OrderedDict()  # offer id -> expert id
+        # (task id, expert id) -> index in ``_out`` of this event's timeout withdrawal
+        self._expired_now: dict[tuple[str, str], int] = {}
         self._dirty_tasks: set[str] = set()
         self._dirty_offers: set[str] = set()
         self._dirty_experts: set[str] = set()

@@ -1139,7 +1139,7 @@ class RuntimeService:
         if effect.kind == "notice":
             spec = self._config.experts.get(p["expert_id"])
             if spec is not None:
-                await effect.channel.async_notice(spec, p["message"])
+                await effect.channel.async_notice(spec, p["message"], int(p.get("count") or 0))
             return
         offer = self.offer(p["offer_id"]) or _offer_from_payload(p)
         if effect.kind == "offer":
@@ -1412,7 +1412,7 @@ def _effect_payload(c: cmd.Command) -> tuple[str, dict[str, Any]]:
             "code": c.code,
         }
     assert isinstance(c, cmd.NotifyExpert)
-    return "notice", {"expert_id": c.expert_id, "message": c.message}
+    return "notice", {"expert_id": c.expert_id, "message": c.message, "count": c.count}
 
 
 def _offer_from_payload(p: dict[str, Any]) -> OfferView:

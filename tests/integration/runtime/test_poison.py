@@ -99,7 +99,7 @@ class RecordingChannel:
     async def async_accepted(self, offer: OfferView) -> None:
         self.calls.append(("accepted", offer.expert_id, offer.task_id))
 
-    async def async_notice(self, expert: ExpertSpec, message: str) -> None:
+    async def async_notice(self, expert: ExpertSpec, message: str, count: int = 0) -> None:
         self.calls.append(("notice", expert.id, ""))
 
 

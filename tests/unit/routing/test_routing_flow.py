@@ -180,7 +180,7 @@ def test_max_no_answer_sets_the_expert_away_and_tells_them() -> None:
     assert sim.offered_to("t1") == ["a"]
     sim.send(TaskCreated("t2", "q"))
     sim.advance(5)
-    assert NotifyExpert("a", "set_away") in sim.log
+    assert NotifyExpert("a", "set_away", 2) in sim.log  # says how many, not "several"
     assert sim.core.expert_state("a")["presence"] == "away"  # type: ignore[index]
     assert sim.emitted("expert.presence")[-1]["source"] == "max_no_answer"
     assert sim.core.open_offers("a") == []
