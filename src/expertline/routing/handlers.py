@@ -40,9 +40,15 @@ from expertline.routing.states import (
     OfferTrigger,
     TaskTrigger,
 )
-from expertline.routing.timers import TimerKey, TimerKind
+from expertline.routing.timers import LIFETIME_TIMER, TimerKey, TimerKind
 
 log = logging.getLogger("expertline.routing")
+
+# Members read on every lifecycle, bound once: reading an enum member as a class attribute
+# (``TaskTrigger.OFFER``) costs about 0.2 µs on Python 3.11.
+_ACCEPT_OFFER = OfferTrigger.ACCEPT
+_CONNECT = TaskTrigger.CONNECT
+_END = TaskTrigger.END
 
 
 class Handlers(Reconcile):
@@ -138,7 +144,7 @@ class Handlers(Reconcile):
         if label is None:  # a number the expert may not ask for: the offer stays open
             self._out.append(AnswerRefused(o.id, o.expert_id, "phone"))
             return
-        self._close_offer(o, OfferTrigger.ACCEPT)
+        self._close_offer(o, _ACCEPT_OFFER)
         self._emit("offer.accepted", offer_id=o.id, task_id=t.id, expert_id=o.expert_id)
         if t.open_offers:
             self._withdraw_task_offers(t, "taken")
@@ -160,9 +166,9 @@ class Handlers(Reconcile):
 
     def _on_connected(self, ev: CallConnected) -> None:
         t = self._tasks.get(ev.task_id)
-        if t is None or not TASK.allows(t.status, TaskTrigger.CONNECT):
+        if t is None or not TASK.allows(t.status, _CONNECT):
             return
-        t.status = TASK.fire(t.status, TaskTrigger.CONNECT)
+        t.status = TASK.fire(t.status, _CONNECT)
         t.connected_at = self._now
         e = self._experts.get(t.expert_id or "")
         if e is not None and e.delivery_failures:
@@ -173,9 +179,9 @@ class Handlers(Reconcile):
 
     def _on_ended(self, ev: CallEnded) -> None:
         t = self._tasks.get(ev.task_id)
-        if t is None or not TASK.allows(t.status, TaskTrigger.END):
+        if t is None or not TASK.allows(t.status, _END):
             return
-        self._end(t, TaskTrigger.END, records.handled_disposition(t))
+        self._end(t, _END, records.handled_disposition(t))
 
     def _on_abandoned(self, ev: TaskAbandoned) -> None:
         t = self._tasks.get(ev.task_id)
@@ -231,7 +237,7 @@ class Handlers(Reconcile):
             self._expert_changed(e)
             self._work_experts.add(eid)
         t.status = TASK.fire(t.status, TaskTrigger.DELIVERY_FAILED)
-        self._drop_timer(TimerKey(TimerKind.LIFETIME, t.id), cancel=True)
+        self._drop_timer(TimerKey(LIFETIME_TIMER, t.id), cancel=True)
         t.expert_id = None
         t.label = None
         t.assigned_at = None

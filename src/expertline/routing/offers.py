@@ -27,9 +27,17 @@ from expertline.routing.states import (
     TaskStatus,
     TaskTrigger,
 )
-from expertline.routing.timers import TimerKey, TimerKind
+from expertline.routing.timers import COOLDOWN_TIMER, OFFER_TIMER, TimerKey
 
 log = logging.getLogger("expertline.routing")
+
+# Members read on every lifecycle, bound once: reading an enum member as a class attribute
+# (``TaskTrigger.OFFER``) costs about 0.2 µs on Python 3.11.
+_OFFER = TaskTrigger.OFFER
+_ACCEPT_OFFER = OfferTrigger.ACCEPT
+_ACCEPT = TaskTrigger.ACCEPT
+_OFFERED = TaskStatus.OFFERED
+_OFFERS_CLOSED = TaskTrigger.OFFERS_CLOSED
 
 
 class Offers(CoreState):
@@ -44,11 +52,11 @@ class Offers(CoreState):
         self._offers[oid] = o
         t.open_offers[e.id] = oid
         e.pending[oid] = t.id
-        t.status = TASK.fire(t.status, TaskTrigger.OFFER)
+        t.status = TASK.fire(t.status, _OFFER)
         if spec.order == "round_robin":
             self._rr[t.queue_id] = e.id
             self._dirty_meta = True
-        self._set_timer(TimerKey(TimerKind.OFFER, oid), expires)
+        self._set_timer(TimerKey(OFFER_TIMER, oid), expires)
         if self._expired_now:
             self._silence_timeout(t.id, e.id)
         self._out.append(SendOffer(oid, t.id, e.id, t.code, expires))
@@ -81,7 +89,7 @@ class Offers(CoreState):
         t.offer_n += 1
         oid = f"{t.id}.{t.offer_n}"
         o = Offer(oid, t.id, e.id, t.queue_id, t.code, now, None, notice_only=True)
-        o.status = OFFER.fire(o.status, OfferTrigger.ACCEPT)
+        o.status = OFFER.fire(o.status, _ACCEPT_OFFER)
         o.ended_at = now
         t.history.append(_history(o))
         self._closed_now[oid] = o
@@ -107,7 +115,7 @@ class Offers(CoreState):
 
     def _assign(self, t: Task, e: ExpertLive, label: str) -> None:
         now = self._now
-        t.status = TASK.fire(t.status, TaskTrigger.ACCEPT)
+        t.status = TASK.fire(t.status, _ACCEPT)
         t.expert_id = e.id
         t.label = label
         t.assigned_at = now
@@ -144,15 +152,15 @@ class Offers(CoreState):
         self._closed_now[o.id] = o
         self._remember_closed(o)
         self._dirty_offers.add(o.id)
-        self._drop_timer(TimerKey(TimerKind.OFFER, o.id), cancel=True)
+        self._drop_timer(TimerKey(OFFER_TIMER, o.id), cancel=True)
         t = self._tasks[o.task_id]
         t.open_offers.pop(o.expert_id, None)
         t.history.append(_history(o))
-        if t.status is TaskStatus.OFFERED and not t.open_offers:
-            t.status = TASK.fire(t.status, TaskTrigger.OFFERS_CLOSED)
+        if t.status is _OFFERED and not t.open_offers:
+            t.status = TASK.fire(t.status, _OFFERS_CLOSED)
         self._dirty_tasks.add(t.id)
         e = self._experts.get(o.expert_id)
-        if trigger is OfferTrigger.ACCEPT:
+        if trigger is _ACCEPT_OFFER:
             # ``_assign`` follows at once: it re-indexes the task and the expert (whose load
             # does not change: the pending offer becomes an active task).
             if e is not None:
@@ -227,7 +235,7 @@ class Offers(CoreState):
         t.cooldowns[eid] = until
         self._dirty_tasks.add(t.id)
         if pause > 0:
-            self._set_timer(TimerKey(TimerKind.COOLDOWN, t.id, eid), until)
+            self._set_timer(TimerKey(COOLDOWN_TIMER, t.id, eid), until)
 
     def _remember_closed(self, o: Offer) -> None:
         self._recent_closed[o.id] = o.expert_id

@@ -12,9 +12,13 @@ from expertline.routing.live import Task
 from expertline.routing.offers import Offers
 from expertline.routing.state import TIMER_TOLERANCE, _step_after
 from expertline.routing.states import TASK, TaskStatus, TaskTrigger
-from expertline.routing.timers import TimerKey, TimerKind
+from expertline.routing.timers import LIFETIME_TIMER, WRAP_UP_TIMER, TimerKey
 
 log = logging.getLogger("expertline.routing")
+
+# Members read on every lifecycle, bound once: reading an enum member as a class attribute
+# (``TaskTrigger.OFFER``) costs about 0.2 µs on Python 3.11.
+_COMPLETED = TaskStatus.COMPLETED
 
 
 class Outcomes(Offers):
@@ -92,7 +96,7 @@ class Outcomes(Offers):
         if t.id in self._task_timers:
             self._cancel_task_timers(t)
         if t.expert_id is not None:
-            self._drop_timer(TimerKey(TimerKind.LIFETIME, t.id), cancel=True)
+            self._drop_timer(TimerKey(LIFETIME_TIMER, t.id), cancel=True)
         self._rehung(t)
         if t.expert_id is not None:
             e = self._experts.get(t.expert_id)
@@ -100,11 +104,11 @@ class Outcomes(Offers):
                 del e.active[t.id]
                 spec = self._queues.get(t.queue_id) or self._retired_queues.get(t.queue_id)
                 wrap = spec.wrap_up if spec is not None else 0.0
-                if wrap > 0 and (t.status is TaskStatus.COMPLETED or was_connected):
+                if wrap > 0 and (t.status is _COMPLETED or was_connected):
                     t.work_time = wrap
                     until = max(e.wrapup_until or 0.0, now + wrap)
                     e.wrapup_until = until
-                    self._set_timer(TimerKey(TimerKind.WRAP_UP, e.id), until)
+                    self._set_timer(TimerKey(WRAP_UP_TIMER, e.id), until)
                 elif e.wrapup_until is None:
                     e.idle_since = now
                 self._expert_changed(e)

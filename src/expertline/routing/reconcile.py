@@ -14,7 +14,7 @@ from expertline.routing.model import RoutingConfig
 from expertline.routing.state import _Slot
 from expertline.routing.states import TASK, WAITING, WITH_EXPERT, TaskStatus, TaskTrigger
 from expertline.routing.strategies import FreeIndex
-from expertline.routing.timers import TimerKey, TimerKind
+from expertline.routing.timers import OFFER_TIMER, WRAP_UP_TIMER, TimerKey
 
 log = logging.getLogger("expertline.routing")
 
@@ -139,7 +139,7 @@ class Reconcile(Matching):
             core._rr = {str(k): str(v) for k, v in (meta.get("rr") or {}).items()}
         for o in core._offers.values():
             if o.expires_at is not None:
-                core._set_timer(TimerKey(TimerKind.OFFER, o.id), o.expires_at, quiet=True)
+                core._set_timer(TimerKey(OFFER_TIMER, o.id), o.expires_at, quiet=True)
         for t in core._tasks.values():
             if t.status in WAITING:
                 core._arm_task_timers(t, quiet=True)
@@ -148,7 +148,7 @@ class Reconcile(Matching):
                 core._arm_lifetime(t, quiet=True)
         for e in core._experts.values():
             if e.wrapup_until is not None:
-                core._set_timer(TimerKey(TimerKind.WRAP_UP, e.id), e.wrapup_until, quiet=True)
+                core._set_timer(TimerKey(WRAP_UP_TIMER, e.id), e.wrapup_until, quiet=True)
             core._reindex(e)
         core._dirty_tasks.clear()
         core._dirty_offers.clear()

@@ -25,7 +25,15 @@ from expertline.routing.live import ExpertLive, Offer, Task
 from expertline.routing.model import MAX_TASK_LIFETIME, ExpertSpec, QueueSpec, RoutingConfig
 from expertline.routing.states import WAITING
 from expertline.routing.strategies import FreeIndex
-from expertline.routing.timers import TASK_TIMERS, TimerKey, TimerKind
+from expertline.routing.timers import (
+    COOLDOWN_TIMER,
+    ESCALATE_TIMER,
+    LIFETIME_TIMER,
+    MAX_WAIT_TIMER,
+    TASK_TIMERS,
+    WRAP_UP_TIMER,
+    TimerKey,
+)
 
 log = logging.getLogger("expertline.routing")
 
@@ -262,7 +270,7 @@ class CoreState:
 
     def _cancel_task_timers(self, t: Task, keep_cooldowns: bool = False) -> None:
         for key in sorted(self._task_timers.get(t.id, ())):
-            if keep_cooldowns and key.kind is TimerKind.COOLDOWN:
+            if keep_cooldowns and key.kind is COOLDOWN_TIMER:
                 continue
             self._drop_timer(key, cancel=True)
 
@@ -271,7 +279,7 @@ class CoreState:
         spec = self._queues.get(t.queue_id) or self._retired_queues.get(t.queue_id)
         lifetime = spec.max_task_lifetime if spec is not None else MAX_TASK_LIFETIME
         at = max(self._now, t.created_at + lifetime)
-        self._set_timer(TimerKey(TimerKind.LIFETIME, t.id), at, quiet=quiet)
+        self._set_timer(TimerKey(LIFETIME_TIMER, t.id), at, quiet=quiet)
 
     def _arm_task_timers(self, t: Task, quiet: bool = False) -> None:
         """Max wait and the next escalation step (counted from entering the current queue)
@@ -280,20 +288,20 @@ class CoreState:
         if spec is None:
             return
         at = max(self._now, t.enqueued_at + spec.max_wait)
-        self._set_timer(TimerKey(TimerKind.MAX_WAIT, t.id), at, quiet=quiet)
+        self._set_timer(TimerKey(MAX_WAIT_TIMER, t.id), at, quiet=quiet)
         if spec.escalate or len(self._task_timers.get(t.id, ())) > 1 + len(t.cooldowns):
             self._arm_escalation(t, spec, quiet=quiet)  # (or drop a step the queue lost)
         for eid, until in t.cooldowns.items():
             if until > self._now:
-                self._set_timer(TimerKey(TimerKind.COOLDOWN, t.id, eid), until, quiet=quiet)
+                self._set_timer(TimerKey(COOLDOWN_TIMER, t.id, eid), until, quiet=quiet)
 
     def _arm_escalation(self, t: Task, spec: QueueSpec, quiet: bool = False) -> None:
         nxt = t.step + 1
         key: TimerKey | None = None
         if nxt <= self._max_step(t.queue_id, spec):
-            key = TimerKey(TimerKind.ESCALATE, t.id, str(nxt))
+            key = TimerKey(ESCALATE_TIMER, t.id, str(nxt))
         for old in list(self._task_timers.get(t.id, ())):
-            if old != key and old.kind is TimerKind.ESCALATE:
+            if old != key and old.kind is ESCALATE_TIMER:
                 self._drop_timer(old, cancel=not quiet)
         if key is not None:
             at = max(self._now, t.enqueued_at + _step_after(spec, nxt))
@@ -304,7 +312,7 @@ class CoreState:
             self._free.remove(e)
             self._count_free(e.id, -1)
         self._experts.pop(e.id, None)
-        self._drop_timer(TimerKey(TimerKind.WRAP_UP, e.id), cancel=True)
+        self._drop_timer(TimerKey(WRAP_UP_TIMER, e.id), cancel=True)
         self._dirty_experts.add(e.id)
 
 

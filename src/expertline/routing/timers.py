@@ -9,7 +9,7 @@ The core hands keys to the runtime in ``SetTimer`` / ``CancelTimer`` and gets th
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 
 class TimerKind(StrEnum):
@@ -20,6 +20,15 @@ class TimerKind(StrEnum):
     WRAP_UP = "wrapup"  # subject: expert id; the expert is free again
     LIFETIME = "lifetime"  # subject: task id; its end was never reported (TCD 41)
 
+
+# The kinds as module constants: the core's hot paths use these, since reading an enum member
+# as a class attribute (``TimerKind.OFFER``) costs about 0.2 µs on Python 3.11.
+OFFER_TIMER: Final = TimerKind.OFFER
+MAX_WAIT_TIMER: Final = TimerKind.MAX_WAIT
+ESCALATE_TIMER: Final = TimerKind.ESCALATE
+COOLDOWN_TIMER: Final = TimerKind.COOLDOWN
+WRAP_UP_TIMER: Final = TimerKind.WRAP_UP
+LIFETIME_TIMER: Final = TimerKind.LIFETIME
 
 TASK_TIMERS: frozenset[TimerKind] = frozenset(
     {TimerKind.MAX_WAIT, TimerKind.ESCALATE, TimerKind.COOLDOWN}
