@@ -369,6 +369,20 @@ class Queue(_Model):
         le=1000,
         description="Unanswered offers in a row that set the expert away (0 = off).",
     )
+    delivery_cooldown: Duration = Field(
+        default=5.0,
+        description="After a failed delivery to an expert's phone (SIP proxy: no answer, busy, "
+        "an error at once), that expert is not offered or called for that task again for this "
+        "long; other experts are tried first.",
+    )
+    max_delivery_failures: int = Field(
+        default=3,
+        strict=True,
+        ge=0,
+        le=1000,
+        description="Failed deliveries in a row to an expert's phone that set the expert away, "
+        "with the `phone_failed` notice (0 = off). A connected call resets the count.",
+    )
     ring_timeout: Duration = Field(
         default=20.0, description="SIP proxy mode: how long the expert's phone rings."
     )
@@ -566,6 +580,14 @@ class MessageSet(_Model):
     set_away: str | None = Field(
         default=None, description="The expert was set away after max_no_answer misses."
     )
+    phone_failed: str | None = Field(
+        default=None,
+        description="The expert was set away after max_delivery_failures failed calls.",
+    )
+    notice: str | None = Field(
+        default=None,
+        description="First line of a task assigned without a question (may_decline: false).",
+    )
     help: str | None = Field(default=None, description="Reply to `help` and to unknown text.")
     status: str | None = Field(default=None, description="Reply to `status`.")
     failover: str | None = Field(default=None, description="Routing moved to the other node.")
@@ -580,6 +602,8 @@ class MessageSet(_Model):
         "unknown_code": frozenset({"code"}),
         "needs_code": frozenset({"codes"}),
         "set_away": frozenset({"count"}),
+        "phone_failed": frozenset({"count"}),
+        "notice": frozenset({"code", "queue", "caller", "waited"}),
         "help": frozenset(),
         "status": frozenset({"presence", "offers", "tasks"}),
         "failover": frozenset(),
@@ -617,6 +641,10 @@ DEFAULT_MESSAGES: dict[str, dict[str, str]] = {
         "unknown_code": "No open offer #{code}; nothing changed.",
         "needs_code": "Several offers are open ({codes}): answer with the code, e.g. yes 1234.",
         "set_away": "You missed {count} offers in a row, so your status is now away.",
+        "phone_failed": "Calls to your phone failed {count} times in a row, so your status is "
+        "now away. Check your phone, then set yourself available again.",
+        "notice": "Offer #{code}: {queue} call from {caller}, waiting {waited}. "
+        "It is coming to you now; no reply needed.",
         "help": "Answer an offer with yes or no (add the code when several are open: yes 1234). "
         "yes 1234 +15551234567 takes the call on another number. Commands: help, status.",
         "status": "You are {presence}; open offers: {offers}; tasks: {tasks}.",
@@ -633,6 +661,10 @@ DEFAULT_MESSAGES: dict[str, dict[str, str]] = {
         "unknown_code": "No hay oferta abierta #{code}; no cambió nada.",
         "needs_code": "Hay varias ofertas abiertas ({codes}): responda con el código, p. ej. yes 1234.",
         "set_away": "No respondió {count} ofertas seguidas; su estado es ahora ausente.",
+        "phone_failed": "Las llamadas a su teléfono fallaron {count} veces seguidas; su estado "
+        "es ahora ausente. Revise su teléfono y vuelva a ponerse disponible.",
+        "notice": "Oferta #{code}: llamada de {caller} para {queue}, esperando {waited}. "
+        "Le llega ahora; no hace falta responder.",
         "help": "Responda a una oferta con yes o no (con el código si hay varias: yes 1234). "
         "yes 1234 +15551234567 recibe la llamada en otro número. Comandos: help, status.",
         "status": "Su estado: {presence}; ofertas abiertas: {offers}; tareas: {tasks}.",

@@ -32,8 +32,6 @@ from expertline.runtime.ports import AnswerResult, OfferView
 
 #: Texts the configuration's message sets do not (yet) carry; English built-ins.
 EXTRA_MESSAGES: Final[dict[str, str]] = {
-    "notice": "Offer #{code}: {queue} call from {caller}, waiting {waited}. "
-    "It is coming to you now; no reply needed.",
     "no_offers": "You have no open offers.",
     "capacity": "#{code} cannot be accepted: you already have as many tasks as you can take.",
     "forbidden": "#{code} was not sent to you; nothing changed.",
@@ -47,6 +45,9 @@ EXTRA_MESSAGES: Final[dict[str, str]] = {
     "reason_overflow": "the request moved to another queue.",
     "reason_config": "the configuration changed.",
 }
+#: Withdrawal reasons the expert is not told about: ``reoffered`` (their offer timed out and
+#: the same task was offered to them again at once; the new offer says enough).
+SILENT_WITHDRAWALS: Final = frozenset({"reoffered"})
 #: Every text with its built-in English default: the configuration's keys, then the extras.
 DEFAULT_MESSAGES: Final[dict[str, str]] = {**BUILTIN_MESSAGES["en"], **EXTRA_MESSAGES}
 

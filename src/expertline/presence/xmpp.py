@@ -36,6 +36,7 @@ from expertline.health import Health
 from expertline.presence.link import Backoff, Link
 from expertline.presence.mapping import RosterPresence, StatusMap
 from expertline.presence.protocol import (
+    SILENT_WITHDRAWALS,
     Accept,
     Decline,
     MessageSet,
@@ -249,7 +250,7 @@ class XmppSource:
 
     async def async_withdrawn(self, offer: OfferView, reason: str) -> None:
         expert = self._port.expert(offer.expert_id)
-        if expert is None or expert.im is None:
+        if expert is None or expert.im is None or reason in SILENT_WITHDRAWALS:
             return
         text = render_withdrawn(offer, reason, self._directory.messages(expert.locale))
         self._send(expert.im, text, f"withdrawn={offer.id} reason={reason}")
@@ -261,13 +262,11 @@ class XmppSource:
         text = render_accepted(offer, self._directory.messages(expert.locale))
         self._send(expert.im, text, f"accepted={offer.id}")
 
-    async def async_notice(self, expert: ExpertSpec, message: str) -> None:
+    async def async_notice(self, expert: ExpertSpec, message: str, count: int = 0) -> None:
         if expert.im is None:
             return
         messages = self._directory.messages(expert.locale)
-        text = (
-            messages.render(message, count="several") if message in messages.templates else message
-        )
+        text = messages.render(message, count=count) if message in messages.templates else message
         self._send(expert.im, text, f"notice={message}")
 
     def _send(self, to: str, text: str, what: str) -> None:

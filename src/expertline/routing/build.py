@@ -112,6 +112,8 @@ def queue_spec(queue: Queue) -> QueueSpec:
         wrap_up=queue.wrap_up,
         decline_cooldown=queue.decline_cooldown,
         max_no_answer=queue.max_no_answer,
+        delivery_cooldown=queue.delivery_cooldown,
+        max_delivery_failures=queue.max_delivery_failures,
         ring_timeout=queue.ring_timeout,
         service_level=queue.service_level,
         max_task_lifetime=queue.max_task_lifetime,

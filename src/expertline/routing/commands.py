@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from expertline.routing.timers import TimerKey
+
 
 @dataclass(frozen=True, slots=True)
 class SendOffer:
@@ -29,7 +31,9 @@ class WithdrawOffer:
     task_id: str
     expert_id: str
     code: str
-    reason: Literal["taken", "ended", "presence", "timeout", "overflow", "config"]
+    # ``reoffered``: the offer timed out and the same expert got the task again at once (the
+    # channel says nothing: the new offer follows).
+    reason: Literal["taken", "ended", "presence", "timeout", "reoffered", "overflow", "config"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +57,13 @@ class AnswerRefused:
 
 @dataclass(frozen=True, slots=True)
 class NotifyExpert:
-    """An IM notice to an expert: set to away after ``max_no_answer`` unanswered offers, or
-    routing moved to the other node of an HA pair (their offers and tasks go on)."""
+    """An IM notice to an expert: set to away after ``max_no_answer`` unanswered offers
+    (``set_away``) or ``max_delivery_failures`` failed calls (``phone_failed``), ``count`` of
+    them; or routing moved to the other node of an HA pair (their offers and tasks go on)."""
 
     expert_id: str
-    message: Literal["set_away", "failover"]
+    message: Literal["set_away", "phone_failed", "failover"]
+    count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +99,13 @@ class Emit:
 class SetTimer:
     """Fire ``TimerFired(key)`` at ``at`` (core clock seconds). Setting a key again moves it."""
 
-    key: str
+    key: TimerKey
     at: float
 
 
 @dataclass(frozen=True, slots=True)
 class CancelTimer:
-    key: str
+    key: TimerKey
 
 
 Command = (

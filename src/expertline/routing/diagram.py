@@ -1,4 +1,4 @@
-"""Mermaid state diagrams drawn from the transition tables (``routing.states``).
+"""Mermaid state diagrams drawn from the task and offer machines (``routing.states``).
 
 ``render()`` gives the whole ``docs/routing-states.md``; a unit test fails when the committed
 file differs, so the docs cannot drift from the tables. Regenerate with
@@ -7,21 +7,16 @@ file differs, so the docs cannot drift from the tables. Regenerate with
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from expertline.routing import core
-from expertline.routing.states import (
-    FINAL_OFFER,
-    FINAL_TASK,
-    OFFER_TRANSITIONS,
-    TASK_TRANSITIONS,
-)
+from expertline.routing.states import OFFER, TASK
+from expertline.routing.timers import TimerKind
 
 INTRO = """\
 # Routing states
 
-Generated from `src/expertline/routing/states.py` by `python -m expertline.routing.diagram`;
-do not edit by hand (a test compares this file with the tables).
+Generated from `src/expertline/routing/states.py` and `timers.py` by
+`python -m expertline.routing.diagram`; do not edit by hand (a test compares this file with
+the tables).
 
 A transition that is not drawn here does not exist: the core refuses it (an event arriving
 in a state that does not accept it changes nothing).
@@ -32,7 +27,9 @@ TASK_NOTES = """\
 - `overflow` keeps the task (same id, code and record) and moves it to the target queue, where
   it keeps its original age for ordering; max wait and escalation restart there.
 - `delivery_failed` (SIP proxy: ring no answer 19, busy 8) writes an `attempt` record and
-  puts the task back in its queue; the expert gets the decline cooldown for it.
+  puts the task back in its queue; the expert gets the queue's `delivery_cooldown` for it
+  (or `decline_cooldown`, when longer), and `max_delivery_failures` failures in a row set the
+  expert away (`phone_failed` notice).
 - `lost`: the outcome cannot be known after a node failure (TCD 27).
 - Wrap-up is on the expert's side: after a handled task the expert is `wrap_up` for the
   queue's `wrap_up` seconds.
@@ -64,20 +61,6 @@ enabled, available, out of wrap-up, with active tasks + pending offers below `ma
 """
 
 
-def _mermaid(
-    table: dict[StrEnum, dict[StrEnum, StrEnum]], initial: str, final: frozenset[StrEnum]
-) -> str:
-    lines = ["```mermaid", "stateDiagram-v2", f"    [*] --> {initial}"]
-    for state, out in table.items():
-        for trigger, target in out.items():
-            lines.append(f"    {state} --> {target}: {trigger}")
-    for state in table:
-        if state in final:
-            lines.append(f"    {state} --> [*]")
-    lines.append("```")
-    return "\n".join(lines)
-
-
 def _decisions() -> str:
     """The documented routing decisions, taken from the core's own docstring."""
     doc = core.__doc__ or ""
@@ -86,22 +69,58 @@ def _decisions() -> str:
     return "## Routing decisions\n\n" + body.strip().replace("``", "`") + "\n"
 
 
-TIMERS = """\
+TIMERS_INTRO = """\
 ## Timers
 
-Every timer has a name; the runtime fires `TimerFired(key)` at the time given by `SetTimer`
-(setting a key again moves it) and the core ignores a key it no longer holds or one fired
-before its time (an earlier setting of a moved timer).
-
-| key | set when | effect |
-|---|---|---|
-| `offer:<offer id>` | an offer goes out | offer `timeout`, next experts; may set the expert away |
-| `maxwait:<task id>` | the task enters a queue | overflow, fallback label or reject |
-| `escalate:<task id>:<step>` | the task enters a queue or a step | the next selection step |
-| `cooldown:<task id>:<expert id>` | decline / timeout / delivery failure, with a cooldown | the expert may have the task again |
-| `wrapup:<expert id>` | a handled task ends, with wrap-up | the expert is free again |
-| `lifetime:<task id>` | the task is assigned (at creation + `max_task_lifetime`) | still assigned or connected: its end was never reported; `failed` with TCD 41, the expert is free |
+Every timer is named by a typed key (`routing.timers.TimerKey`: a kind, the object it
+belongs to and, for some kinds, a detail); the runtime fires `TimerFired(key)` at the time
+given by `SetTimer` (setting a key again moves it) and the core ignores a key it no longer
+holds or one fired before its time (an earlier setting of a moved timer). What a due timer
+does is looked up by its kind in the event handlers' table.
 """
+
+# kind -> (key as logs write it, set when, effect)
+TIMER_ROWS: dict[TimerKind, tuple[str, str, str]] = {
+    TimerKind.OFFER: (
+        "<offer id>",
+        "an offer goes out",
+        "offer `timeout`, next experts; may set the expert away",
+    ),
+    TimerKind.MAX_WAIT: (
+        "<task id>",
+        "the task enters a queue",
+        "overflow, fallback label or reject",
+    ),
+    TimerKind.ESCALATE: (
+        "<task id>:<step>",
+        "the task enters a queue or a step",
+        "the next selection step",
+    ),
+    TimerKind.COOLDOWN: (
+        "<task id>:<expert id>",
+        "decline / timeout / delivery failure, with a cooldown",
+        "the expert may have the task again",
+    ),
+    TimerKind.WRAP_UP: (
+        "<expert id>",
+        "a handled task ends, with wrap-up",
+        "the expert is free again",
+    ),
+    TimerKind.LIFETIME: (
+        "<task id>",
+        "the task is assigned (at creation + `max_task_lifetime`)",
+        "still assigned or connected: its end was never reported; `failed` with TCD 41, "
+        "the expert is free",
+    ),
+}
+
+
+def _timers() -> str:
+    lines = [TIMERS_INTRO, "| key | set when | effect |", "|---|---|---|"]
+    for kind in TimerKind:
+        key, when, effect = TIMER_ROWS[kind]
+        lines.append(f"| `{kind}:{key}` | {when} | {effect} |")
+    return "\n".join(lines) + "\n"
 
 
 USAGE = """\
@@ -118,7 +137,7 @@ core = RoutingCore.restore(config, tasks, offers, experts, now, meta)
 commands = core.handle(Recovered(lost_tasks=frozenset(...)), now)  # SetTimer for every live timer
 ```
 
-`python -m expertline.routing.perf EXPERTS QUEUES LIFECYCLES WAITING` measures the core alone.
+`python -m expertline.bench.perf EXPERTS QUEUES LIFECYCLES WAITING` measures the core alone.
 """
 
 
@@ -127,18 +146,18 @@ def render() -> str:
     parts = [
         INTRO,
         "## Task\n",
-        _mermaid(TASK_TRANSITIONS, "queued", FINAL_TASK),  # type: ignore[arg-type]
+        TASK.mermaid(),
         "",
         TASK_NOTES,
         "## Offer\n",
-        _mermaid(OFFER_TRANSITIONS, "open", FINAL_OFFER),  # type: ignore[arg-type]
+        OFFER.mermaid(),
         "",
         "An offer is withdrawn when its task ends or is taken by another expert, when the\n"
         "expert's presence leaves *available*, at overflow, or when a configuration change\n"
         "removes the expert or their match.\n",
         DISPOSITIONS,
         EXPERT_NOTES,
-        TIMERS,
+        _timers(),
         _decisions(),
         USAGE,
     ]

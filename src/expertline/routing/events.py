@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from expertline.routing.model import Channel, Presence, RoutingConfig
+from expertline.routing.timers import TimerKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,7 @@ class DeliveryFailed:
 class TimerFired:
     """A timer set by a ``SetTimer`` command is due. Stale timers are ignored by the core."""
 
-    key: str
+    key: TimerKey
 
 
 @dataclass(frozen=True, slots=True)

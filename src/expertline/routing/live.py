@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from expertline.routing.model import Presence
-from expertline.routing.states import FINAL_TASK, OfferStatus, TaskStatus
+from expertline.routing.states import (
+    FINAL_TASK,
+    OFFER,
+    OFFER_START,
+    TASK,
+    TASK_START,
+    OfferStatus,
+    TaskStatus,
+)
 
 SNAPSHOT_VERSION = 1
 
@@ -81,7 +89,7 @@ class Task:
         self.created_at = created_at
         self.enqueued_at = created_at
         self.config_version = config_version
-        self.status = TaskStatus.QUEUED
+        self.status = TASK_START
         self.step = 0
         # expert id -> offer id, in the order the offers went out
         self.open_offers: dict[str, str] = {}
@@ -161,7 +169,7 @@ class Task:
         )
         t.queues = list(d.get("queues") or [t.queue_id])
         t.enqueued_at = float(d.get("enqueued_at", t.created_at))
-        t.status = TaskStatus(d["status"])
+        t.status = TASK.restore(d["status"], TaskStatus)
         t.step = int(d.get("step", 0))
         t.open_offers = dict(d.get("open_offers") or {})
         t.offer_n = int(d.get("offer_n", 0))
@@ -213,7 +221,7 @@ class Offer:
         self.created_at = created_at
         self.expires_at = expires_at
         self.notice_only = notice_only
-        self.status = OfferStatus.OPEN
+        self.status = OFFER_START
         self.ended_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,7 +251,7 @@ class Offer:
             expires_at=None if d.get("expires_at") is None else float(d["expires_at"]),
             notice_only=bool(d.get("notice_only", False)),
         )
-        o.status = OfferStatus(d.get("status", "open"))
+        o.status = OFFER.restore(d.get("status", "open"), OfferStatus)
         o.ended_at = d.get("ended_at")
         return o
 
@@ -253,6 +261,7 @@ class ExpertLive:
 
     __slots__ = (
         "active",
+        "delivery_failures",
         "handled",
         "id",
         "idle_since",
@@ -273,6 +282,7 @@ class ExpertLive:
         self.idle_since = 0.0
         self.handled = 0
         self.no_answer = 0  # consecutive unanswered offers
+        self.delivery_failures = 0  # consecutive failed deliveries to the expert's phone
         self.state: str = "offline"  # last derived state announced
         # keys under which the expert sits in the free orderings (None: not free)
         self.indexed: tuple[Any, ...] | None = None
@@ -291,6 +301,7 @@ class ExpertLive:
             "idle_since": self.idle_since,
             "handled": self.handled,
             "no_answer": self.no_answer,
+            "delivery_failures": self.delivery_failures,
             "state": self.state,
         }
 
@@ -304,5 +315,6 @@ class ExpertLive:
         e.idle_since = float(d.get("idle_since", 0.0))
         e.handled = int(d.get("handled", 0))
         e.no_answer = int(d.get("no_answer", 0))
+        e.delivery_failures = int(d.get("delivery_failures", 0))
         e.state = d.get("state", "offline")
         return e

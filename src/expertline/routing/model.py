@@ -64,6 +64,8 @@ class QueueSpec:
     wrap_up: float = 0.0
     decline_cooldown: float = 0.0
     max_no_answer: int = 0
+    delivery_cooldown: float = 5.0  # after a failed delivery, per expert and task
+    max_delivery_failures: int = 3  # failed deliveries in a row that set the expert away
     ring_timeout: float = 20.0
     service_level: float = 20.0
     max_task_lifetime: float = MAX_TASK_LIFETIME  # with the expert this long after creation: TCD 41

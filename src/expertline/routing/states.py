@@ -1,24 +1,18 @@
-"""Task and offer lifecycles as data: ``TRANSITIONS[state][trigger] -> new state``.
+"""Task and offer lifecycles as machines of the state-machine kit (``expertline.machine``).
 
-The tables are the single source of truth: the core moves objects only through ``advance``,
-the Mermaid diagrams in ``docs/routing-states.md`` are drawn from them, and a transition that
-is not in a table raises ``IllegalTransition`` (the core checks ``allowed`` first for external
-inputs, so a late or duplicate event is a quiet no-op rather than an error).
+``TASK`` and ``OFFER`` are the single source of truth: the core moves tasks and offers only
+through their ``fire`` (``restore`` for a stored status), the Mermaid diagrams in
+``docs/routing-states.md`` are drawn from them, and a transition that is not in a table
+raises ``IllegalTransition`` (the core asks ``allows`` first for external inputs, so a late
+or duplicate event is a quiet no-op rather than an error).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-
-class IllegalTransition(Exception):
-    """An event that the table does not allow in the current state (a bug when raised)."""
-
-    def __init__(self, kind: str, state: str, trigger: str) -> None:
-        super().__init__(f"{kind}: no transition from {state!r} on {trigger!r}")
-        self.kind = kind
-        self.state = state
-        self.trigger = trigger
+from expertline.machine import IllegalTransition as IllegalTransition  # raised by ``fire``
+from expertline.machine import Machine
 
 
 class TaskStatus(StrEnum):
@@ -113,35 +107,16 @@ OFFER_TRANSITIONS: dict[OfferStatus, dict[OfferTrigger, OfferStatus]] = {
     OS.WITHDRAWN: {},
 }
 
+TASK_START = T.QUEUED
+OFFER_START = OS.OPEN
+TASK: Machine[TaskStatus, TaskTrigger] = Machine("task", TASK_TRANSITIONS, TASK_START)
+OFFER: Machine[OfferStatus, OfferTrigger] = Machine("offer", OFFER_TRANSITIONS, OFFER_START)
+
 WAITING: frozenset[TaskStatus] = frozenset({T.QUEUED, T.OFFERED})
 """A task still looking for an expert (it sits in its queue's ordering)."""
 
 WITH_EXPERT: frozenset[TaskStatus] = frozenset({T.ASSIGNED, T.CONNECTED})
 """A task that holds one unit of its expert's capacity."""
 
-FINAL_TASK: frozenset[TaskStatus] = frozenset(s for s, out in TASK_TRANSITIONS.items() if not out)
-FINAL_OFFER: frozenset[OfferStatus] = frozenset(
-    s for s, out in OFFER_TRANSITIONS.items() if not out
-)
-
-
-def advance_task(state: TaskStatus, trigger: TaskTrigger) -> TaskStatus:
-    try:
-        return TASK_TRANSITIONS[state][trigger]
-    except KeyError:
-        raise IllegalTransition("task", state, trigger) from None
-
-
-def advance_offer(state: OfferStatus, trigger: OfferTrigger) -> OfferStatus:
-    try:
-        return OFFER_TRANSITIONS[state][trigger]
-    except KeyError:
-        raise IllegalTransition("offer", state, trigger) from None
-
-
-def task_allows(state: TaskStatus, trigger: TaskTrigger) -> bool:
-    return trigger in TASK_TRANSITIONS[state]
-
-
-def offer_allows(state: OfferStatus, trigger: OfferTrigger) -> bool:
-    return trigger in OFFER_TRANSITIONS[state]
+FINAL_TASK: frozenset[TaskStatus] = TASK.final
+FINAL_OFFER: frozenset[OfferStatus] = OFFER.final

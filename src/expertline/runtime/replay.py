@@ -33,6 +33,7 @@ from prometheus_client import Counter
 
 from expertline.errors import InvalidInput
 from expertline.ha.lease import Fenced
+from expertline.routing.timers import TimerKey
 from expertline.runtime import store
 from expertline.runtime.writer import CommitRefused
 
@@ -58,7 +59,7 @@ class Operation(Protocol):
     def future(self) -> asyncio.Future[Any] | None: ...
 
     @property
-    def timer(self) -> str | None: ...
+    def timer(self) -> TimerKey | None: ...
 
 
 Result = tuple[Any, bool, Any]  # (operation, ok, value or exception): its caller's answer
@@ -84,7 +85,7 @@ class Host:
     publish: Callable[[Any], None]  # the batch is durable: views, waiters, effects
     rewind: Callable[[], Awaitable[None]]  # the core back to the committed state
     ending: Callable[[str], Operation]  # an operation ending a task with TCD 27
-    drop_timer: Callable[[str], None]  # forget a timer until the next rewind
+    drop_timer: Callable[[TimerKey], None]  # forget a timer until the next rewind
     wake: Callable[[], None]  # make the writer look at its queue
     give_back: Callable[[list[int]], None]  # outbox rows done, for the next batch
     stopped: Callable[[], Exception]  # the error callers get once the node is fenced
@@ -97,8 +98,8 @@ class Replayer:
         self._refused_seq: int | None = None
         self._refused_order: int | None = None
         self._replaying: deque[Operation] = deque()
-        self._timer_refusals: dict[str, int] = {}
-        self.dropped: set[str] = set()  # timers not armed again in this run
+        self._timer_refusals: dict[TimerKey, int] = {}
+        self.dropped: set[TimerKey] = set()  # timers not armed again in this run
         self.rewinds = 0
         self.replayed = 0  # operations replayed one by one
         self.refused = 0  # operations refused because the database refused their change
@@ -251,20 +252,9 @@ class Replayer:
         )
 
 
-def timer_task(key: str | None) -> str | None:
-    """The task a core timer belongs to (``offer:<task>.<n>``, ``maxwait:<task>``,
-    ``escalate:<task>:<step>``, ``cooldown:<task>:<expert>``, ``lifetime:<task>``); None for
-    an expert's timer (``wrapup:<expert>``) or no timer."""
-    if key is None:
-        return None
-    kind, _, rest = key.partition(":")
-    if kind == "offer":
-        return rest.rpartition(".")[0] or None
-    if kind in ("maxwait", "lifetime"):
-        return rest or None
-    if kind in ("escalate", "cooldown"):
-        return rest.partition(":")[0] or None
-    return None
+def timer_task(key: TimerKey | None) -> str | None:
+    """The task a core timer belongs to; None for an expert's timer (wrap-up) or no timer."""
+    return None if key is None else key.task_id
 
 
 def _answer(result: Result) -> None:

@@ -41,6 +41,7 @@ from expertline.routing import events as ev
 from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
 from expertline.routing.records import FAILED_SOFTWARE
 from expertline.routing.states import FINAL_TASK, WAITING, TaskStatus
+from expertline.routing.timers import TimerKey
 from expertline.runtime import store
 from expertline.runtime.core_adapter import Census, CoreAdapter
 from expertline.runtime.ports import (
@@ -100,7 +101,7 @@ class _Operation:
 
     apply: Callable[[], Any]
     future: asyncio.Future[Any] | None
-    timer: str | None = None  # the core timer it fires, if that is what it does
+    timer: TimerKey | None = None  # the core timer it fires, if that is what it does
 
 
 @dataclass
@@ -1096,7 +1097,7 @@ class RuntimeService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), timeout=wait)
 
-    def _fire(self, key: str) -> None:
+    def _fire(self, key: TimerKey) -> None:
         if key not in self._replay.dropped:  # dropped: its change was refused, twice
             self._handle(ev.TimerFired(key))
 
@@ -1148,7 +1149,7 @@ class RuntimeService:
         if effect.kind == "notice":
             spec = self._config.experts.get(p["expert_id"])
             if spec is not None:
-                await effect.channel.async_notice(spec, p["message"])
+                await effect.channel.async_notice(spec, p["message"], int(p.get("count") or 0))
             return
         offer = self.offer(p["offer_id"]) or _offer_from_payload(p)
         if effect.kind == "offer":
@@ -1421,7 +1422,7 @@ def _effect_payload(c: cmd.Command) -> tuple[str, dict[str, Any]]:
             "code": c.code,
         }
     assert isinstance(c, cmd.NotifyExpert)
-    return "notice", {"expert_id": c.expert_id, "message": c.message}
+    return "notice", {"expert_id": c.expert_id, "message": c.message, "count": c.count}
 
 
 def _offer_from_payload(p: dict[str, Any]) -> OfferView:

@@ -10,32 +10,34 @@ from __future__ import annotations
 import heapq
 import itertools
 
+from expertline.routing.timers import TimerKey
+
 
 class TimerHeap:
     """Pure data structure, no clock: the service asks what is due at a given time."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, str]] = []
-        self._live: dict[str, tuple[float, int]] = {}
+        self._heap: list[tuple[float, int, TimerKey]] = []
+        self._live: dict[TimerKey, tuple[float, int]] = {}
         self._seq = itertools.count()
 
     def __len__(self) -> int:
         return len(self._live)
 
-    def __contains__(self, key: str) -> bool:
+    def __contains__(self, key: TimerKey) -> bool:
         return key in self._live
 
-    def set(self, key: str, at: float) -> None:
+    def set(self, key: TimerKey, at: float) -> None:
         seq = next(self._seq)
         self._live[key] = (at, seq)
         heapq.heappush(self._heap, (at, seq, key))
         if len(self._heap) > 64 and len(self._heap) > 2 * len(self._live):
             self._compact()
 
-    def cancel(self, key: str) -> None:
+    def cancel(self, key: TimerKey) -> None:
         self._live.pop(key, None)
 
-    def due_at(self, key: str) -> float | None:
+    def due_at(self, key: TimerKey) -> float | None:
         entry = self._live.get(key)
         return entry[0] if entry else None
 
@@ -44,9 +46,9 @@ class TimerHeap:
         self._drop_stale()
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float, limit: int = 10_000) -> list[str]:
+    def pop_due(self, now: float, limit: int = 10_000) -> list[TimerKey]:
         """Keys due at ``now`` in due order (at most ``limit``); they are removed."""
-        fired: list[str] = []
+        fired: list[TimerKey] = []
         while self._heap and len(fired) < limit:
             at, seq, key = self._heap[0]
             if self._live.get(key) != (at, seq):

@@ -187,9 +187,25 @@ async def test_experts_who_may_not_decline_get_a_notice(lab: Lab) -> None:
     assert "no reply needed" in got.body and "Reply yes or no" not in got.body
     gina.say(source.address, f"no {notice.code}")
     await gina.wait_for(rf"#{notice.code} cannot be declined")
-    await source.async_notice(lab.port.experts["gina"], "set_away")
-    await gina.wait_for("You missed several offers in a row")
+    await source.async_notice(lab.port.experts["gina"], "set_away", 3)
+    await gina.wait_for("You missed 3 offers in a row")
+    await source.async_notice(lab.port.experts["gina"], "phone_failed", 4)
+    await gina.wait_for("Calls to your phone failed 4 times in a row")
     assert lab.port.answers == []
+
+
+async def test_a_timed_out_offer_offered_again_at_once_is_not_announced(lab: Lab) -> None:
+    lab.add_expert("hank")
+    source = await lab.source()
+    hank = await lab.sign_in("hank")
+    await async_eventually(lambda: lab.port.presence.get("hank") == "available", timeout=10)
+    first = make_offer("hank", lab.port)
+    await source.async_offer(first)
+    await hank.wait_for(rf"^Offer #{first.code}:")
+    await source.async_withdrawn(first, "reoffered")
+    await source.async_offer(make_offer("hank", lab.port, id="o-again", code=first.code))
+    await async_eventually(lambda: len(hank.received) == 2)
+    assert [r.body.split(":")[0] for r in hank.received] == [f"Offer #{first.code}"] * 2
 
 
 async def test_presence_the_runtime_refused_is_told_again_with_backoff(lab: Lab) -> None:

@@ -25,6 +25,7 @@ from expertline.db.tables import routing_feed, runtime_tasks, tcd, webhook_deliv
 from expertline.errors import InvalidInput
 from expertline.health import Health
 from expertline.routing.model import ExpertSpec
+from expertline.routing.timers import TimerKey, TimerKind
 from expertline.runtime.ports import OfferView, TaskRequest
 from expertline.runtime.service import RuntimeService
 from expertline.runtime.writer import ProcessWriter, ThreadWriter
@@ -98,7 +99,7 @@ class RecordingChannel:
     async def async_accepted(self, offer: OfferView) -> None:
         self.calls.append(("accepted", offer.expert_id, offer.task_id))
 
-    async def async_notice(self, expert: ExpertSpec, message: str) -> None:
+    async def async_notice(self, expert: ExpertSpec, message: str, count: int = 0) -> None:
         self.calls.append(("notice", expert.id, ""))
 
 
@@ -292,7 +293,7 @@ async def test_a_refused_timer_whose_task_cannot_end_is_dropped_without_a_loop(
     node.clock.now += 301
     service.poke_timers()
     await node.routes_end_to_end()  # meanwhile
-    key = f"maxwait:{poisoned.id}"
+    key = TimerKey(TimerKind.MAX_WAIT, poisoned.id)
     await async_eventually(lambda: key in service.replay.dropped, timeout=20)
     rewinds, commits = service.replay.rewinds, service.commits
     for _ in range(5):

@@ -55,8 +55,8 @@ class RecordingChannel:
     async def async_accepted(self, offer: OfferView) -> None:
         self.calls.append(("accepted", offer.expert_id, offer.id))
 
-    async def async_notice(self, expert: ExpertSpec, message: str) -> None:
-        self.calls.append((f"notice:{message}", expert.id, ""))
+    async def async_notice(self, expert: ExpertSpec, message: str, count: int = 0) -> None:
+        self.calls.append((f"notice:{message}", expert.id, str(count) if count else ""))
 
 
 @pytest.fixture
@@ -225,3 +225,33 @@ async def test_a_runtime_restarted_after_another_node_tells_the_experts_with_wor
         "alice",
         "bob",
     }
+
+
+async def test_a_phone_that_keeps_failing_is_called_once_per_cooldown_then_taken_out(
+    engine: Engine, started: Any
+) -> None:
+    """SIP proxy reports a failed delivery at once (a phone answering 404): the expert gets
+    the task again only after ``delivery_cooldown`` and is set away after
+    ``max_delivery_failures`` failures, with the ``phone_failed`` notice saying how many."""
+    clock = FakeClock()
+    channel = RecordingChannel(engine)
+    service = await started(engine, clock=clock, channels=[channel])
+    await service.async_set_presence("carol", "available")
+    view = await service.async_create_task(TaskRequest(queue="support"))
+    for failure in (1, 2, 3):
+        offers = service.open_offers("carol")
+        assert len(offers) == 1, failure
+        await service.async_accept(offers[0].id)
+        await service.async_delivery_failed(view.id, 19)
+        assert service.open_offers("carol") == []  # not again at once
+        clock.now += 5.1  # the cooldown's end (the core's unit tests pin the instant)
+        service.poke_timers()
+        if failure < 3:
+            await async_eventually(lambda: len(service.open_offers("carol")) == 1)
+    await async_eventually(lambda: ("notice:phone_failed", "carol", "3") in channel.calls)
+    state = service.expert_state("carol")
+    assert state is not None and state["presence"] == "away"
+    assert service.open_offers("carol") == []
+    task = service.task(view.id)
+    assert task is not None and task.status == "queued"
+    assert [c[0] for c in channel.calls].count("offer") == 3

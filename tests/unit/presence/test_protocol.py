@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from expertline.config.schema import MESSAGE_KEYS
 from expertline.presence.protocol import (
     DEFAULT_SET,
     NO_WORDS,
+    SILENT_WITHDRAWALS,
     YES_WORDS,
     Accept,
     Answer,
@@ -320,3 +322,18 @@ def test_reply_budget_stops_loops_with_auto_responders() -> None:
     assert budget.allow("bot@x", 21.0)  # one more per 20 s
     assert not budget.allow("bot@x", 22.0)
     assert [budget.allow("bot@x", 200.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_the_notice_text_is_a_message_set_entry() -> None:
+    configured = MessageSet.build("en", {"notice": "#{code} for you now ({queue}, {caller})."})
+    text = render_offer(offer(notice_only=True), configured, NOW)
+    assert text.splitlines()[0] == "#4821 for you now (Billing (Spanish), +15551230000)."
+    assert "notice" in MESSAGE_KEYS and "phone_failed" in MESSAGE_KEYS
+    es = MessageSet.build("es")
+    assert render_offer(offer(notice_only=True), es, NOW).startswith("Oferta #4821:")
+
+
+def test_set_away_and_phone_failed_say_the_count() -> None:
+    assert DEFAULT_SET.render("set_away", count=3).startswith("You missed 3 offers in a row")
+    assert "failed 4 times in a row" in DEFAULT_SET.render("phone_failed", count=4)
+    assert "reoffered" in SILENT_WITHDRAWALS and "timeout" not in SILENT_WITHDRAWALS

@@ -22,6 +22,7 @@ from expertline.routing.commands import (
 from expertline.routing.core import RoutingCore
 from expertline.routing.events import ConfigChanged, Event, PresenceChanged, TimerFired
 from expertline.routing.model import ExpertSpec, QueueSpec, RoutingConfig
+from expertline.routing.timers import TimerKey
 
 START = 1_700_000_000.0
 
@@ -53,7 +54,7 @@ class Sim:
     def __init__(self, cfg: RoutingConfig, now: float = START, core: RoutingCore | None = None):
         self.core = core or RoutingCore()
         self.now = now
-        self.timers: dict[str, float] = {}
+        self.timers: dict[TimerKey, float] = {}
         self.log: list[Command] = []
         if core is None:
             self.send(ConfigChanged(cfg))

@@ -32,6 +32,7 @@ from expertline.routing.events import (
     TimerFired,
 )
 from expertline.routing.model import EscalationStep, OnMaxWait, QueueSpec
+from expertline.routing.timers import TimerKey, TimerKind
 
 
 def two(q: QueueSpec | None = None, **kw: object) -> Sim:
@@ -179,7 +180,7 @@ def test_max_no_answer_sets_the_expert_away_and_tells_them() -> None:
     assert sim.offered_to("t1") == ["a"]
     sim.send(TaskCreated("t2", "q"))
     sim.advance(5)
-    assert NotifyExpert("a", "set_away") in sim.log
+    assert NotifyExpert("a", "set_away", 2) in sim.log  # says how many, not "several"
     assert sim.core.expert_state("a")["presence"] == "away"  # type: ignore[index]
     assert sim.emitted("expert.presence")[-1]["source"] == "max_no_answer"
     assert sim.core.open_offers("a") == []
@@ -378,7 +379,7 @@ def test_recovered_ends_lost_tasks_with_27_and_rearms_timers() -> None:
     assert [r["call_disposition"] for r in sim.records("tcd")] == [27]
     keys = {c.key for c in out if type(c).__name__ == "SetTimer"}
     assert keys == set(sim.core.timers())
-    assert "offer:" + sim.open_offer("b") in keys
+    assert TimerKey(TimerKind.OFFER, sim.open_offer("b")) in keys
 
 
 def test_recovered_after_a_failover_tells_each_expert_with_work_once() -> None:
@@ -404,13 +405,15 @@ def test_a_task_whose_end_is_never_reported_frees_its_expert_with_tcd_41() -> No
     sim.send(TaskCreated("t1", "q"))
     sim.send(OfferAccepted(sim.open_offer("a")))
     sim.send(TaskCreated("t2", "q"))  # waits: a is busy
-    assert sim.timers["lifetime:t1"] == created + 3600.0
+    assert sim.timers[TimerKey(TimerKind.LIFETIME, "t1")] == created + 3600.0
     sim.advance(3599.0)
     assert sim.status("t1") == "assigned" and sim.records("tcd") == []
     sim.advance(1.0)
     (tcd,) = sim.records("tcd")
     assert (tcd["task_id"], tcd["call_disposition"]) == ("t1", 41)
-    assert sim.status("t1") == "failed" and "lifetime:t1" not in sim.core.timers()
+    assert (
+        sim.status("t1") == "failed" and TimerKey(TimerKind.LIFETIME, "t1") not in sim.core.timers()
+    )
     assert sim.open_offer("a")  # free again: the waiting task reaches her
 
 
@@ -423,7 +426,7 @@ def test_a_connected_call_is_bounded_too_and_a_reported_end_cancels_the_bound() 
         sim.send(CallConnected(tid))
         if tid == "short":
             sim.send(CallEnded(tid))
-            assert f"lifetime:{tid}" not in sim.core.timers()
+            assert TimerKey(TimerKind.LIFETIME, tid) not in sim.core.timers()
         else:
             sim.advance(600.0)
     assert [(r["task_id"], r["call_disposition"]) for r in sim.records("tcd")] == [
@@ -438,9 +441,9 @@ def test_a_requeued_task_loses_its_bound_until_it_is_assigned_again() -> None:
     sim = two(max_task_lifetime=600.0)
     sim.send(TaskCreated("t1", "q"))
     sim.send(OfferAccepted(sim.open_offer("a")))
-    assert "lifetime:t1" in sim.core.timers()
+    assert TimerKey(TimerKind.LIFETIME, "t1") in sim.core.timers()
     sim.send(DeliveryFailed("t1", 19))  # ring no answer: back to the queue
-    assert "lifetime:t1" not in sim.core.timers()
+    assert TimerKey(TimerKind.LIFETIME, "t1") not in sim.core.timers()
     assert sim.status("t1") in ("queued", "offered")
 
 
@@ -525,9 +528,9 @@ def test_stale_timers_and_unknown_ids_change_nothing() -> None:
     sim.send(TaskCreated("t1", "q"))
     oid = sim.open_offer("a")
     sim.send(OfferAccepted(oid))
-    assert sim.send(TimerFired(f"offer:{oid}")) == []
-    assert sim.send(TimerFired("maxwait:t1")) == []
-    assert sim.send(TimerFired("nonsense")) == []
+    assert sim.send(TimerFired(TimerKey(TimerKind.OFFER, oid))) == []
+    assert sim.send(TimerFired(TimerKey(TimerKind.MAX_WAIT, "t1"))) == []
+    assert sim.send(TimerFired("nonsense")) == []  # type: ignore[arg-type]
     assert sim.send(OfferAccepted("zzz")) == [AnswerRefused("zzz", None, "unknown")]
     assert sim.send(OfferDeclined(oid)) == [AnswerRefused(oid, "a", "closed")]
     assert sim.send(CallConnected("nope")) == []
@@ -555,6 +558,8 @@ def test_malformed_events_change_nothing() -> None:
         TaskAbandoned(7),  # type: ignore[arg-type]
         DeliveryFailed("t1", "19"),  # type: ignore[arg-type]
         TimerFired(None),  # type: ignore[arg-type]
+        TimerFired("maxwait:t1"),  # type: ignore[arg-type]
+        TimerFired(("maxwait", "t1", "")),  # type: ignore[arg-type]
         Recovered(frozenset({1})),  # type: ignore[arg-type]
         ConfigChanged("v2"),  # type: ignore[arg-type]
         "not an event",  # type: ignore[arg-type]
@@ -570,7 +575,7 @@ def test_a_timer_fired_before_its_time_is_ignored() -> None:
     sim.send(TaskCreated("t1", "q"))
     oid = sim.open_offer("a")
     sim.now += 5
-    assert sim.send(TimerFired(f"offer:{oid}")) == []
+    assert sim.send(TimerFired(TimerKey(TimerKind.OFFER, oid))) == []
     assert sim.open_offer("a") == oid
 
 

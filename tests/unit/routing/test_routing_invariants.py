@@ -37,6 +37,7 @@ from expertline.routing.events import (
     TaskFailed,
 )
 from expertline.routing.model import EscalationStep, OnMaxWait, QueueSpec, RoutingConfig
+from expertline.routing.timers import TimerKey, TimerKind
 
 EXPERTS = ["a", "b", "c", "d", "e"]
 QUEUES = ["q1", "q2", "q3"]
@@ -276,27 +277,26 @@ class RoutingMachine(RuleBasedStateMachine):
         assert timers == self.sim.timers
         live = {t["id"]: t for t in self.live_tasks()}
         for key in timers:
-            kind, _, rest = key.partition(":")
-            if kind == "offer":
+            kind, rest = key.kind, key.subject
+            if kind is TimerKind.OFFER:
                 o = core.offer(rest)
                 assert o is not None and o["status"] == "open", key
-            elif kind in ("maxwait", "escalate"):
-                tid = rest.split(":")[0]
-                assert tid in live and live[tid]["status"] in ("queued", "offered"), key
-            elif kind == "cooldown":
-                assert rest.split(":")[0] in live, key
-            elif kind == "wrapup":
+            elif kind in (TimerKind.MAX_WAIT, TimerKind.ESCALATE):
+                assert rest in live and live[rest]["status"] in ("queued", "offered"), key
+            elif kind is TimerKind.COOLDOWN:
+                assert rest in live, key
+            elif kind is TimerKind.WRAP_UP:
                 st_ = core.expert_state(rest)
                 assert st_ is not None and st_["wrapup_until"] is not None, key
-            elif kind == "lifetime":
+            elif kind is TimerKind.LIFETIME:
                 assert rest in live and live[rest]["status"] in ("assigned", "connected"), key
             else:
                 raise AssertionError(key)
         for t in live.values():
             if t["status"] in ("queued", "offered"):
-                assert f"maxwait:{t['id']}" in timers
+                assert TimerKey(TimerKind.MAX_WAIT, t["id"]) in timers
             else:  # with its expert: bounded, whatever the routing client reports or not
-                assert f"lifetime:{t['id']}" in timers
+                assert TimerKey(TimerKind.LIFETIME, t["id"]) in timers
 
     @invariant()
     def settled(self) -> None:

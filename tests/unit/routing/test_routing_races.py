@@ -15,6 +15,7 @@ from expertline.routing.events import (
     TaskCreated,
 )
 from expertline.routing.model import QueueSpec
+from expertline.routing.timers import TimerKey, TimerKind
 
 
 def broadcast() -> Sim:
@@ -102,7 +103,10 @@ def test_tasks_waiting_through_a_config_change_keep_their_place() -> None:
             config([expert("a"), expert("b")], [QueueSpec("q", "Q", max_wait=50.0)], version=2)
         )
     )
-    assert sim.core.timers()["maxwait:old"] == sim.core.task("old")["created_at"] + 50.0  # type: ignore[index]
+    assert (
+        sim.core.timers()[TimerKey(TimerKind.MAX_WAIT, "old")]
+        == sim.core.task("old")["created_at"] + 50.0
+    )  # type: ignore[index]
     sim.available("b")
     assert sim.offered_to("old") == ["b"]
     assert sim.status("new") == "queued"

@@ -22,6 +22,7 @@ from expertline.routing.events import (
     TaskCreated,
 )
 from expertline.routing.model import EscalationStep, OnMaxWait, QueueSpec, RoutingConfig
+from expertline.routing.timers import TimerKey, TimerKind
 
 Step = Callable[[Sim], None]
 
@@ -180,7 +181,7 @@ def test_the_scenario_reaches_every_outcome() -> None:
     assert sim.emitted("task.moved") or "overflowed" in statuses
     assert sim.core.live_counts()["tasks"] == 0
     assert sim.core.timers() == {
-        k: v for k, v in sim.core.timers().items() if k.startswith("wrapup:")
+        k: v for k, v in sim.core.timers().items() if k.kind is TimerKind.WRAP_UP
     }
 
 
@@ -224,4 +225,4 @@ def test_a_restored_task_with_its_expert_keeps_its_lifetime_bound() -> None:
     core = store.restore(cfg(), sim.now)
     out = core.handle(Recovered(), sim.now)
     lifetime = cfg().queues["sales"].max_task_lifetime
-    assert SetTimer("lifetime:t0", created + lifetime) in out
+    assert SetTimer(TimerKey(TimerKind.LIFETIME, "t0"), created + lifetime) in out

@@ -6,19 +6,21 @@ from pathlib import Path
 
 import pytest
 
+from expertline.machine import UnknownState
 from expertline.routing import diagram
+from expertline.routing.live import Offer, Task
 from expertline.routing.states import (
     FINAL_OFFER,
     FINAL_TASK,
+    OFFER,
     OFFER_TRANSITIONS,
+    TASK,
     TASK_TRANSITIONS,
     IllegalTransition,
     OfferStatus,
     OfferTrigger,
     TaskStatus,
     TaskTrigger,
-    advance_offer,
-    advance_task,
 )
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "routing-states.md"
@@ -68,15 +70,31 @@ def test_every_status_is_reachable_from_the_start() -> None:
 
 
 def test_undefined_transitions_raise() -> None:
-    assert advance_task(TaskStatus.QUEUED, TaskTrigger.OFFER) is TaskStatus.OFFERED
+    assert TASK.fire(TaskStatus.QUEUED, TaskTrigger.OFFER) is TaskStatus.OFFERED
     with pytest.raises(IllegalTransition) as err:
-        advance_task(TaskStatus.COMPLETED, TaskTrigger.ACCEPT)
-    assert (err.value.kind, err.value.state, err.value.trigger) == ("task", "completed", "accept")
+        TASK.fire(TaskStatus.COMPLETED, TaskTrigger.ACCEPT)
+    assert (err.value.machine, err.value.state, err.value.trigger) == (
+        "task",
+        "completed",
+        "accept",
+    )
     with pytest.raises(IllegalTransition):
-        advance_task(TaskStatus.CONNECTED, TaskTrigger.ABANDON)
+        TASK.fire(TaskStatus.CONNECTED, TaskTrigger.ABANDON)
     with pytest.raises(IllegalTransition):
-        advance_offer(OfferStatus.WITHDRAWN, OfferTrigger.ACCEPT)
-    assert advance_offer(OfferStatus.OPEN, OfferTrigger.EXPIRE) is OfferStatus.TIMEOUT
+        OFFER.fire(OfferStatus.WITHDRAWN, OfferTrigger.ACCEPT)
+    assert OFFER.fire(OfferStatus.OPEN, OfferTrigger.EXPIRE) is OfferStatus.TIMEOUT
+
+
+def test_a_stored_status_is_read_back_through_the_machines() -> None:
+    task = Task("t1", 0, "q", "voice", 0, None, None, None, None, {}, "1234", 0.0, 1)
+    row = task.to_dict()
+    assert Task.from_dict(row).status is TaskStatus.QUEUED
+    with pytest.raises(UnknownState, match="task: 'parked' is not a state"):
+        Task.from_dict({**row, "status": "parked"})
+    offer = Offer("t1.1", "t1", "e1", "q", "1234", 0.0, 20.0)
+    assert Offer.from_dict({**offer.to_dict(), "status": "timeout"}).status is OfferStatus.TIMEOUT
+    with pytest.raises(UnknownState, match="offer: 'lost' is not a state"):
+        Offer.from_dict({**offer.to_dict(), "status": "lost"})
 
 
 def test_the_committed_diagrams_match_the_tables() -> None:
@@ -90,3 +108,13 @@ def test_the_diagram_draws_every_transition() -> None:
     for state, out in TASK_TRANSITIONS.items():
         for trigger, target in out.items():
             assert f"    {state} --> {target}: {trigger}" in text
+
+
+def test_every_timer_kind_is_documented_and_handled() -> None:
+    from expertline.routing.handlers import _TIMER_HANDLERS
+    from expertline.routing.timers import TimerKind
+
+    text = diagram.render()
+    assert set(_TIMER_HANDLERS) == set(TimerKind)
+    for kind in TimerKind:
+        assert f"| `{kind}:" in text

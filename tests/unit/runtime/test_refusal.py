@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from expertline.routing.timers import TimerKey, TimerKind
 from expertline.runtime import sqlwrite, store
 from expertline.runtime.refusal import refusal
 from expertline.runtime.replay import timer_task
@@ -154,14 +155,14 @@ def test_a_refused_batch_in_a_group_is_refused_alone(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("key", "task"),
     [
-        ("offer:01abc.3", "01abc"),
-        ("maxwait:01abc", "01abc"),
-        ("lifetime:01abc", "01abc"),
-        ("escalate:01abc:2", "01abc"),
-        ("cooldown:01abc:alice", "01abc"),
-        ("wrapup:alice", None),
+        (TimerKey(TimerKind.OFFER, "01abc.3"), "01abc"),
+        (TimerKey(TimerKind.MAX_WAIT, "01abc"), "01abc"),
+        (TimerKey(TimerKind.LIFETIME, "01abc"), "01abc"),
+        (TimerKey(TimerKind.ESCALATE, "01abc", "2"), "01abc"),
+        (TimerKey(TimerKind.COOLDOWN, "01abc", "alice"), "01abc"),
+        (TimerKey(TimerKind.WRAP_UP, "alice"), None),
         (None, None),
     ],
 )
-def test_the_task_of_a_timer(key: str | None, task: str | None) -> None:
+def test_the_task_of_a_timer(key: TimerKey | None, task: str | None) -> None:
     assert timer_task(key) == task

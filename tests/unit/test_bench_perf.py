@@ -1,8 +1,8 @@
-"""The core-only benchmark helper runs and reports sane figures (small sizes only)."""
+"""The core-only benchmark (``bench.perf``) runs and reports sane figures (small sizes only)."""
 
 from __future__ import annotations
 
-from expertline.routing import perf
+from expertline.bench import perf
 
 
 def test_synthetic_config_spreads_experts_over_queues() -> None:
