@@ -1508,12 +1508,12 @@ class StoreConfigSource:
         if version == 0:
             return _empty_config(), doc
         try:
-            from expertline.routing.build import build_routing_config
-            from expertline.routing.eligibility import EligibilityIndex
+            from expertline.eligibility import EligibilityIndex
+            from expertline.eligibility.build import build_routing_config
         except ImportError:
             log.error(
                 "configuration version %d not routed: this installation has no eligibility "
-                "engine (expertline.routing.build); running with an empty configuration",
+                "engine (expertline.eligibility.build); running with an empty configuration",
                 version,
             )
             return RoutingConfig(version=int(version), experts={}, queues={}, matches={}), doc
