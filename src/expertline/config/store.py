@@ -68,6 +68,7 @@ __all__ = [
     "current_version",
     "delete_object",
     "document_rows",
+    "edit_problems",
     "get_object",
     "history",
     "import_file",
@@ -170,13 +171,19 @@ def _edit(
 def _check_edit(
     doc: ConfigDocument, new_doc: ConfigDocument, section: str, obj: Any, index: int
 ) -> None:
-    """Validate an edit. Nothing refers to experts, so an expert edit is checked on its own
+    """Refuse an edit that would leave problems in the configuration."""
+    _refuse(_edit_problems(doc, new_doc, section, obj, index))
+
+
+def _edit_problems(
+    doc: ConfigDocument, new_doc: ConfigDocument, section: str, obj: Any, index: int
+) -> list[Problem]:
+    """An edit's problems. Nothing refers to experts, so an expert edit is checked on its own
     (attributes, presence source, IM address unique); other edits check the whole result."""
     if section != "experts":
-        validated(new_doc)
-        return
+        return list(check_document(new_doc))
     if obj is None:
-        return  # deleting an expert cannot leave a dangling reference
+        return []  # deleting an expert cannot leave a dangling reference
     mini = ConfigDocument.model_construct(
         attributes=doc.attributes,
         experts=[obj],
@@ -194,7 +201,7 @@ def _check_edit(
                     Problem(f"experts[{index}].im", f"already used by experts[{i}] ({other.im})")
                 )
                 break
-    _refuse(problems)
+    return problems
 
 
 def _body_text(section: str, oid: str, obj: Any) -> str:
@@ -285,7 +292,10 @@ def create_object(
     """Add one object (Conflict if its id exists; InvalidInput if the result is invalid)."""
     oid = locale if section == "messages" else object_id(section, obj)
     assert oid is not None
+    return _edit(engine, section, oid, _creation(section, oid, obj), actor)
 
+
+def _creation(section: str, oid: str, obj: Any) -> Callable[[ConfigDocument], Edit]:
     def change(doc: ConfigDocument) -> Edit:
         if _find(doc, section, oid) is not None:
             raise Conflict(f"{_noun(section)} {oid!r} already exists")
@@ -294,7 +304,7 @@ def create_object(
         items = getattr(doc, section)
         return _replaced(doc, section, [*items, obj]), obj, len(items)
 
-    return _edit(engine, section, oid, change, actor)
+    return change
 
 
 def replace_object(engine: Engine, section: str, oid: str, obj: Any, actor: str) -> ApplyResult:
@@ -305,7 +315,10 @@ def replace_object(engine: Engine, section: str, oid: str, obj: Any, actor: str)
             "the id in the body differs from the one in the path",
             [Problem(field_name, f"must be {oid!r} (renaming is delete + create)")],
         )
+    return _edit(engine, section, oid, _replacement(section, oid, obj), actor)
 
+
+def _replacement(section: str, oid: str, obj: Any) -> Callable[[ConfigDocument], Edit]:
     def change(doc: ConfigDocument) -> Edit:
         found = _find(doc, section, oid)
         if found is None:
@@ -316,7 +329,32 @@ def replace_object(engine: Engine, section: str, oid: str, obj: Any, actor: str)
         items[found[0]] = obj
         return _replaced(doc, section, items), obj, found[0]
 
-    return _edit(engine, section, oid, change, actor)
+    return change
+
+
+def edit_problems(
+    engine: Engine,
+    section: str,
+    obj: Any,
+    oid: str | None = None,
+    failed_fields: frozenset[str] = frozenset(),
+) -> list[Problem]:
+    """What adding ``obj`` (or, with ``oid``, replacing that object by it) would leave wrong in
+    the configuration, without writing: a body refused for its own problems is told these
+    too, in the same answer. ``obj`` may be salvaged (``validate.salvage``); the checks of its
+    ``failed_fields`` are not repeated. [] when the edit cannot be placed (no id, taken id).
+    """
+    key = object_id(section, obj) if oid is None else oid
+    if key is None:
+        return []
+    _, doc = load_document(engine)
+    change = _creation(section, key, obj) if oid is None else _replacement(section, key, obj)
+    try:
+        new_doc, new_obj, index = change(doc)
+    except (Conflict, NotFound):
+        return []
+    own = {f"{section}[{index}].{name}" for name in failed_fields}
+    return [p for p in _edit_problems(doc, new_doc, section, new_obj, index) if p.path not in own]
 
 
 def delete_object(engine: Engine, section: str, oid: str, actor: str) -> ApplyResult:
