@@ -135,3 +135,18 @@ def test_a_form_from_elsewhere_is_refused(node: ServerProcess, new_page) -> None
     assert elsewhere.status == 403
     page.reload()
     assert page.input_value("#f-name") == "Billing"
+
+
+def test_the_check_shows_a_fields_own_problem_and_the_documents_at_once(
+    node: ServerProcess, new_page
+) -> None:
+    # A bad duration (the queue's own check) does not hide the bad CEL (the document's check).
+    page = new_page()
+    sign_in(page, node.base_url, "/admin/config/queues", "ann")
+    page.click("#new-object")
+    page.fill("#f-id", "vip")
+    page.fill("#f-name", "VIP line")
+    page.fill("#f-offer_timeout", "soon")
+    page.fill("#f-select", "billing >= 'high'")
+    expect(page.locator("#e-offer_timeout")).to_contain_text("bad duration")
+    expect(page.locator("#e-select")).to_contain_text("no matching overload")

@@ -285,8 +285,8 @@ def _runtime_side(url: str, sender: Any) -> None:
     """Runs in a fresh process: what a runtime node does with the applied configuration."""
     from expertline.config.store import load_document
     from expertline.db.engine import make_engine
-    from expertline.routing.build import build_routing_config
-    from expertline.routing.eligibility import EligibilityIndex, warm_up
+    from expertline.eligibility import EligibilityIndex, warm_up
+    from expertline.eligibility.build import build_routing_config
 
     engine = make_engine(url)
     sw = Stopwatch()

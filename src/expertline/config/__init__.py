@@ -5,7 +5,8 @@ points, presence sources and IM texts.
 - ``yamlio``: strict YAML reading (duplicate keys are errors) and canonical writing.
 - ``validate``: every problem at once, each with its YAML path (``validate_document``).
 - ``cel``: type-checked CEL selections.
-- ``store``: atomic apply, versions, history, per-object edits (``apply_document``).
+- ``store``: the store's entry point and per-object edits; ``documents``: whole documents
+  (load, plan, atomic apply); ``versions``: versions and history.
 - ``export``: canonical form; ``cli`` and ``http``: the command line and REST surfaces;
   ``docs``: generates docs/configuration.md.
 """

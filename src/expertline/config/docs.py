@@ -276,6 +276,15 @@ def render() -> str:
         '`{"error": {"code": "invalid", "message": ..., "details": [{"path", "message"}]}}` '
         "with status 422.",
         "",
+        "One pass finds them all: an object with a problem of its own (a bad field, an "
+        "unknown key) is still checked with the rest of the document as far as it can be "
+        "read, so its id still counts for duplicates, its references and attribute values "
+        "and its selections are still checked, and a field that failed is not reported a "
+        "second time. A REST body with problems of its own gets, in the same answer, what it "
+        "would leave wrong in the configuration: its own problems by their path in the body "
+        "(`colour`), the others by their path in the document (`queues[3].select`). The "
+        "admin pages check a form the same way as it is typed.",
+        "",
         "Checked: YAML syntax and duplicate keys; unknown keys; types, ranges and formats of "
         "every field; duplicate ids (attribute names, expert ids, expert IM addresses, queue "
         "ids, entry point numbers, presence source ids); references (queue `skill` → numeric "

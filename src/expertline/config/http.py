@@ -30,6 +30,7 @@ from expertline.config.schema import (
 from expertline.config.validate import (
     check_yaml,
     pydantic_problems,
+    salvage,
     validate_document,
     with_lines,
 )
@@ -280,7 +281,10 @@ def _crud(
         }
     }
 
-    async def read_body(request: Request) -> BaseModel:
+    async def read_body(request: Request, oid: str | None = None) -> BaseModel:
+        """The body as a valid object, or InvalidInput with every problem: its own (paths
+        within the body) and, as far as it can be read, what it would leave wrong in the
+        configuration (document paths), as an imported file would show them at once."""
         kind = request.headers.get("content-type")
         if not is_json(kind):
             raise not_json_problem(kind)
@@ -293,7 +297,18 @@ def _crud(
         try:
             return model.model_validate(data)
         except ValidationError as exc:
-            raise InvalidInput(f"invalid {noun}", pydantic_problems(exc, ())) from exc
+            problems = pydantic_problems(exc, ())
+            if not is_messages:
+                saved = salvage(model, data, exc, ())
+                problems.extend(saved.problems)
+                obj = saved.obj
+                if obj is not None and (oid is None or object_id(section, obj) == oid):
+                    problems.extend(
+                        await run_in_threadpool(
+                            store.edit_problems, engine, section, obj, oid, saved.bad
+                        )
+                    )
+            raise InvalidInput(f"invalid {noun}", problems) from exc
 
     def oid_of(body: BaseModel) -> str:
         if is_messages:
@@ -374,7 +389,7 @@ def _crud(
         response: Response,
         token: TokenInfo = Depends(write),
     ) -> Any:
-        body = await read_body(request)
+        body = await read_body(request, oid)
         locale, obj = split(body)
         if is_messages and locale != oid:
             raise InvalidInput(

@@ -25,8 +25,8 @@ from sqlalchemy import Engine
 
 from expertline.config.snapshot import EMPTY, ConfigSnapshot, empty_routing
 from expertline.config.store import current_version, load_document
-from expertline.routing.build import build_routing_config
-from expertline.routing.eligibility import EligibilityIndex
+from expertline.eligibility import EligibilityIndex
+from expertline.eligibility.build import build_routing_config
 
 log = logging.getLogger("expertline.config")
 

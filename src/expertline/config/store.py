@@ -1,557 +1,86 @@
 """The configuration in the database: atomic apply, per-object edits, versions and history.
 
-Each object is one ``config_objects`` row holding its canonical body (see ``export``). Applying
-a document diffs it against those rows inside one transaction, writes only what changed,
-adds one ``config_versions`` row and one ``config_changes`` row per added, changed or removed
-object. Writers serialize on a lock (PostgreSQL advisory lock; SQLite's write lock taken at
-the start of the transaction), and per-object edits are optimistic: they validate against the
-version they read and retry, with backoff, if another writer got there first.
-
-Validated documents are cached per engine and version: readers (the routing runtime, the
-API) share one immutable ``ConfigDocument`` until the version changes. Do not mutate it.
+This module is the store's one entry point: whole documents (``documents``: load, plan,
+apply, import), versions and history (``versions``), and, here, per-object edits. Edits are
+optimistic: they validate against the version they read and write only the edited row, and
+retry with backoff if another writer got there first.
 """
 
 from __future__ import annotations
 
 import functools
-import getpass
 import json
 import logging
-import os
-import threading
-import time
-import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
-from sqlalchemy import (
-    JSON,
-    Connection,
-    Engine,
-    Text,
-    bindparam,
-    cast,
-    delete,
-    func,
-    insert,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, delete, func, select, update
 
-from expertline.config.export import object_body
-from expertline.config.schema import (
-    SECTIONS,
-    Attribute,
-    ConfigDocument,
-    EntryPoint,
-    Expert,
-    MessageSet,
-    PresenceSource,
-    Queue,
-    object_id,
+from expertline.config.documents import (
+    BODY_TEXT,
+    KINDS,
+    MODELS,
+    RETRIES,
+    SECTION_OF_KIND,
+    ApplyResult,
+    ReadOnly,
+    apply_document,
+    backoff,
+    bulk_insert,
+    cached,
+    document_rows,
+    guard_read_only,
+    import_file,
+    json_param,
+    load_document,
+    plan_document,
 )
+from expertline.config.export import object_body
+from expertline.config.schema import SECTIONS, ConfigDocument, object_id
 from expertline.config.validate import check_document
-from expertline.db.engine import as_utc
-from expertline.db.tables import config_changes, config_objects, config_versions
-from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
+from expertline.config.versions import (
+    Change,
+    VersionInfo,
+    changes,
+    cli_actor,
+    current_version,
+    history,
+    lock_writers,
+    new_version,
+    token_actor,
+    version_of,
+)
+from expertline.db.tables import config_objects
+from expertline.errors import Conflict, InvalidInput, NotFound, Problem
+
+__all__ = [
+    "KINDS",
+    "MODELS",
+    "SECTION_OF_KIND",
+    "ApplyResult",
+    "Change",
+    "ReadOnly",
+    "VersionInfo",
+    "apply_document",
+    "changes",
+    "cli_actor",
+    "create_object",
+    "current_version",
+    "delete_object",
+    "document_rows",
+    "edit_problems",
+    "get_object",
+    "history",
+    "import_file",
+    "list_objects",
+    "load_document",
+    "plan_document",
+    "replace_object",
+    "token_actor",
+    "validated",
+]
 
 log = logging.getLogger(__name__)
-
-#: Section name in the document -> ``kind`` stored in the database.
-KINDS: dict[str, str] = {
-    "attributes": "attribute",
-    "experts": "expert",
-    "queues": "queue",
-    "entry_points": "entry_point",
-    "presence": "presence_source",
-    "messages": "message_set",
-}
-SECTION_OF_KIND = {kind: section for section, kind in KINDS.items()}
-MODELS: dict[str, type[BaseModel]] = {
-    "attributes": Attribute,
-    "experts": Expert,
-    "queues": Queue,
-    "entry_points": EntryPoint,
-    "presence": PresenceSource,
-    "messages": MessageSet,
-}
-_PG_LOCK_KEY = 0x6578_6C63  # "exlc": configuration writers
-_BATCH = 5000
-_RETRIES = 5
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    """What an apply did. ``version`` is the new version, or the unchanged current one."""
-
-    version: int
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-
-    @property
-    def unchanged(self) -> bool:
-        return not (self.added or self.changed or self.removed)
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    version: int
-    applied_at: datetime
-    actor: str
-    source: str
-    summary: str
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-
-
-@dataclass(frozen=True)
-class Change:
-    version: int
-    kind: str
-    object_id: str
-    op: str  # add | change | remove
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-
-
-@dataclass
-class _Cache:
-    version: int = -1
-    doc: ConfigDocument | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-_caches: weakref.WeakKeyDictionary[Engine, _Cache] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
-
-
-def cli_actor() -> str:
-    """``cli:<os user>``: who applied a change from the command line."""
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):
-        user = str(os.getuid())
-    return f"cli:{user}"
-
-
-def token_actor(name: str) -> str:
-    return f"token:{name}"
-
-
-# --- reading ------------------------------------------------------------------------------------
-
-
-def current_version(engine: Engine) -> int:
-    """The applied configuration version; 0 before the first apply."""
-    with engine.connect() as conn:
-        return _version(conn)
-
-
-def _version(conn: Connection) -> int:
-    return int(
-        conn.execute(select(func.coalesce(func.max(config_versions.c.version), 0))).scalar_one()
-    )
-
-
-def load_document(engine: Engine) -> tuple[int, ConfigDocument]:
-    """(version, document) as applied. Shared and cached per version: treat it as read-only."""
-    cache = _cache(engine)
-    version = current_version(engine)
-    if cache.doc is not None and cache.version == version:
-        return version, cache.doc
-    with cache.lock:
-        if cache.doc is not None and cache.version == version:
-            return version, cache.doc
-        for attempt in range(_RETRIES):
-            with engine.connect() as conn:
-                before = _version(conn)
-                rows = conn.execute(
-                    select(config_objects.c.kind, _BODY_TEXT).order_by(
-                        config_objects.c.kind, config_objects.c.position
-                    )
-                ).all()
-                after = _version(conn)
-            if before == after:
-                break
-            _backoff(attempt)  # a writer committed between our reads: read again
-        doc = _document_from_rows(rows)
-        cache.version, cache.doc = after, doc
-        log.info("config loaded version=%d objects=%d", after, len(rows))
-        return after, doc
-
-
-def _cache(engine: Engine) -> _Cache:
-    with _caches_lock:
-        cache = _caches.get(engine)
-        if cache is None:
-            cache = _caches[engine] = _Cache()
-        return cache
-
-
-def _document_from_rows(rows: Sequence[Any]) -> ConfigDocument:
-    sections: dict[str, Any] = {s: [] for s in SECTIONS}
-    sections["messages"] = {}
-    for kind, body in rows:
-        section = SECTION_OF_KIND.get(kind)
-        if section is None:
-            continue
-        if section == "messages":
-            data = json.loads(body)
-            locale = data.pop("locale")
-            sections["messages"][locale] = MessageSet.model_validate(data)
-        else:
-            sections[section].append(MODELS[section].model_validate_json(body))
-    return ConfigDocument.model_construct(**sections)
-
-
-def history(engine: Engine, limit: int = 50, before: int | None = None) -> list[VersionInfo]:
-    """Applied versions, newest first; ``before`` pages back (versions lower than it)."""
-    limit = max(1, min(limit, 1000))
-    query = select(config_versions).order_by(config_versions.c.version.desc()).limit(limit)
-    if before is not None:
-        query = query.where(config_versions.c.version < before)
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-        if not rows:
-            return []
-        counts: dict[tuple[int, str], int] = {
-            (v, op): n
-            for v, op, n in conn.execute(
-                select(config_changes.c.version, config_changes.c.op, func.count())
-                .where(config_changes.c.version.in_([r.version for r in rows]))
-                .group_by(config_changes.c.version, config_changes.c.op)
-            )
-        }
-    return [
-        VersionInfo(
-            version=r.version,
-            applied_at=as_utc(r.applied_at),
-            actor=r.actor,
-            source=r.source,
-            summary=r.summary,
-            added=counts.get((r.version, "add"), 0),
-            changed=counts.get((r.version, "change"), 0),
-            removed=counts.get((r.version, "remove"), 0),
-        )
-        for r in rows
-    ]
-
-
-def changes(engine: Engine, version: int, limit: int = 1000) -> list[Change]:
-    """What one version changed, object by object (with bodies before and after)."""
-    with engine.connect() as conn:
-        exists = conn.execute(
-            select(config_versions.c.version).where(config_versions.c.version == version)
-        ).first()
-        if exists is None:
-            raise NotFound(f"no configuration version {version}")
-        rows = conn.execute(
-            select(config_changes)
-            .where(config_changes.c.version == version)
-            .order_by(config_changes.c.id)
-            .limit(limit)
-        ).all()
-    return [Change(r.version, r.kind, r.object_id, r.op, r.before, r.after) for r in rows]
-
-
-# --- writing ------------------------------------------------------------------------------------
-
-
-def document_rows(doc: ConfigDocument) -> dict[tuple[str, str], tuple[int, str]]:
-    """(kind, object id) -> (position in its section, canonical body as JSON text).
-
-    Bodies are compared and stored as text: serializing in pydantic's core and comparing
-    strings keeps a 100,000-expert apply to a few seconds.
-    """
-    rows: dict[tuple[str, str], tuple[int, str]] = {}
-    for section in SECTIONS:
-        kind = KINDS[section]
-        if section == "messages":
-            for i, (locale, texts) in enumerate(doc.messages.items()):
-                body = json.dumps({"locale": locale, **object_body(texts)}, ensure_ascii=False)
-                rows[(kind, locale)] = (i, body)
-            continue
-        for i, obj in enumerate(getattr(doc, section)):
-            rows[(kind, object_id(section, obj))] = (i, obj.model_dump_json(exclude_defaults=True))
-    return rows
-
-
-def _json_param(conn: Connection, name: str) -> Any:
-    """A bind parameter carrying ready-made JSON text into a JSON column."""
-    param = bindparam(name, type_=Text)
-    return cast(param, JSON) if conn.dialect.name == "postgresql" else param
-
-
-_BODY_TEXT = cast(config_objects.c.body, Text)
-
-
-def apply_document(
-    engine: Engine,
-    doc: ConfigDocument,
-    actor: str,
-    source: str = "import",
-    expect_version: int | None = None,
-) -> ApplyResult:
-    """Make ``doc`` the configuration, atomically. ``doc`` must be valid (``validate_document``).
-
-    Writes nothing and keeps the version when nothing differs. With ``expect_version``, raises
-    Conflict if another writer applied a version in between (optimistic edits).
-    """
-    return _guard_read_only(actor, lambda: _apply(engine, doc, actor, source, expect_version))
-
-
-def _guard_read_only(actor: str, write: Callable[[], ApplyResult]) -> ApplyResult:
-    try:
-        return write()
-    except DBAPIError as exc:
-        if "read-only" in str(exc.orig) or "read only" in str(exc.orig):
-            log.warning("config write refused: the database is read-only actor=%s", actor)
-            raise ReadOnly() from exc
-        raise
-
-
-class ReadOnly(ExpertlineError):
-    """This node's database is a read-only standby: configuration is written on the primary."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "this node's database is read-only (a standby); change the configuration on the "
-            "node whose database is the primary",
-            [],
-            "read_only",
-            503,
-        )
-
-
-def _apply(
-    engine: Engine,
-    doc: ConfigDocument,
-    actor: str,
-    source: str,
-    expect_version: int | None,
-) -> ApplyResult:
-    started = time.perf_counter()
-    wanted = document_rows(doc)
-    with engine.begin() as conn:
-        _lock(conn)
-        version = _version(conn)
-        if expect_version is not None and version != expect_version:
-            raise Conflict(
-                f"the configuration changed meanwhile (version {version}, expected "
-                f"{expect_version}); read it again and retry"
-            )
-        current = _current_rows(conn)
-        added, changed, removed, moved = _diff(current, wanted)
-        if not (added or removed or changed):
-            if moved:
-                _update_positions(conn, moved, wanted)
-            log.info("config apply found nothing to change version=%d actor=%s", version, actor)
-            return ApplyResult(version)
-        summary = _summary(added, changed, removed)
-        new = _new_version(conn, version, actor, source, summary)
-        for chunk in _chunks(removed):
-            conn.execute(
-                delete(config_objects).where(
-                    config_objects.c.kind == bindparam("k"),
-                    config_objects.c.object_id == bindparam("o"),
-                ),
-                [{"k": k, "o": o} for k, o in chunk],
-            )
-        for chunk in _chunks(changed):
-            conn.execute(
-                update(config_objects)
-                .where(
-                    config_objects.c.kind == bindparam("k"),
-                    config_objects.c.object_id == bindparam("o"),
-                )
-                .values(
-                    position=bindparam("p"), body=_json_param(conn, "b"), version=bindparam("v")
-                ),
-                [
-                    {"k": k, "o": o, "p": wanted[(k, o)][0], "b": wanted[(k, o)][1], "v": new}
-                    for k, o in chunk
-                ],
-            )
-        if moved:
-            _update_positions(conn, moved, wanted)
-        _bulk_insert(
-            conn,
-            "config_objects",
-            ("kind", "object_id", "position", "body", "version"),
-            ("body",),
-            [(k, o, wanted[(k, o)][0], wanted[(k, o)][1], new) for k, o in added],
-        )
-        records = (
-            [(new, k, o, "add", None, wanted[(k, o)][1]) for k, o in added]
-            + [(new, k, o, "change", current[(k, o)][1], wanted[(k, o)][1]) for k, o in changed]
-            + [(new, k, o, "remove", current[(k, o)][1], None) for k, o in removed]
-        )
-        _bulk_insert(
-            conn,
-            "config_changes",
-            ("version", "kind", "object_id", "op", "before", "after"),
-            ("before", "after"),
-            records,
-        )
-    cache = _cache(engine)
-    with cache.lock:
-        cache.version, cache.doc = new, doc
-    log.info(
-        "config applied version=%d actor=%s source=%s added=%d changed=%d removed=%d ms=%.0f",
-        new,
-        actor,
-        source,
-        len(added),
-        len(changed),
-        len(removed),
-        (time.perf_counter() - started) * 1000,
-    )
-    return ApplyResult(new, len(added), len(changed), len(removed))
-
-
-Key = tuple[str, str]
-
-
-def _current_rows(conn: Connection) -> dict[Key, tuple[int, str]]:
-    return {
-        (r.kind, r.object_id): (r.position, r.body)
-        for r in conn.execute(
-            select(
-                config_objects.c.kind,
-                config_objects.c.object_id,
-                config_objects.c.position,
-                _BODY_TEXT.label("body"),
-            )
-        )
-    }
-
-
-def _diff(
-    current: dict[Key, tuple[int, str]], wanted: dict[Key, tuple[int, str]]
-) -> tuple[list[Key], list[Key], list[Key], list[Key]]:
-    """(added, changed, removed, moved): moved objects only changed position."""
-    added = [k for k in wanted if k not in current]
-    removed = [k for k in current if k not in wanted]
-    changed = []
-    moved = []
-    for key, (position, body) in wanted.items():
-        have = current.get(key)
-        if have is None:
-            continue
-        if have[1] != body:
-            changed.append(key)
-        elif have[0] != position:
-            moved.append(key)
-    return added, changed, removed, moved
-
-
-def plan_document(engine: Engine, doc: ConfigDocument) -> ApplyResult:
-    """What ``apply_document`` would do, without writing (``version`` is the current one)."""
-    wanted = document_rows(doc)
-    with engine.connect() as conn:
-        version = _version(conn)
-        added, changed, removed, _ = _diff(_current_rows(conn), wanted)
-    return ApplyResult(version, len(added), len(changed), len(removed))
-
-
-def _bulk_insert(
-    conn: Connection,
-    table: str,
-    columns: tuple[str, ...],
-    json_columns: tuple[str, ...],
-    rows: list[tuple[Any, ...]],
-) -> None:
-    """Driver-level executemany: a 100,000-row import spends its time in the database, not
-    in per-row statement processing. JSON values are ready-made text."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        marks = ", ".join("%s::json" if c in json_columns else "%s" for c in columns)
-    else:
-        marks = ", ".join("?" for _ in columns)
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-    for chunk in _chunks(rows):
-        conn.exec_driver_sql(sql, chunk)
-
-
-def _update_positions(
-    conn: Connection, keys: list[tuple[str, str]], wanted: dict[tuple[str, str], tuple[int, Any]]
-) -> None:
-    for chunk in _chunks(keys):
-        conn.execute(
-            update(config_objects)
-            .where(
-                config_objects.c.kind == bindparam("k"),
-                config_objects.c.object_id == bindparam("o"),
-            )
-            .values(position=bindparam("p")),
-            [{"k": k, "o": o, "p": wanted[(k, o)][0]} for k, o in chunk],
-        )
-
-
-def _lock(conn: Connection) -> None:
-    """Serialize configuration writers for the rest of this transaction."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-    else:
-        # A write statement first takes SQLite's write lock (waiting up to busy_timeout)
-        # before anything is read, so the read below cannot go stale.
-        conn.execute(
-            update(config_versions)
-            .where(config_versions.c.version == -1)
-            .values(version=config_versions.c.version)
-        )
-
-
-def _new_version(conn: Connection, version: int, actor: str, source: str, summary: str) -> int:
-    """Record the version after ``version`` (who, from where, what) and return it."""
-    new = version + 1
-    conn.execute(
-        insert(config_versions).values(
-            version=new,
-            applied_at=datetime.now(UTC),
-            actor=actor[:255],
-            source=source[:64],
-            summary=summary,
-        )
-    )
-    return new
-
-
-def _summary(added: list[Key], changed: list[Key], removed: list[Key]) -> str:
-    """``added expert alice; changed queue billing`` or, for bulk, counts per kind."""
-    parts = []
-    for word, keys in (("added", added), ("changed", changed), ("removed", removed)):
-        if not keys:
-            continue
-        if len(keys) <= 3:
-            parts.append(f"{word} " + ", ".join(f"{k.replace('_', ' ')} {o}" for k, o in keys))
-        else:
-            counts: dict[str, int] = {}
-            for kind, _ in keys:
-                counts[kind] = counts.get(kind, 0) + 1
-            parts.append(
-                f"{word} " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items())
-            )
-    return "; ".join(parts)
-
-
-def _chunks(items: list[Any]) -> list[list[Any]]:
-    return [items[i : i + _BATCH] for i in range(0, len(items), _BATCH)]
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(min(0.5, 0.01 * (2**attempt)))
-
-
-# --- whole documents and single objects ---------------------------------------------------------
 
 
 def validated(doc: ConfigDocument) -> ConfigDocument:
@@ -612,26 +141,26 @@ def _edit(
     same with 100 or 100,000 experts; on a race with another writer it retries with backoff.
     """
     kind = KINDS[section]
-    for attempt in range(_RETRIES):
+    for attempt in range(RETRIES):
         version, doc = load_document(engine)
         new_doc, obj, index = change(doc)
         _check_edit(doc, new_doc, section, obj, index)
         body = None if obj is None else _body_text(section, oid, obj)
         try:
-            result = _guard_read_only(
+            result = guard_read_only(
                 actor,
                 functools.partial(
                     _write_one, engine, kind, oid, body, actor, f"api:{section}", version
                 ),
             )
         except Conflict:
-            if attempt == _RETRIES - 1:
+            if attempt == RETRIES - 1:
                 raise
             log.info("config edit raced another writer; retrying attempt=%d", attempt + 1)
-            _backoff(attempt)
+            backoff(attempt)
             continue
         if not result.unchanged:
-            cache = _cache(engine)
+            cache = cached(engine)
             with cache.lock:
                 if cache.version < result.version:
                     cache.version, cache.doc = result.version, new_doc
@@ -642,13 +171,19 @@ def _edit(
 def _check_edit(
     doc: ConfigDocument, new_doc: ConfigDocument, section: str, obj: Any, index: int
 ) -> None:
-    """Validate an edit. Nothing refers to experts, so an expert edit is checked on its own
+    """Refuse an edit that would leave problems in the configuration."""
+    _refuse(_edit_problems(doc, new_doc, section, obj, index))
+
+
+def _edit_problems(
+    doc: ConfigDocument, new_doc: ConfigDocument, section: str, obj: Any, index: int
+) -> list[Problem]:
+    """An edit's problems. Nothing refers to experts, so an expert edit is checked on its own
     (attributes, presence source, IM address unique); other edits check the whole result."""
     if section != "experts":
-        validated(new_doc)
-        return
+        return list(check_document(new_doc))
     if obj is None:
-        return  # deleting an expert cannot leave a dangling reference
+        return []  # deleting an expert cannot leave a dangling reference
     mini = ConfigDocument.model_construct(
         attributes=doc.attributes,
         experts=[obj],
@@ -666,7 +201,7 @@ def _check_edit(
                     Problem(f"experts[{index}].im", f"already used by experts[{i}] ({other.im})")
                 )
                 break
-    _refuse(problems)
+    return problems
 
 
 def _body_text(section: str, oid: str, obj: Any) -> str:
@@ -687,22 +222,22 @@ def _write_one(
     """Add, change (body given) or remove (None) one object as a new version."""
     key = (config_objects.c.kind == kind) & (config_objects.c.object_id == oid)
     with engine.begin() as conn:
-        _lock(conn)
-        version = _version(conn)
+        lock_writers(conn)
+        version = version_of(conn)
         if version != expect_version:
             raise Conflict(
                 f"the configuration changed meanwhile (version {version}, expected "
                 f"{expect_version}); read it again and retry"
             )
         row = conn.execute(
-            select(config_objects.c.position, _BODY_TEXT.label("body")).where(key)
+            select(config_objects.c.position, BODY_TEXT.label("body")).where(key)
         ).first()
         if row is not None and row.body == body:
             return ApplyResult(version)
         op = "remove" if body is None else ("add" if row is None else "change")
         word = {"add": "added", "change": "changed", "remove": "removed"}[op]
         summary = f"{word} {kind.replace('_', ' ')} {oid}"
-        new = _new_version(conn, version, actor, source, summary)
+        new = new_version(conn, version, actor, source, summary)
         if op == "remove":
             conn.execute(delete(config_objects).where(key))
         elif op == "add":
@@ -710,7 +245,7 @@ def _write_one(
                 select(func.max(config_objects.c.position)).where(config_objects.c.kind == kind)
             ).scalar()
             position = -1 if last is None else int(last)
-            _bulk_insert(
+            bulk_insert(
                 conn,
                 "config_objects",
                 ("kind", "object_id", "position", "body", "version"),
@@ -719,10 +254,10 @@ def _write_one(
             )
         else:
             conn.execute(
-                update(config_objects).where(key).values(body=_json_param(conn, "b"), version=new),
+                update(config_objects).where(key).values(body=json_param(conn, "b"), version=new),
                 {"b": body},
             )
-        _bulk_insert(
+        bulk_insert(
             conn,
             "config_changes",
             ("version", "kind", "object_id", "op", "before", "after"),
@@ -757,7 +292,10 @@ def create_object(
     """Add one object (Conflict if its id exists; InvalidInput if the result is invalid)."""
     oid = locale if section == "messages" else object_id(section, obj)
     assert oid is not None
+    return _edit(engine, section, oid, _creation(section, oid, obj), actor)
 
+
+def _creation(section: str, oid: str, obj: Any) -> Callable[[ConfigDocument], Edit]:
     def change(doc: ConfigDocument) -> Edit:
         if _find(doc, section, oid) is not None:
             raise Conflict(f"{_noun(section)} {oid!r} already exists")
@@ -766,7 +304,7 @@ def create_object(
         items = getattr(doc, section)
         return _replaced(doc, section, [*items, obj]), obj, len(items)
 
-    return _edit(engine, section, oid, change, actor)
+    return change
 
 
 def replace_object(engine: Engine, section: str, oid: str, obj: Any, actor: str) -> ApplyResult:
@@ -777,7 +315,10 @@ def replace_object(engine: Engine, section: str, oid: str, obj: Any, actor: str)
             "the id in the body differs from the one in the path",
             [Problem(field_name, f"must be {oid!r} (renaming is delete + create)")],
         )
+    return _edit(engine, section, oid, _replacement(section, oid, obj), actor)
 
+
+def _replacement(section: str, oid: str, obj: Any) -> Callable[[ConfigDocument], Edit]:
     def change(doc: ConfigDocument) -> Edit:
         found = _find(doc, section, oid)
         if found is None:
@@ -788,7 +329,32 @@ def replace_object(engine: Engine, section: str, oid: str, obj: Any, actor: str)
         items[found[0]] = obj
         return _replaced(doc, section, items), obj, found[0]
 
-    return _edit(engine, section, oid, change, actor)
+    return change
+
+
+def edit_problems(
+    engine: Engine,
+    section: str,
+    obj: Any,
+    oid: str | None = None,
+    failed_fields: frozenset[str] = frozenset(),
+) -> list[Problem]:
+    """What adding ``obj`` (or, with ``oid``, replacing that object by it) would leave wrong in
+    the configuration, without writing: a body refused for its own problems is told these
+    too, in the same answer. ``obj`` may be salvaged (``validate.salvage``); the checks of its
+    ``failed_fields`` are not repeated. [] when the edit cannot be placed (no id, taken id).
+    """
+    key = object_id(section, obj) if oid is None else oid
+    if key is None:
+        return []
+    _, doc = load_document(engine)
+    change = _creation(section, key, obj) if oid is None else _replacement(section, key, obj)
+    try:
+        new_doc, new_obj, index = change(doc)
+    except (Conflict, NotFound):
+        return []
+    own = {f"{section}[{index}].{name}" for name in failed_fields}
+    return [p for p in _edit_problems(doc, new_doc, section, new_obj, index) if p.path not in own]
 
 
 def delete_object(engine: Engine, section: str, oid: str, actor: str) -> ApplyResult:
@@ -806,13 +372,3 @@ def delete_object(engine: Engine, section: str, oid: str, actor: str) -> ApplyRe
         return _replaced(doc, section, items), None, found[0]
 
     return _edit(engine, section, oid, change, actor)
-
-
-def import_file(engine: Engine, path: str | os.PathLike[str], actor: str) -> ApplyResult:
-    """Validate a YAML file and apply it (InvalidInput listing every problem; nothing applied)."""
-    from pathlib import Path
-
-    from expertline.config.validate import load_yaml
-
-    doc = load_yaml(Path(path).read_text(encoding="utf-8"))
-    return apply_document(engine, doc, actor, source="import")

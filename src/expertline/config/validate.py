@@ -7,8 +7,12 @@ Validation runs in three passes so one mistake does not hide the others:
 3. The whole document: duplicate ids, references between objects, expert attribute values
    against the declared attribute types, CEL selections (compiled once per distinct text).
 
-Objects that failed pass 2 are remembered by id so pass 3 does not report a second, derived
-error for every reference to them.
+An object that fails pass 2 still takes part in pass 3 with what can be read of it
+(``salvage``): its unknown keys are set aside and it is validated again (so the checks that
+relate its fields run), and otherwise the fields that are valid on their own are kept. Its id
+then counts for duplicates and references, its attribute values and selections are checked:
+one pass reports every problem. Pass 3 never reports a second, derived error for a field that
+failed in pass 2.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from expertline.config.cel import CEL_TYPES, SelectionCompiler
 from expertline.config.schema import (
@@ -114,6 +120,7 @@ def validate_document(raw: Any) -> tuple[ConfigDocument | None, list[Problem]]:
     # Selections of queues that failed their own validation are still type-checked, so one
     # pass reports every mistake (a bad duration does not hide a bad CEL in the same queue).
     stray_selects: list[tuple[str, str]] = []
+    failed_paths: set[str] = set()
     positions: dict[str, list[int]] = {}
     sections: dict[str, Any] = {}
     for key in raw:
@@ -140,15 +147,36 @@ def validate_document(raw: Any) -> tuple[ConfigDocument | None, list[Problem]]:
                 good.append(model.model_validate(item))
                 where.append(i)
             except ValidationError as exc:
-                problems.extend(pydantic_problems(exc, (section, i)))
-                if isinstance(item, dict) and isinstance(item.get(id_field), str | int):
+                own = [*pydantic_problems(exc, (section, i))]
+                saved = salvage(model, item, exc, (section, i))
+                own.extend(saved.problems)
+                problems.extend(own)
+                failed_paths.update(p.path for p in own)
+                if saved.obj is not None and (saved.complete or section != "attributes"):
+                    # Checked with the others. A half-read attribute stays out (its type
+                    # drives the value checks); its name counts as declared (``failed``).
+                    good.append(saved.obj)
+                    where.append(i)
+                if (
+                    not saved.complete
+                    and isinstance(item, dict)
+                    and isinstance(item.get(id_field), str | int)
+                ):
                     failed[section].add(str(item[id_field]))
-                if section == "queues":
-                    stray_selects.extend(_raw_selects(item, i, exc))
+                if section == "queues" and "escalate" in saved.bad:
+                    stray_selects.extend(_raw_selects(item, i, saved.errors))
+        if section == "attributes":
+            problems.extend(_failed_duplicates(items, where, id_field, section))
         sections[section] = good
     sections["messages"] = _message_sets(raw.get("messages"), problems)
     doc = ConfigDocument.model_construct(**sections)
-    problems.extend(check_document(doc, failed, positions, stray_selects))
+    # A field that failed on its own is not reported again by the whole-document checks
+    # (``skill`` is bad: not also "required when order is most_skilled").
+    problems.extend(
+        p
+        for p in check_document(doc, failed, positions, stray_selects)
+        if p.path not in failed_paths
+    )
     if problems:
         problems.sort(key=_document_order)
         log.info("config validation rejected the document problems=%d", len(problems))
@@ -244,15 +272,121 @@ def _describe(value: Any) -> str:
 # --- cross-object checks ------------------------------------------------------------------------
 
 
-def _raw_selects(item: Any, index: int, exc: ValidationError) -> list[tuple[str, str]]:
-    """(path, text) of the selections of a queue item that failed validation, unless the
-    selection itself is what failed."""
+@dataclass(frozen=True, slots=True)
+class Salvaged:
+    """What can still be checked of an object that failed its own validation."""
+
+    obj: BaseModel | None  # valid apart from unknown keys, or the fields valid on their own
+    complete: bool  # obj is valid once its unknown keys are set aside
+    problems: list[Problem] = field(default_factory=list)  # shown once those keys were set aside
+    bad: frozenset[str] = frozenset()  # top-level fields that failed (absent from obj)
+    errors: list[Any] = field(default_factory=list)  # pydantic's errors for those fields
+
+
+def salvage(
+    model: type[BaseModel], item: Any, exc: ValidationError, prefix: tuple[str | int, ...]
+) -> Salvaged:
+    """The object as far as it can be read, so its other problems show in the same pass.
+
+    Unknown keys are set aside and the rest validated again: checks that relate fields (a
+    list attribute needs values; a presence source needs a JID or a component) run only
+    once every field is valid, so an unknown key would hide them. If fields are still bad,
+    the object keeps the fields that are valid on their own and ``None`` for the rest;
+    such an object is only ever checked, never applied (the document has problems).
+    """
+    if not isinstance(item, dict):
+        return Salvaged(None, False)
+    errors = exc.errors(include_url=False)
+    stripped = _without_unknown_keys(item, errors)
+    if stripped is not None:
+        try:
+            return Salvaged(model.model_validate(stripped), True)
+        except ValidationError as again:
+            seen = set(pydantic_problems(exc, prefix))
+            more = [p for p in pydantic_problems(again, prefix) if p not in seen]
+            errors = again.errors(include_url=False)
+            item = stripped
+    else:
+        more = []
+    bad = frozenset(str(err["loc"][0]) for err in errors if err["loc"])
+    values: dict[str, Any] = {
+        name: None for name, info in model.model_fields.items() if info.is_required()
+    }
+    for name, value in item.items():
+        if name in model.model_fields and name not in bad:
+            try:
+                values[name] = _field_adapter(model, name).validate_python(value)
+            except ValidationError:  # a field validator of the model: leave the field out
+                continue
+    return Salvaged(model.model_construct(**values), False, more, bad, errors)
+
+
+def _without_unknown_keys(item: dict[str, Any], errors: list[Any]) -> dict[str, Any] | None:
+    """A copy of ``item`` without the keys pydantic called unknown (None if there are none)."""
+    unknown = [tuple(err["loc"]) for err in errors if err["type"] == "extra_forbidden"]
+    if not unknown:
+        return None
+    copy: Any = _copy_containers(item)
+    for loc in unknown:
+        parent = copy
+        try:
+            for key in loc[:-1]:
+                parent = parent[key]
+            del parent[loc[-1]]
+        except (KeyError, IndexError, TypeError):
+            continue
+    return dict(copy)
+
+
+def _copy_containers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy_containers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(v) for v in value]
+    return value
+
+
+@cache
+def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    """Validates one field of ``model`` on its own (type and constraints, not defaults)."""
+    info = model.model_fields[name]
+    kind: Any = info.annotation
+    if info.metadata:
+        kind = Annotated[(kind, *info.metadata)]
+    return TypeAdapter(kind)
+
+
+def _failed_duplicates(
+    items: list[Any], valid: list[int], id_field: str, section: str
+) -> list[Problem]:
+    """Duplicates involving an item that failed its own validation (kept out of the
+    document): the checks of the whole document see only the valid ones."""
+    first: dict[str, int] = {}
+    valid_set = set(valid)
+    problems = []
+    for i, item in enumerate(items):
+        key = item.get(id_field) if isinstance(item, dict) else None
+        if not isinstance(key, str):
+            continue
+        if key not in first:
+            first[key] = i
+        elif i not in valid_set or first[key] not in valid_set:
+            problems.append(
+                Problem(
+                    f"{section}[{i}].{id_field}",
+                    f"duplicate {clip(key)} (first at {section}[{first[key]}])",
+                )
+            )
+    return problems
+
+
+def _raw_selects(item: Any, index: int, errors: list[Any]) -> list[tuple[str, str]]:
+    """(path, text) of the escalation steps' selections of a queue whose ``escalate`` failed
+    validation, unless the selection itself is what failed."""
     if not isinstance(item, dict):
         return []
-    bad = {tuple(err.get("loc", ())) for err in exc.errors()}
+    bad = {tuple(err.get("loc", ())) for err in errors}
     found: list[tuple[str, str]] = []
-    if isinstance(item.get("select"), str) and ("select",) not in bad:
-        found.append((f"queues[{index}].select", item["select"]))
     steps = item.get("escalate")
     if isinstance(steps, list):
         for j, step in enumerate(steps):
@@ -273,8 +407,9 @@ def check_document(
 ) -> list[Problem]:
     """Whole-document checks over individually valid objects (ids, references, values, CEL).
 
-    ``positions[section][i]`` is the index in the original document of the i-th valid object
-    (objects that failed their own validation are absent from ``doc``).
+    ``positions[section][i]`` is the index in the original document of the i-th object.
+    Objects that failed their own validation are absent from ``doc`` or present as salvaged
+    (``salvage``): a field that failed is None there and its checks are skipped.
     """
     failed = failed or {s: set() for s in SECTIONS}
     problems: list[Problem] = []
@@ -343,7 +478,7 @@ def check_document(
                 problems.append(Problem(f"{base}.on_max_wait.overflow", "overflows to itself"))
             elif target not in known_queues:
                 problems.append(Problem(f"{base}.on_max_wait.overflow", _unknown("queue", queues)))
-        message = compiler.check(queue.select)
+        message = None if queue.select is None else compiler.check(queue.select)
         if message:
             problems.append(Problem(f"{base}.select", message))
         for j, step in enumerate(queue.escalate):
@@ -359,7 +494,7 @@ def check_document(
         )
 
     for i, entry in enumerate(doc.entry_points):
-        if entry.queue not in known_queues:
+        if entry.queue is not None and entry.queue not in known_queues:
             problems.append(
                 Problem(
                     f"entry_points[{i}].queue",
@@ -404,6 +539,8 @@ def _unique(problems: list[Problem], section: str, items: list[Any], field: str)
     out: dict[str, Any] = {}
     for i, item in enumerate(items):
         key = getattr(item, field)
+        if key is None:  # an object that failed its own validation, its id among the fields
+            continue
         if key in seen:
             problems.append(
                 Problem(

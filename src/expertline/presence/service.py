@@ -18,10 +18,10 @@ from typing import Any
 from expertline.config.schema import ConfigDocument
 from expertline.config.schema import PresenceSource as PresenceSourceConfig
 from expertline.config.store import load_document
+from expertline.eligibility.build import expert_spec
 from expertline.presence.mapping import StatusMap
 from expertline.presence.protocol import MessageSet
 from expertline.presence.xmpp import XmppSettings, XmppSource
-from expertline.routing.build import expert_spec
 from expertline.routing.model import ExpertSpec
 from expertline.runtime.ports import RoutingPort
 

@@ -1,7 +1,7 @@
 """The routing core's view of the configuration: plain frozen data, no CEL, no I/O.
 
 The configuration domain (``expertline.config``) validates YAML and compiles CEL; the
-eligibility engine (``expertline.routing.eligibility``) evaluates each queue's selection (and
+eligibility engine (``expertline.eligibility``) evaluates each queue's selection (and
 each escalation step's) over the experts' attributes. The core receives the result as sets of
 matching expert ids and never evaluates an expression itself.
 """

@@ -1516,8 +1516,8 @@ class StoreConfigSource:
         version, doc = load_document(engine)
         if version == 0:
             return _empty_config(), doc
-        from expertline.routing.build import build_routing_config
-        from expertline.routing.eligibility import EligibilityIndex
+        from expertline.eligibility import EligibilityIndex
+        from expertline.eligibility.build import build_routing_config
 
         if self._index is None:
             self._index = EligibilityIndex.from_document(doc)

@@ -60,6 +60,28 @@ def test_bad_file_lists_every_problem_and_applies_nothing(
     assert store.current_version(engine) == 1
 
 
+def test_a_row_with_an_error_still_has_its_id_and_values_checked(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    # One pass: bruno's row has an error of its own (max_tasks), which does not hide that
+    # his id repeats alice's nor that his billing is out of range.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        DEMO.read_text()
+        .replace("  - id: bruno\n", "  - id: alice\n    max_tasks: 0\n")
+        .replace("billing: 55,", "billing: 555,")
+    )
+    result = run(db_url, "import", str(bad))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"error: {bad}: 3 problems; nothing was applied",
+        "  experts[1].max_tasks: Input should be greater than or equal to 1 (line 26)",
+        "  experts[1].id: duplicate 'alice' (first at experts[0]) (line 25)",
+        "  experts[1].attributes.billing: proficiency 555 is out of range 1..100 (line 30)",
+    ]
+    assert store.current_version(engine) == 0
+
+
 def test_dry_run_writes_nothing(engine: Engine, db_url: str) -> None:
     result = run(db_url, "import", "--dry-run", str(DEMO))
     assert result.exit_code == 0, result.output

@@ -325,3 +325,40 @@ def test_strict_types_and_finite_numbers_over_rest(api: Api) -> None:
     assert r.status_code == 422
     assert len(r.content) < 1000  # the long id is not echoed back
     assert {d["path"] for d in r.json()["error"]["details"]} == {"id", "may_decline"}
+
+
+def test_a_body_with_a_bad_key_is_also_checked_against_the_configuration(api: Api) -> None:
+    # An unknown key does not hide what the object would leave wrong in the configuration:
+    # both show in one answer, the body's problems by body path, the rest by document path.
+    c = api.client
+    r = c.post(
+        "/api/v1/queues",
+        json={"id": "q9", "name": "Q", "select": "billing >= 'high'", "colour": "red"},
+        headers=api.admin,
+    )
+    assert r.status_code == 422, r.text
+    assert [(d["path"], d["message"]) for d in r.json()["error"]["details"]] == [
+        ("colour", "unknown key"),
+        (
+            "queues[3].select",
+            "column 9: found no matching overload for '_>=_' applied to '(int, string)'",
+        ),
+    ]
+    r = c.put(
+        "/api/v1/experts/bruno",
+        json={
+            "id": "bruno",
+            "name": "Bruno",
+            "phone": "sip:1002@pbx.example.test",
+            "max_tasks": 0,
+            "attributes": {"billing": 500},
+        },
+        headers=api.admin,
+    )
+    assert r.status_code == 422, r.text
+    assert [d["path"] for d in r.json()["error"]["details"]] == [
+        "max_tasks",
+        "experts[1].attributes.billing",
+    ]
+    history = c.get("/api/v1/config/history", headers=api.reader).json()["items"]
+    assert [v["version"] for v in history] == [1]

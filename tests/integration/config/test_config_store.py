@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from expertline.config import store
+from expertline.config import documents, store
 from expertline.config.export import export_yaml
 from expertline.config.schema import Expert, Queue
 from expertline.config.validate import load_yaml
@@ -31,12 +31,12 @@ def test_apply_export_import_export_is_byte_identical(engine: Engine) -> None:
     assert store.current_version(engine) == 0
     result = store.apply_document(engine, load_yaml(DEMO.read_text()), "cli:tester")
     assert (result.version, result.changed, result.removed) == (1, 0, 0)
-    store._caches.clear()  # read back from the database, not the cache
+    documents._caches.clear()  # read back from the database, not the cache
     _, doc = store.load_document(engine)
     first = export_yaml(doc)
     again = store.apply_document(engine, load_yaml(first), "cli:tester")
     assert again.unchanged and again.version == 1
-    store._caches.clear()
+    documents._caches.clear()
     assert export_yaml(store.load_document(engine)[1]) == first
     assert counts(engine)[1] == 1
 
@@ -69,7 +69,7 @@ def test_reordering_keeps_the_version_but_the_export_follows(engine: Engine) -> 
     store.apply_document(engine, doc, "cli:t")
     reordered = doc.model_copy(update={"experts": list(reversed(doc.experts))})
     assert store.apply_document(engine, reordered, "cli:t").unchanged
-    store._caches.clear()
+    documents._caches.clear()
     assert store.load_document(engine)[1].experts[0].id == doc.experts[-1].id
 
 
@@ -137,7 +137,7 @@ def test_concurrent_edits_all_land_as_distinct_versions(engine: Engine) -> None:
         t.join(timeout=60)
     assert not errors
     assert store.current_version(engine) == 5
-    store._caches.clear()
+    documents._caches.clear()
     ids = {e.id for e in store.load_document(engine)[1].experts}
     assert {"c0", "c1", "c2", "c3"} <= ids
 
@@ -147,12 +147,12 @@ def test_message_sets_are_objects_keyed_by_locale(engine: Engine) -> None:
     from expertline.config.schema import MessageSet
 
     store.create_object(engine, "messages", MessageSet(accepted="OK #{code}"), "t", locale="fr")
-    store._caches.clear()
+    documents._caches.clear()
     _, doc = store.load_document(engine)
     assert doc.message("fr", "accepted") == "OK #{code}"
     assert list(doc.messages) == ["en", "es", "fr"]
     store.delete_object(engine, "messages", "es", "t")
-    store._caches.clear()
+    documents._caches.clear()
     assert list(store.load_document(engine)[1].messages) == ["en", "fr"]
 
 
@@ -178,20 +178,20 @@ def test_a_failure_midway_rolls_the_whole_apply_back(
 ) -> None:
     store.apply_document(engine, load_yaml(DEMO.read_text()), "cli:t")
     before = counts(engine)
-    real = store._bulk_insert
+    real = documents.bulk_insert
 
     def failing(conn, table, *args):  # type: ignore[no-untyped-def]
         real(conn, table, *args)
         if table == "config_changes":
             raise RuntimeError("disk full")
 
-    monkeypatch.setattr(store, "_bulk_insert", failing)
+    monkeypatch.setattr(documents, "bulk_insert", failing)
     edited = DEMO.read_text().replace("  - id: farid\n", "  - id: farida\n")
     with pytest.raises(RuntimeError):
         store.apply_document(engine, load_yaml(edited), "cli:t")
     assert counts(engine) == before
     assert store.current_version(engine) == 1
-    store._caches.clear()
+    documents._caches.clear()
     assert "farid" in store.load_document(engine)[1].expert_map
 
 
@@ -232,14 +232,14 @@ def test_single_object_edits_match_what_a_reader_loads_afterwards(engine: Engine
     same = store.replace_object(engine, "experts", "alice", alice, "t")
     assert same.unchanged and same.version == 4  # identical body: no new version
     _, cached = store.load_document(engine)
-    store._caches.clear()
+    documents._caches.clear()
     version, cold = store.load_document(engine)
     assert version == 4
     assert export_yaml(cold) == export_yaml(cached)
     assert [e.id for e in cold.experts][-2:] == ["zed", "amy"]
     # A full import of that same document changes nothing (positions are renumbered quietly).
     assert store.apply_document(engine, load_yaml(export_yaml(cold)), "cli:t").unchanged
-    store._caches.clear()
+    documents._caches.clear()
     assert export_yaml(store.load_document(engine)[1]) == export_yaml(cold)
 
 

@@ -33,7 +33,7 @@ SERVER = Path(__file__).parent / "rt_server.py"
 def _has_config_pipeline() -> bool:
     return all(
         importlib.util.find_spec(name) is not None
-        for name in ("expertline.config.cli", "expertline.routing.build")
+        for name in ("expertline.config.cli", "expertline.eligibility.build")
     )
 
 

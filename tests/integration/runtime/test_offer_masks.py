@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from expertline.config.store import apply_document
 from expertline.config.validate import load_yaml
-from expertline.routing.build import build_routing_config
+from expertline.eligibility.build import build_routing_config
 from expertline.runtime.service import RuntimeService
 from expertline.security.tokens import create_token
 from expertline.settings import Settings

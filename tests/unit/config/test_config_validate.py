@@ -394,3 +394,61 @@ def test_a_broken_queue_still_has_its_selections_checked() -> None:
     assert problems[1:] == [
         "queues[1].select: column 9: found no matching overload for '_>=_' applied to '(int, string)'"
     ]
+
+
+def test_every_kind_of_mistake_at_once_is_reported_in_one_pass() -> None:
+    # Objects that fail their own validation still take part in the document checks: a row
+    # error does not hide the duplicate of its id, its attribute values, its references, nor
+    # (with an unknown key) the checks that relate its fields.
+    text = (
+        BASE.replace("{id: bob, name: Bob,", "{id: alice, name: Bob, colour: red,")
+        .replace('test", im: alice', 'test", max_tasks: 0, im: alice')
+        .replace("seniority: 3}", "seniority: 3, shoe_size: 42}")
+        .replace(
+            "on_max_wait: {overflow: billing-any}}",
+            "on_max_wait: {overflow: billing-fr}, offer_timeout: soon, skill: shoe_size}",
+        )
+        .replace('select: "billing >= 1"}', 'select: "billing >= 1.5", colour: blue}')
+        .replace("queue: billing-es}", "queue: billing-fr, sip_mode: pigeon}")
+        .replace(
+            "password_env: XMPP_PASSWORD}",
+            "password_env: XMPP_PASSWORD, component: {jid: c.example.test, secret_env: S}, "
+            "colour: green}",
+        )
+        .replace(
+            "  - {name: site, type: string}",
+            "  - {name: site, type: string}\n  - {name: site, type: text}",
+        )
+    )
+    known_attributes = "(known: billing, language, certified, seniority, site)"
+    known_queues = "(known: billing-es, billing-any)"
+    assert problems_of(text) == [
+        "attributes[5].type: got 'text'; expected 'proficiency', 'boolean', 'list', 'number' "
+        "or 'string'",
+        "attributes[5].name: duplicate 'site' (first at attributes[4])",
+        "experts[0].max_tasks: Input should be greater than or equal to 1",
+        "experts[0].attributes.shoe_size: unknown attribute",
+        "experts[1].colour: unknown key",
+        "experts[1].id: duplicate 'alice' (first at experts[0])",
+        "queues[0].offer_timeout: bad duration 'soon': expected a duration such as 20s, 5m, 1h "
+        "or 1h30m",
+        f"queues[0].skill: no such attribute {known_attributes}",
+        f"queues[0].on_max_wait.overflow: no such queue {known_queues}",
+        "queues[1].colour: unknown key",
+        "queues[1].select: column 9: found no matching overload for '_>=_' applied to "
+        "'(int, double)'",
+        "entry_points[0].sip_mode: got 'pigeon'; expected 'redirect' or 'proxy'",
+        f"entry_points[0].queue: no such queue {known_queues}",
+        "presence[0].colour: unknown key",
+        "presence[0]: give either jid/password_env/host (account mode) or component",
+    ]
+
+
+def test_a_field_that_failed_is_not_reported_again_by_the_document_checks() -> None:
+    text = BASE.replace(
+        'select: "billing >= 1"}', 'select: "billing >= 1", order: most_skilled, skill: [x]}'
+    ).replace("{id: bob, name: Bob,", "{id: 7, name: Bob,")
+    assert problems_of(text) == [
+        "experts[1].id: expected text, got the number 7 (quote it)",
+        "queues[1].skill: expected text, got a list (quote it)",
+    ]

@@ -9,9 +9,9 @@ import pytest
 from cel_expr_python import cel
 
 from expertline.config.cel import CEL_TYPES, SelectionCompiler
+from expertline.eligibility import EligibilityIndex, compile_selection
+from expertline.eligibility import index as eligibility
 from expertline.errors import InvalidInput
-from expertline.routing import eligibility
-from expertline.routing.eligibility import EligibilityIndex, compile_selection
 from support.eligibility import SKILL_ATTRS
 
 ATTRS = SKILL_ATTRS
@@ -139,7 +139,7 @@ def test_fallback_is_exact_and_logged(
     text: str, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     expected = frozenset(e for e, v in EXPERTS.items() if cel_verdict(text, v))
-    with caplog.at_level(logging.WARNING, logger="expertline.routing.eligibility"):
+    with caplog.at_level(logging.WARNING, logger="expertline.eligibility"):
         index = EligibilityIndex(
             ATTRS, EXPERTS.items(), [("slow", [text]), ("fast", ["certified"])]
         )

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from expertline.config.cel import CEL_TYPES, SelectionCompiler
-from expertline.routing.eligibility import EligibilityIndex, compile_selection
+from expertline.eligibility import EligibilityIndex, compile_selection
 from support.eligibility import Attr
 
 ATTRS = [

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from expertline.routing.eligibility import CompiledSelection, EligibilityIndex
+from expertline.eligibility import CompiledSelection, EligibilityIndex
 from support.eligibility import SKILL_ATTRS
 
 ATTRS = SKILL_ATTRS

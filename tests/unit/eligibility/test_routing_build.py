@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from expertline.config.schema import ConfigDocument
 from expertline.config.validate import load_yaml, require_valid
-from expertline.routing.build import build_routing_config
-from expertline.routing.eligibility import EligibilityIndex
+from expertline.eligibility import EligibilityIndex
+from expertline.eligibility.build import build_routing_config
 from expertline.routing.model import MAX_TASK_LIFETIME, EscalationStep, ExpertSpec, OnMaxWait
 
 DOC = r"""

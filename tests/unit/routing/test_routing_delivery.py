@@ -13,7 +13,7 @@ from typing import Any
 from routing_sim import Sim, config, expert
 
 from expertline.config.schema import Queue
-from expertline.routing.build import queue_spec
+from expertline.eligibility.build import queue_spec
 from expertline.routing.commands import NotifyExpert, ReturnLabel, SendOffer, WithdrawOffer
 from expertline.routing.events import (
     CallConnected,

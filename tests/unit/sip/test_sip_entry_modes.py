@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from expertline.config.validate import load_yaml
-from expertline.routing.build import build_routing_config
+from expertline.eligibility.build import build_routing_config
 from expertline.routing.model import RoutingConfig
 from expertline.sip.front import SipFront
 

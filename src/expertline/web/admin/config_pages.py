@@ -237,13 +237,15 @@ def router(ctx: AppContext) -> APIRouter:
         original = str(form.get("_original") or "") or None
 
         def work() -> None:
-            obj = forms.build(model, specs, state)
+            obj, failed = forms.build_for_check(model, specs, state)
             if obj is None:
                 return
             _, doc = store.load_document(engine)
             locale, body = _split(section, obj)
             problems, prefix = forms.document_problems(doc, section, body, original, locale)
-            forms.place(state, problems, prefix)
+            # A field with a problem of its own is not checked again against the document.
+            again = {f"{prefix}.{name}" for name in failed}
+            forms.place(state, [p for p in problems if p.path not in again], prefix)
 
         await run_in_threadpool(work)
         return JSONResponse(state.as_json(), headers={"Cache-Control": "no-store"})

@@ -19,7 +19,7 @@ from starlette.datastructures import FormData
 
 from expertline.config.export import object_body
 from expertline.config.schema import ConfigDocument, MessageSet, object_id
-from expertline.config.validate import check_document, pydantic_problems
+from expertline.config.validate import check_document, pydantic_problems, salvage
 from expertline.config.yamlio import dump_yaml, parse_yaml, resolve_plain
 from expertline.errors import Problem
 
@@ -178,14 +178,34 @@ def data_of(specs: list[FieldSpec], state: FormState) -> dict[str, Any]:
 
 def build(model: type[BaseModel], specs: list[FieldSpec], state: FormState) -> BaseModel | None:
     """The object, or None with the problems in ``state``."""
+    return _build(model, specs, state)[0]
+
+
+def build_for_check(
+    model: type[BaseModel], specs: list[FieldSpec], state: FormState
+) -> tuple[BaseModel | None, frozenset[str]]:
+    """The object, or, when its own fields have problems (in ``state``), the object as far
+    as it can be read (``validate.salvage``) with the names of the fields that failed: the
+    document's checks still run on the rest, so one check shows every problem."""
+    obj, exc, data = _build(model, specs, state)
+    if obj is not None or exc is None or issubclass(model, MessageSet):
+        return obj, frozenset()
+    saved = salvage(model, data, exc, ())
+    place(state, saved.problems, "")
+    return saved.obj, saved.bad
+
+
+def _build(
+    model: type[BaseModel], specs: list[FieldSpec], state: FormState
+) -> tuple[BaseModel | None, ValidationError | None, dict[str, Any]]:
     data = data_of(specs, state)
     if state.errors:
-        return None
+        return None, None, data
     try:
-        return model.model_validate(data)
+        return model.model_validate(data), None, data
     except ValidationError as exc:
         place(state, pydantic_problems(exc, ()), "")
-        return None
+        return None, exc, data
 
 
 def place(state: FormState, problems: list[Problem], prefix: str) -> None:

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from expertline.config.schema import ConfigDocument, Expert, Queue
-from expertline.routing.eligibility import EligibilityIndex
+from expertline.eligibility.index import EligibilityIndex
 from expertline.routing.model import (
     EscalationStep,
     ExpertSpec,
