@@ -511,6 +511,8 @@ class RoutingCore:
         t = self._tasks.get(ev.task_id)
         if t is None or not task_allows(t.status, TaskTrigger.END):
             return
+        if ev.handed_off and t.connected_at is None:
+            t.connected_at = self._now  # left at the label: ring until now, no talk time
         self._end(t, TaskTrigger.END, records.handled_disposition(t))
 
     def _on_abandoned(self, ev: TaskAbandoned) -> None:

@@ -156,6 +156,8 @@ class WaitTask:
 class ReportEvent:
     task_id: str
     type: TaskEventType
+    disposition: int | None = None  # with "failed": the TCD's CallDisposition
+    handed_off: bool = False  # with "ended": the call left at its label (redirect), talk 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +340,7 @@ class CallFlow:
             return self._finish(
                 CallStep.REDIRECT,
                 "redirected",
-                [Respond(302, contact=view.label), ReportEvent(view.id, "ended")],
+                [Respond(302, contact=view.label), ReportEvent(view.id, "ended", handed_off=True)],
             )
         self.branches += 1
         self.branch = self.branches

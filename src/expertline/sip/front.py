@@ -328,7 +328,7 @@ class SipFront:
             assert routing is not None
             self._spawn(self.tasks.async_create(call, routing))
         elif isinstance(command, calls.ReportEvent):
-            self._spawn(self.tasks.async_report(call, command.task_id, command.type))
+            self._spawn(self.tasks.async_report(call, command))
         elif isinstance(command, calls.Finished):
             self._finished(call, command.outcome)
         elif isinstance(command, calls.WaitTask):

@@ -60,7 +60,7 @@ def test_redirect_answers_302_with_the_label_and_ends_the_task() -> None:
     assert flow.handle(TaskChanged(None)) == [WaitTask("t1", "queued")]  # wait slice elapsed
     commands = flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
     assert Respond(302, contact=PHONE) in commands
-    assert ReportEvent("t1", "ended") in commands
+    assert ReportEvent("t1", "ended", handed_off=True) in commands
     assert commands[-1] == Finished("redirected") and flow.state == "done"
 
 
