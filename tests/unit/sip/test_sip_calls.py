@@ -166,6 +166,19 @@ def test_caller_cancel_while_ringing_cancels_the_branch() -> None:
     assert flow.handle(BranchResponse(1, late)) == [HangUpBranch(1, late)]
 
 
+@pytest.mark.parametrize("ringing", [False, True])
+def test_an_upstream_timer_cancel_fails_the_task_with_its_own_disposition(ringing: bool) -> None:
+    flow = started("proxy")
+    if ringing:
+        flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    commands = flow.handle(CallerCancel(upstream_timeout="SIP;cause=408"))
+    assert Respond(487) in commands
+    assert ReportEvent("t1", "failed", disposition=calls.UPSTREAM_TIMEOUT) in commands
+    assert not any(isinstance(c, ReportEvent) and c.type == "abandoned" for c in commands)
+    assert (CancelBranch(1) in commands) is ringing
+    assert flow.outcome == "upstream-timeout"
+
+
 def test_proxy_with_a_non_sip_label_falls_back_to_redirect() -> None:
     flow = started("proxy")
     commands = flow.handle(TaskChanged(view("assigned", "+15551234567", "alice")))
