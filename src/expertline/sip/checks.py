@@ -112,8 +112,7 @@ def stamp_via(request: Request, peer: Peer, via: Via) -> None:
         via.params["rport"] = str(peer.port)
         changed = True
     if changed:
-        request.headers.pop_first("Via")
-        request.headers.add_first("Via", str(via))
+        request.headers.replace_first("Via", str(via))  # in place: header order is kept
 
 
 _ECHOED = frozenset({"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"})
