@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sip_harness import SipHarness
 
+from support.baresip import BaresipPhone, require_baresip
 from support.kamailio import KamailioPool, require_kamailio
 from support.sipp import SippPool, require_sipp
 
@@ -72,3 +73,20 @@ def kamailio(tmp_path: Path) -> Iterator[KamailioPool]:
         yield pool
     finally:
         pool.stop_all()
+
+
+@pytest.fixture
+def baresip(tmp_path: Path) -> Iterator[Callable[[], BaresipPhone]]:
+    """Starts baresip phones (skips without baresip, fails in CI); all stopped afterwards."""
+    require_baresip()
+    phones: list[BaresipPhone] = []
+
+    def start() -> BaresipPhone:
+        phones.append(BaresipPhone(tmp_path / f"baresip{len(phones)}"))
+        return phones[-1].start()
+
+    try:
+        yield start
+    finally:
+        for phone in phones:
+            phone.stop()
