@@ -99,7 +99,9 @@ class InstantPort:
     async def async_create_task_ex(self, request: Any) -> tuple[Any, bool]:
         return await self.async_create_task(request), True
 
-    async def async_task_event(self, task_id: str, type: str, disposition: Any = None) -> Any:
+    async def async_task_event(
+        self, task_id: str, type: str, disposition: Any = None, handed_off: bool = False
+    ) -> Any:
         return None
 
     def queue(self, queue_id: str) -> Any:

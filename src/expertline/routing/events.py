@@ -61,9 +61,14 @@ class CallConnected:
 
 @dataclass(frozen=True, slots=True)
 class CallEnded:
-    """The call or chat ended normally after being connected (or the client ends an assigned task)."""
+    """The call or chat ended normally after being connected (or the client ends an assigned task).
+
+    ``handed_off``: the call left at its label and was never seen talking (SIP redirect mode:
+    the 302 is the end of it for expertline), so its talk time is 0, not assigned-to-end.
+    """
 
     task_id: str
+    handed_off: bool = False
 
 
 @dataclass(frozen=True, slots=True)

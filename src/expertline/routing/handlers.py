@@ -181,6 +181,8 @@ class Handlers(Reconcile):
         t = self._tasks.get(ev.task_id)
         if t is None or not TASK.allows(t.status, _END):
             return
+        if ev.handed_off and t.connected_at is None:
+            t.connected_at = self._now  # left at the label: ring until now, no talk time
         self._end(t, _END, records.handled_disposition(t))
 
     def _on_abandoned(self, ev: TaskAbandoned) -> None:

@@ -70,7 +70,9 @@ def timings(task: Task) -> dict[str, float]:
     """Queue wait, ring, talk and work seconds of an ended task.
 
     Ring time runs from the label to the answer when the call was reported connected; a task
-    that ends without ``connected`` (a chat, a redirected call) counts assigned-to-end as talk.
+    that ends without ``connected`` (a chat, a call whose client reports only its end) counts
+    assigned-to-end as talk. A call handed off at its label (SIP redirect) is "connected" at
+    the handoff, so its talk time is 0.
     """
     ended = task.ended_at if task.ended_at is not None else task.created_at
     wait = (task.assigned_at if task.assigned_at is not None else ended) - task.created_at

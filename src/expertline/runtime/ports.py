@@ -126,8 +126,15 @@ class TaskPort(Protocol):
         ...
 
     async def async_task_event(
-        self, task_id: str, type: TaskEventType, disposition: int | None = None
-    ) -> TaskView: ...
+        self,
+        task_id: str,
+        type: TaskEventType,
+        disposition: int | None = None,
+        handed_off: bool = False,
+    ) -> TaskView:
+        """``handed_off`` (with ``ended``): the call left at its label unseen (SIP redirect),
+        so it has no talk time."""
+        ...
 
     async def async_delivery_failed(self, task_id: str, disposition: int) -> TaskView:
         """SIP proxy: the expert's phone did not answer (19) or was busy (8); requeue."""

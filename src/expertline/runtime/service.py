@@ -399,16 +399,24 @@ class RuntimeService:
         return queue_id
 
     async def async_task_event(
-        self, task_id: str, type: TaskEventType, disposition: int | None = None
+        self,
+        task_id: str,
+        type: TaskEventType,
+        disposition: int | None = None,
+        handed_off: bool = False,
     ) -> TaskView:
         if type not in _TASK_EVENTS:
             raise InvalidInput(
                 f"unknown event type {type!r}; expected connected, ended, abandoned or failed"
             )
         allowed = _TASK_EVENT_ALLOWED[type]
-        event = (
-            ev.TaskFailed(task_id, disposition) if type == "failed" else _TASK_EVENTS[type](task_id)
-        )
+        event: ev.Event
+        if type == "failed":
+            event = ev.TaskFailed(task_id, disposition)
+        elif type == "ended" and handed_off:
+            event = ev.CallEnded(task_id, handed_off=True)
+        else:
+            event = _TASK_EVENTS[type](task_id)
 
         def apply() -> None:
             status = self._committed_status(task_id)

@@ -39,6 +39,10 @@ from expertline.sip.call_states import FLOWS, CallState, CallStep
 from expertline.sip.message import Response, SipUri, parse_uri
 
 QUEUED_REFRESH = 60.0  # seconds between 182 Queued refreshes (keeps proxies' Timer C quiet)
+# ICM CallDisposition of a call an upstream element gave up on its own timer while the caller
+# waited (its CANCEL says so with a Reason): 1 Abandoned in Network, "dropped before being
+# terminated at a target device": the network ended it, not the caller (2 and 3 are callers).
+UPSTREAM_TIMEOUT = 1
 
 
 class CallTimer(StrEnum):
@@ -75,7 +79,11 @@ class TaskChanged:
 
 @dataclass(frozen=True, slots=True)
 class CallerCancel:
-    pass
+    """The caller's INVITE was CANCELled. ``upstream_timeout``: the CANCEL's Reason says an
+    upstream element's timer ended the call (``SIP;cause=408``, ``Q.850;cause=102``), not the
+    caller; the Reason as received, for the log."""
+
+    upstream_timeout: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +164,8 @@ class WaitTask:
 class ReportEvent:
     task_id: str
     type: TaskEventType
+    disposition: int | None = None  # with "failed": the TCD's CallDisposition
+    handed_off: bool = False  # with "ended": the call left at its label (redirect), talk 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +244,7 @@ class CallFlow:
     mode: SipMode
     ring_timeout: float = 20.0
     max_call: float = 4 * 3600.0
+    refresh: float = QUEUED_REFRESH  # seconds between 182 Queued while the caller waits
     state: CallState = CallState.NEW
     task_id: str | None = None
     branches: int = 0  # branches created so far (ids 1, 2, ...)
@@ -310,7 +321,7 @@ class CallFlow:
         commands: list[CallCommand] = []
         if status in ("queued", "offered", "connected"):
             if first:
-                commands += [Respond(182), StartCallTimer(CallTimer.REFRESH, QUEUED_REFRESH)]
+                commands += [Respond(182), StartCallTimer(CallTimer.REFRESH, self.refresh)]
                 self._go(CallStep.QUEUE)
             return [*commands, WaitTask(view.id, status)]
         if not first:
@@ -338,7 +349,7 @@ class CallFlow:
             return self._finish(
                 CallStep.REDIRECT,
                 "redirected",
-                [Respond(302, contact=view.label), ReportEvent(view.id, "ended")],
+                [Respond(302, contact=view.label), ReportEvent(view.id, "ended", handed_off=True)],
             )
         self.branches += 1
         self.branch = self.branches
@@ -350,20 +361,29 @@ class CallFlow:
         ]
 
     def _refresh(self, _: TimerFired) -> list[CallCommand]:
-        return [Respond(182), StartCallTimer(CallTimer.REFRESH, QUEUED_REFRESH)]
+        return [Respond(182), StartCallTimer(CallTimer.REFRESH, self.refresh)]
 
-    def _cancel_queued(self, _: CallerCancel) -> list[CallCommand]:
+    def _cancel_queued(self, event: CallerCancel) -> list[CallCommand]:
         assert self.task_id is not None
+        commands: list[CallCommand] = [StopCallTimer(CallTimer.REFRESH), Respond(487)]
+        if event.upstream_timeout is not None:
+            return self._upstream_gave_up("queued", event.upstream_timeout, commands)
         self._decide("caller cancelled while queued; task abandoned")
-        return self._finish(
-            CallStep.ABANDON,
-            "abandoned",
-            [
-                StopCallTimer(CallTimer.REFRESH),
-                Respond(487),
-                ReportEvent(self.task_id, "abandoned"),
-            ],
+        commands.append(ReportEvent(self.task_id, "abandoned"))
+        return self._finish(CallStep.ABANDON, "abandoned", commands)
+
+    def _upstream_gave_up(
+        self, where: str, reason: str, commands: list[CallCommand]
+    ) -> list[CallCommand]:
+        """An upstream timer ended the call (not the caller): the task fails with its own
+        disposition, so the records do not count a caller who abandoned."""
+        assert self.task_id is not None
+        self._decide(
+            f"an upstream timer cancelled the call while {where} (Reason: {reason});"
+            f" task ended with disposition {UPSTREAM_TIMEOUT}"
         )
+        commands.append(ReportEvent(self.task_id, "failed", disposition=UPSTREAM_TIMEOUT))
+        return self._finish(CallStep.ABANDON, "upstream-timeout", commands)
 
     # --- the expert's phone rings (proxy mode) ------------------------------------------------
 
@@ -420,23 +440,22 @@ class CallFlow:
         return [
             *commands,
             ReportDeliveryFailed(self.task_id, disposition),
-            StartCallTimer(CallTimer.REFRESH, QUEUED_REFRESH),
+            StartCallTimer(CallTimer.REFRESH, self.refresh),
         ]
 
-    def _cancel_ringing(self, _: CallerCancel) -> list[CallCommand]:
+    def _cancel_ringing(self, event: CallerCancel) -> list[CallCommand]:
         assert self.task_id is not None and self.branch is not None
-        self._decide("caller cancelled while the phone rang; cancel the branch, task abandoned")
         stale, self.branch = self.branch, None
-        return self._finish(
-            CallStep.ABANDON,
-            "abandoned",
-            [
-                StopCallTimer(CallTimer.RING),
-                CancelBranch(stale),
-                Respond(487),
-                ReportEvent(self.task_id, "abandoned"),
-            ],
-        )
+        commands: list[CallCommand] = [
+            StopCallTimer(CallTimer.RING),
+            CancelBranch(stale),
+            Respond(487),
+        ]
+        if event.upstream_timeout is not None:
+            return self._upstream_gave_up("the phone rang", event.upstream_timeout, commands)
+        self._decide("caller cancelled while the phone rang; cancel the branch, task abandoned")
+        commands.append(ReportEvent(self.task_id, "abandoned"))
+        return self._finish(CallStep.ABANDON, "abandoned", commands)
 
     def _stale_branch(self, event: BranchResponse) -> list[CallCommand]:
         if 200 <= event.response.status < 300:

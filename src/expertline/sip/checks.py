@@ -22,6 +22,7 @@ from expertline.sip.message import (
     make_response,
     new_tag,
     parse_name_addr,
+    parse_params,
     parse_via,
 )
 from expertline.sip.transport import Peer
@@ -34,6 +35,26 @@ KNOWN_METHODS = frozenset(
 SUPPORTED_OPTIONS: frozenset[str] = frozenset()
 REASON_MAX = 200  # characters of a reason phrase that says what was wrong with a request
 DEFAULT_MAX_FORWARDS = 70
+
+
+# RFC 3326 Reason causes that say an upstream timer gave up: SIP 408 Request Timeout, and
+# ITU-T Q.850 102 "recovery on timer expiry".
+_TIMEOUT_CAUSES = {"sip": "408", "q.850": "102"}
+
+
+def upstream_timeout(request: Request) -> str | None:
+    """The ``Reason`` of a CANCEL when it says an upstream timer gave up (RFC 3326:
+    ``SIP;cause=408`` or ``Q.850;cause=102``), else None (a caller's CANCEL, or a Reason that
+    does not parse: taken as the caller's)."""
+    for value in request.headers.get_all("Reason"):
+        protocol, _, params = value.partition(";")
+        try:
+            cause = parse_params(params).get("cause")
+        except ParseError:
+            continue
+        if cause is not None and _TIMEOUT_CAUSES.get(protocol.strip().lower()) == cause:
+            return value.strip()[:REASON_MAX]
+    return None
 
 
 def bad_request(problem: str) -> str:
@@ -91,8 +112,7 @@ def stamp_via(request: Request, peer: Peer, via: Via) -> None:
         via.params["rport"] = str(peer.port)
         changed = True
     if changed:
-        request.headers.pop_first("Via")
-        request.headers.add_first("Via", str(via))
+        request.headers.replace_first("Via", str(via))  # in place: header order is kept
 
 
 _ECHOED = frozenset({"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"})

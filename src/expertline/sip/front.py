@@ -39,6 +39,7 @@ from expertline.sip.checks import (
     contact_uri,
     max_forwards,
     stamp_via,
+    upstream_timeout,
     validate,
 )
 from expertline.sip.layer import TransactionLayer, TxKey
@@ -81,8 +82,10 @@ class SipFront:
         health: Health | None = None,
         attach: AttachPolicy | None = None,
         targets: OutboundTargets | None = None,
+        refresh: float = calls.QUEUED_REFRESH,
     ) -> None:
         self.port = port
+        self.refresh = refresh  # seconds between 182 Queued while a caller waits
         # Who may join a call to an existing task (default: nobody), and where calls may go.
         self.attach = attach or AttachPolicy()
         self.targets = targets or OutboundTargets(config=lambda: port.config)
@@ -228,7 +231,7 @@ class SipFront:
         self.layer.respond(entry, make_response(request, 200, to_tag=None))
         call = self.registry.get(invite_key)
         if call is not None:
-            self._feed(call, calls.CallerCancel())
+            self._feed(call, calls.CallerCancel(upstream_timeout(request)))
 
     def _on_invite(self, request: Request, peer: Peer, key: TxKey, to: NameAddr) -> None:
         found = self._routing_request(request, peer, to)
@@ -237,7 +240,7 @@ class SipFront:
         number, routing = found
         mode = self.mode_for(number) or self.mode
         entry = self.layer.server(request, peer, key)
-        call = Call(calls.CallFlow(mode=mode), request, peer, entry, number)
+        call = Call(calls.CallFlow(mode=mode, refresh=self.refresh), request, peer, entry, number)
         self.registry.add(call)
         self.layer.count("invites")
         log.info(
@@ -328,7 +331,7 @@ class SipFront:
             assert routing is not None
             self._spawn(self.tasks.async_create(call, routing))
         elif isinstance(command, calls.ReportEvent):
-            self._spawn(self.tasks.async_report(call, command.task_id, command.type))
+            self._spawn(self.tasks.async_report(call, command))
         elif isinstance(command, calls.Finished):
             self._finished(call, command.outcome)
         elif isinstance(command, calls.WaitTask):

@@ -243,6 +243,17 @@ class Headers:
         name = canonical_name(name)
         self._items = [item for item in self._items if item[0] != name]
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first element of a list header where it stands (the top Via stamped
+        with ``received``): header order is kept (RFC 3261 §7.3.1)."""
+        name = canonical_name(name)
+        for i, (n, v) in enumerate(self._items):
+            if n == name:
+                rest = split_list(v)[1:] if name in MULTI_VALUED and "," in v else []
+                self._items[i] = (name, ", ".join([value, *rest]))
+                return
+        self._items.append((name, value))
+
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first element of a list header (the top Via, the top Route)."""
         name = canonical_name(name)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from expertline.errors import ExpertlineError, InvalidInput, NotFound
-from expertline.runtime.ports import TaskEventType, TaskPort, TaskView
+from expertline.runtime.ports import TaskPort, TaskView
 from expertline.sip import calls
 from expertline.sip.checks import REASON_MAX
 from expertline.sip.registry import Call, Feed
@@ -100,9 +100,11 @@ class TaskLeg:
             call.wait_failures = 0
         self.feed(call, calls.TaskChanged(view))
 
-    async def async_report(self, call: Call, task_id: str, type_: TaskEventType) -> None:
+    async def async_report(self, call: Call, report: calls.ReportEvent) -> None:
+        task_id, type_ = report.task_id, report.type
+        event = self.port.async_task_event(task_id, type_, report.disposition, report.handed_off)
         try:
-            await asyncio.wait_for(self.port.async_task_event(task_id, type_), PORT_TIMEOUT)
+            await asyncio.wait_for(event, PORT_TIMEOUT)
         except ExpertlineError as exc:
             log.info(
                 "sip task event not applied call_id=%s task=%s event=%s reason=%s",

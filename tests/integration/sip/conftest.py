@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from sip_harness import SipHarness
 
+from support.baresip import BaresipPhone, require_baresip
+from support.kamailio import KamailioPool, require_kamailio
 from support.sipp import SippPool, require_sipp
 
 
@@ -59,3 +61,32 @@ async def wire_any_db(engine: Engine, tmp_path: Path) -> AsyncIterator[SipHarnes
     """Python-socket SIP on SQLite and on PostgreSQL: for values that must fit the columns."""
     async with _harness(engine, tmp_path) as harness:
         yield harness
+
+
+@pytest.fixture
+def kamailio(tmp_path: Path) -> Iterator[KamailioPool]:
+    """Kamailio processes in front of the front (skips without Kamailio, fails in CI)."""
+    require_kamailio()
+    require_sipp()
+    pool = KamailioPool(tmp_path / "kamailio")
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+@pytest.fixture
+def baresip(tmp_path: Path) -> Iterator[Callable[[], BaresipPhone]]:
+    """Starts baresip phones (skips without baresip, fails in CI); all stopped afterwards."""
+    require_baresip()
+    phones: list[BaresipPhone] = []
+
+    def start() -> BaresipPhone:
+        phones.append(BaresipPhone(tmp_path / f"baresip{len(phones)}"))
+        return phones[-1].start()
+
+    try:
+        yield start
+    finally:
+        for phone in phones:
+            phone.stop()

@@ -112,6 +112,7 @@ class SipHarness:
         mode_for: Callable[[str], Any] | None = None,
         attach: AttachPolicy | None = None,
         targets: tuple[str, ...] = (),
+        refresh: float = 60.0,
     ) -> None:
         self.service = RuntimeService(
             self.engine,
@@ -130,6 +131,7 @@ class SipHarness:
             timers=FAST_TIMERS,  # type: ignore[arg-type]
             attach=attach,
             targets=OutboundTargets(targets, config=lambda: config),
+            refresh=refresh,
         )
         await self.front.async_start()
         ctx = AppContext(Settings(node="test-node"), self.engine)

@@ -32,6 +32,7 @@ async def test_caller_is_redirected_to_the_phone_of_the_expert_who_accepted(
     assert tcd["dialed_number"] == ENTRY
     assert tcd["ani"] == "+15557654321"  # P-Asserted-Identity wins over From
     assert tcd["expert_id"] == "alice"
+    assert tcd["talk_time"] == 0  # the 302 hands the call off: expertline never sees it talk
     rcds = await sip.records("rcd")
     assert [r["label"] for r in rcds] == [ALICE]
     assert sip.front is not None and sip.front.stats.get("final_302") == 1

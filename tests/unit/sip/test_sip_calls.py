@@ -60,7 +60,7 @@ def test_redirect_answers_302_with_the_label_and_ends_the_task() -> None:
     assert flow.handle(TaskChanged(None)) == [WaitTask("t1", "queued")]  # wait slice elapsed
     commands = flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
     assert Respond(302, contact=PHONE) in commands
-    assert ReportEvent("t1", "ended") in commands
+    assert ReportEvent("t1", "ended", handed_off=True) in commands
     assert commands[-1] == Finished("redirected") and flow.state == "done"
 
 
@@ -164,6 +164,19 @@ def test_caller_cancel_while_ringing_cancels_the_branch() -> None:
     assert ReportEvent("t1", "abandoned") in commands
     late = resp(200)
     assert flow.handle(BranchResponse(1, late)) == [HangUpBranch(1, late)]
+
+
+@pytest.mark.parametrize("ringing", [False, True])
+def test_an_upstream_timer_cancel_fails_the_task_with_its_own_disposition(ringing: bool) -> None:
+    flow = started("proxy")
+    if ringing:
+        flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    commands = flow.handle(CallerCancel(upstream_timeout="SIP;cause=408"))
+    assert Respond(487) in commands
+    assert ReportEvent("t1", "failed", disposition=calls.UPSTREAM_TIMEOUT) in commands
+    assert not any(isinstance(c, ReportEvent) and c.type == "abandoned" for c in commands)
+    assert (CancelBranch(1) in commands) is ringing
+    assert flow.outcome == "upstream-timeout"
 
 
 def test_proxy_with_a_non_sip_label_falls_back_to_redirect() -> None:

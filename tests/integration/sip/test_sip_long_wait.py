@@ -1,0 +1,156 @@
+"""A caller's long wait in the queue behind a proxy: the 182 Queued refreshes on time, the
+documented Kamailio configuration keeping the call past Kamailio's 180 s default (on timers
+scaled down 60 times: 1 s of the test is a minute), and a CANCEL caused by an upstream timer
+recorded as such, not as a caller who gave up."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from sip_harness import ENTRY, SipHarness, WireClient, sip_config
+
+from expertline.routing.model import OnMaxWait
+from expertline.sip.message import Response, new_branch, new_tag
+from support.kamailio import KamailioPool
+
+pytestmark = pytest.mark.sipp
+
+PHONE = "sip:1001@127.0.0.1:5999"
+SCALE = 60.0  # the test's seconds are the documentation's minutes
+REFRESH = 60.0 / SCALE
+
+
+class TimedResponses:
+    """The responses a caller receives, with when each came."""
+
+    def __init__(self, client: WireClient) -> None:
+        self.client = client
+        self.seen: list[tuple[float, Response]] = []
+
+    async def until(self, done: int, timeout: float) -> Response:
+        """Receive until a final response (returned) or ``done`` 182s were seen."""
+        while True:
+            response = await self.client.receive(timeout)
+            self.seen.append((time.monotonic(), response))
+            if response.status >= 200 or len(self.queued()) >= done:
+                return response
+
+    def queued(self) -> list[float]:
+        return [at for at, r in self.seen if r.status == 182]
+
+
+@pytest.fixture
+async def caller() -> AsyncIterator[list[WireClient]]:
+    clients: list[WireClient] = []
+    yield clients
+    for client in clients:
+        client.close()
+
+
+def dial(clients: list[WireClient], remote: str, **request: str) -> tuple[WireClient, bytes]:
+    host, port = remote.rsplit(":", 1)
+    client = WireClient((host, int(port)))
+    clients.append(client)
+    invite = client.request("INVITE", uri=f"sip:{ENTRY}@{remote}", **request)
+    client.send(invite)
+    return client, invite
+
+
+async def test_queued_refreshes_come_at_the_configured_interval_from_the_first(
+    sip: SipHarness, caller: list[WireClient]
+) -> None:
+    await sip.start(sip_config({"alice": PHONE}), refresh=0.5)
+    client, _ = dial(caller, sip.remote)
+    responses = TimedResponses(client)
+    await responses.until(done=4, timeout=5.0)
+    times = responses.queued()
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(gaps) == 3 and all(0.4 <= gap <= 0.75 for gap in gaps), gaps
+
+
+async def test_documented_kamailio_keeps_a_caller_queued_past_its_default_lifetime(
+    sip: SipHarness, kamailio: KamailioPool, caller: list[WireClient]
+) -> None:
+    """250 s in the queue (4.2 s here), past Kamailio's default max_inv_lifetime (180 s, 3 s
+    here) and many times its fr_inv_timer (120 s, 2 s here): the refreshes restart the
+    latter, the documented max_inv_lifetime outlasts the wait; the caller gets the expert."""
+    await sip.start(sip_config({"alice": PHONE}, max_wait=600 / SCALE), refresh=REFRESH)
+    timers = {"fr_inv_timer": int(120_000 / SCALE), "max_inv_lifetime": int(900_000 / SCALE)}
+    proxy = kamailio.documented(sip.remote, timers=timers)
+    client, _ = dial(caller, proxy.remote)
+    responses = TimedResponses(client)
+    # 182 at once, then one a "minute": the sixth is the fifth refresh (5 minutes queued)
+    assert (await responses.until(done=6, timeout=10.0)).status == 182
+    await sip.available("alice")
+    await sip.accept_next_offer("alice")
+    final = await responses.until(done=99, timeout=10.0)
+    assert final.status == 302, final
+    assert final.headers.get("Contact") == f"<{PHONE}>"
+    queued = responses.queued()
+    waited = responses.seen[-1][0] - queued[0]
+    assert waited > 250 / SCALE and len(queued) >= 6
+    tcd = await sip.one_tcd()
+    assert tcd["call_disposition"] == 13 and tcd["delay_time"] > 250 / SCALE
+
+
+async def test_kamailio_default_lifetime_cuts_the_wait_without_refreshes_helping(
+    sip: SipHarness, kamailio: KamailioPool, caller: list[WireClient]
+) -> None:
+    """Kamailio's defaults (scaled): the caller gets 408 at max_inv_lifetime whatever the
+    refreshes; this is what the documented max_inv_lifetime prevents."""
+    await sip.start(sip_config({"alice": PHONE}, max_wait=300 / SCALE), refresh=REFRESH)
+    timers = {"fr_inv_timer": int(120_000 / SCALE), "max_inv_lifetime": int(180_000 / SCALE)}
+    proxy = kamailio.documented(sip.remote, timers=timers)
+    client, _ = dial(caller, proxy.remote)
+    responses = TimedResponses(client)
+    final = await responses.until(done=99, timeout=10.0)
+    assert final.status == 408
+    assert 170 / SCALE <= responses.seen[-1][0] - responses.queued()[0] <= 200 / SCALE
+    assert (await sip.one_tcd())["status"] == "abandoned"  # a CANCEL without a Reason
+
+
+@pytest.mark.parametrize("through_kamailio", [False, True])
+@pytest.mark.parametrize(
+    ("reason", "disposition", "status"),
+    [
+        ('SIP;cause=408;text="Request Timeout"', 1, "failed"),
+        ("Q.850;cause=102", 1, "failed"),
+        ('Q.850;cause=16;text="Normal call clearing"', 2, "abandoned"),
+        ("SIP;cause=", 2, "abandoned"),
+    ],
+)
+async def test_a_cancel_caused_by_an_upstream_timer_is_recorded_as_such(
+    sip: SipHarness,
+    kamailio: KamailioPool,
+    caller: list[WireClient],
+    through_kamailio: bool,
+    reason: str,
+    disposition: int,
+    status: str,
+) -> None:
+    """``Reason: SIP;cause=408`` (or Q.850 102, recovery on timer expiry) on the CANCEL: the
+    network gave up, not the caller: TCD 1 (Abandoned in Network), status failed; any other
+    Reason, or one that does not parse, is the caller's (2). Kamailio passes the Reason on."""
+    await sip.start(sip_config({"alice": PHONE}, on_max_wait=OnMaxWait("reject")))
+    remote = kamailio.documented(sip.remote).remote if through_kamailio else sip.remote
+    branch, call_id = new_branch(), f"wait-{new_tag()}"
+    client, _ = dial(caller, remote, branch=branch, call_id=call_id)
+    responses = TimedResponses(client)
+    await responses.until(done=1, timeout=5.0)
+    client.send(
+        client.request(
+            "CANCEL",
+            uri=f"sip:{ENTRY}@{remote}",
+            branch=branch,
+            call_id=call_id,
+            cseq="1 CANCEL",
+            headers={"Reason": reason},
+        )
+    )
+    statuses = {r.status for r in [await client.receive(), await client.receive()]}
+    assert statuses == {200, 487}
+    tcd = await sip.one_tcd()
+    assert (tcd["call_disposition"], tcd["status"]) == (disposition, status)
