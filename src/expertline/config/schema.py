@@ -491,6 +491,18 @@ class StatusMap(_Model):
         return "away"
 
 
+class SubscribePace(_Model):
+    """How unanswered presence subscription requests are re-sent (under a server's flood
+    limit, such as ejabberd's mod_pres_counter: 5 a minute by default)."""
+
+    burst: int = Field(
+        default=4, ge=1, le=10000, strict=True, description="Requests sent together."
+    )
+    pause: Duration = Field(
+        default=65.0, ge=0, description="Silence between bursts (longer than the server's window)."
+    )
+
+
 class XmppComponent(_Model):
     """XEP-0114 component connection (the server must allow it)."""
 
@@ -526,6 +538,10 @@ class PresenceSource(_Model):
     )
     status_map: StatusMap = Field(
         default_factory=StatusMap, description="Presence values -> available/away/dnd."
+    )
+    subscribe_pace: SubscribePace = Field(
+        default_factory=SubscribePace,
+        description="Account mode: pacing of re-sent subscription requests.",
     )
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
+from prometheus_client import Gauge
 from slixmpp import JID, ClientXMPP, ComponentXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.stanza import Message
@@ -59,6 +60,15 @@ STANDBY_RECHECK = 10.0  # seconds between looks at a runtime that is not running
 ROSTER_GROUP = "expertline"
 ROSTER_WINDOW = 64  # roster updates in flight at once
 RECENT_OFFERS = 20  # per expert, to tell a late answer from an unknown code
+CONVERGE_TICK = 1.0  # seconds between looks at the roster for missing subscriptions
+
+UNSUBSCRIBED = Gauge(
+    "expertline_presence_unsubscribed",
+    "Experts of a presence source whose presence the router is not subscribed to, by reason "
+    "(asked: a request is out, awaiting the expert's approval or dropped by a server rate "
+    "limit, and is re-sent paced; queued: waiting for the pace to send it)",
+    ["source", "reason"],
+)
 
 
 class Directory(Protocol):
@@ -95,6 +105,13 @@ class XmppSettings:
     backoff_cap: float = 30.0
     stable_after: float = 10.0  # a session this long resets the backoff
     config_poll: float = 1.0  # how often to look for a new configuration version
+    # Subscription requests still unanswered are re-sent in bursts of ``subscribe_burst``
+    # with ``subscribe_pause`` of silence between bursts: ejabberd's default
+    # mod_pres_counter (5 a minute, the window restarting with every stanza it lets through)
+    # silently drops the rest. One request of the 5 is left for the router's own answers.
+    subscribe_burst: int = 4
+    subscribe_pause: float = 65.0
+    subscribe_retry_cap: float = 3600.0  # an expert who does not approve is asked this rarely
 
 
 class LinkFailed(Exception):
@@ -146,6 +163,11 @@ class XmppSource:
         self._sent: dict[str, dict[str, OfferView]] = {}  # expert -> recent offers by code
         self._budget = ReplyBudget()
         self._lost: asyncio.Future[str] | None = None
+        self._converger: asyncio.Task[None] | None = None
+        self._asked: dict[str, tuple[int, float]] = {}  # bare jid -> (requests, next due)
+        self._pace_open_at = 0.0  # monotonic time the next burst of requests may go
+        self.subscribe_requests = 0  # subscription requests sent (tests read it)
+        self.unsubscribed: dict[str, str] = {}  # bare jid -> reason (asked | queued)
         self.connections = 0  # successful sessions so far (tests and metrics read it)
         self.presence_stanzas = 0  # availability stanzas received (benchmarks read it)
         self.last_presence_at = 0.0  # time.monotonic() of the last one
@@ -404,8 +426,13 @@ class XmppSource:
         client.add_event_handler("disconnected", on_disconnected)
         if isinstance(client, ClientXMPP):
             await client.get_roster(timeout=self.settings.connect_timeout)
+            self._asked.clear()
+            self._pace_open_at = 0.0
             await self._sync_subscriptions(client)
             client.send_presence()  # the server now sends us every subscribed contact's presence
+            self._converger = asyncio.create_task(
+                self._converge(client), name=f"{self.name}:subscriptions"
+            )
         else:
             await self._sync_subscriptions(client)
 
@@ -430,6 +457,11 @@ class XmppSource:
                 pass  # an error reply still proves the link is alive
 
     async def _drop_client(self) -> None:
+        converger, self._converger = self._converger, None
+        if converger is not None:
+            converger.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await converger
         client, self._client = self._client, None
         if client is None:
             return
@@ -493,11 +525,16 @@ class XmppSource:
             if j not in present or ROSTER_GROUP not in present[j]["groups"]
         ]
         await asyncio.gather(*(add(j) for j in missing))  # a window of IQs in flight
+        now = time.monotonic()
         for jid in sorted(wanted):
             item = present.get(jid)
             if item is None or item["subscription"] in ("none", "from"):
-                client.send_presence_subscription(pto=JID(jid))
+                if jid in self._asked:
+                    continue  # already out this session: the converger re-sends it paced
+                self._ask(client, jid, now)
                 subscribed += 1
+        if subscribed:
+            self._pace_open_at = now + self.settings.subscribe_pause
         removed = 0
         for jid, item in present.items():
             if jid not in wanted and ROSTER_GROUP in item["groups"]:
@@ -512,6 +549,90 @@ class XmppSource:
             subscribed,
             removed,
         )
+
+    def _ask(self, client: ClientXMPP, jid: str, now: float) -> None:
+        requests = self._asked.get(jid, (0, 0.0))[0] + 1
+        retry = min(
+            self.settings.subscribe_pause * 2 ** (requests - 1), self.settings.subscribe_retry_cap
+        )
+        self._asked[jid] = (requests, now + retry)
+        client.send_presence_subscription(pto=JID(jid))
+        self.subscribe_requests += 1
+
+    def _missing(self, client: ClientXMPP) -> list[str]:
+        """Served experts whose presence the roster says we are not subscribed to."""
+        roster = client.client_roster
+        missing = []
+        for jid in self._served:
+            if not roster.has_jid(jid) or roster[jid]["subscription"] not in ("to", "both"):
+                missing.append(jid)
+        return sorted(missing)
+
+    async def _converge(self, client: ClientXMPP) -> None:
+        """Keep asking, paced, until every served expert's presence is subscribed to.
+
+        The roster is the truth (the server pushes each change): an expert still without a
+        ``to`` subscription is asked again when their retry is due (the pause, doubling per
+        request, capped), at most ``subscribe_burst`` requests per ``subscribe_pause``, so a
+        server's subscription flood limit lets them through instead of dropping them."""
+        s = self.settings
+        while True:
+            await asyncio.sleep(CONVERGE_TICK)
+            if not self._port.running:
+                self._set_unsubscribed({})
+                continue  # the active node keeps the roster
+            now = time.monotonic()
+            missing = self._missing(client)
+            for jid in list(self._asked):
+                if jid not in missing:
+                    del self._asked[jid]
+            if now >= self._pace_open_at:
+                due = [j for j in missing if self._asked.get(j, (0, 0.0))[1] <= now]
+                due.sort(key=lambda j: (self._asked.get(j, (0, 0.0))[0], j))
+                burst = due[: s.subscribe_burst]
+                for jid in burst:
+                    self._ask(client, jid, now)
+                if burst:
+                    self._pace_open_at = now + s.subscribe_pause
+                    log.info(
+                        "subscription requests re-sent source=%s sent=%d unsubscribed=%d "
+                        "next_burst_in=%.0fs",
+                        self.id,
+                        len(burst),
+                        len(missing),
+                        s.subscribe_pause,
+                    )
+            self._set_unsubscribed({j: "asked" if j in self._asked else "queued" for j in missing})
+
+    def _set_unsubscribed(self, unsubscribed: dict[str, str]) -> None:
+        before = self.unsubscribed
+        self.unsubscribed = unsubscribed
+        for reason in ("asked", "queued"):
+            UNSUBSCRIBED.labels(source=self.id, reason=reason).set(
+                sum(1 for r in unsubscribed.values() if r == reason)
+            )
+        if unsubscribed.keys() == before.keys() or not self._link.up:
+            return
+        if unsubscribed:
+            asked = sum(1 for r in unsubscribed.values() if r == "asked")
+            detail = (
+                f"connected as {self.address}; {len(self._served)} experts; "
+                f"{len(unsubscribed)} not subscribed ({asked} asked, awaiting approval or "
+                f"held by the server's rate limit; {len(unsubscribed) - asked} queued)"
+            )
+            log.info(
+                "presence subscriptions missing source=%s unsubscribed=%d asked=%d queued=%d",
+                self.id,
+                len(unsubscribed),
+                asked,
+                len(unsubscribed) - asked,
+            )
+        else:
+            detail = f"connected as {self.address}; {len(self._served)} experts; all subscribed"
+            log.info(
+                "presence subscriptions complete source=%s experts=%d", self.id, len(self._served)
+            )
+        self._report_health(True, detail)
 
     # -- presence ----------------------------------------------------------------------------
 
