@@ -114,6 +114,44 @@ class XmppSettings:
     subscribe_retry_cap: float = 3600.0  # an expert who does not approve is asked this rarely
 
 
+CLIENT_NS = "jabber:client"
+UNREADABLE = "(unreadable)"  # a show no status_map names: such a resource counts as away
+
+
+class Component(ComponentXMPP):
+    """A XEP-0114 component that takes stanzas in either namespace.
+
+    jabberd2 (and others) deliver a component's stanzas in ``jabber:client`` rather than
+    ``jabber:component:accept``. slixmpp renames only the top element, so the ``<show/>`` of
+    an away expert and the ``<body/>`` of an answer stayed in the other namespace and were not
+    read: the expert looked available and answers looked empty. Every element of the stanza
+    in ``jabber:client`` is renamed here, extensions in their own namespaces are left alone."""
+
+    def incoming_filter(self, xml: Any) -> Any:
+        prefix = "{" + CLIENT_NS + "}"
+        if not xml.tag.startswith(prefix) and not any(
+            child.tag.startswith(prefix) for child in xml
+        ):
+            return xml
+        target = "{" + self.default_ns + "}"
+        for element in xml.iter():
+            if isinstance(element.tag, str) and element.tag.startswith(prefix):
+                element.tag = target + element.tag[len(prefix) :]
+        return xml
+
+
+def read_show(stanza: PresenceStanza) -> str | None:
+    """The stanza's ``<show/>`` (None: plain available), or ``UNREADABLE`` when it carries a
+    show this adapter cannot read (another namespace): never read as available."""
+    show = stanza["show"] or None
+    if show is not None:
+        return str(show)
+    for child in stanza.xml:
+        if isinstance(child.tag, str) and child.tag.rsplit("}", 1)[-1] == "show":
+            return UNREADABLE
+    return None
+
+
 class LinkFailed(Exception):
     """A connection attempt failed; ``kind`` says whether retrying can help."""
 
@@ -355,7 +393,7 @@ class XmppSource:
         s = self.settings
         client: ClientXMPP | ComponentXMPP
         if s.mode == "component":
-            client = ComponentXMPP(s.jid, s.secret, s.host, s.port)
+            client = Component(s.jid, s.secret, s.host, s.port)
             client.auto_authorize = True
         else:
             # Without TLS, SCRAM keeps the password off the wire; PLAIN only over loopback.
@@ -644,7 +682,14 @@ class XmppSource:
         who = sender.bare.lower()
         if who == self.address or who not in self._served:
             return
-        show = stanza["show"] or None
+        show = read_show(stanza)
+        if show == UNREADABLE:
+            log.warning(
+                "presence not readable source=%s from=%s; counted away: %s",
+                self.id,
+                sender,
+                str(stanza)[:200],
+            )
         self.presence_stanzas += 1
         self.last_presence_at = time.monotonic()
         if self._roster.update(who, sender.resource, show, kind is None) is not None:
