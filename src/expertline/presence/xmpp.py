@@ -395,6 +395,7 @@ class XmppSource:
         if s.mode == "component":
             client = Component(s.jid, s.secret, s.host, s.port)
             client.auto_authorize = True
+            client.add_event_handler("presence_subscribed", self._on_subscribed)
         else:
             # Without TLS, SCRAM keeps the password off the wire; PLAIN only over loopback.
             loopback = s.host in ("127.0.0.1", "::1", "localhost")
@@ -533,9 +534,11 @@ class XmppSource:
         wanted = set(self._served)
         if isinstance(client, ComponentXMPP):
             # No server roster for components: subscribe at every session. A contact already
-            # subscribed is answered by its server at once, with its current presence. (No
-            # probe: Prosody answers a probe that races the subscription with "unsubscribed",
-            # which turns the expert's approval into a mere pre-approval.)
+            # subscribed is answered by its server at once with "subscribed"; Prosody sends
+            # the current presence too, ejabberd does not, so each "subscribed" is followed by
+            # a probe (_on_subscribed). Never a probe before it: Prosody answers a probe that
+            # races a first subscription request with "unsubscribed", which turns the
+            # expert's approval into a mere pre-approval.
             for jid in sorted(wanted):
                 client.send_presence_subscription(pto=JID(jid), pfrom=JID(self.address))
                 client.send_presence(pto=JID(jid), pfrom=JID(self.address))
@@ -587,6 +590,17 @@ class XmppSource:
             subscribed,
             removed,
         )
+
+    def _on_subscribed(self, stanza: PresenceStanza) -> None:
+        """Component mode: an expert's server says we are subscribed (a first approval, or
+        the answer to the re-subscribe of a new session); ask for the current presence, which
+        not every server sends with it (RFC 6121 leaves that to the server)."""
+        client = self._client
+        who = stanza["from"].bare.lower()
+        if client is None or who not in self._served:
+            return
+        client.send_presence(pto=JID(who), ptype="probe", pfrom=JID(self.address))
+        log.debug("presence probe sent source=%s to=%s", self.id, who)
 
     def _ask(self, client: ClientXMPP, jid: str, now: float) -> None:
         requests = self._asked.get(jid, (0, 0.0))[0] + 1
