@@ -503,6 +503,22 @@ class SubscribePace(_Model):
     )
 
 
+class XmppTls(_Model):
+    """TLS for an account-mode link (STARTTLS on the client port)."""
+
+    mode: Literal["required", "opportunistic", "off"] = Field(
+        default="opportunistic",
+        description="required: no login without TLS; opportunistic: STARTTLS when the server "
+        "offers it; off: never (loopback or a trusted network only).",
+    )
+    ca_file: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="PEM file of the certificate authorities to trust (default: the system's).",
+    )
+
+
 class XmppComponent(_Model):
     """XEP-0114 component connection (the server must allow it)."""
 
@@ -539,6 +555,7 @@ class PresenceSource(_Model):
     status_map: StatusMap = Field(
         default_factory=StatusMap, description="Presence values -> available/away/dnd."
     )
+    tls: XmppTls = Field(default_factory=XmppTls, description="Account mode: TLS settings.")
     subscribe_pace: SubscribePace = Field(
         default_factory=SubscribePace,
         description="Account mode: pacing of re-sent subscription requests.",

@@ -120,6 +120,8 @@ def xmpp_settings(
     pace = {
         "subscribe_burst": source.subscribe_pace.burst,
         "subscribe_pause": source.subscribe_pace.pause,
+        "tls_mode": source.tls.mode,
+        "ca_file": source.tls.ca_file,
     }
     return XmppSettings(
         source.id,

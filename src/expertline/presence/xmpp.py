@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from prometheus_client import Gauge
@@ -112,6 +114,8 @@ class XmppSettings:
     subscribe_burst: int = 4
     subscribe_pause: float = 65.0
     subscribe_retry_cap: float = 3600.0  # an expert who does not approve is asked this rarely
+    tls_mode: Literal["required", "opportunistic", "off"] = "opportunistic"
+    ca_file: str | None = None  # PEM of the authorities to trust; None: the system's
 
 
 CLIENT_NS = "jabber:client"
@@ -152,13 +156,34 @@ def read_show(stanza: PresenceStanza) -> str | None:
     return None
 
 
+class _SaidOnce(logging.Filter):
+    """slixmpp logs a TLS or SASL failure at ERROR on every attempt; the source says it once,
+    in its own words (``xmpp connect failed ... kind=tls_failed``)."""
+
+    QUIET = ("CERT: Invalid certificate trust chain.", "No appropriate login method.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.QUIET
+
+
+for _name in ("slixmpp.xmlstream.xmlstream", "slixmpp.features.feature_mechanisms.mechanisms"):
+    logging.getLogger(_name).addFilter(_SaidOnce())
+
+FailureKind = Literal["not_ready", "auth_failed", "tls_failed"]
+
+
 class LinkFailed(Exception):
     """A connection attempt failed; ``kind`` says whether retrying can help."""
 
-    def __init__(self, kind: Literal["not_ready", "auth_failed"], detail: str) -> None:
+    def __init__(self, kind: FailureKind, detail: str) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
+
+
+def _encrypted(client: ClientXMPP | ComponentXMPP) -> bool:
+    transport = client.transport
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
 
 
 def bare(jid: str) -> str:
@@ -207,6 +232,8 @@ class XmppSource:
         self.subscribe_requests = 0  # subscription requests sent (tests read it)
         self.unsubscribed: dict[str, str] = {}  # bare jid -> reason (asked | queued)
         self.connections = 0  # successful sessions so far (tests and metrics read it)
+        self.failed_attempts = 0
+        self._said = ""  # the TLS failure last logged at ERROR
         self.presence_stanzas = 0  # availability stanzas received (benchmarks read it)
         self.last_presence_at = 0.0  # time.monotonic() of the last one
 
@@ -344,8 +371,17 @@ class XmppSource:
                 client = await self._connect()
             except LinkFailed as exc:
                 self._link.fire("failed")
+                self.failed_attempts += 1
                 delay = self._backoff.next_delay()
-                level = logging.ERROR if exc.kind == "auth_failed" else logging.WARNING
+                if exc.kind == "tls_failed":
+                    # A configuration problem: one ERROR, then quiet retries (the CA file is
+                    # read again at each attempt, so fixing it heals the link).
+                    level = logging.ERROR if exc.detail != self._said else logging.DEBUG
+                    self._said = exc.detail
+                    health = f"{exc.kind}: {exc.detail}"
+                else:
+                    level = logging.ERROR if exc.kind == "auth_failed" else logging.WARNING
+                    health = f"{exc.kind}: {exc.detail}; retry in {delay:.1f}s"
                 log.log(
                     level,
                     "xmpp connect failed source=%s kind=%s detail=%s; retrying in %.1fs",
@@ -354,11 +390,12 @@ class XmppSource:
                     exc.detail,
                     delay,
                 )
-                self._report_health(False, f"{exc.kind}: {exc.detail}; retry in {delay:.1f}s")
+                self._report_health(False, health)
                 await asyncio.sleep(delay)
                 self._link.fire("retry")
                 continue
             started = time.monotonic()
+            self._said = ""
             self._link.fire("connected")
             self.connections += 1
             self._mark_all_dirty()  # presence that arrived during setup now counts
@@ -400,9 +437,14 @@ class XmppSource:
             # Without TLS, SCRAM keeps the password off the wire; PLAIN only over loopback.
             loopback = s.host in ("127.0.0.1", "::1", "localhost")
             mechanisms = {"unencrypted_scram": True, "unencrypted_plain": loopback}
+            if s.tls_mode == "required":  # no login at all on a stream without TLS
+                mechanisms = {"unencrypted_scram": False, "unencrypted_plain": False}
             client = ClientXMPP(s.jid, s.secret, plugin_config={"feature_mechanisms": mechanisms})
             client.enable_direct_tls = False
-            client.enable_plaintext = True  # loopback or a trusted network; STARTTLS if offered
+            client.enable_starttls = s.tls_mode != "off"
+            client.enable_plaintext = s.tls_mode != "required"
+            if s.ca_file is not None:
+                client.ca_certs = Path(s.ca_file)
             client.auto_authorize = True
             client.auto_subscribe = False
         client.register_plugin("xep_0199")  # ping, to find dead links
@@ -421,17 +463,38 @@ class XmppSource:
             if not ready.done():
                 ready.set_result(None)
 
-        def fail(kind: Literal["not_ready", "auth_failed"], detail: str) -> Callable[[Any], None]:
+        def fail(kind: FailureKind, detail: str) -> Callable[..., None]:
             def handler(event: Any = None) -> None:
                 if not ready.done():
                     ready.set_exception(LinkFailed(kind, f"{detail}: {event}" if event else detail))
 
             return handler
 
+        def auth_failed(event: Any = None) -> None:
+            if self.settings.tls_mode == "required" and not _encrypted(client):
+                fail("tls_failed", "the server offered no STARTTLS and tls.mode is required")()
+            else:
+                fail("auth_failed", "authentication refused")(event)
+
+        def untrusted(error: Any = None) -> None:
+            where = f"{self.settings.host}:{self.settings.port}"
+            trust = self.settings.ca_file or "the system's authorities"
+            reason = getattr(error, "verify_message", None) or str(error)
+            fail("tls_failed", f"certificate of {where} not trusted ({reason}); trusted: {trust}")()
+            client.abort()
+
         client.add_event_handler("session_start", succeed)
-        client.add_event_handler("failed_all_auth", fail("auth_failed", "authentication refused"))
+        client.add_event_handler("failed_all_auth", auth_failed)
+        client.add_event_handler("ssl_invalid_chain", untrusted)
         client.add_event_handler("connection_failed", fail("not_ready", "cannot connect"))
-        client.add_event_handler("disconnected", fail("not_ready", "disconnected during login"))
+
+        def disconnected(event: Any = None) -> None:
+            if isinstance(event, ssl.SSLCertVerificationError):
+                untrusted(event)  # the TLS handshake refused the server's certificate
+            else:
+                fail("not_ready", "disconnected during login")(event)
+
+        client.add_event_handler("disconnected", disconnected)
         client.add_event_handler("stream_error", fail("not_ready", "stream error"))
         self._client = client
         client.connect(self.settings.host, self.settings.port)

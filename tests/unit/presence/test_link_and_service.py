@@ -51,6 +51,7 @@ presence:
     password_env: EXPERTLINE_TEST_PW
     status_map: {available: [online], away: [away, xa, chat], dnd: [dnd]}
     subscribe_pace: {burst: 9, pause: 2m}
+    tls: {mode: required, ca_file: /etc/expertline/corp-ca.pem}
   - id: other
     kind: xmpp
     component: {jid: expertline.example.test, secret_env: EXPERTLINE_TEST_SECRET, port: 5348}
@@ -89,6 +90,7 @@ def test_settings_from_the_configuration_read_secrets_from_the_environment() -> 
     )
     assert account.status_map.map("chat") == "away" and account.status_map.map(None) == "available"
     assert (account.subscribe_burst, account.subscribe_pause) == (9, 120.0)
+    assert (account.tls_mode, account.ca_file) == ("required", "/etc/expertline/corp-ca.pem")
     component = xmpp_settings(other, {"EXPERTLINE_TEST_SECRET": "x"})
     assert (component.mode, component.jid, component.port) == (
         "component",
@@ -100,12 +102,16 @@ def test_settings_from_the_configuration_read_secrets_from_the_environment() -> 
     plain = load_yaml(DOC.replace("    subscribe_pace: {burst: 9, pause: 2m}\n", "")).presence[0]
     default = xmpp_settings(plain, {"EXPERTLINE_TEST_PW": "x"})
     assert (default.subscribe_burst, default.subscribe_pause) == (4, 65.0)  # under ejabberd's 5/min
+    assert (default.tls_mode, default.ca_file) == ("required", "/etc/expertline/corp-ca.pem")
 
 
 def test_a_subscribe_pace_of_zero_requests_is_refused() -> None:
     with pytest.raises(InvalidInput) as refused:
         load_yaml(DOC.replace("burst: 9", "burst: 0"))
     assert "subscribe_pace" in str(refused.value.details)
+    with pytest.raises(InvalidInput) as refused:
+        load_yaml(DOC.replace("mode: required", "mode: sometimes"))
+    assert "tls" in str(refused.value.details)
 
 
 def test_directory_serves_each_source_its_experts_texts_and_show_rules() -> None:
