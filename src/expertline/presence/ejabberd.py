@@ -117,7 +117,15 @@ class EjabberdServer:
         # admin for that, and this server has none).
         config.setdefault("api_permissions", {})["loopback accounts"] = {
             "who": {"ip": "127.0.0.1/8"},
-            "what": ["register", "unregister", "registered_users", "get_roster", "status"],
+            "what": [
+                "register",
+                "unregister",
+                "registered_users",
+                "get_roster",
+                "status",
+                "srg_create",
+                "srg_user_add",
+            ],
         }
         modules: dict[str, Any] = config["modules"]
         modules.pop("mod_mqtt", None)  # its listener is gone
@@ -287,6 +295,21 @@ class EjabberdServer:
     def write_accounts(self, accounts: list[tuple[str, str]]) -> None:
         for user, password in accounts:
             self.register(user, password)
+
+    def shared_roster_group(self, group: str, members: list[str]) -> None:
+        """A ``mod_shared_roster`` group whose members all see each other (pre-approved)."""
+        self.api(
+            "srg_create",
+            group=group,
+            host=self.domain,
+            label=group,
+            description=group,
+            display=[group],
+        )
+        for user in members:
+            self.api(
+                "srg_user_add", user=user, host=self.domain, group=group, grouphost=self.domain
+            )
 
     def roster_of(self, user: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.api("get_roster", user=user, server=self.domain)

@@ -290,7 +290,19 @@ class XmppSource:
         client = self._client
         if client is not None and self._link.up:
             await self._sync_subscriptions(client)
+            if isinstance(client, ClientXMPP) and self._port.running:
+                self._probe_subscribed(client, added)
         self._mark_all_dirty()
+
+    def _probe_subscribed(self, client: ClientXMPP, jids: Sequence[str]) -> None:
+        """Experts added back whose subscription never went (a shared roster keeps it): the
+        server sends nothing new, so ask for their current presence. Safe: only contacts the
+        roster says we are subscribed to are probed (see the component note on probes)."""
+        roster = client.client_roster
+        for jid in jids:
+            if roster.has_jid(jid) and roster[jid]["subscription"] in ("to", "both"):
+                client.send_presence(pto=JID(jid), ptype="probe")
+                log.info("presence probe sent source=%s to=%s reason=added-back", self.id, jid)
 
     async def _watch_config(self) -> None:
         while True:

@@ -117,3 +117,26 @@ async def test_fifty_experts_converge_under_the_limit_paced_like_it(fast_lab: La
     assert source.connections == 1
     # Paced, not flooded: the first round plus about one request per expert dropped.
     assert source.subscribe_requests < 2 * len(experts)
+
+
+async def test_shared_roster_expert_removed_and_added_back_is_available_again(
+    shipped_lab: Lab,
+) -> None:
+    lab = shipped_lab
+    for expert in ("sam", "sue"):
+        lab.add_expert(expert)
+    lab.server.shared_roster_group("staff", ["router", "sam", "sue"])  # type: ignore[union-attr]
+    await lab.sign_in("sam")
+    await lab.sign_in("sue")
+    source = await lab.source()
+    await async_eventually(
+        lambda: lab.port.presence == {"sam": "available", "sue": "available"}, timeout=10
+    )
+    assert source.subscribe_requests == 0  # the shared roster pre-approves
+    sam = lab.port.experts.pop("sam")
+    lab.port.version += 1  # sam removed from the configuration
+    await async_eventually(lambda: lab.port.presence.get("sam") == "offline", timeout=10)
+    lab.port.experts["sam"] = sam
+    lab.port.version += 1  # and added back, while his client stays online and quiet
+    await async_eventually(lambda: lab.port.presence.get("sam") == "available", timeout=10)
+    assert source.connections == 1
