@@ -25,8 +25,10 @@ from expertline.presence.protocol import MessageSet
 from expertline.presence.xmpp import XmppSettings, XmppSource
 from expertline.routing.model import ExpertSpec, Presence
 from expertline.runtime.ports import AnswerResult, OfferView
+from support.ejabberd import EjabberdServer
 from support.prosody import ProsodyServer
 
+XmppServer = ProsodyServer | EjabberdServer  # the servers the tests run on
 Behaviour = Literal["accept", "decline", "ignore"]
 OFFER = re.compile(r"^Offer #(\w+):")
 
@@ -250,9 +252,9 @@ def make_offer(expert_id: str, port: FakePort, **kw: object) -> OfferView:
 
 @dataclass
 class Lab:
-    """A Prosody, a router source on it, and helpers to sign experts in."""
+    """A server (Prosody or ejabberd), a router source on it, and helpers to sign experts in."""
 
-    server: ProsodyServer
+    server: XmppServer
     port: FakePort
     directory: FakeDirectory
     clients: list[ExpertClient] = field(default_factory=list)

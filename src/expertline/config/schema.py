@@ -505,6 +505,34 @@ class StatusMap(_Model):
         return "away"
 
 
+class SubscribePace(_Model):
+    """How unanswered presence subscription requests are re-sent (under a server's flood
+    limit, such as ejabberd's mod_pres_counter: 5 a minute by default)."""
+
+    burst: int = Field(
+        default=4, ge=1, le=10000, strict=True, description="Requests sent together."
+    )
+    pause: Duration = Field(
+        default=65.0, ge=0, description="Silence between bursts (longer than the server's window)."
+    )
+
+
+class XmppTls(_Model):
+    """TLS for an account-mode link (STARTTLS on the client port)."""
+
+    mode: Literal["required", "opportunistic", "off"] = Field(
+        default="opportunistic",
+        description="required: no login without TLS; opportunistic: STARTTLS when the server "
+        "offers it; off: never (loopback or a trusted network only).",
+    )
+    ca_file: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="PEM file of the certificate authorities to trust (default: the system's).",
+    )
+
+
 class XmppComponent(_Model):
     """XEP-0114 component connection (the server must allow it)."""
 
@@ -540,6 +568,11 @@ class PresenceSource(_Model):
     )
     status_map: StatusMap = Field(
         default_factory=StatusMap, description="Presence values -> available/away/dnd."
+    )
+    tls: XmppTls = Field(default_factory=XmppTls, description="Account mode: TLS settings.")
+    subscribe_pace: SubscribePace = Field(
+        default_factory=SubscribePace,
+        description="Account mode: pacing of re-sent subscription requests.",
     )
 
     @model_validator(mode="after")

@@ -118,8 +118,21 @@ def xmpp_settings(
             "(the password) is not set"
         )
     host = source.host or source.jid.split("@", 1)[1].split("/", 1)[0]
+    pace = {
+        "subscribe_burst": source.subscribe_pace.burst,
+        "subscribe_pause": source.subscribe_pace.pause,
+        "tls_mode": source.tls.mode,
+        "ca_file": source.tls.ca_file,
+    }
     return XmppSettings(
-        source.id, "account", source.jid, password, host, source.port, status_map, **tuning
+        source.id,
+        "account",
+        source.jid,
+        password,
+        host,
+        source.port,
+        status_map,
+        **{**pace, **tuning},
     )
 
 

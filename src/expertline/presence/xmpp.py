@@ -21,11 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from prometheus_client import Gauge
 from slixmpp import JID, ClientXMPP, ComponentXMPP
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.stanza import Message
@@ -60,6 +63,15 @@ STANDBY_RECHECK = 10.0  # seconds between looks at a runtime that is not running
 ROSTER_GROUP = "expertline"
 ROSTER_WINDOW = 64  # roster updates in flight at once
 RECENT_OFFERS = 20  # per expert, to tell a late answer from an unknown code
+CONVERGE_TICK = 1.0  # seconds between looks at the roster for missing subscriptions
+
+UNSUBSCRIBED = Gauge(
+    "expertline_presence_unsubscribed",
+    "Experts of a presence source whose presence the router is not subscribed to, by reason "
+    "(asked: a request is out, awaiting the expert's approval or dropped by a server rate "
+    "limit, and is re-sent paced; queued: waiting for the pace to send it)",
+    ["source", "reason"],
+)
 
 
 class Directory(Protocol):
@@ -96,15 +108,83 @@ class XmppSettings:
     backoff_cap: float = 30.0
     stable_after: float = 10.0  # a session this long resets the backoff
     config_poll: float = 1.0  # how often to look for a new configuration version
+    # Subscription requests still unanswered are re-sent in bursts of ``subscribe_burst``
+    # with ``subscribe_pause`` of silence between bursts: ejabberd's default
+    # mod_pres_counter (5 a minute, the window restarting with every stanza it lets through)
+    # silently drops the rest. One request of the 5 is left for the router's own answers.
+    subscribe_burst: int = 4
+    subscribe_pause: float = 65.0
+    subscribe_retry_cap: float = 3600.0  # an expert who does not approve is asked this rarely
+    tls_mode: Literal["required", "opportunistic", "off"] = "opportunistic"
+    ca_file: str | None = None  # PEM of the authorities to trust; None: the system's
+
+
+CLIENT_NS = "jabber:client"
+UNREADABLE = "(unreadable)"  # a show no status_map names: such a resource counts as away
+
+
+class Component(ComponentXMPP):
+    """A XEP-0114 component that takes stanzas in either namespace.
+
+    jabberd2 (and others) deliver a component's stanzas in ``jabber:client`` rather than
+    ``jabber:component:accept``. slixmpp renames only the top element, so the ``<show/>`` of
+    an away expert and the ``<body/>`` of an answer stayed in the other namespace and were not
+    read: the expert looked available and answers looked empty. Every element of the stanza
+    in ``jabber:client`` is renamed here, extensions in their own namespaces are left alone."""
+
+    def incoming_filter(self, xml: Any) -> Any:
+        prefix = "{" + CLIENT_NS + "}"
+        if not xml.tag.startswith(prefix) and not any(
+            child.tag.startswith(prefix) for child in xml
+        ):
+            return xml
+        target = "{" + self.default_ns + "}"
+        for element in xml.iter():
+            if isinstance(element.tag, str) and element.tag.startswith(prefix):
+                element.tag = target + element.tag[len(prefix) :]
+        return xml
+
+
+def read_show(stanza: PresenceStanza) -> str | None:
+    """The stanza's ``<show/>`` (None: plain available), or ``UNREADABLE`` when it carries a
+    show this adapter cannot read (another namespace): never read as available."""
+    show = stanza["show"] or None
+    if show is not None:
+        return str(show)
+    for child in stanza.xml:
+        if isinstance(child.tag, str) and child.tag.rsplit("}", 1)[-1] == "show":
+            return UNREADABLE
+    return None
+
+
+class _SaidOnce(logging.Filter):
+    """slixmpp logs a TLS or SASL failure at ERROR on every attempt; the source says it once,
+    in its own words (``xmpp connect failed ... kind=tls_failed``)."""
+
+    QUIET = ("CERT: Invalid certificate trust chain.", "No appropriate login method.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.QUIET
+
+
+for _name in ("slixmpp.xmlstream.xmlstream", "slixmpp.features.feature_mechanisms.mechanisms"):
+    logging.getLogger(_name).addFilter(_SaidOnce())
+
+FailureKind = Literal["not_ready", "auth_failed", "tls_failed"]
 
 
 class LinkFailed(Exception):
     """A connection attempt failed; ``kind`` says whether retrying can help."""
 
-    def __init__(self, kind: Literal["not_ready", "auth_failed"], detail: str) -> None:
+    def __init__(self, kind: FailureKind, detail: str) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
+
+
+def _encrypted(client: ClientXMPP | ComponentXMPP) -> bool:
+    transport = client.transport
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
 
 
 def bare(jid: str) -> str:
@@ -147,7 +227,14 @@ class XmppSource:
         self._sent: dict[str, dict[str, OfferView]] = {}  # expert -> recent offers by code
         self._budget = ReplyBudget()
         self._lost: asyncio.Future[str] | None = None
+        self._converger: asyncio.Task[None] | None = None
+        self._asked: dict[str, tuple[int, float]] = {}  # bare jid -> (requests, next due)
+        self._pace_open_at = 0.0  # monotonic time the next burst of requests may go
+        self.subscribe_requests = 0  # subscription requests sent (tests read it)
+        self.unsubscribed: dict[str, str] = {}  # bare jid -> reason (asked | queued)
         self.connections = 0  # successful sessions so far (tests and metrics read it)
+        self.failed_attempts = 0
+        self._said = ""  # the TLS failure last logged at ERROR
         self.presence_stanzas = 0  # availability stanzas received (benchmarks read it)
         self.last_presence_at = 0.0  # time.monotonic() of the last one
 
@@ -209,7 +296,19 @@ class XmppSource:
         client = self._client
         if client is not None and self._link.up:
             await self._sync_subscriptions(client)
+            if isinstance(client, ClientXMPP) and self._port.running:
+                self._probe_subscribed(client, added)
         self._mark_all_dirty()
+
+    def _probe_subscribed(self, client: ClientXMPP, jids: Sequence[str]) -> None:
+        """Experts added back whose subscription never went (a shared roster keeps it): the
+        server sends nothing new, so ask for their current presence. Safe: only contacts the
+        roster says we are subscribed to are probed (see the component note on probes)."""
+        roster = client.client_roster
+        for jid in jids:
+            if roster.has_jid(jid) and roster[jid]["subscription"] in ("to", "both"):
+                client.send_presence(pto=JID(jid), ptype="probe")
+                log.info("presence probe sent source=%s to=%s reason=added-back", self.id, jid)
 
     async def _watch_config(self) -> None:
         while True:
@@ -288,8 +387,17 @@ class XmppSource:
                 client = await self._connect()
             except LinkFailed as exc:
                 self._link.fire("failed")
+                self.failed_attempts += 1
                 delay = self._backoff.next_delay()
-                level = logging.ERROR if exc.kind == "auth_failed" else logging.WARNING
+                if exc.kind == "tls_failed":
+                    # A configuration problem: one ERROR, then quiet retries (the CA file is
+                    # read again at each attempt, so fixing it heals the link).
+                    level = logging.ERROR if exc.detail != self._said else logging.DEBUG
+                    self._said = exc.detail
+                    health = f"{exc.kind}: {exc.detail}"
+                else:
+                    level = logging.ERROR if exc.kind == "auth_failed" else logging.WARNING
+                    health = f"{exc.kind}: {exc.detail}; retry in {delay:.1f}s"
                 log.log(
                     level,
                     "xmpp connect failed source=%s kind=%s detail=%s; retrying in %.1fs",
@@ -298,11 +406,12 @@ class XmppSource:
                     exc.detail,
                     delay,
                 )
-                self._report_health(False, f"{exc.kind}: {exc.detail}; retry in {delay:.1f}s")
+                self._report_health(False, health)
                 await asyncio.sleep(delay)
                 self._link.fire("retry")
                 continue
             started = time.monotonic()
+            self._said = ""
             self._link.fire("connected")
             self.connections += 1
             self._mark_all_dirty()  # presence that arrived during setup now counts
@@ -337,15 +446,21 @@ class XmppSource:
         s = self.settings
         client: ClientXMPP | ComponentXMPP
         if s.mode == "component":
-            client = ComponentXMPP(s.jid, s.secret, s.host, s.port)
+            client = Component(s.jid, s.secret, s.host, s.port)
             client.auto_authorize = True
+            client.add_event_handler("presence_subscribed", self._on_subscribed)
         else:
             # Without TLS, SCRAM keeps the password off the wire; PLAIN only over loopback.
             loopback = s.host in ("127.0.0.1", "::1", "localhost")
             mechanisms = {"unencrypted_scram": True, "unencrypted_plain": loopback}
+            if s.tls_mode == "required":  # no login at all on a stream without TLS
+                mechanisms = {"unencrypted_scram": False, "unencrypted_plain": False}
             client = ClientXMPP(s.jid, s.secret, plugin_config={"feature_mechanisms": mechanisms})
             client.enable_direct_tls = False
-            client.enable_plaintext = True  # loopback or a trusted network; STARTTLS if offered
+            client.enable_starttls = s.tls_mode != "off"
+            client.enable_plaintext = s.tls_mode != "required"
+            if s.ca_file is not None:
+                client.ca_certs = Path(s.ca_file)
             client.auto_authorize = True
             client.auto_subscribe = False
         client.register_plugin("xep_0199")  # ping, to find dead links
@@ -364,17 +479,38 @@ class XmppSource:
             if not ready.done():
                 ready.set_result(None)
 
-        def fail(kind: Literal["not_ready", "auth_failed"], detail: str) -> Callable[[Any], None]:
+        def fail(kind: FailureKind, detail: str) -> Callable[..., None]:
             def handler(event: Any = None) -> None:
                 if not ready.done():
                     ready.set_exception(LinkFailed(kind, f"{detail}: {event}" if event else detail))
 
             return handler
 
+        def auth_failed(event: Any = None) -> None:
+            if self.settings.tls_mode == "required" and not _encrypted(client):
+                fail("tls_failed", "the server offered no STARTTLS and tls.mode is required")()
+            else:
+                fail("auth_failed", "authentication refused")(event)
+
+        def untrusted(error: Any = None) -> None:
+            where = f"{self.settings.host}:{self.settings.port}"
+            trust = self.settings.ca_file or "the system's authorities"
+            reason = getattr(error, "verify_message", None) or str(error)
+            fail("tls_failed", f"certificate of {where} not trusted ({reason}); trusted: {trust}")()
+            client.abort()
+
         client.add_event_handler("session_start", succeed)
-        client.add_event_handler("failed_all_auth", fail("auth_failed", "authentication refused"))
+        client.add_event_handler("failed_all_auth", auth_failed)
+        client.add_event_handler("ssl_invalid_chain", untrusted)
         client.add_event_handler("connection_failed", fail("not_ready", "cannot connect"))
-        client.add_event_handler("disconnected", fail("not_ready", "disconnected during login"))
+
+        def disconnected(event: Any = None) -> None:
+            if isinstance(event, ssl.SSLCertVerificationError):
+                untrusted(event)  # the TLS handshake refused the server's certificate
+            else:
+                fail("not_ready", "disconnected during login")(event)
+
+        client.add_event_handler("disconnected", disconnected)
         client.add_event_handler("stream_error", fail("not_ready", "stream error"))
         self._client = client
         client.connect(self.settings.host, self.settings.port)
@@ -408,8 +544,13 @@ class XmppSource:
         client.add_event_handler("disconnected", on_disconnected)
         if isinstance(client, ClientXMPP):
             await client.get_roster(timeout=self.settings.connect_timeout)
+            self._asked.clear()
+            self._pace_open_at = 0.0
             await self._sync_subscriptions(client)
             client.send_presence()  # the server now sends us every subscribed contact's presence
+            self._converger = asyncio.create_task(
+                self._converge(client), name=f"{self.name}:subscriptions"
+            )
         else:
             await self._sync_subscriptions(client)
 
@@ -434,6 +575,11 @@ class XmppSource:
                 pass  # an error reply still proves the link is alive
 
     async def _drop_client(self) -> None:
+        converger, self._converger = self._converger, None
+        if converger is not None:
+            converger.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await converger
         client, self._client = self._client, None
         if client is None:
             return
@@ -467,9 +613,11 @@ class XmppSource:
         wanted = set(self._served)
         if isinstance(client, ComponentXMPP):
             # No server roster for components: subscribe at every session. A contact already
-            # subscribed is answered by its server at once, with its current presence. (No
-            # probe: Prosody answers a probe that races the subscription with "unsubscribed",
-            # which turns the expert's approval into a mere pre-approval.)
+            # subscribed is answered by its server at once with "subscribed"; Prosody sends
+            # the current presence too, ejabberd does not, so each "subscribed" is followed by
+            # a probe (_on_subscribed). Never a probe before it: Prosody answers a probe that
+            # races a first subscription request with "unsubscribed", which turns the
+            # expert's approval into a mere pre-approval.
             for jid in sorted(wanted):
                 client.send_presence_subscription(pto=JID(jid), pfrom=JID(self.address))
                 client.send_presence(pto=JID(jid), pfrom=JID(self.address))
@@ -497,11 +645,16 @@ class XmppSource:
             if j not in present or ROSTER_GROUP not in present[j]["groups"]
         ]
         await asyncio.gather(*(add(j) for j in missing))  # a window of IQs in flight
+        now = time.monotonic()
         for jid in sorted(wanted):
             item = present.get(jid)
             if item is None or item["subscription"] in ("none", "from"):
-                client.send_presence_subscription(pto=JID(jid))
+                if jid in self._asked:
+                    continue  # already out this session: the converger re-sends it paced
+                self._ask(client, jid, now)
                 subscribed += 1
+        if subscribed:
+            self._pace_open_at = now + self.settings.subscribe_pause
         removed = 0
         for jid, item in present.items():
             if jid not in wanted and ROSTER_GROUP in item["groups"]:
@@ -517,6 +670,101 @@ class XmppSource:
             removed,
         )
 
+    def _on_subscribed(self, stanza: PresenceStanza) -> None:
+        """Component mode: an expert's server says we are subscribed (a first approval, or
+        the answer to the re-subscribe of a new session); ask for the current presence, which
+        not every server sends with it (RFC 6121 leaves that to the server)."""
+        client = self._client
+        who = stanza["from"].bare.lower()
+        if client is None or who not in self._served:
+            return
+        client.send_presence(pto=JID(who), ptype="probe", pfrom=JID(self.address))
+        log.debug("presence probe sent source=%s to=%s", self.id, who)
+
+    def _ask(self, client: ClientXMPP, jid: str, now: float) -> None:
+        requests = self._asked.get(jid, (0, 0.0))[0] + 1
+        retry = min(
+            self.settings.subscribe_pause * 2 ** (requests - 1), self.settings.subscribe_retry_cap
+        )
+        self._asked[jid] = (requests, now + retry)
+        client.send_presence_subscription(pto=JID(jid))
+        self.subscribe_requests += 1
+
+    def _missing(self, client: ClientXMPP) -> list[str]:
+        """Served experts whose presence the roster says we are not subscribed to."""
+        roster = client.client_roster
+        missing = []
+        for jid in self._served:
+            if not roster.has_jid(jid) or roster[jid]["subscription"] not in ("to", "both"):
+                missing.append(jid)
+        return sorted(missing)
+
+    async def _converge(self, client: ClientXMPP) -> None:
+        """Keep asking, paced, until every served expert's presence is subscribed to.
+
+        The roster is the truth (the server pushes each change): an expert still without a
+        ``to`` subscription is asked again when their retry is due (the pause, doubling per
+        request, capped), at most ``subscribe_burst`` requests per ``subscribe_pause``, so a
+        server's subscription flood limit lets them through instead of dropping them."""
+        s = self.settings
+        while True:
+            await asyncio.sleep(CONVERGE_TICK)
+            if not self._port.running:
+                self._set_unsubscribed({})
+                continue  # the active node keeps the roster
+            now = time.monotonic()
+            missing = self._missing(client)
+            for jid in list(self._asked):
+                if jid not in missing:
+                    del self._asked[jid]
+            if now >= self._pace_open_at:
+                due = [j for j in missing if self._asked.get(j, (0, 0.0))[1] <= now]
+                due.sort(key=lambda j: (self._asked.get(j, (0, 0.0))[0], j))
+                burst = due[: s.subscribe_burst]
+                for jid in burst:
+                    self._ask(client, jid, now)
+                if burst:
+                    self._pace_open_at = now + s.subscribe_pause
+                    log.info(
+                        "subscription requests re-sent source=%s sent=%d unsubscribed=%d "
+                        "next_burst_in=%.0fs",
+                        self.id,
+                        len(burst),
+                        len(missing),
+                        s.subscribe_pause,
+                    )
+            self._set_unsubscribed({j: "asked" if j in self._asked else "queued" for j in missing})
+
+    def _set_unsubscribed(self, unsubscribed: dict[str, str]) -> None:
+        before = self.unsubscribed
+        self.unsubscribed = unsubscribed
+        for reason in ("asked", "queued"):
+            UNSUBSCRIBED.labels(source=self.id, reason=reason).set(
+                sum(1 for r in unsubscribed.values() if r == reason)
+            )
+        if unsubscribed.keys() == before.keys() or not self._link.up:
+            return
+        if unsubscribed:
+            asked = sum(1 for r in unsubscribed.values() if r == "asked")
+            detail = (
+                f"connected as {self.address}; {len(self._served)} experts; "
+                f"{len(unsubscribed)} not subscribed ({asked} asked, awaiting approval or "
+                f"held by the server's rate limit; {len(unsubscribed) - asked} queued)"
+            )
+            log.info(
+                "presence subscriptions missing source=%s unsubscribed=%d asked=%d queued=%d",
+                self.id,
+                len(unsubscribed),
+                asked,
+                len(unsubscribed) - asked,
+            )
+        else:
+            detail = f"connected as {self.address}; {len(self._served)} experts; all subscribed"
+            log.info(
+                "presence subscriptions complete source=%s experts=%d", self.id, len(self._served)
+            )
+        self._report_health(True, detail)
+
     # -- presence ----------------------------------------------------------------------------
 
     def _on_presence(self, stanza: PresenceStanza) -> None:
@@ -527,7 +775,14 @@ class XmppSource:
         who = sender.bare.lower()
         if who == self.address or who not in self._served:
             return
-        show = stanza["show"] or None
+        show = read_show(stanza)
+        if show == UNREADABLE:
+            log.warning(
+                "presence not readable source=%s from=%s; counted away: %s",
+                self.id,
+                sender,
+                str(stanza)[:200],
+            )
         self.presence_stanzas += 1
         self.last_presence_at = time.monotonic()
         if self._roster.update(who, sender.resource, show, kind is None) is not None:

@@ -1,4 +1,7 @@
-"""Fixtures for the XMPP adapter against a real Prosody: the server, experts, a port."""
+"""Fixtures for the XMPP adapter against real servers: Prosody and ejabberd, experts, a port.
+
+``xmpp_server`` is parametrized: every test that uses it (directly or through ``lab``) runs
+once on Prosody and once on ejabberd with the Debian package's default configuration."""
 
 from __future__ import annotations
 
@@ -8,18 +11,23 @@ from pathlib import Path
 
 import pytest
 
+from support.ejabberd import EjabberdServer, ejabberd_available
 from support.prosody import ProsodyServer, prosody_available
-from support.xmpp_clients import FakeDirectory, FakePort, Lab
+from support.xmpp_clients import FakeDirectory, FakePort, Lab, XmppServer
 
 pytestmark = pytest.mark.prosody
 
 
+def _need(available: bool, package: str) -> None:
+    if not available:
+        if os.environ.get("CI"):
+            raise RuntimeError(f"{package} is required in CI (apt-get install {package})")
+        pytest.skip(f"{package} is not installed")
+
+
 @pytest.fixture
 def prosody(tmp_path: Path) -> Iterator[ProsodyServer]:
-    if not prosody_available():
-        if os.environ.get("CI"):
-            raise RuntimeError("Prosody is required in CI (apt-get install prosody)")
-        pytest.skip("prosody is not installed")
+    _need(prosody_available(), "prosody")
     server = ProsodyServer(tmp_path / "prosody")
     server.register("router", "router-pw")
     server.start()
@@ -30,9 +38,32 @@ def prosody(tmp_path: Path) -> Iterator[ProsodyServer]:
 
 
 @pytest.fixture
-async def lab(prosody: ProsodyServer) -> AsyncIterator[Lab]:
+def ejabberd(tmp_path: Path) -> Iterator[EjabberdServer]:
+    _need(ejabberd_available(), "ejabberd")
+    server = EjabberdServer(tmp_path / "ejabberd")
+    server.start()
+    try:
+        server.register("router", "router-pw")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("prosody", marks=pytest.mark.prosody),
+        pytest.param("ejabberd", marks=pytest.mark.ejabberd),
+    ]
+)
+def xmpp_server(request: pytest.FixtureRequest) -> XmppServer:
+    server: XmppServer = request.getfixturevalue(request.param)
+    return server
+
+
+@pytest.fixture
+async def lab(xmpp_server: XmppServer) -> AsyncIterator[Lab]:
     port = FakePort({})
-    lab = Lab(prosody, port, FakeDirectory(port))
+    lab = Lab(xmpp_server, port, FakeDirectory(port))
     try:
         yield lab
     finally:

@@ -1,6 +1,6 @@
 """End to end with the real runtime: REST task -> IM offer -> ``yes`` -> label -> TCD 13.
 
-Prosody, the routing runtime (real database), the HTTP API, and scripted expert clients. The
+Prosody or ejabberd, the routing runtime (real database), the HTTP API, and scripted expert clients. The
 presence source is built from a configuration document the way a node builds it.
 """
 
@@ -25,9 +25,8 @@ from expertline.runtime.service import RuntimeService
 from expertline.security.tokens import create_token
 from expertline.settings import Settings
 from expertline.web.app import AppContext, create_app
-from support.prosody import ProsodyServer
 from support.wait import async_eventually
-from support.xmpp_clients import ExpertClient
+from support.xmpp_clients import ExpertClient, XmppServer
 
 pytestmark = pytest.mark.prosody
 
@@ -35,7 +34,7 @@ EXPERTS = ("alice", "bob", "carol")
 PHONES = {e: f"sip:{1001 + i}@pbx.example.test" for i, e in enumerate(EXPERTS)}
 
 
-def documents(server: ProsodyServer, offer_to: int = 3) -> tuple[RoutingConfig, ConfigDocument]:
+def documents(server: XmppServer, offer_to: int = 3) -> tuple[RoutingConfig, ConfigDocument]:
     experts_yaml = "\n".join(
         f"  - {{id: {e}, name: {e.title()}, im: {e}@{server.domain}, phone: '{PHONES[e]}'}}"
         for e in EXPERTS
@@ -93,7 +92,7 @@ def documents(server: ProsodyServer, offer_to: int = 3) -> tuple[RoutingConfig, 
 
 @dataclass
 class System:
-    server: ProsodyServer
+    server: XmppServer
     service: RuntimeService
     source: XmppSource
     health: Health
@@ -137,12 +136,12 @@ class System:
 
 @pytest.fixture
 async def system(
-    prosody: ProsodyServer, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    xmpp_server: XmppServer, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[System]:
     for expert in EXPERTS:
-        prosody.register(expert, f"{expert}-pw")
+        xmpp_server.register(expert, f"{expert}-pw")
     monkeypatch.setenv("EXPERTLINE_TEST_XMPP_PASSWORD", "router-pw")
-    config, doc = documents(prosody)
+    config, doc = documents(xmpp_server)
     ctx = AppContext(Settings(node="test-node"), engine)
     health = ctx.services.health = Health()
     service = RuntimeService(
@@ -160,7 +159,7 @@ async def system(
     http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://expertline.test"
     )
-    system = System(prosody, service, source, health, http, rc)
+    system = System(xmpp_server, service, source, health, http, rc)
     try:
         yield system
     finally:

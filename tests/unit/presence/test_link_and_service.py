@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from expertline.config.validate import load_yaml
+from expertline.errors import InvalidInput
 from expertline.presence.link import TRANSITIONS, Backoff, Link, LinkTransitionError
 from expertline.presence.service import PresenceConfigError, RuntimeDirectory, xmpp_settings
 from expertline.routing.model import ExpertSpec
@@ -49,6 +50,8 @@ presence:
     jid: router@example.test
     password_env: EXPERTLINE_TEST_PW
     status_map: {available: [online], away: [away, xa, chat], dnd: [dnd]}
+    subscribe_pace: {burst: 9, pause: 2m}
+    tls: {mode: required, ca_file: /etc/expertline/corp-ca.pem}
   - id: other
     kind: xmpp
     component: {jid: expertline.example.test, secret_env: EXPERTLINE_TEST_SECRET, port: 5348}
@@ -86,6 +89,8 @@ def test_settings_from_the_configuration_read_secrets_from_the_environment() -> 
         "s3cret",
     )
     assert account.status_map.map("chat") == "away" and account.status_map.map(None) == "available"
+    assert (account.subscribe_burst, account.subscribe_pause) == (9, 120.0)
+    assert (account.tls_mode, account.ca_file) == ("required", "/etc/expertline/corp-ca.pem")
     component = xmpp_settings(other, {"EXPERTLINE_TEST_SECRET": "x"})
     assert (component.mode, component.jid, component.port) == (
         "component",
@@ -94,6 +99,19 @@ def test_settings_from_the_configuration_read_secrets_from_the_environment() -> 
     )
     with pytest.raises(PresenceConfigError, match=r"EXPERTLINE_TEST_PW .* is not set"):
         xmpp_settings(corp, {})
+    plain = load_yaml(DOC.replace("    subscribe_pace: {burst: 9, pause: 2m}\n", "")).presence[0]
+    default = xmpp_settings(plain, {"EXPERTLINE_TEST_PW": "x"})
+    assert (default.subscribe_burst, default.subscribe_pause) == (4, 65.0)  # under ejabberd's 5/min
+    assert (default.tls_mode, default.ca_file) == ("required", "/etc/expertline/corp-ca.pem")
+
+
+def test_a_subscribe_pace_of_zero_requests_is_refused() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        load_yaml(DOC.replace("burst: 9", "burst: 0"))
+    assert "subscribe_pace" in str(refused.value.details)
+    with pytest.raises(InvalidInput) as refused:
+        load_yaml(DOC.replace("mode: required", "mode: sometimes"))
+    assert "tls" in str(refused.value.details)
 
 
 def test_directory_serves_each_source_its_experts_texts_and_show_rules() -> None:

@@ -1,0 +1,327 @@
+"""A throwaway ejabberd: the Debian default configuration, moved onto free loopback ports.
+
+Used by the presence integration tests and ``expertline bench xmpp`` (never by a node). The
+configuration is the package's ``/etc/ejabberd/ejabberd.yml`` with its defaults kept (notably
+``mod_pres_counter: {count: 5, interval: 60}`` and the ``c2s_shaper``), and only what a
+loopback instance must change replaced: the virtual host, the listeners (client, component,
+an HTTP API for accounts, on free ports; no TLS unless asked for), and no certificates.
+
+The server runs in the foreground as a child process (``erl`` started the way ``ejabberdctl
+foreground`` starts it) with its own Mnesia spool and log directory. Each instance has its
+own Erlang node name and its own distribution port, so it never asks the machine's ``epmd``
+and never meets another instance (or the system service). ``stop()`` ends it (SIGTERM, the
+VM's orderly shutdown); ``restart()`` starts it again with the same data.
+
+Accounts are made through ``mod_http_api`` (``/api/register``), opened to loopback by one
+added ``api_permissions`` entry.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from expertline.net import free_port
+
+DOMAIN = "example.test"
+COMPONENT = "expertline.example.test"
+COMPONENT_SECRET = "component-secret"
+DEBIAN_CONFIG = Path("/etc/ejabberd/ejabberd.yml")
+ERL = "/usr/bin/erl"
+ERL_LIBS = "/usr/lib/x86_64-linux-gnu"  # where Debian puts ejabberd and its dependencies
+
+
+def ejabberd_available() -> bool:
+    return (
+        shutil.which("ejabberdctl") is not None
+        and Path(ERL).exists()
+        and DEBIAN_CONFIG.exists()
+        and any(Path(ERL_LIBS).glob("ejabberd-*"))
+    )
+
+
+class EjabberdServer:
+    """One ejabberd node with a virtual host ``example.test`` and a component listener."""
+
+    def __init__(
+        self,
+        directory: Path,
+        domain: str = DOMAIN,
+        component: str = COMPONENT,
+        overrides: Mapping[str, Any] | None = None,
+        c2s_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.domain = domain
+        self.component = component
+        self.component_secret = COMPONENT_SECRET
+        self.c2s_port = free_port()
+        self.component_port = free_port()
+        self.http_port = free_port()
+        self.dist_port = free_port()
+        self.node = f"expertline-ej-{secrets.token_hex(4)}"
+        self.cookie = secrets.token_hex(16)
+        self.spool = directory / "spool"
+        self.logs = directory / "logs"
+        self.config = directory / "ejabberd.yml"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.spool.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._overrides = dict(overrides or {})
+        self._c2s_options = dict(c2s_options or {})
+        self._write_config()
+
+    def settings(self) -> dict[str, Any]:
+        """The configuration in effect (the Debian default with the loopback changes)."""
+        config: dict[str, Any] = yaml.safe_load(DEBIAN_CONFIG.read_text())
+        config["hosts"] = [self.domain]
+        config.pop("certfiles", None)  # the package's self-signed certificate is not ours
+        config["loglevel"] = "info"
+        c2s = {
+            "port": self.c2s_port,
+            "ip": "127.0.0.1",
+            "module": "ejabberd_c2s",
+            "max_stanza_size": 262144,
+            "shaper": "c2s_shaper",
+            "access": "c2s",
+            **self._c2s_options,
+        }
+        config["listen"] = [
+            c2s,
+            {
+                "port": self.component_port,
+                "ip": "127.0.0.1",
+                "module": "ejabberd_service",
+                "hosts": {self.component: {"password": self.component_secret}},
+            },
+            {
+                "port": self.http_port,
+                "ip": "127.0.0.1",
+                "module": "ejabberd_http",
+                "request_handlers": {"/api": "mod_http_api"},
+            },
+        ]
+        # Accounts are made over the API from loopback (the default rules want a signed-in
+        # admin for that, and this server has none).
+        config.setdefault("api_permissions", {})["loopback accounts"] = {
+            "who": {"ip": "127.0.0.1/8"},
+            "what": [
+                "register",
+                "unregister",
+                "registered_users",
+                "get_roster",
+                "status",
+                "srg_create",
+                "srg_user_add",
+            ],
+        }
+        modules: dict[str, Any] = config["modules"]
+        modules.pop("mod_mqtt", None)  # its listener is gone
+        modules.pop("mod_stun_disco", None)  # so is STUN's
+        for key, value in self._overrides.items():
+            if key == "modules":
+                for name, options in value.items():
+                    if options is None:
+                        modules.pop(name, None)
+                    else:
+                        modules[name] = options
+            else:
+                config[key] = value
+        return config
+
+    def _write_config(self) -> None:
+        self.config.write_text(yaml.safe_dump(self.settings(), sort_keys=False))
+
+    @property
+    def pres_counter(self) -> Mapping[str, Any] | None:
+        return self.settings()["modules"].get("mod_pres_counter")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _command(self) -> list[str]:
+        return [
+            ERL,
+            "-sname",
+            self.node,
+            "-setcookie",
+            self.cookie,
+            "-start_epmd",
+            "false",
+            "-erl_epmd_port",
+            str(self.dist_port),
+            "-kernel",
+            "inet_dist_use_interface",
+            "{127,0,0,1}",
+            "+K",
+            "true",
+            "+P",
+            "250000",
+            "-env",
+            "ERL_CRASH_DUMP_BYTES",
+            "0",
+            "-noinput",
+            "-mnesia",
+            "dir",
+            f'"{self.spool}"',
+            "-s",
+            "ejabberd",
+        ]
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.process is not None:
+            raise RuntimeError("ejabberd already running")
+        env = {
+            **os.environ,
+            "HOME": str(self.directory),
+            "EJABBERD_CONFIG_PATH": str(self.config),
+            "EJABBERD_LOG_PATH": str(self.logs / "ejabberd.log"),
+            "ERL_CRASH_DUMP": str(self.logs / "erl_crash.dump"),
+            "ERL_LIBS": ERL_LIBS,
+            "ERL_MAX_PORTS": "32000",
+            "ERL_MAX_ETS_TABLES": "1400",
+            "ERL_DIST_PORT": str(self.dist_port),
+        }
+        out = open(self.directory / "ejabberd.stdout", "ab")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(
+            self._command(),
+            cwd=self.spool,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+        out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ejabberd exited at start:\n{self.tail()}")
+            ports = (self.c2s_port, self.component_port, self.http_port)
+            if all(map(self._listening, ports)) and self._api_answers():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"ejabberd did not listen within {timeout}s:\n{self.tail()}")
+
+    def _api_answers(self) -> bool:
+        try:
+            response = httpx.post(f"{self.api_url}/status", json={}, timeout=2)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200 and "started" in response.text
+
+    def stop(self, timeout: float = 20.0) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)  # the VM's init:stop(): Mnesia is closed cleanly
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+
+    def kill(self) -> None:
+        """End the server at once (SIGKILL), as a crashed or unplugged host would."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used (Linux ``/proc``); 0 if unknown."""
+        if self.process is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _listening(port: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.2)
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    def tail(self, lines: int = 40) -> str:
+        parts = []
+        for path in (self.directory / "ejabberd.stdout", self.logs / "ejabberd.log"):
+            if path.exists():
+                text = path.read_text(errors="replace")
+                parts.append(f"--- {path.name}\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts)
+
+    # -- accounts --------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/api"
+
+    def api(self, command: str, **arguments: object) -> Any:
+        """Call one ``mod_http_api`` command; an error answer raises."""
+        response = httpx.post(f"{self.api_url}/{command}", json=arguments, timeout=30)
+        if response.status_code != 200:
+            raise RuntimeError(
+                f"ejabberd {command} failed ({response.status_code}): {response.text}"
+            )
+        return response.json()
+
+    def register(self, user: str, password: str) -> str:
+        """Create an account; returns the bare JID."""
+        self.api("register", user=user, host=self.domain, password=password)
+        return f"{user}@{self.domain}"
+
+    def write_accounts(self, accounts: list[tuple[str, str]]) -> None:
+        for user, password in accounts:
+            self.register(user, password)
+
+    def shared_roster_group(self, group: str, members: list[str]) -> None:
+        """A ``mod_shared_roster`` group whose members all see each other (pre-approved)."""
+        self.api(
+            "srg_create",
+            group=group,
+            host=self.domain,
+            label=group,
+            description=group,
+            display=[group],
+        )
+        for user in members:
+            self.api(
+                "srg_user_add", user=user, host=self.domain, group=group, grouphost=self.domain
+            )
+
+    def roster_of(self, user: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.api("get_roster", user=user, server=self.domain)
+        return result
+
+
+@contextmanager
+def running_ejabberd(directory: Path, **kw: Any) -> Iterator[EjabberdServer]:
+    """Start an ejabberd in ``directory``; always stop it."""
+    server = EjabberdServer(directory, **kw)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
