@@ -14,13 +14,7 @@ from sip_harness import ENTRY, SipHarness, sip_config
 from expertline.routing.model import OnMaxWait
 from support.sipp import Sipp
 
-pytestmark = [
-    pytest.mark.sipp,
-    pytest.mark.xfail(
-        strict=True,
-        reason="the core's delivery_cooldown and max_delivery_failures (issue 16.2) are not merged",
-    ),
-]
+pytestmark = pytest.mark.sipp
 
 COOLDOWN = 2.0
 MAX_WAIT = 6.0
