@@ -220,7 +220,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # ``sqlite_begin="IMMEDIATE"`` (an execution option) takes the write lock at BEGIN: a
+    # transaction that reads and then writes (a migration) must not start as a reader, or a
+    # commit by another process in between makes its first write fail at once with
+    # "database is locked" instead of waiting for the busy timeout.
+    mode = connection.get_execution_options().get("sqlite_begin")
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
 
 def as_utc(value: datetime) -> datetime:

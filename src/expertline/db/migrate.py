@@ -55,7 +55,7 @@ class MigrationChain:
         """Bring the schema to ``revision``; returns (before, after)."""
         cfg = self._config()
         try:
-            with engine.begin() as conn:
+            with engine.connect() as conn, conn.execution_options(sqlite_begin="IMMEDIATE").begin():
                 if conn.dialect.name == "postgresql":
                     # Two nodes starting at once: the second waits, then finds nothing to do.
                     conn.execute(
