@@ -1,5 +1,6 @@
-"""Where a waiting task goes next: max wait (overflow, fallback label, reject), escalation,
-and the end of a task (TCD, wrap-up, freeing its expert)."""
+"""Where a task goes next: max wait (overflow, fallback label, reject), escalation, a failed
+delivery (back to its queue, the expert kept off it), and the end of a task (TCD, wrap-up,
+freeing its expert)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ _COMPLETED = TaskStatus.COMPLETED
 
 
 class Outcomes(Offers):
-    """Max wait, escalation and the end of tasks."""
+    """Max wait, escalation, failed deliveries and the end of tasks."""
 
     def _max_wait(self, t: Task) -> None:
         spec = self._queues[t.queue_id]
@@ -130,3 +131,70 @@ class Outcomes(Offers):
         )
         record = records.task_record(t, disposition, times)
         self._out.append(Emit(TASK_RECORD, record))  # type: ignore[arg-type]
+
+    def _delivery_failed(self, t: Task, disposition: int) -> None:
+        """The expert's phone did not take the call (19/8): an ``attempt`` record, the task
+        back in its queue, the expert kept off it for a while (or taken out)."""
+        now = self._now
+        eid = t.expert_id
+        assert eid is not None
+        t.attempts.append({"expert_id": eid, "disposition": disposition, "at": now})
+        self._out.append(
+            WriteRecord(
+                "attempt",
+                {
+                    "task_id": t.id,
+                    "peripheral_call_key": t.code,
+                    "router_call_key": t.external_id,
+                    "dialed_number": t.dialed_number,
+                    "ani": t.caller,
+                    "call_disposition": disposition,
+                    "expert_id": eid,
+                    "queue_id": t.queue_id,
+                    "ring_time": round(now - (t.assigned_at or now), 3),
+                    "at": now,
+                },
+            )
+        )
+        e = self._experts.get(eid)
+        if e is not None:
+            e.active.pop(t.id, None)
+            e.delivery_failures += 1
+            self._expert_changed(e)
+            self._work_experts.add(eid)
+        t.status = TASK.fire(t.status, TaskTrigger.DELIVERY_FAILED)
+        self._drop_timer(TimerKey(LIFETIME_TIMER, t.id), cancel=True)
+        t.expert_id = None
+        t.label = None
+        t.assigned_at = None
+        t.connected_at = None
+        self._dirty_tasks.add(t.id)
+        log.info(
+            "task=%s requeued queue=%s expert=%s disposition=%d reason=delivery_failed",
+            t.id,
+            t.queue_id,
+            eid,
+            disposition,
+        )
+        self._emit(
+            "task.requeued",
+            task_id=t.id,
+            queue_id=t.queue_id,
+            expert_id=eid,
+            disposition=disposition,
+        )
+        self._emit("task.queued", task_id=t.id, queue_id=t.queue_id, priority=t.priority)
+        # Not this expert again for a while (a phone that fails at once would otherwise be
+        # called again at once); after too many failures in a row, the expert is taken out.
+        spec = self._queues.get(t.queue_id) or self._retired_queues.get(t.queue_id)
+        self._cooldown(t, eid, spec.delivery_cooldown if spec is not None else 0.0)
+        limit = spec.max_delivery_failures if spec is not None else 0
+        if e is not None and limit > 0 and e.delivery_failures >= limit:
+            self._take_out(e, "phone_failed", e.delivery_failures, t.queue_id)
+        if t.queue_id not in self._queues:
+            log.info("task=%s rejected reason=queue_removed queue=%s", t.id, t.queue_id)
+            self._end(t, TaskTrigger.REJECT, records.TIME_OUT)
+            return
+        self._arm_task_timers(t)
+        self._rehung(t)
+        self._work_tasks.add(t.id)
