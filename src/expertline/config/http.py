@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from expertline.config import store
 from expertline.config.export import document_data
+from expertline.config.problems import pydantic_problems, salvage
 from expertline.config.schema import (
     Attribute,
     ConfigDocument,
@@ -27,13 +28,7 @@ from expertline.config.schema import (
     Queue,
     object_id,
 )
-from expertline.config.validate import (
-    check_yaml,
-    pydantic_problems,
-    salvage,
-    validate_document,
-    with_lines,
-)
+from expertline.config.validate import check_yaml, validate_document, with_lines
 from expertline.errors import InvalidInput, Problem
 from expertline.limits import CONFIG_VERSION
 from expertline.security.tokens import TokenInfo

@@ -341,7 +341,7 @@ def edit_problems(
 ) -> list[Problem]:
     """What adding ``obj`` (or, with ``oid``, replacing that object by it) would leave wrong in
     the configuration, without writing: a body refused for its own problems is told these
-    too, in the same answer. ``obj`` may be salvaged (``validate.salvage``); the checks of its
+    too, in the same answer. ``obj`` may be salvaged (``problems.salvage``); the checks of its
     ``failed_fields`` are not repeated. [] when the edit cannot be placed (no id, taken id).
     """
     key = object_id(section, obj) if oid is None else oid

@@ -8,11 +8,11 @@ Validation runs in three passes so one mistake does not hide the others:
    against the declared attribute types, CEL selections (compiled once per distinct text).
 
 An object that fails pass 2 still takes part in pass 3 with what can be read of it
-(``salvage``): its unknown keys are set aside and it is validated again (so the checks that
-relate its fields run), and otherwise the fields that are valid on their own are kept. Its id
-then counts for duplicates and references, its attribute values and selections are checked:
-one pass reports every problem. Pass 3 never reports a second, derived error for a field that
-failed in pass 2.
+(``problems.salvage``): its unknown keys are set aside and it is validated again (so the
+checks that relate its fields run), and otherwise the fields that are valid on their own are
+kept. Its id then counts for duplicates and references, its attribute values and selections
+are checked: one pass reports every problem. Pass 3 never reports a second, derived error for
+a field that failed in pass 2.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from expertline.config.cel import CEL_TYPES, SelectionCompiler
+from expertline.config.problems import describe, pydantic_problems, salvage
 from expertline.config.schema import (
     LOCALE_PATTERN,
     SECTIONS,
@@ -115,14 +115,8 @@ def validate_document(raw: Any) -> tuple[ConfigDocument | None, list[Problem]]:
     deep = _too_deep(raw)
     if deep is not None:
         return None, [deep_problem(deep)]
-    problems: list[Problem] = []
-    failed: dict[str, set[str]] = {s: set() for s in SECTIONS}
-    # Selections of queues that failed their own validation are still type-checked, so one
-    # pass reports every mistake (a bad duration does not hide a bad CEL in the same queue).
-    stray_selects: list[tuple[str, str]] = []
-    failed_paths: set[str] = set()
-    positions: dict[str, list[int]] = {}
-    sections: dict[str, Any] = {}
+    reading = _Reading()
+    problems = reading.problems
     for key in raw:
         if key not in SECTIONS:
             problems.append(
@@ -130,58 +124,79 @@ def validate_document(raw: Any) -> tuple[ConfigDocument | None, list[Problem]]:
                     format_path([str(key)]), f"unknown section (expected: {', '.join(SECTIONS)})"
                 )
             )
+    sections: dict[str, Any] = {}
     for section, model in SECTION_MODELS.items():
         items = raw.get(section)
-        if items is None:
-            sections[section] = []
-            continue
-        if not isinstance(items, list):
+        if items is not None and not isinstance(items, list):
             problems.append(Problem(section, "must be a list"))
-            sections[section] = []
-            continue
-        good: list[Any] = []
-        where = positions[section] = []
-        id_field = ID_FIELDS[section]
-        for i, item in enumerate(items):
-            try:
-                good.append(model.model_validate(item))
-                where.append(i)
-            except ValidationError as exc:
-                own = [*pydantic_problems(exc, (section, i))]
-                saved = salvage(model, item, exc, (section, i))
-                own.extend(saved.problems)
-                problems.extend(own)
-                failed_paths.update(p.path for p in own)
-                if saved.obj is not None and (saved.complete or section != "attributes"):
-                    # Checked with the others. A half-read attribute stays out (its type
-                    # drives the value checks); its name counts as declared (``failed``).
-                    good.append(saved.obj)
-                    where.append(i)
-                if (
-                    not saved.complete
-                    and isinstance(item, dict)
-                    and isinstance(item.get(id_field), str | int)
-                ):
-                    failed[section].add(str(item[id_field]))
-                if section == "queues" and "escalate" in saved.bad:
-                    stray_selects.extend(_raw_selects(item, i, saved.errors))
-        if section == "attributes":
-            problems.extend(_failed_duplicates(items, where, id_field, section))
-        sections[section] = good
+        sections[section] = reading.objects(section, model, items) if items else []
     sections["messages"] = _message_sets(raw.get("messages"), problems)
     doc = ConfigDocument.model_construct(**sections)
     # A field that failed on its own is not reported again by the whole-document checks
     # (``skill`` is bad: not also "required when order is most_skilled").
     problems.extend(
         p
-        for p in check_document(doc, failed, positions, stray_selects)
-        if p.path not in failed_paths
+        for p in check_document(doc, reading.failed, reading.positions, reading.stray_selects)
+        if p.path not in reading.failed_paths
     )
     if problems:
         problems.sort(key=_document_order)
         log.info("config validation rejected the document problems=%d", len(problems))
         return None, problems
     return doc, []
+
+
+@dataclass(slots=True)
+class _Reading:
+    """The objects of a document read one by one, with what the document checks need to
+    know of those that failed their own validation."""
+
+    problems: list[Problem] = field(default_factory=list)
+    failed: dict[str, set[str]] = field(default_factory=lambda: {s: set() for s in SECTIONS})
+    failed_paths: set[str] = field(default_factory=set)  # fields that failed on their own
+    positions: dict[str, list[int]] = field(default_factory=dict)
+    # Selections of escalation steps of queues whose steps failed validation are still
+    # type-checked (a bad duration does not hide a bad CEL in the same queue).
+    stray_selects: list[tuple[str, str]] = field(default_factory=list)
+
+    def objects(self, section: str, model: type[BaseModel], items: Any) -> list[Any]:
+        """The section's objects to check: the valid ones and what can be read of the rest."""
+        if not isinstance(items, list):
+            return []
+        good: list[Any] = []
+        where = self.positions[section] = []
+        for i, item in enumerate(items):
+            try:
+                good.append(model.model_validate(item))
+                where.append(i)
+            except ValidationError as exc:
+                obj = self._failed(section, model, i, item, exc)
+                if obj is not None:
+                    good.append(obj)
+                    where.append(i)
+        if section == "attributes":
+            self.problems.extend(_failed_duplicates(items, where, ID_FIELDS[section], section))
+        return good
+
+    def _failed(
+        self, section: str, model: type[BaseModel], i: int, item: Any, exc: ValidationError
+    ) -> BaseModel | None:
+        own = pydantic_problems(exc, (section, i))
+        saved = salvage(model, item, exc, (section, i))
+        own.extend(saved.problems)
+        self.problems.extend(own)
+        self.failed_paths.update(p.path for p in own)
+        id_field = ID_FIELDS[section]
+        if not saved.complete and isinstance(item, dict):
+            if isinstance(item.get(id_field), str | int):
+                self.failed[section].add(str(item[id_field]))
+            if section == "queues" and "escalate" in saved.bad:
+                self.stray_selects.extend(_raw_selects(item, i, saved.errors))
+        if saved.complete or section != "attributes":
+            # Checked with the others. A half-read attribute stays out (its type drives the
+            # value checks); its name counts as declared (``failed``).
+            return saved.obj
+        return None
 
 
 def _too_deep(raw: Any) -> list[str | int] | None:
@@ -220,140 +235,12 @@ def _message_sets(raw: Any, problems: list[Problem]) -> dict[str, MessageSet]:
     return out
 
 
-def pydantic_problems(exc: ValidationError, prefix: tuple[str | int, ...]) -> list[Problem]:
-    """Pydantic errors as path-named problems with short messages."""
-    out = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if p != "__root__")
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            message = "unknown key"
-        elif kind == "missing":
-            message = "required"
-        elif kind == "string_type":
-            message = f"expected text, got {_describe(err.get('input'))} (quote it)"
-        elif kind in ("model_type", "model_attributes_type", "dict_type"):
-            message = f"expected a mapping, got {_describe(err.get('input'))}"
-        elif kind == "literal_error":
-            message = f"got {clip(err.get('input'))}; expected {err.get('ctx', {}).get('expected')}"
-        elif kind == "string_pattern_mismatch":
-            message = f"{clip(err.get('input'))} has characters that are not allowed"
-        elif kind in ("int_type", "bool_type", "int_parsing", "bool_parsing", "float_type"):
-            wanted = "true or false" if kind.startswith("bool") else "a whole number"
-            message = f"expected {wanted}, got {_describe(err.get('input'))}"
-        else:
-            message = str(err["msg"]).removeprefix("Value error, ")
-        out.append(Problem(format_path((*prefix, *loc)), message))
-    return out
-
-
 def _shown(text: str) -> str:
     """Text as it is when short, clipped (and quoted) when long."""
     return text if len(text) <= 60 else clip(text)
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, float) and not math.isfinite(value):
-        shown = ".nan" if value != value else (".inf" if value > 0 else "-.inf")
-        return f"{shown} (not a finite number)"
-    if isinstance(value, int | float):
-        return f"the number {clip(value)}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return clip(value)
-
-
 # --- cross-object checks ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Salvaged:
-    """What can still be checked of an object that failed its own validation."""
-
-    obj: BaseModel | None  # valid apart from unknown keys, or the fields valid on their own
-    complete: bool  # obj is valid once its unknown keys are set aside
-    problems: list[Problem] = field(default_factory=list)  # shown once those keys were set aside
-    bad: frozenset[str] = frozenset()  # top-level fields that failed (absent from obj)
-    errors: list[Any] = field(default_factory=list)  # pydantic's errors for those fields
-
-
-def salvage(
-    model: type[BaseModel], item: Any, exc: ValidationError, prefix: tuple[str | int, ...]
-) -> Salvaged:
-    """The object as far as it can be read, so its other problems show in the same pass.
-
-    Unknown keys are set aside and the rest validated again: checks that relate fields (a
-    list attribute needs values; a presence source needs a JID or a component) run only
-    once every field is valid, so an unknown key would hide them. If fields are still bad,
-    the object keeps the fields that are valid on their own and ``None`` for the rest;
-    such an object is only ever checked, never applied (the document has problems).
-    """
-    if not isinstance(item, dict):
-        return Salvaged(None, False)
-    errors = exc.errors(include_url=False)
-    stripped = _without_unknown_keys(item, errors)
-    if stripped is not None:
-        try:
-            return Salvaged(model.model_validate(stripped), True)
-        except ValidationError as again:
-            seen = set(pydantic_problems(exc, prefix))
-            more = [p for p in pydantic_problems(again, prefix) if p not in seen]
-            errors = again.errors(include_url=False)
-            item = stripped
-    else:
-        more = []
-    bad = frozenset(str(err["loc"][0]) for err in errors if err["loc"])
-    values: dict[str, Any] = {
-        name: None for name, info in model.model_fields.items() if info.is_required()
-    }
-    for name, value in item.items():
-        if name in model.model_fields and name not in bad:
-            try:
-                values[name] = _field_adapter(model, name).validate_python(value)
-            except ValidationError:  # a field validator of the model: leave the field out
-                continue
-    return Salvaged(model.model_construct(**values), False, more, bad, errors)
-
-
-def _without_unknown_keys(item: dict[str, Any], errors: list[Any]) -> dict[str, Any] | None:
-    """A copy of ``item`` without the keys pydantic called unknown (None if there are none)."""
-    unknown = [tuple(err["loc"]) for err in errors if err["type"] == "extra_forbidden"]
-    if not unknown:
-        return None
-    copy: Any = _copy_containers(item)
-    for loc in unknown:
-        parent = copy
-        try:
-            for key in loc[:-1]:
-                parent = parent[key]
-            del parent[loc[-1]]
-        except (KeyError, IndexError, TypeError):
-            continue
-    return dict(copy)
-
-
-def _copy_containers(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy_containers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_containers(v) for v in value]
-    return value
-
-
-@cache
-def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
-    """Validates one field of ``model`` on its own (type and constraints, not defaults)."""
-    info = model.model_fields[name]
-    kind: Any = info.annotation
-    if info.metadata:
-        kind = Annotated[(kind, *info.metadata)]
-    return TypeAdapter(kind)
 
 
 def _failed_duplicates(
@@ -420,24 +307,66 @@ def check_document(
     queues = _unique(problems, "queues", doc.queues, "id")
     _unique(problems, "entry_points", doc.entry_points, "dialed_number")
     presence = _unique(problems, "presence", doc.presence, "id")
+    known = _Known(attributes, queues, presence, failed)
+    _check_experts(problems, doc.experts, known)
+    # Selections may name attributes whose declaration has its own error: declare them untyped
+    # so that error is reported once, at the declaration.
+    compiler = SelectionCompiler(attributes.values(), untyped=failed["attributes"])
+    for i, queue in enumerate(doc.queues):
+        _check_queue(problems, f"queues[{i}]", queue, known, compiler)
+    problems.extend(_overflow_loops(doc.queues, queues))
+    if stray_selects:
+        # Paths of invalid objects are already document indexes: bypass the renumbering.
+        list.extend(
+            problems,
+            (Problem(path, msg) for path, text in stray_selects if (msg := compiler.check(text))),
+        )
 
-    known_attrs = set(attributes) | failed["attributes"]
-    known_queues = set(queues) | failed["queues"]
-    known_presence = set(presence) | failed["presence"]
-    checkers = {name: _value_checker(attr) for name, attr in attributes.items()}
+    for i, entry in enumerate(doc.entry_points):
+        if entry.queue is not None and entry.queue not in known.queue_ids:
+            problems.append(
+                Problem(
+                    f"entry_points[{i}].queue",
+                    _unknown("queue", {**queues, **dict.fromkeys(failed["queues"])}),
+                )
+            )
+    return list(problems)
 
+
+@dataclass(slots=True)
+class _Known:
+    """The document's objects by id, for references; ids of objects that failed their own
+    validation count as known too (their problem is reported where they are)."""
+
+    attributes: dict[str, Attribute]
+    queues: dict[str, Queue]
+    presence: dict[str, PresenceSource]
+    failed: dict[str, set[str]]
+    attribute_names: set[str] = field(init=False)
+    queue_ids: set[str] = field(init=False)
+    presence_ids: set[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.attribute_names = set(self.attributes) | self.failed["attributes"]
+        self.queue_ids = set(self.queues) | self.failed["queues"]
+        self.presence_ids = set(self.presence) | self.failed["presence"]
+
+
+def _check_experts(problems: list[Problem], experts: list[Expert], known: _Known) -> None:
+    """Attribute values against their declarations, IM addresses unique, presence sources."""
+    checkers = {name: _value_checker(attr) for name, attr in known.attributes.items()}
     ims: dict[str, int] = {}
-    for i, expert in enumerate(doc.experts):
+    for i, expert in enumerate(experts):
         for name, value in expert.attributes.items():
             checker = checkers.get(name)
             if checker is None:
-                if name not in known_attrs:
+                if name not in known.attribute_names:
                     problems.append(Problem(f"experts[{i}].attributes.{name}", "unknown attribute"))
                 continue
             message = checker(value)
             if message:
                 problems.append(Problem(f"experts[{i}].attributes.{name}", message))
-            elif attributes[name].type == "number" and isinstance(value, int):
+            elif known.attributes[name].type == "number" and isinstance(value, int):
                 expert.attributes[name] = float(value)
         if expert.im is not None:
             first = ims.setdefault(expert.im.lower(), i)
@@ -448,60 +377,46 @@ def check_document(
                         f"already used by experts[{first}] ({_shown(expert.im)})",
                     )
                 )
-        if expert.presence_source is not None and expert.presence_source not in known_presence:
-            problems.append(
-                Problem(f"experts[{i}].presence_source", _unknown("presence source", presence))
-            )
-
-    # Selections may name attributes whose declaration has its own error: declare them untyped
-    # so that error is reported once, at the declaration.
-    compiler = SelectionCompiler(attributes.values(), untyped=failed["attributes"])
-    for i, queue in enumerate(doc.queues):
-        base = f"queues[{i}]"
-        if queue.skill is not None:
-            attr = attributes.get(queue.skill)
-            if attr is None:
-                if queue.skill not in known_attrs:
-                    problems.append(Problem(f"{base}.skill", _unknown("attribute", attributes)))
-            elif attr.type not in ("proficiency", "number"):
-                problems.append(
-                    Problem(
-                        f"{base}.skill",
-                        f"{clip(queue.skill)} is a {attr.type}; needs a numeric one",
-                    )
-                )
-        elif queue.order == "most_skilled":
-            problems.append(Problem(f"{base}.skill", "required when order is most_skilled"))
-        target = queue.on_max_wait.overflow
-        if target is not None:
-            if target == queue.id:
-                problems.append(Problem(f"{base}.on_max_wait.overflow", "overflows to itself"))
-            elif target not in known_queues:
-                problems.append(Problem(f"{base}.on_max_wait.overflow", _unknown("queue", queues)))
-        message = None if queue.select is None else compiler.check(queue.select)
-        if message:
-            problems.append(Problem(f"{base}.select", message))
-        for j, step in enumerate(queue.escalate):
-            message = compiler.check(step.select)
-            if message:
-                problems.append(Problem(f"{base}.escalate[{j}].select", message))
-    problems.extend(_overflow_loops(doc.queues, queues))
-    if stray_selects:
-        # Paths of invalid objects are already document indexes: bypass the renumbering.
-        list.extend(
-            problems,
-            (Problem(path, msg) for path, text in stray_selects if (msg := compiler.check(text))),
-        )
-
-    for i, entry in enumerate(doc.entry_points):
-        if entry.queue is not None and entry.queue not in known_queues:
+        if expert.presence_source is not None and expert.presence_source not in known.presence_ids:
             problems.append(
                 Problem(
-                    f"entry_points[{i}].queue",
-                    _unknown("queue", {**queues, **dict.fromkeys(failed["queues"])}),
+                    f"experts[{i}].presence_source", _unknown("presence source", known.presence)
                 )
             )
-    return list(problems)
+
+
+def _check_queue(
+    problems: list[Problem], base: str, queue: Queue, known: _Known, compiler: SelectionCompiler
+) -> None:
+    """The skill attribute, the overflow target and the selections of one queue."""
+    if queue.skill is not None:
+        attr = known.attributes.get(queue.skill)
+        if attr is None:
+            if queue.skill not in known.attribute_names:
+                problems.append(Problem(f"{base}.skill", _unknown("attribute", known.attributes)))
+        elif attr.type not in ("proficiency", "number"):
+            problems.append(
+                Problem(
+                    f"{base}.skill", f"{clip(queue.skill)} is a {attr.type}; needs a numeric one"
+                )
+            )
+    elif queue.order == "most_skilled":
+        problems.append(Problem(f"{base}.skill", "required when order is most_skilled"))
+    target = queue.on_max_wait.overflow
+    if target is not None:
+        if target == queue.id:
+            problems.append(Problem(f"{base}.on_max_wait.overflow", "overflows to itself"))
+        elif target not in known.queue_ids:
+            problems.append(
+                Problem(f"{base}.on_max_wait.overflow", _unknown("queue", known.queues))
+            )
+    message = None if queue.select is None else compiler.check(queue.select)
+    if message:
+        problems.append(Problem(f"{base}.select", message))
+    for j, step in enumerate(queue.escalate):
+        message = compiler.check(step.select)
+        if message:
+            problems.append(Problem(f"{base}.escalate[{j}].select", message))
 
 
 class _Renumbering(list[Problem]):
@@ -566,7 +481,7 @@ def _value_checker(attr: Attribute) -> Callable[[Any], str | None]:
 
         def proficiency(value: Any) -> str | None:
             if isinstance(value, bool) or not isinstance(value, int):
-                return f"expected a proficiency from 1 to 100, got {_describe(value)}"
+                return f"expected a proficiency from 1 to 100, got {describe(value)}"
             if not 1 <= value <= 100:
                 return f"proficiency {value} is out of range 1..100"
             return None
@@ -574,22 +489,22 @@ def _value_checker(attr: Attribute) -> Callable[[Any], str | None]:
         return proficiency
     if attr.type == "boolean":
         return lambda v: (
-            None if isinstance(v, bool) else f"expected true or false, got {_describe(v)}"
+            None if isinstance(v, bool) else f"expected true or false, got {describe(v)}"
         )
     if attr.type == "number":
         return lambda v: (
             None
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            else f"expected a number, got {_describe(v)}"
+            else f"expected a number, got {describe(v)}"
         )
     if attr.type == "string":
-        return lambda v: None if isinstance(v, str) else f"expected text, got {_describe(v)}"
+        return lambda v: None if isinstance(v, str) else f"expected text, got {describe(v)}"
     allowed = set(attr.values or ())
     shown = ", ".join(attr.values or ())
 
     def members(value: Any) -> str | None:
         if not isinstance(value, list):
-            return f"expected a list of [{shown}], got {_describe(value)}"
+            return f"expected a list of [{shown}], got {describe(value)}"
         for item in value:
             if not isinstance(item, str) or item not in allowed:
                 return f"{clip(item)} is not one of [{shown}]"

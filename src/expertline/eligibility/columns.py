@@ -142,8 +142,32 @@ class Columns:
             seen: set[str] = set()
             dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
             raise _bad(dup, "", "duplicate expert id")
-        # Flatten every (expert, attribute, value) the experts list, then group by attribute
-        # with numpy: list comprehensions and argsort instead of a Python loop per value.
+        flat_rows, flat_values, order, bounds = self._by_attribute(experts)
+        self.grow(max(n, 16))
+        self.ids[:n] = ids
+        self.alive[:n] = True
+        self.row = {eid: i for i, eid in enumerate(ids)}
+        self.n = n
+        for i, (name, kind) in enumerate(self.attributes.items()):
+            pick = order[bounds[i] : bounds[i + 1]]
+            if not len(pick):
+                continue
+            rows = flat_rows[pick]
+            values = flat_values[pick].tolist()
+            if kind in _DTYPES:
+                self._load_scalars(ids, rows, name, kind, values)
+            elif kind == "string":
+                self._load_strings(ids, rows, name, values)
+            else:
+                self._load_lists(ids, rows, name, values)
+
+    def _by_attribute(self, experts: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[Any, ...]:
+        """Every (expert row, value) the experts list, grouped by attribute: rows and values
+        in attribute order (``order``), attribute i's at ``order[bounds[i]:bounds[i + 1]]``.
+
+        List comprehensions and one argsort instead of a Python loop per value.
+        """
+        n = len(experts)
         rows_attrs = [attrs for _, attrs in experts]
         keys = [k for a in rows_attrs for k in a]
         code_of = {name: i for i, name in enumerate(self.attributes)}
@@ -158,59 +182,56 @@ class Columns:
         flat_rows = np.repeat(np.arange(n), np.fromiter(map(len, rows_attrs), np.intp, n))
         order = np.argsort(key_codes, kind="stable")
         bounds = np.searchsorted(key_codes[order], np.arange(len(code_of) + 1))
-        self.grow(max(n, 16))
-        self.ids[:n] = ids
-        self.alive[:n] = True
-        self.row = {eid: i for i, eid in enumerate(ids)}
-        self.n = n
-        for i, (name, kind) in enumerate(self.attributes.items()):
-            pick = order[bounds[i] : bounds[i + 1]]
-            if not len(pick):
-                continue
-            rows = flat_rows[pick]
-            values = flat_values[pick].tolist()
-            if kind in _DTYPES:
-                allowed: set[type] = _ALLOWED_TYPES[kind]
-                if not set(map(type, values)) <= allowed:
-                    self._raise_first(ids, rows, name, kind, values)
-                arr = np.array(values, dtype=_DTYPES[kind])
-                if kind == "proficiency" and (
-                    arr.min() < PROFICIENCY_RANGE[0] or arr.max() > PROFICIENCY_RANGE[1]
-                ):
-                    self._raise_first(ids, rows, name, kind, values)
-                self.cols[name][rows] = arr
-            elif kind == "string":
-                if not set(map(type, values)) <= {str}:
-                    self._raise_first(ids, rows, name, kind, values)
-                index = self.table_index[name]
-                codes = [index.setdefault(v, len(index)) for v in values]
-                self.tables[name] = list(index)
-                self.codes[name][rows] = codes
-            else:
-                members = (
-                    [m for v in values for m in v]
-                    if all(type(v) in (list, tuple) for v in values)
-                    else None
-                )
-                if members is None or not set(map(type, members)) <= {str}:
-                    self._raise_first(ids, rows, name, kind, values)
-                    return  # pragma: no cover - _raise_first always raises here
-                raws = self.raw_lists[name]
-                for r, v in zip(rows.tolist(), values, strict=True):
-                    raws[r] = tuple(v)
-                lengths = np.fromiter(map(len, values), np.intp, len(values))
-                self.sizes[name][rows] = lengths
-                member_index: dict[str, int] = {}
-                member_codes = np.fromiter(
-                    (member_index.setdefault(m, len(member_index)) for m in members),
-                    np.intp,
-                    len(members),
-                )
-                member_rows = np.repeat(rows, lengths)
-                for m, code in member_index.items():
-                    col = np.zeros(self.capacity, dtype=np.uint8)
-                    col[:n] = np.bincount(member_rows[member_codes == code], minlength=n)
-                    self.counts[name][m] = col
+        return flat_rows, flat_values, order, bounds
+
+    def _load_scalars(
+        self, ids: list[str], rows: np.ndarray, name: str, kind: str, values: list[Any]
+    ) -> None:
+        allowed: set[type] = _ALLOWED_TYPES[kind]
+        if not set(map(type, values)) <= allowed:
+            self._raise_first(ids, rows, name, kind, values)
+        arr = np.array(values, dtype=_DTYPES[kind])
+        if kind == "proficiency" and (
+            arr.min() < PROFICIENCY_RANGE[0] or arr.max() > PROFICIENCY_RANGE[1]
+        ):
+            self._raise_first(ids, rows, name, kind, values)
+        self.cols[name][rows] = arr
+
+    def _load_strings(self, ids: list[str], rows: np.ndarray, name: str, values: list[Any]) -> None:
+        if not set(map(type, values)) <= {str}:
+            self._raise_first(ids, rows, name, "string", values)
+        index = self.table_index[name]
+        codes = [index.setdefault(v, len(index)) for v in values]
+        self.tables[name] = list(index)
+        self.codes[name][rows] = codes
+
+    def _load_lists(self, ids: list[str], rows: np.ndarray, name: str, values: list[Any]) -> None:
+        """List members are counted per row, one uint8 column per distinct member."""
+        members = (
+            [m for v in values for m in v]
+            if all(type(v) in (list, tuple) for v in values)
+            else None
+        )
+        if members is None or not set(map(type, members)) <= {str}:
+            self._raise_first(ids, rows, name, "list", values)
+            return  # pragma: no cover - _raise_first always raises here
+        raws = self.raw_lists[name]
+        for r, v in zip(rows.tolist(), values, strict=True):
+            raws[r] = tuple(v)
+        lengths = np.fromiter(map(len, values), np.intp, len(values))
+        self.sizes[name][rows] = lengths
+        member_index: dict[str, int] = {}
+        member_codes = np.fromiter(
+            (member_index.setdefault(m, len(member_index)) for m in members),
+            np.intp,
+            len(members),
+        )
+        member_rows = np.repeat(rows, lengths)
+        n = self.n
+        for m, code in member_index.items():
+            col = np.zeros(self.capacity, dtype=np.uint8)
+            col[:n] = np.bincount(member_rows[member_codes == code], minlength=n)
+            self.counts[name][m] = col
 
     def _raise_first(
         self, ids: list[str], where: np.ndarray, name: str, kind: str, values: list[Any]

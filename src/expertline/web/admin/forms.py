@@ -18,8 +18,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
 from expertline.config.export import object_body
+from expertline.config.problems import pydantic_problems, salvage
 from expertline.config.schema import ConfigDocument, MessageSet, object_id
-from expertline.config.validate import check_document, pydantic_problems, salvage
+from expertline.config.validate import check_document
 from expertline.config.yamlio import dump_yaml, parse_yaml, resolve_plain
 from expertline.errors import Problem
 
@@ -185,7 +186,7 @@ def build_for_check(
     model: type[BaseModel], specs: list[FieldSpec], state: FormState
 ) -> tuple[BaseModel | None, frozenset[str]]:
     """The object, or, when its own fields have problems (in ``state``), the object as far
-    as it can be read (``validate.salvage``) with the names of the fields that failed: the
+    as it can be read (``problems.salvage``) with the names of the fields that failed: the
     document's checks still run on the rest, so one check shows every problem."""
     obj, exc, data = _build(model, specs, state)
     if obj is not None or exc is None or issubclass(model, MessageSet):
