@@ -71,6 +71,37 @@ async def test_queued_refreshes_come_at_the_configured_interval_from_the_first(
     assert len(gaps) == 3 and all(0.4 <= gap <= 0.75 for gap in gaps), gaps
 
 
+async def test_a_refresh_due_while_the_phone_rang_goes_out_at_the_requeue(
+    sip: SipHarness, caller: list[WireClient]
+) -> None:
+    """The phone rings (its 180 reaches the caller) past the refresh interval, to
+    ring_timeout: the 182 that came due meanwhile goes out as the caller is queued again,
+    not a whole interval later (the gap was ring_timeout + refresh: 80 s by default)."""
+    silent = sip.sipp.phone("phone_no_answer")
+    config = sip_config({"alice": f"sip:1001@{silent.uri_host}"}, ring_timeout=2.5)
+    await sip.start(config, mode="proxy", refresh=1.0)
+    await sip.available("alice")
+    branch, call_id = new_branch(), f"requeue-{new_tag()}"
+    client, _ = dial(caller, sip.remote, branch=branch, call_id=call_id)
+    responses = TimedResponses(client)
+    await responses.until(done=1, timeout=5.0)
+    await sip.accept_next_offer("alice")
+    ringing = await client.receive(5.0)
+    rang_at = time.monotonic()
+    assert ringing.status == 180
+    requeued = await client.receive(5.0)
+    assert requeued.status == 182
+    assert 2.2 <= time.monotonic() - rang_at <= 3.1  # ring_timeout, not ring + refresh
+    cancel = client.request(
+        "CANCEL", uri=f"sip:{ENTRY}@{sip.remote}", branch=branch, call_id=call_id, cseq="1 CANCEL"
+    )
+    client.send(cancel)
+    statuses = set()
+    while statuses != {200, 487}:
+        statuses.add((await client.receive()).status)
+        statuses.discard(182)
+
+
 @pytest.mark.parametrize("mode", ["redirect", "proxy"])
 async def test_documented_kamailio_keeps_a_caller_queued_past_its_default_lifetime(
     sip: SipHarness, kamailio: KamailioPool, caller: list[WireClient], mode: str

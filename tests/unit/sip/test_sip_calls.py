@@ -234,3 +234,26 @@ def test_a_timer_is_dispatched_by_its_name() -> None:
     assert flow.state == "ringing"
     assert CancelBranch(1) in flow.handle(TimerFired(calls.CallTimer.RING))
     assert flow.state == "queued"
+
+
+def test_the_refresh_keeps_its_schedule_while_the_phone_rings() -> None:
+    """A refresh due while the phone rang goes out at the requeue; one not due yet keeps its
+    time; a caller assigned at once (no 182 yet) hears one at the requeue."""
+    refresh = StartCallTimer(calls.CallTimer.REFRESH, calls.QUEUED_REFRESH)
+    flow = started("proxy")
+    ringing = flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    assert calls.StopCallTimer(calls.CallTimer.REFRESH) not in ringing
+    assert flow.handle(TimerFired(calls.CallTimer.REFRESH)) == []  # the phone's 180 plays
+    commands = flow.handle(TimerFired(calls.CallTimer.RING))
+    assert commands[-2:] == [Respond(182), refresh]
+
+    flow = started("proxy")
+    flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    commands = flow.handle(BranchResponse(1, resp(404)))
+    assert not any(isinstance(c, Respond | StartCallTimer) for c in commands)  # still pending
+
+    flow = CallFlow(mode="proxy")
+    flow.handle(Invite())
+    flow.handle(TaskCreated(view("assigned", PHONE, "dave")))
+    commands = flow.handle(BranchResponse(1, resp(486)))
+    assert commands[-2:] == [Respond(182), refresh]
