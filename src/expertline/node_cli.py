@@ -58,6 +58,13 @@ def register(app: typer.Typer) -> None:
                 "*.domain, addresses or networks, comma-separated."
             ),
         ] = None,
+        sip_refresh: Annotated[
+            float | None,
+            typer.Option(
+                help="Seconds between the 182 Queued a waiting SIP caller gets (default 60; "
+                "keep it below an upstream proxy's INVITE timer)."
+            ),
+        ] = None,
         presence: Annotated[
             bool | None,
             typer.Option(
@@ -79,6 +86,7 @@ def register(app: typer.Typer) -> None:
             sip_trusted=sip_trusted,
             sip_attach_key_env=sip_attach_key_env,
             sip_targets=sip_targets,
+            sip_refresh=sip_refresh,
             presence=presence,
             log_level=log_level,
             log_format=log_format,

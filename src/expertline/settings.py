@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     sip_trusted: list[str] | str = Field(default_factory=list)
     sip_attach_key_env: str | None = None
     sip_targets: list[str] | str = Field(default_factory=list)
+    # Seconds between the 182 Queued a waiting caller gets (keeps an upstream proxy's INVITE
+    # timer, e.g. Kamailio's fr_inv_timer or Timer C, from giving up): below the proxy's timer.
+    sip_refresh: float = Field(default=60.0, ge=1.0, le=3600.0)
     # The address people reach this node's pages at (behind a proxy: its public URL); the
     # other node of a pair links to it. Default: http://<http>.
     public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")

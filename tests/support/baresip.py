@@ -1,10 +1,11 @@
-"""Run baresip (Debian ``baresip``) as an expert's phone, headless, on loopback.
+"""Run baresip (Debian ``baresip``) as an expert's phone or as a caller, headless, on loopback.
 
-The phone answers every call by itself (account parameter ``answermode=auto``), sends a sine
+As a phone it answers every call by itself (account parameter ``answermode=auto``), sends a sine
 tone as its audio (no sound card: ``ausine`` in, no player) and writes what happened to its
 output ("Call established", "session closed"). One process per phone, in its own directory
 (``-f``: ``config`` and ``accounts`` generated there), on a free loopback port (UDP and TCP);
-always stopped by its own process group.
+always stopped by its own process group. As a caller it dials at start (``-e "/dial URI"``)
+and quits after ``quit_after`` seconds (``-t``).
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ def require_baresip() -> str:
 
 @dataclass
 class BaresipPhone:
-    """One baresip answering as ``sip:{user}@127.0.0.1:{port}``."""
+    """One baresip answering as ``sip:{user}@127.0.0.1:{port}``; with ``dial``, a caller
+    that calls that URI at once."""
 
     workdir: Path
     user: str = "1001"
     port: int = 0
+    dial: str | None = None
+    quit_after: int = 20
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,8 +73,11 @@ class BaresipPhone:
         (self.workdir / "config").write_text(CONFIG.format(port=self.port, modules=modules))
         (self.workdir / "accounts").write_text(f"<{self.uri}>;regint=0;answermode=auto\n")
         out = open(self.workdir / "baresip.out", "wb")  # noqa: SIM115 - owned by the child
+        command = [BARESIP, "-f", str(self.workdir)]
+        if self.dial is not None:
+            command += ["-e", f"/dial {self.dial}", "-t", str(self.quit_after)]
         self.process = subprocess.Popen(
-            [BARESIP, "-f", str(self.workdir)],
+            command,
             cwd=self.workdir,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -91,6 +98,10 @@ class BaresipPhone:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"baresip not ready after {timeout}s: {self.output()[-2000:]}")
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
 
     def output(self) -> str:
         path = self.workdir / "baresip.out"

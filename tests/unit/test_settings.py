@@ -71,3 +71,11 @@ def test_sip_trust_lists_from_every_layer(clean_env, tmp_path):
     clean_env.setenv("EXPERTLINE_SIP_TRUSTED", "10.0.0.0/8, 127.0.0.1")
     assert load_settings().sip_trusted_list == ["10.0.0.0/8", "127.0.0.1"]
     assert load_settings(sip_trusted="192.0.2.1").sip_trusted_list == ["192.0.2.1"]
+
+
+def test_sip_refresh_is_bounded() -> None:
+    assert Settings(node="n").sip_refresh == 60.0
+    assert Settings(node="n", sip_refresh="30").sip_refresh == 30.0
+    for bad in (0, 0.5, 3601, "soon"):
+        with pytest.raises(ValidationError, match="sip_refresh"):
+            Settings(node="n", sip_refresh=bad)

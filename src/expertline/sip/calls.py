@@ -249,6 +249,10 @@ class CallFlow:
     task_id: str | None = None
     branches: int = 0  # branches created so far (ids 1, 2, ...)
     branch: int | None = None  # the branch now ringing, if any
+    # The 182 refresh keeps its schedule while a phone rings (the caller hears the phone's
+    # 180 then, so no 182 goes out): one that came due meanwhile is sent at the requeue.
+    refresh_armed: bool = False
+    refresh_due: bool = False
     label: str | None = None
     outcome: str | None = None
     log: list[str] = field(default_factory=list)  # decisions, for logs and tests
@@ -321,11 +325,11 @@ class CallFlow:
         commands: list[CallCommand] = []
         if status in ("queued", "offered", "connected"):
             if first:
-                commands += [Respond(182), StartCallTimer(CallTimer.REFRESH, self.refresh)]
+                commands += [Respond(182), self._arm_refresh()]
                 self._go(CallStep.QUEUE)
             return [*commands, WaitTask(view.id, status)]
-        if not first:
-            commands.append(StopCallTimer(CallTimer.REFRESH))
+        if not first and not (status == "assigned" and self.mode == "proxy"):
+            commands.append(StopCallTimer(CallTimer.REFRESH))  # ringing keeps the schedule
         if status == "assigned" and view.label:
             return commands + self._deliver(view)
         if status == "overflowed" and view.label:
@@ -360,8 +364,16 @@ class CallFlow:
             StartCallTimer(CallTimer.RING, self.ring_timeout),
         ]
 
+    def _arm_refresh(self) -> StartCallTimer:
+        self.refresh_armed, self.refresh_due = True, False
+        return StartCallTimer(CallTimer.REFRESH, self.refresh)
+
     def _refresh(self, _: TimerFired) -> list[CallCommand]:
-        return [Respond(182), StartCallTimer(CallTimer.REFRESH, self.refresh)]
+        return [Respond(182), self._arm_refresh()]
+
+    def _refresh_while_ringing(self, _: TimerFired) -> list[CallCommand]:
+        self.refresh_armed, self.refresh_due = False, True
+        return []
 
     def _cancel_queued(self, event: CallerCancel) -> list[CallCommand]:
         assert self.task_id is not None
@@ -401,6 +413,7 @@ class CallFlow:
             self._go(CallStep.ANSWER)
             return [
                 StopCallTimer(CallTimer.RING),
+                StopCallTimer(CallTimer.REFRESH),
                 RelayResponse(event.response),
                 ReportEvent(self.task_id, "connected"),
                 StartCallTimer(CallTimer.MAX_CALL, self.max_call),
@@ -437,11 +450,12 @@ class CallFlow:
             commands.append(CancelBranch(self.branch))
         self.branch = None  # any later response from it is stale
         self._go(CallStep.REQUEUE)
-        return [
-            *commands,
-            ReportDeliveryFailed(self.task_id, disposition),
-            StartCallTimer(CallTimer.REFRESH, self.refresh),
-        ]
+        commands.append(ReportDeliveryFailed(self.task_id, disposition))
+        if self.refresh_due or not self.refresh_armed:
+            # Queued again with a 182 overdue (the phone rang past the refresh interval), or
+            # none sent yet (assigned at once): now. Else the pending refresh keeps its time.
+            commands += [Respond(182), self._arm_refresh()]
+        return commands
 
     def _cancel_ringing(self, event: CallerCancel) -> list[CallCommand]:
         assert self.task_id is not None and self.branch is not None
@@ -520,6 +534,7 @@ ACCEPTED: Mapping[CallState, Mapping[EventKey, Handler]] = {
         BranchFailed: _F._branch_failed,
         BranchRefused: _F._branch_refused,
         CallTimer.RING: _F._ring_timer,
+        CallTimer.REFRESH: _F._refresh_while_ringing,
         CallerCancel: _F._cancel_ringing,
         TaskChanged: _F._ignore,
     },

@@ -418,6 +418,7 @@ def create_sip_front(ctx: Any, port: TaskPort, environ: dict[str, str] | None = 
         health=health,
         attach=attach,
         targets=targets,
+        refresh=settings.sip_refresh,
     )
     log.info(
         "sip trust attach=%s trusted=%s extra_targets=%s",

@@ -76,13 +76,14 @@ def kamailio(tmp_path: Path) -> Iterator[KamailioPool]:
 
 
 @pytest.fixture
-def baresip(tmp_path: Path) -> Iterator[Callable[[], BaresipPhone]]:
-    """Starts baresip phones (skips without baresip, fails in CI); all stopped afterwards."""
+def baresip(tmp_path: Path) -> Iterator[Callable[..., BaresipPhone]]:
+    """Starts baresip phones, or callers with ``dial=URI`` (skips without baresip, fails in
+    CI); all stopped afterwards."""
     require_baresip()
     phones: list[BaresipPhone] = []
 
-    def start() -> BaresipPhone:
-        phones.append(BaresipPhone(tmp_path / f"baresip{len(phones)}"))
+    def start(dial: str | None = None) -> BaresipPhone:
+        phones.append(BaresipPhone(tmp_path / f"baresip{len(phones)}", dial=dial))
         return phones[-1].start()
 
     try:

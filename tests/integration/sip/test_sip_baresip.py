@@ -1,5 +1,5 @@
-"""baresip as the expert's phone (headless, answering by itself): a proxied call reaches it
-through the front, directly and behind Kamailio, is answered, and the caller's BYE ends it."""
+"""baresip as the expert's phone (headless, answering by itself) and as the caller: proxied
+calls through the front, directly and behind Kamailio, answered and hung up either side."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.sipp
 async def test_baresip_answers_a_proxied_call_as_the_experts_phone(
     sip: SipHarness,
     kamailio: KamailioPool,
-    baresip: Callable[[], BaresipPhone],
+    baresip: Callable[..., BaresipPhone],
     through_kamailio: bool,
 ) -> None:
     phone = baresip()
@@ -36,5 +36,31 @@ async def test_baresip_answers_a_proxied_call_as_the_experts_phone(
     def hung_up() -> bool:
         out = phone.output()
         return "Call established" in out and "session closed" in out
+
+    await async_eventually(hung_up, timeout=5.0)
+
+
+@pytest.mark.parametrize("through_kamailio", [False, True])
+async def test_baresip_calls_an_entry_point_and_the_expert_hangs_up(
+    sip: SipHarness,
+    kamailio: KamailioPool,
+    baresip: Callable[..., BaresipPhone],
+    through_kamailio: bool,
+) -> None:
+    phone = sip.sipp.phone("phone_answer_hangup", pause_ms=800)
+    await sip.start(sip_config({"dave": f"sip:1004@{phone.uri_host}"}, may_decline=False))
+    await sip.available("dave")
+    assert sip.front is not None
+    sip.front.mode = "proxy"
+    remote = kamailio.documented(sip.remote).remote if through_kamailio else sip.remote
+    caller = baresip(dial=f"sip:{ENTRY}@{remote}")
+    await sip.finish(phone)
+    tcd = await sip.one_tcd()
+    assert tcd["call_disposition"] == 13 and tcd["expert_id"] == "dave"
+    assert 0.7 <= tcd["talk_time"] < 5.0
+
+    def hung_up() -> bool:
+        out = caller.output()
+        return "Call established" in out and "terminated" in out
 
     await async_eventually(hung_up, timeout=5.0)

@@ -372,12 +372,14 @@ async def test_create_sip_front_reads_the_trust_settings(started: SipHarness) ->
         sip_trusted="10.0.0.0/8, 127.0.0.1",
         sip_attach_key_env="ATTACH_KEY",
         sip_targets="*.phones.test,gw.test",
+        sip_refresh=45,
     )
     front = create_sip_front(
         AppContext(settings, started.engine), started.port, environ={"ATTACH_KEY": "k" * 16}
     )
     assert front.attach == AttachPolicy(b"k" * 16, parse_networks(["10.0.0.0/8", "127.0.0.1"]))
     assert front.targets.extra == ("*.phones.test", "gw.test")
+    assert front.refresh == 45.0
     assert front.targets.allows_name(parse_uri(PHONE))  # the experts' phones, from the runtime
     with pytest.raises(ValueError, match="at least 16 bytes"):  # the node refuses to start
         create_sip_front(AppContext(settings, started.engine), started.port, environ={})

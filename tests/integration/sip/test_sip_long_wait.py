@@ -13,7 +13,7 @@ import pytest
 from sip_harness import ENTRY, SipHarness, WireClient, sip_config
 
 from expertline.routing.model import OnMaxWait
-from expertline.sip.message import Response, new_branch, new_tag
+from expertline.sip.message import Response, new_branch, new_tag, parse_name_addr
 from support.kamailio import KamailioPool
 
 pytestmark = pytest.mark.sipp
@@ -71,13 +71,49 @@ async def test_queued_refreshes_come_at_the_configured_interval_from_the_first(
     assert len(gaps) == 3 and all(0.4 <= gap <= 0.75 for gap in gaps), gaps
 
 
+async def test_a_refresh_due_while_the_phone_rang_goes_out_at_the_requeue(
+    sip: SipHarness, caller: list[WireClient]
+) -> None:
+    """The phone rings (its 180 reaches the caller) past the refresh interval, to
+    ring_timeout: the 182 that came due meanwhile goes out as the caller is queued again,
+    not a whole interval later (the gap was ring_timeout + refresh: 80 s by default)."""
+    silent = sip.sipp.phone("phone_no_answer")
+    config = sip_config({"alice": f"sip:1001@{silent.uri_host}"}, ring_timeout=2.5)
+    await sip.start(config, mode="proxy", refresh=1.0)
+    await sip.available("alice")
+    branch, call_id = new_branch(), f"requeue-{new_tag()}"
+    client, _ = dial(caller, sip.remote, branch=branch, call_id=call_id)
+    responses = TimedResponses(client)
+    await responses.until(done=1, timeout=5.0)
+    await sip.accept_next_offer("alice")
+    ringing = await client.receive(5.0)
+    rang_at = time.monotonic()
+    assert ringing.status == 180
+    requeued = await client.receive(5.0)
+    assert requeued.status == 182
+    assert 2.2 <= time.monotonic() - rang_at <= 3.1  # ring_timeout, not ring + refresh
+    cancel = client.request(
+        "CANCEL", uri=f"sip:{ENTRY}@{sip.remote}", branch=branch, call_id=call_id, cseq="1 CANCEL"
+    )
+    client.send(cancel)
+    statuses = set()
+    while statuses != {200, 487}:
+        statuses.add((await client.receive()).status)
+        statuses.discard(182)
+
+
+@pytest.mark.parametrize("mode", ["redirect", "proxy"])
 async def test_documented_kamailio_keeps_a_caller_queued_past_its_default_lifetime(
-    sip: SipHarness, kamailio: KamailioPool, caller: list[WireClient]
+    sip: SipHarness, kamailio: KamailioPool, caller: list[WireClient], mode: str
 ) -> None:
     """250 s in the queue (4.2 s here), past Kamailio's default max_inv_lifetime (180 s, 3 s
     here) and many times its fr_inv_timer (120 s, 2 s here): the refreshes restart the
-    latter, the documented max_inv_lifetime outlasts the wait; the caller gets the expert."""
-    await sip.start(sip_config({"alice": PHONE}, max_wait=600 / SCALE), refresh=REFRESH)
+    latter, the documented max_inv_lifetime outlasts the wait; the caller gets the expert
+    (redirected, or connected to the phone and hung up through both proxies)."""
+    phone = sip.sipp.phone("phone_answer") if mode == "proxy" else None
+    label = f"sip:1001@{phone.uri_host}" if phone is not None else PHONE
+    config = sip_config({"alice": label}, max_wait=600 / SCALE)
+    await sip.start(config, mode=mode, refresh=REFRESH)
     timers = {"fr_inv_timer": int(120_000 / SCALE), "max_inv_lifetime": int(900_000 / SCALE)}
     proxy = kamailio.documented(sip.remote, timers=timers)
     client, _ = dial(caller, proxy.remote)
@@ -87,13 +123,34 @@ async def test_documented_kamailio_keeps_a_caller_queued_past_its_default_lifeti
     await sip.available("alice")
     await sip.accept_next_offer("alice")
     final = await responses.until(done=99, timeout=10.0)
-    assert final.status == 302, final
-    assert final.headers.get("Contact") == f"<{PHONE}>"
     queued = responses.queued()
     waited = responses.seen[-1][0] - queued[0]
     assert waited > 250 / SCALE and len(queued) >= 6
+    if phone is None:
+        assert final.status == 302, final
+        assert final.headers.get("Contact") == f"<{PHONE}>"
+    else:
+        assert final.status == 200, final
+        hang_up(client, proxy.remote, final)
+        assert (await client.receive()).status == 200  # the BYE's
+        await sip.finish(phone)
     tcd = await sip.one_tcd()
     assert tcd["call_disposition"] == 13 and tcd["delay_time"] > 250 / SCALE
+
+
+def hang_up(client: WireClient, remote: str, ok: Response) -> None:
+    """ACK the 2xx and send BYE along its route set (RFC 3261 §12.1.2: the Record-Route in
+    reverse), to the Contact it named."""
+    routes = ", ".join(reversed(ok.headers.get_all("Record-Route")))
+    target = parse_name_addr(ok.headers.get("Contact") or "").uri
+    dialog = {"To": ok.headers.get("To") or "", "Route": routes}
+    call_id = ok.headers.get("Call-ID") or ""
+    client.send(
+        client.request("ACK", uri=str(target), call_id=call_id, cseq="1 ACK", headers=dialog)
+    )
+    client.send(
+        client.request("BYE", uri=str(target), call_id=call_id, cseq="2 BYE", headers=dialog)
+    )
 
 
 async def test_kamailio_default_lifetime_cuts_the_wait_without_refreshes_helping(

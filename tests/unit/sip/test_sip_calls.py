@@ -156,6 +156,23 @@ def test_busy_requeues_8_and_other_failures_19() -> None:
     assert ReportDeliveryFailed("t1", 19) in flow.handle(BranchFailed(2))
 
 
+@pytest.mark.parametrize(
+    ("status", "disposition"),
+    [(302, 19), (404, 19), (482, 19), (500, 19), (503, 19), (600, 8), (603, 19)],
+)
+def test_any_final_failure_from_the_phone_is_a_failed_delivery_at_once(
+    status: int, disposition: int
+) -> None:
+    """404 or 482 at once (a phone that fails) is reported on that response, not at the ring
+    timeout: the core decides whom to call next and when."""
+    flow = started("proxy")
+    flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    commands = flow.handle(BranchResponse(1, resp(status)))
+    assert ReportDeliveryFailed("t1", disposition) in commands
+    assert calls.StopCallTimer(calls.CallTimer.RING) in commands
+    assert not any(isinstance(c, RelayResponse) for c in commands)  # the caller hears nothing
+
+
 def test_caller_cancel_while_ringing_cancels_the_branch() -> None:
     flow = started("proxy")
     flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
@@ -217,3 +234,26 @@ def test_a_timer_is_dispatched_by_its_name() -> None:
     assert flow.state == "ringing"
     assert CancelBranch(1) in flow.handle(TimerFired(calls.CallTimer.RING))
     assert flow.state == "queued"
+
+
+def test_the_refresh_keeps_its_schedule_while_the_phone_rings() -> None:
+    """A refresh due while the phone rang goes out at the requeue; one not due yet keeps its
+    time; a caller assigned at once (no 182 yet) hears one at the requeue."""
+    refresh = StartCallTimer(calls.CallTimer.REFRESH, calls.QUEUED_REFRESH)
+    flow = started("proxy")
+    ringing = flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    assert calls.StopCallTimer(calls.CallTimer.REFRESH) not in ringing
+    assert flow.handle(TimerFired(calls.CallTimer.REFRESH)) == []  # the phone's 180 plays
+    commands = flow.handle(TimerFired(calls.CallTimer.RING))
+    assert commands[-2:] == [Respond(182), refresh]
+
+    flow = started("proxy")
+    flow.handle(TaskChanged(view("assigned", PHONE, "alice")))
+    commands = flow.handle(BranchResponse(1, resp(404)))
+    assert not any(isinstance(c, Respond | StartCallTimer) for c in commands)  # still pending
+
+    flow = CallFlow(mode="proxy")
+    flow.handle(Invite())
+    flow.handle(TaskCreated(view("assigned", PHONE, "dave")))
+    commands = flow.handle(BranchResponse(1, resp(486)))
+    assert commands[-2:] == [Respond(182), refresh]
