@@ -65,11 +65,10 @@ class RuntimeMetrics:
             buckets=COMMIT_BUCKETS,
             registry=None,
         )
-        self.batch_operations = 0  # operations decided, over every batch
 
-    def decided(self, seconds: float, operations: int) -> None:
+    def decided(self, seconds: float) -> None:
+        """The core handled one batch of operations in ``seconds``."""
         self.decision.observe(seconds)
-        self.batch_operations += operations
 
     def committed(self, feed: list[dict[str, Any]]) -> None:
         """Count a committed batch's feed rows (called once the batch is durable)."""

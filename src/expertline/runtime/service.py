@@ -641,7 +641,7 @@ class RuntimeService:
                 results = [self._apply(first)]
                 while len(results) < limit and not self._queue.empty():
                     results.append(self._apply(self._queue.get_nowait()))
-                self.metrics.decided(time.perf_counter() - deciding, len(results))
+                self.metrics.decided(time.perf_counter() - deciding)
                 pending = self._collect()
                 while in_flight and in_flight[0].done():
                     in_flight.popleft()
