@@ -983,7 +983,7 @@ class RuntimeService:
         for offer in pending.offers.values():
             self._publish_offer(offer)
         if pending.batch.feed:
-            self.metrics.committed(pending.batch.feed)
+            self.metrics.committed(pending.batch)
             self.last_feed_id = pending.batch.feed[-1]["id"]
             asyncio.get_running_loop().create_task(self._notify_feed())
         for effect in pending.effects:
