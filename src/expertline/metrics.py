@@ -1,8 +1,8 @@
 """The node's metrics for ``GET /metrics``, read from its parts when Prometheus scrapes.
 
 Counting on the routing path would cost every task, so almost nothing is counted there: the
-runtime hands each committed batch's feed rows to ``RuntimeMetrics.committed`` (one dict
-increment per row, after the commit) and observes two timings per batch (the core's
+runtime hands each committed batch to ``RuntimeMetrics.committed`` (a C-level count of its
+feed rows by type and one increment per ended task, after the commit) and observes two timings per batch (the core's
 decisions, the commit). Everything else is read at scrape time by ``NodeCollector``: tasks in
 flight, queue depth and oldest wait, expert states (one pass over the core), presence links,
 SIP responses (the transaction layer's counts), and webhook backlogs (one bounded query,
@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
@@ -31,8 +33,8 @@ from expertline.routing.states import FINAL_TASK, TaskStatus
 log = logging.getLogger("expertline.metrics")
 
 PREFIX = "expertline"
-# Feed types of a task's end and of an offer's outcome, and the label each is counted under.
-TASK_ENDS: dict[str, str] = {f"task.{s.value}": s.value for s in FINAL_TASK}
+_TYPE = itemgetter("type")
+# Feed types of an offer's outcome, and the label each is counted under.
 OFFER_OUTCOMES: dict[str, str] = {
     "offer.accepted": "accepted",
     "offer.declined": "declined",
@@ -51,7 +53,7 @@ class RuntimeMetrics:
     """What the runtime counts as it commits (plain numbers; exported by ``NodeCollector``)."""
 
     def __init__(self) -> None:
-        self.events: dict[str, int] = {}  # feed rows committed, by type
+        self.events: Counter[str] = Counter()  # feed rows committed, by type
         self.ended: dict[tuple[str, int], int] = {}  # tasks ended, by (status, disposition)
         self.decision = Histogram(
             f"{PREFIX}_runtime_decision_seconds",
@@ -65,21 +67,18 @@ class RuntimeMetrics:
             buckets=COMMIT_BUCKETS,
             registry=None,
         )
-        self.batch_operations = 0  # operations decided, over every batch
 
-    def decided(self, seconds: float, operations: int) -> None:
+    def decided(self, seconds: float) -> None:
+        """The core handled one batch of operations in ``seconds``."""
         self.decision.observe(seconds)
-        self.batch_operations += operations
 
-    def committed(self, feed: list[dict[str, Any]]) -> None:
-        """Count a committed batch's feed rows (called once the batch is durable)."""
-        events = self.events
-        for row in feed:
-            kind = row["type"]
-            events[kind] = events.get(kind, 0) + 1
-            if kind in TASK_ENDS:
-                key = (TASK_ENDS[kind], int(row["data"].get("call_disposition") or 0))
-                self.ended[key] = self.ended.get(key, 0) + 1
+    def committed(self, batch: Any) -> None:
+        """Count a committed batch (``store.Batch``) once it is durable: its feed rows by type
+        (a C-level count), and its TCD rows, one per ended task, by status and disposition."""
+        self.events.update(map(_TYPE, batch.feed))
+        for row in batch.tcd:
+            key = (str(row["data"].get("status")), int(row["call_disposition"]))
+            self.ended[key] = self.ended.get(key, 0) + 1
 
 
 def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:

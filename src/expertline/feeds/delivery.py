@@ -82,11 +82,11 @@ class RecordFeeds:
         for lane in self.lanes:
             name = f"record-feed:{lane.target.id}:{lane.kind}"
             self._tasks.append(asyncio.create_task(self._run(lane), name=name))
-            log.info(
-                "record feed started feed=%s kind=%s url=%s",
+            log.info(  # the host only: a URL may carry credentials
+                "record feed started feed=%s kind=%s host=%s",
                 lane.target.id,
                 lane.kind,
-                lane.target.url,
+                httpx.URL(lane.target.url).host,
             )
 
     async def async_stop(self) -> None:

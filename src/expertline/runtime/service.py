@@ -650,7 +650,7 @@ class RuntimeService:
                 results = [self._apply(first)]
                 while len(results) < limit and not self._queue.empty():
                     results.append(self._apply(self._queue.get_nowait()))
-                self.metrics.decided(time.perf_counter() - deciding, len(results))
+                self.metrics.decided(time.perf_counter() - deciding)
                 pending = self._collect()
                 while in_flight and in_flight[0].done():
                     in_flight.popleft()
@@ -992,7 +992,7 @@ class RuntimeService:
         for offer in pending.offers.values():
             self._publish_offer(offer)
         if pending.batch.feed:
-            self.metrics.committed(pending.batch.feed)
+            self.metrics.committed(pending.batch)
             self.last_feed_id = pending.batch.feed[-1]["id"]
             asyncio.get_running_loop().create_task(self._notify_feed())
         for effect in pending.effects:

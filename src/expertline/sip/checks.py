@@ -18,6 +18,7 @@ from expertline.sip.message import (
     Response,
     Via,
     canonical_name,
+    has_control,
     is_digits,
     make_response,
     new_tag,
@@ -131,6 +132,8 @@ def unparseable_response(data: bytes, why: str) -> Response | None:
         name = name.strip()
         if not colon or name.lower() not in _ECHOED:
             continue
+        if has_control(value):
+            return None  # echoed, it would make the answer itself malformed: drop
         # A duplicated Call-ID/From/To/CSeq may be why it is refused: echo the first.
         if canonical_name(name) not in SINGLE_VALUED or not h.has(name):
             h.add(name, value.strip())

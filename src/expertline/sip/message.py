@@ -378,7 +378,7 @@ def _response(start: str, headers: Headers, body: bytes) -> Response:
         raise ParseError(f"unsupported version {version!r}")
     if len(code) != 3 or not is_digits(code) or code[0] == "0":
         raise ParseError(f"bad status code {code!r}")
-    if _has_control(reason):
+    if has_control(reason):
         raise ParseError("bad reason phrase")
     return Response(headers, body, int(code), reason)
 
@@ -407,7 +407,7 @@ def _parse_header_lines(lines: list[str]) -> Headers:
                 raise ParseError("continuation line before any header")
             name, value = items[-1]
             folded = line.strip()
-            if _has_control(folded):
+            if has_control(folded):
                 raise ParseError(f"control character in header {name}")
             items[-1] = (name, f"{value} {folded}".strip())
             continue
@@ -415,7 +415,7 @@ def _parse_header_lines(lines: list[str]) -> Headers:
         if match is None:
             raise ParseError(f"bad header line {line[:60]!r}")
         name, value = match.group(1), match.group(2)
-        if _has_control(value):
+        if has_control(value):
             raise ParseError(f"control character in header {name}")
         items.append((name, value.strip(" \t")))
         if len(items) > MAX_HEADERS:
@@ -435,7 +435,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HEADER_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:(.*)", re.DOTALL)
 
 
-def _has_control(text: str) -> bool:
+def has_control(text: str) -> bool:
+    """Whether ``text`` has a control character a header value may not hold (tab may)."""
     return _CONTROL.search(text) is not None
 
 

@@ -1,5 +1,5 @@
 """Record feed webhooks against a real HTTP receiver: order, signatures, retries, and resuming
-from the durable cursor after a restart."""
+from the durable cursor after a restart (of the runtime, and of a killed node)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,23 @@ import asyncio
 import hashlib
 import hmac
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 from rt_harness import Harness, make_service, routing_config
 from sqlalchemy import Engine
 
+from expertline.config.store import apply_document
+from expertline.config.validate import load_yaml
+from expertline.db import migrate
+from expertline.db.engine import make_engine
 from expertline.feeds import cursors
 from expertline.feeds.delivery import RecordFeeds
 from expertline.feeds.signing import verify
@@ -25,8 +31,11 @@ from expertline.feeds.targets import RecordFeedTarget
 from expertline.node import Node, StartupError
 from expertline.runtime.ports import TaskRequest
 from expertline.runtime.service import RuntimeService
+from expertline.security.tokens import create_token
 from expertline.settings import Settings
-from support.wait import async_eventually
+from support.databases import sqlite_url
+from support.processes import running_server
+from support.wait import async_eventually, eventually
 
 SECRET = "whsec-0123456789abcdef"
 FAST = {"base_delay": 0.05, "max_delay": 0.2, "timeout": 2.0, "poll": 0.2}
@@ -281,3 +290,59 @@ def test_the_setting_is_read_from_the_environment_and_checked(
     monkeypatch.setenv("EXPERTLINE_RECORD_FEEDS", json.dumps([{**feeds[0], "url": "ftp://x/"}]))
     with pytest.raises(ValidationError, match="url must be an absolute http"):
         Settings(node="n1", data_dir=tmp_path)
+
+
+NODE_CONFIG = """
+experts:
+  - {id: alice, name: Alice, phone: "sip:1001@pbx.example.test"}
+queues:
+  - {id: billing, name: Billing, select: "true"}
+entry_points:
+  - {dialed_number: "+18005550100", queue: billing}
+"""
+
+
+def test_a_killed_node_resumes_its_feed_where_the_target_left_off(
+    tmp_path: Any, receiver: Receiver, secret: str
+) -> None:
+    """``expertline serve`` with a feed target: SIGKILL mid-way, restart, nothing lost."""
+    url = sqlite_url(tmp_path)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    apply_document(engine, load_yaml(NODE_CONFIG), "cli:test", source="import")
+    token = create_token(engine, "cc", "routing-client")
+    engine.dispose()
+    feeds = [{"id": "cc", "url": receiver.url, "secret_env": "EXPERTLINE_TEST_FEED_SECRET"}]
+    env = {
+        "EXPERTLINE_DB": url,
+        "EXPERTLINE_DATA_DIR": str(tmp_path / "data"),
+        "EXPERTLINE_RECORD_FEEDS": json.dumps(feeds),
+        "EXPERTLINE_TEST_FEED_SECRET": secret,
+    }
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def abandon(base_url: str, count: int) -> list[str]:
+        ids = []
+        with httpx.Client(base_url=base_url, headers=auth, timeout=30) as http:
+            for _ in range(count):
+                task = http.post("/api/v1/tasks", json={"entry_point": "+18005550100"}).json()
+                r = http.post(f"/api/v1/tasks/{task['id']}/events", json={"type": "abandoned"})
+                assert r.status_code == 200, r.text
+                ids.append(task["id"])
+        return ids
+
+    with running_server(tmp_path, "--no-presence", env=env, ready_path="/readyz") as node:
+        first = abandon(node.base_url, 3)
+        eventually(lambda: len(receiver.items("tcd")) == 3, timeout=60)
+        receiver.failing = 10**6  # the target goes down; the node is killed before it is back
+        second = abandon(node.base_url, 2)
+        eventually(lambda: len(receiver.requests) > 3, timeout=60)
+        node.stop(signal.SIGKILL)
+    receiver.failing = 0
+    with running_server(tmp_path, "--no-presence", env=env, ready_path="/readyz") as node:
+        third = abandon(node.base_url, 1)
+        eventually(lambda: len(receiver.items("tcd")) == 6, timeout=60)
+        assert node.stop() == 0
+    assert [r["task_id"] for r in receiver.items("tcd")] == first + second + third
+    for entry in receiver.accepted:
+        assert verify(secret.encode(), entry["raw"], entry["signature"])

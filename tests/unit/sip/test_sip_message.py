@@ -312,3 +312,24 @@ def test_mutated_messages_never_crash_the_parser(
         for parser in (parse_uri, parse_name_addr, parse_via, parse_cseq):
             with contextlib.suppress(ParseError):
                 parser(text)
+
+
+def test_a_400_for_unparseable_bytes_never_echoes_a_control_character() -> None:
+    """Found by the mutation fuzzer: a CSeq with a control character was copied into the
+    400, so the answer was itself a malformed message."""
+    from expertline.sip.checks import unparseable_response
+
+    head = (
+        "INVITE sip:+18005550100@127.0.0.1 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKx\r\n"
+        "From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: c1\r\n"
+    )
+    for cseq in ("1\x00 INVITE", "1 INV\x1bITE", "1\x7f INVITE"):
+        data = (head + f"CSeq: {cseq}\r\nContent-Length: 0\r\n\r\n").encode()
+        with pytest.raises(ParseError):
+            parse_message(data)
+        response = unparseable_response(data, "control character in header CSeq")
+        assert response is None or parse_message(response.to_bytes()).status == 400
+    clean = (head + "CSeq: 1 INVITE\r\nContent-Length: 0\r\nX: \x01\r\n\r\n").encode()
+    answer = unparseable_response(clean, "control character in header X")
+    assert answer is not None and parse_message(answer.to_bytes()).status == 400
