@@ -201,8 +201,10 @@ class XmppSource:
         directory: Directory,
         health: Health | None = None,
         clock: Callable[[], float] = time.time,
+        health_required: bool = True,
     ) -> None:
         self.settings = settings
+        self._health_required = health_required  # False for one link of a redundant source
         self.id = settings.id
         self.name = f"xmpp:{settings.id}"
         self._port = port
@@ -967,4 +969,4 @@ class XmppSource:
 
     def _report_health(self, up: bool, detail: str) -> None:
         if self._health is not None:
-            self._health.report(f"presence:{self.id}", up, detail)
+            self._health.report(f"presence:{self.id}", up, detail, self._health_required)
