@@ -708,7 +708,6 @@ class XmppSource:
         while True:
             await asyncio.sleep(CONVERGE_TICK)
             if not self._port.running:
-                self._set_unsubscribed({})
                 continue  # the active node keeps the roster
             now = time.monotonic()
             missing = self._missing(client)
