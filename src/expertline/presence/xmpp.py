@@ -58,6 +58,7 @@ from expertline.runtime.ports import OfferView, RoutingPort
 log = logging.getLogger("expertline.presence.xmpp")
 
 STANDBY_RECHECK = 10.0  # seconds between looks at a runtime that is not running
+STANDBY_POLL = 0.2  # component mode: seconds between looks at whether this node is active
 
 ROSTER_GROUP = "expertline"
 ROSTER_WINDOW = 64  # roster updates in flight at once
@@ -381,6 +382,7 @@ class XmppSource:
         """Connect, serve, and after any failure wait (capped backoff) and connect again."""
         self._link.fire("start")
         while True:
+            await self._until_component_is_ours()
             try:
                 client = await self._connect()
             except LinkFailed as exc:
@@ -439,6 +441,19 @@ class XmppSource:
             self._report_health(False, f"link lost ({reason}); retry in {delay:.1f}s")
             await asyncio.sleep(delay)
             self._link.fire("retry")
+
+    async def _until_component_is_ours(self) -> None:
+        """Component mode connects only while this node's runtime runs. ejabberd accepts a
+        second connection for a component domain and shares the domain's stanzas between the
+        two (presence, answers, even ping replies), so an HA standby connected beside the
+        active node would take half of its traffic. The standby connects when it takes over;
+        the re-subscribe and probes bring every expert's presence within a second or two."""
+        if self.settings.mode != "component" or self._port.running:
+            return
+        self._report_health(False, "standby: the component connects when this node is active")
+        log.info("component left to the active node source=%s", self.id)
+        while not self._port.running:
+            await asyncio.sleep(STANDBY_POLL)
 
     def _make_client(self) -> ClientXMPP | ComponentXMPP:
         s = self.settings
@@ -557,10 +572,20 @@ class XmppSource:
         assert self._lost is not None
         lost = self._lost
         target = JID(self.settings.jid).domain
+        component = self.settings.mode == "component"
+        next_ping = time.monotonic() + self.settings.ping_interval
         while True:
-            done, _ = await asyncio.wait({lost}, timeout=self.settings.ping_interval)
+            wait = next_ping - time.monotonic()
+            if component:
+                wait = min(wait, STANDBY_POLL)
+            done, _ = await asyncio.wait({lost}, timeout=max(wait, 0.0))
             if done:
                 return lost.result()
+            if component and not self._port.running:
+                return "this node is no longer active: the component is the active node's"
+            if time.monotonic() < next_ping:
+                continue
+            next_ping = time.monotonic() + self.settings.ping_interval
             try:
                 await client.plugin["xep_0199"].ping(
                     jid=JID(target),
