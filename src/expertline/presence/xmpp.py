@@ -2,9 +2,12 @@
 
 One ``XmppSource`` is one link to one XMPP server. It
 
-- logs in (account mode: a normal user; component mode: XEP-0114), keeps the roster in step
-  with the experts it serves (subscribe to added ones, remove dropped ones from its
-  ``expertline`` roster group), and resyncs presence after every (re)connect;
+- logs in (account mode: a normal user, TLS as configured; component mode: XEP-0114, only
+  while its node is the active one), keeps the roster in step with the experts it serves
+  (subscribe to added ones, remove dropped ones from its ``expertline`` roster group), re-sends
+  unanswered subscription requests paced under a server's flood limit until the roster shows
+  every subscription, and resyncs presence after every (re)connect (component mode: a probe
+  after each ``subscribed``, as not every server sends presence with it);
 - maps each expert's resources through the ``status_map`` (most available resource wins) and
   tells the runtime through ``RoutingPort.async_set_presence``; one worker does the telling, in
   order, coalescing bursts, so a presence storm costs one call per expert, not per stanza;
