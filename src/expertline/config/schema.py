@@ -544,6 +544,38 @@ class XmppComponent(_Model):
     )
 
 
+class XmppLink(_Model):
+    """One more link of a presence source: another server or account, kept connected too."""
+
+    jid: str | None = Field(
+        default=None,
+        pattern=r"^[^@/\s]+@[^@/\s]+(/\S+)?$",
+        description="Account mode: the JID to log in as.",
+    )
+    password_env: EnvName | None = Field(
+        default=None, description="Account mode: environment variable holding the password."
+    )
+    host: str | None = Field(
+        default=None, description="Account mode: server host (default: the JID's domain)."
+    )
+    port: int = Field(
+        default=5222, ge=1, le=65535, strict=True, description="Account mode: server port."
+    )
+    component: XmppComponent | None = Field(
+        default=None, description="Component mode instead of account mode."
+    )
+    tls: XmppTls = Field(default_factory=XmppTls, description="Account mode: TLS settings.")
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> XmppLink:
+        account = self.jid is not None or self.password_env is not None or self.host is not None
+        if self.component is not None and account:
+            raise ValueError("give either jid/password_env/host (account mode) or component")
+        if self.component is None and (self.jid is None or self.password_env is None):
+            raise ValueError("account mode needs jid and password_env (or use component mode)")
+        return self
+
+
 class PresenceSource(_Model):
     """A connection to an IM/presence system: XMPP account mode or component mode."""
 
@@ -570,6 +602,12 @@ class PresenceSource(_Model):
         default_factory=StatusMap, description="Presence values -> available/away/dnd."
     )
     tls: XmppTls = Field(default_factory=XmppTls, description="Account mode: TLS settings.")
+    links: list[XmppLink] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Redundant links: more servers or accounts, all connected at once; an "
+        "expert is available when any live link says so and none said otherwise since.",
+    )
     subscribe_pace: SubscribePace = Field(
         default_factory=SubscribePace,
         description="Account mode: pacing of re-sent subscription requests.",

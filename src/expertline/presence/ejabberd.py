@@ -137,6 +137,8 @@ class EjabberdServer:
                         modules.pop(name, None)
                     else:
                         modules[name] = options
+            elif isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}  # one level: add or replace entries
             else:
                 config[key] = value
         return config
@@ -296,16 +298,22 @@ class EjabberdServer:
         for user, password in accounts:
             self.register(user, password)
 
-    def shared_roster_group(self, group: str, members: list[str]) -> None:
-        """A ``mod_shared_roster`` group whose members all see each other (pre-approved)."""
+    def shared_roster_group(
+        self, group: str, members: list[str], display: list[str] | None = None
+    ) -> None:
+        """A ``mod_shared_roster`` group: its members have the members of the ``display``
+        groups (default: its own) in their rosters, subscriptions pre-approved."""
         self.api(
             "srg_create",
             group=group,
             host=self.domain,
             label=group,
             description=group,
-            display=[group],
+            display=[group] if display is None else display,
         )
+        self.shared_roster_add(group, members)
+
+    def shared_roster_add(self, group: str, members: list[str]) -> None:
         for user in members:
             self.api(
                 "srg_user_add", user=user, host=self.domain, group=group, grouphost=self.domain

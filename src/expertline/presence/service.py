@@ -13,14 +13,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from expertline.config.schema import ConfigDocument
+from expertline.config.schema import ConfigDocument, XmppLink
 from expertline.config.schema import PresenceSource as PresenceSourceConfig
 from expertline.config.store import load_document
 from expertline.eligibility.build import expert_spec
 from expertline.presence.mapping import StatusMap
 from expertline.presence.protocol import MessageSet
+from expertline.presence.redundant import LinkPort, RedundantSource
 from expertline.presence.xmpp import XmppSettings, XmppSource
 from expertline.routing.model import ExpertSpec
 from expertline.runtime.ports import RoutingPort
@@ -88,10 +90,30 @@ class RuntimeDirectory:
 
 
 def xmpp_settings(
-    source: PresenceSourceConfig, env: Mapping[str, str] | None = None, **tuning: Any
+    source: PresenceSourceConfig | XmppLink,
+    env: Mapping[str, str] | None = None,
+    *,
+    owner: PresenceSourceConfig | None = None,
+    link_id: str | None = None,
+    **tuning: Any,
 ) -> XmppSettings:
-    """Connection settings for a configured source; the secret comes from the environment."""
+    """Connection settings for a configured source, or for one more link of it (``owner``);
+    the secret comes from the environment."""
     env = os.environ if env is None else env
+    if isinstance(source, XmppLink):
+        assert owner is not None and link_id is not None
+        link = source
+        source = owner.model_copy(
+            update={
+                "id": link_id,
+                "jid": link.jid,
+                "password_env": link.password_env,
+                "host": link.host,
+                "port": link.port,
+                "component": link.component,
+                "tls": link.tls,
+            }
+        )
     status_map = StatusMap.lenient(
         {
             "available": source.status_map.available,
@@ -138,7 +160,7 @@ def xmpp_settings(
 
 def create_presence_sources(
     ctx: Any, port: RoutingPort, document: ConfigDocument | None = None
-) -> list[XmppSource]:
+) -> list[XmppSource | RedundantSource]:
     """One started-later source per configured presence source, registered as a channel.
 
     ``document`` defaults to the stored configuration."""
@@ -147,16 +169,31 @@ def create_presence_sources(
         return []
     health = ctx.services.health
     directory = RuntimeDirectory(port, fallback=doc)
-    sources: list[XmppSource] = []
+    sources: list[XmppSource | RedundantSource] = []
     for spec in doc.presence:
         try:
             settings = xmpp_settings(spec)
+            more = [
+                xmpp_settings(link, owner=spec, link_id=f"{spec.id}/{n}")
+                for n, link in enumerate(spec.links, start=2)
+            ]
         except PresenceConfigError as exc:
             log.error("presence source not started source=%s reason=%s", spec.id, exc)
             if health is not None:
                 health.report(f"presence:{spec.id}", False, str(exc))
             continue
-        source = XmppSource(settings, port, directory, health)
+        source: XmppSource | RedundantSource
+        if more:
+            redundant = RedundantSource(spec.id, port, [], health, links_later=True)
+            first = replace(settings, id=f"{spec.id}/1")
+            redundant.links = [
+                XmppSource(s, LinkPort(redundant, n), directory, health, health_required=False)
+                for n, s in enumerate([first, *more])
+            ]
+            redundant.reset_views()
+            source = redundant
+        else:
+            source = XmppSource(settings, port, directory, health)
         register = getattr(port, "register_channel", None)
         if callable(register):
             register(source)

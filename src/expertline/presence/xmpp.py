@@ -2,9 +2,12 @@
 
 One ``XmppSource`` is one link to one XMPP server. It
 
-- logs in (account mode: a normal user; component mode: XEP-0114), keeps the roster in step
-  with the experts it serves (subscribe to added ones, remove dropped ones from its
-  ``expertline`` roster group), and resyncs presence after every (re)connect;
+- logs in (account mode: a normal user, TLS as configured; component mode: XEP-0114, only
+  while its node is the active one), keeps the roster in step with the experts it serves
+  (subscribe to added ones, remove dropped ones from its ``expertline`` roster group), re-sends
+  unanswered subscription requests paced under a server's flood limit until the roster shows
+  every subscription, and resyncs presence after every (re)connect (component mode: a probe
+  after each ``subscribed``, as not every server sends presence with it);
 - maps each expert's resources through the ``status_map`` (most available resource wins) and
   tells the runtime through ``RoutingPort.async_set_presence``; one worker does the telling, in
   order, coalescing bursts, so a presence storm costs one call per expert, not per stanza;
@@ -59,6 +62,7 @@ from expertline.runtime.ports import OfferView, RoutingPort
 log = logging.getLogger("expertline.presence.xmpp")
 
 STANDBY_RECHECK = 10.0  # seconds between looks at a runtime that is not running
+STANDBY_POLL = 0.2  # component mode: seconds between looks at whether this node is active
 
 ROSTER_GROUP = "expertline"
 ROSTER_WINDOW = 64  # roster updates in flight at once
@@ -202,8 +206,10 @@ class XmppSource:
         directory: Directory,
         health: Health | None = None,
         clock: Callable[[], float] = time.time,
+        health_required: bool = True,
     ) -> None:
         self.settings = settings
+        self._health_required = health_required  # False for one link of a redundant source
         self.id = settings.id
         self.name = f"xmpp:{settings.id}"
         self._port = port
@@ -383,6 +389,7 @@ class XmppSource:
         """Connect, serve, and after any failure wait (capped backoff) and connect again."""
         self._link.fire("start")
         while True:
+            await self._until_component_is_ours()
             try:
                 client = await self._connect()
             except LinkFailed as exc:
@@ -441,6 +448,19 @@ class XmppSource:
             self._report_health(False, f"link lost ({reason}); retry in {delay:.1f}s")
             await asyncio.sleep(delay)
             self._link.fire("retry")
+
+    async def _until_component_is_ours(self) -> None:
+        """Component mode connects only while this node's runtime runs. ejabberd accepts a
+        second connection for a component domain and shares the domain's stanzas between the
+        two (presence, answers, even ping replies), so an HA standby connected beside the
+        active node would take half of its traffic. The standby connects when it takes over;
+        the re-subscribe and probes bring every expert's presence within a second or two."""
+        if self.settings.mode != "component" or self._port.running:
+            return
+        self._report_health(False, "standby: the component connects when this node is active")
+        log.info("component left to the active node source=%s", self.id)
+        while not self._port.running:
+            await asyncio.sleep(STANDBY_POLL)
 
     def _make_client(self) -> ClientXMPP | ComponentXMPP:
         s = self.settings
@@ -559,10 +579,20 @@ class XmppSource:
         assert self._lost is not None
         lost = self._lost
         target = JID(self.settings.jid).domain
+        component = self.settings.mode == "component"
+        next_ping = time.monotonic() + self.settings.ping_interval
         while True:
-            done, _ = await asyncio.wait({lost}, timeout=self.settings.ping_interval)
+            wait = next_ping - time.monotonic()
+            if component:
+                wait = min(wait, STANDBY_POLL)
+            done, _ = await asyncio.wait({lost}, timeout=max(wait, 0.0))
             if done:
                 return lost.result()
+            if component and not self._port.running:
+                return "this node is no longer active: the component is the active node's"
+            if time.monotonic() < next_ping:
+                continue
+            next_ping = time.monotonic() + self.settings.ping_interval
             try:
                 await client.plugin["xep_0199"].ping(
                     jid=JID(target),
@@ -710,7 +740,6 @@ class XmppSource:
         while True:
             await asyncio.sleep(CONVERGE_TICK)
             if not self._port.running:
-                self._set_unsubscribed({})
                 continue  # the active node keeps the roster
             now = time.monotonic()
             missing = self._missing(client)
@@ -971,4 +1000,4 @@ class XmppSource:
 
     def _report_health(self, up: bool, detail: str) -> None:
         if self._health is not None:
-            self._health.report(f"presence:{self.id}", up, detail)
+            self._health.report(f"presence:{self.id}", up, detail, self._health_required)

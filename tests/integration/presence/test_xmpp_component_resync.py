@@ -59,3 +59,24 @@ async def test_a_first_subscription_stays_a_subscription(lab: Lab) -> None:
     assert dee.client is not None
     item = dee.client.client_roster[source.address]
     assert item["subscription"] in ("from", "both")
+
+
+async def test_a_component_connects_only_while_its_node_is_active(lab: Lab) -> None:
+    """ejabberd would share the component's stanzas between two connections: a standby's
+    component stays away until its node takes over, and leaves when the node stops being
+    active."""
+    lab.add_expert("eve")
+    await lab.sign_in("eve")
+    lab.port.running = False  # a standby
+    source = await lab.source(**_component(lab))
+    await async_eventually(
+        lambda: "standby" in source.health.components()[0].detail,  # type: ignore[attr-defined]
+        timeout=5,
+    )
+    assert not source.up and source.connections == 0
+    lab.port.running = True  # it takes over; its runtime's start asks for a resync
+    source.resync_presence()
+    await async_eventually(lambda: lab.port.presence.get("eve") == "available", timeout=5)
+    assert source.connections == 1
+    lab.port.running = False  # and hands over again
+    await async_eventually(lambda: not source.up, timeout=5)

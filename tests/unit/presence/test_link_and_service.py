@@ -52,6 +52,8 @@ presence:
     status_map: {available: [online], away: [away, xa, chat], dnd: [dnd]}
     subscribe_pace: {burst: 9, pause: 2m}
     tls: {mode: required, ca_file: /etc/expertline/corp-ca.pem}
+    links:
+      - {jid: router@example.test, password_env: EXPERTLINE_TEST_PW2, host: xmpp2.example.test}
   - id: other
     kind: xmpp
     component: {jid: expertline.example.test, secret_env: EXPERTLINE_TEST_SECRET, port: 5348}
@@ -91,6 +93,16 @@ def test_settings_from_the_configuration_read_secrets_from_the_environment() -> 
     assert account.status_map.map("chat") == "away" and account.status_map.map(None) == "available"
     assert (account.subscribe_burst, account.subscribe_pause) == (9, 120.0)
     assert (account.tls_mode, account.ca_file) == ("required", "/etc/expertline/corp-ca.pem")
+    second = xmpp_settings(
+        corp.links[0], {"EXPERTLINE_TEST_PW2": "two"}, owner=corp, link_id="corp/2"
+    )
+    assert (second.id, second.host, second.secret, second.subscribe_burst) == (
+        "corp/2",
+        "xmpp2.example.test",
+        "two",
+        9,
+    )
+    assert (second.tls_mode, second.ca_file) == ("opportunistic", None)  # the link's own
     component = xmpp_settings(other, {"EXPERTLINE_TEST_SECRET": "x"})
     assert (component.mode, component.jid, component.port) == (
         "component",
@@ -109,6 +121,9 @@ def test_a_subscribe_pace_of_zero_requests_is_refused() -> None:
     with pytest.raises(InvalidInput) as refused:
         load_yaml(DOC.replace("burst: 9", "burst: 0"))
     assert "subscribe_pace" in str(refused.value.details)
+    with pytest.raises(InvalidInput) as refused:
+        load_yaml(DOC.replace(", password_env: EXPERTLINE_TEST_PW2", ""))
+    assert "links" in str(refused.value.details)
     with pytest.raises(InvalidInput) as refused:
         load_yaml(DOC.replace("mode: required", "mode: sometimes"))
     assert "tls" in str(refused.value.details)
