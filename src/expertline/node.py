@@ -131,10 +131,10 @@ class Node:
 
     def _lease_keeper(self, runtime: Any) -> Service:
         """On PostgreSQL the runtime runs only while this node holds the HA lease."""
+        from expertline.config.source import Builder
         from expertline.ha.keeper import LeaseKeeper
         from expertline.ha.lease import LeaseStore
         from expertline.ha.watch import LeaseWatch
-        from expertline.runtime.service import StoreConfigSource
 
         s = self.settings
         times = s.lease_times()
@@ -148,7 +148,7 @@ class Node:
             watch=LeaseWatch.for_engine(engine),
             # A standby builds the stored configuration once (imports, CEL parser), so that
             # its runtime's start after a takeover does not pay for it.
-            warm=lambda: asyncio.to_thread(StoreConfigSource(), engine),
+            warm=lambda: asyncio.to_thread(Builder(engine)),
         )
         self.ctx.services["lease"] = keeper
         return keeper

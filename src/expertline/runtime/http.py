@@ -27,9 +27,16 @@ from pydantic import (
 )
 
 from expertline import limits
-from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
+from expertline.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Problem,
+    Unavailable,
+)
 from expertline.runtime import store
-from expertline.runtime.ports import OfferView, TaskRequest
+from expertline.runtime.ports import OfferView, RuntimePort, TaskRequest
+from expertline.runtime.projection import WAITING_STATUSES, task_json
 from expertline.runtime.webhooks import callback_url_problem
 from expertline.security.tokens import TokenInfo
 from expertline.visibility import show_caller
@@ -46,11 +53,6 @@ STATE_READER = require_on_loop(*STATE_READER_ROLES)
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 1000
-
-
-class ServiceUnavailable(ExpertlineError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, [], "unavailable", 503)
 
 
 class _Body(BaseModel):
@@ -169,21 +171,19 @@ class AcceptBody(_Body):
 def router(ctx: AppContext) -> APIRouter:
     """The API's routes. Task creation, task events and offer answers are also served hot
     (``expertline.web.hot``): their handlers below are shared by both ways in."""
-    from expertline.runtime.service import WAITING_STATUSES, task_json
-
     r = ApiRouter(prefix=PREFIX, refusals=(401, 403, 404, 409, 413, 422, 503))
     hot = ctx.hot_routes
 
-    def runtime() -> Any:
-        service = ctx.services.get("runtime")
-        if service is None or not getattr(service, "running", False):
+    def runtime() -> RuntimePort:
+        service: RuntimePort | None = ctx.services.get("runtime")
+        if service is None or not service.running:
             lease = ctx.services.get("lease")
             if lease is not None and not lease.active:
-                raise ServiceUnavailable(
+                raise Unavailable(
                     f"node {ctx.settings.node} is the standby of an HA pair: "
                     "send routing requests to the active node"
                 )
-            raise ServiceUnavailable("the routing runtime is not running on this node")
+            raise Unavailable("the routing runtime is not running on this node")
         return service
 
     # --- tasks ---------------------------------------------------------------------------
@@ -327,8 +327,8 @@ def router(ctx: AppContext) -> APIRouter:
                     yield f"id: {row['id']}\nevent: {row['type']}\ndata: {payload}\n\n".encode()
                 if rows:
                     continue
-                service = ctx.services.get("runtime")
-                if service is not None and getattr(service, "running", False):
+                service: RuntimePort | None = ctx.services.get("runtime")
+                if service is not None and service.running:
                     before = cursor
                     await service.async_wait_feed(cursor, 15.0)
                     if service.last_feed_id <= before:

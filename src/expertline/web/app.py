@@ -22,7 +22,7 @@ from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
 from expertline import __version__
-from expertline.errors import ExpertlineError, InvalidInput, Problem, TooLarge
+from expertline.errors import ExpertlineError, InvalidInput, Problem, TooLarge, Unavailable
 from expertline.settings import Settings
 from expertline.web.auth import TokenVerifier
 from expertline.web.bodies import decode_json, is_json, not_json_problem
@@ -185,6 +185,8 @@ def problem_response(exc: ExpertlineError) -> JSONResponse:
     resp = error_response(exc.http_status, exc.code, exc.message, exc.details)
     if exc.http_status == 401:
         resp.headers.update({"WWW-Authenticate": "Bearer"})
+    elif isinstance(exc, Unavailable) and exc.retry_after is not None:
+        resp.headers.update({"Retry-After": str(exc.retry_after)})
     return resp
 
 

@@ -101,6 +101,9 @@ class RecordingChannel:
     async def async_notice(self, expert: ExpertSpec, message: str) -> None:
         self.calls.append(("notice", expert.id, ""))
 
+    def resync_presence(self) -> None:
+        return None
+
 
 @dataclass
 class Node:
