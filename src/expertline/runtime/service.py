@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -25,11 +24,10 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from expertline import limits
-from expertline.config.snapshot import ConfigPort, ConfigSnapshot
+from expertline.config.snapshot import ConfigPort
 from expertline.config.source import ConfigSource
 from expertline.errors import (
     Conflict,
-    ExpertlineError,
     InvalidInput,
     NotFound,
     Problem,
@@ -43,6 +41,8 @@ from expertline.runtime import live, projection, recovery, store
 from expertline.runtime.batch import OpenBatch
 from expertline.runtime.core_adapter import CoreAdapter
 from expertline.runtime.effects import EffectDelivery
+from expertline.runtime.follow import async_follow, fixed_config
+from expertline.runtime.heap import freeze_heap
 from expertline.runtime.pipeline import NOT_ACTIVE, Operation, Pending, Pipeline
 from expertline.runtime.ports import (
     AnswerResult,
@@ -80,27 +80,6 @@ _TASK_EVENT_ALLOWED: dict[str, frozenset[str]] = {
     "abandoned": frozenset({"queued", "offered", "assigned"}),
     "failed": frozenset({"queued", "offered", "assigned", "connected"}),
 }
-
-
-def fixed_config(
-    engine: Engine,
-    loader: Callable[[Engine], tuple[RoutingConfig, Any]],
-    probe: Callable[[Engine], int] | None,
-    poll: float,
-) -> ConfigSource:
-    """A configuration source over a loader of (routing view, document): benchmarks and tests
-    hand the runtime a configuration built in memory."""
-
-    def build() -> ConfigSnapshot:
-        config, doc = loader(engine)
-        return ConfigSnapshot(config.version, doc, config)
-
-    return ConfigSource(
-        engine,
-        builder=build,
-        probe=(lambda: probe(engine)) if probe is not None else (lambda: build().version),
-        poll=poll,
-    )
 
 
 class RuntimeService:
@@ -277,7 +256,7 @@ class RuntimeService:
             if self._own_source is not None:
                 await self._own_source.async_stop()
             raise
-        _freeze_heap()
+        freeze_heap()
         self._running = True
         self.pipeline.accepting = True
         self._tasks = [
@@ -651,25 +630,7 @@ class RuntimeService:
         self._timer_wake.set()
 
     async def _config_loop(self) -> None:
-        """Follow the configuration source: each new version is applied through the
-        pipeline (a version whose change the database refused is not tried again)."""
-        refused = -1
-        seen = self._config.version
-        while True:
-            snapshot = await self._source.async_wait_config(seen)
-            if snapshot.version in (self._config.version, refused):
-                seen = snapshot.version
-                continue
-            try:
-                await self.async_apply_config(snapshot.routing, snapshot.document)
-            except Unavailable as exc:  # the database is away: try again in a moment
-                log.warning("configuration version %d not applied yet: %s", snapshot.version, exc)
-                await asyncio.sleep(1.0)
-                continue
-            except ExpertlineError as exc:
-                refused = snapshot.version
-                log.error("configuration version %d not applied: %s", snapshot.version, exc)
-            seen = snapshot.version
+        await async_follow(self._source, lambda: self._config.version, self.async_apply_config)
 
     async def async_apply_config(self, config: RoutingConfig, doc: Any = None) -> None:
         """Switch to a new configuration version (from the source, or directly in tests)."""
@@ -681,7 +642,7 @@ class RuntimeService:
             self.handle(ev.ConfigChanged(config))
 
         await self._submit(apply)
-        _freeze_heap()
+        freeze_heap()
         log.info(
             "configuration applied version=%d previous=%d experts=%d queues=%d",
             config.version,
@@ -696,34 +657,6 @@ class RuntimeService:
             functools.partial(self.handle, ev.TaskFailed(task_id, recovery.FAILED_SOFTWARE)),
             None,
         )
-
-
-# Collect the young generation after 100,000 new container objects instead of 700, the
-# middle one every 20 of those, everything every 100 of these.
-GC_THRESHOLDS = (100_000, 20, 100)
-
-
-def _freeze_heap() -> None:
-    """Move what exists now (the configuration, its indexes, tasks in flight) out of the cyclic
-    garbage collector's sight, and make its collections rare.
-
-    The configuration, its indexes and the experts' live state are long-lived objects (over
-    a hundred thousand at 100,000 experts); every full collection would walk them again while
-    the writer waits, and under load full collections come often (each batch allocates rows,
-    views and snapshots): measured, they more than halved durable throughput. Frozen objects
-    are still freed by reference counting; only cycles among them stay until the process
-    ends, and a configuration version is built once.
-
-    What the runtime allocates under load (rows, snapshots, views, futures) is freed by
-    reference counting, but every collection walks what is alive: the rows of the batches
-    in flight. At the default thresholds collections took about a fifth of the event loop's
-    CPU (1,264 young, 115 middle and 11 full ones in 10,000 lifecycles); at these, about
-    20 % fewer CPU seconds per lifecycle. Cycles (an exception's traceback) are still
-    collected, later.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def create_runtime(ctx: Any) -> RuntimeService:
