@@ -284,7 +284,7 @@ def router(ctx: AppContext) -> APIRouter:
         _: Any = Depends(FEED_READER),
     ) -> dict[str, Any]:
         cursor = _cursor(after)
-        rows = await asyncio.to_thread(store.read_records, ctx.engine, kind, cursor, limit)
+        rows = await store.async_read(store.read_records, ctx.engine, kind, cursor, limit)
         items = [_record_json(row) for row in rows]
         last = rows[-1]["recovery_key"] if rows else cursor
         return {"items": items, "next": str(last)}
@@ -298,7 +298,7 @@ def router(ctx: AppContext) -> APIRouter:
         _: Any = Depends(FEED_READER),
     ) -> dict[str, Any]:
         cursor = _cursor(after)
-        rows = await asyncio.to_thread(store.read_feed, ctx.engine, cursor, limit, type, task_id)
+        rows = await store.async_read(store.read_feed, ctx.engine, cursor, limit, type, task_id)
         last = rows[-1]["id"] if rows else cursor
         return {"items": [_event_json(row) for row in rows], "next": str(last)}
 
@@ -390,7 +390,7 @@ def router(ctx: AppContext) -> APIRouter:
             raise NotFound(f"unknown expert {expert!r}")
         if status == "open":
             return {"items": [_offer_json(o) for o in service.open_offers(expert)[:limit]]}
-        rows = await asyncio.to_thread(
+        rows = await store.async_read(
             store.offers_of_expert, ctx.engine, expert, None if status == "all" else status, limit
         )
         return {"items": [_offer_row_json(service, row) for row in rows]}

@@ -371,7 +371,7 @@ class RuntimeService:
         tid = self.views.by_external.get(external_id)
         if tid is not None:
             return self.task(tid)
-        row = await asyncio.to_thread(store.task_by_external_id, self.engine, external_id)
+        row = await store.async_read(store.task_by_external_id, self.engine, external_id)
         return projection.task_view_from_row(row) if row else None
 
     def _resolve_queue(self, request: TaskRequest) -> str:
@@ -446,7 +446,7 @@ class RuntimeService:
             return view
         if limits.text_problem(task_id, limits.TASK_ID):
             return None  # no task has such an id (and the database may refuse to look it up)
-        row = await asyncio.to_thread(store.task_row, self.engine, task_id)
+        row = await store.async_read(store.task_row, self.engine, task_id)
         return projection.task_view_from_row(row) if row else None
 
     async def async_wait_change(

@@ -277,3 +277,26 @@ async def test_effects_are_retried_then_given_up_and_their_outbox_rows_handed_ba
 def test_task_views_are_plain_values() -> None:
     view = TaskView("t", "1", "queued", "help", None, None, "2027-01-15T08:00:00.000Z")
     assert task_json(view)["created_at"] == "2027-01-15T08:00:00.000Z"
+
+
+# --- reads on the request path -----------------------------------------------------------------
+
+
+async def test_a_read_the_database_cannot_answer_is_a_prompt_503(tmp_path: Any) -> None:
+    """Issue 17: a task read from the database while it is away raised the driver's error
+    (a 500) or waited on it; now Unavailable, at once or within the bound."""
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    def away() -> None:
+        raise OperationalError("select", {}, ConnectionError("server closed the connection"))
+
+    with pytest.raises(Unavailable) as refused:
+        await store.async_read(away)
+    assert refused.value.retry_after
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        await store.async_read(time.sleep, 2.0, within=0.1)
+    assert time.monotonic() - started < 1.0
+    assert await store.async_read(lambda x: x + 1, 1) == 2
