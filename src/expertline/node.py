@@ -20,6 +20,7 @@ from typing import Protocol
 import uvicorn
 from sqlalchemy import Engine
 
+from expertline.config.source import Builder
 from expertline.db import migrate
 from expertline.db.claim import SqliteClaim
 from expertline.db.engine import DatabaseError, is_sqlite, make_engine
@@ -30,7 +31,7 @@ from expertline.ha.watch import LeaseWatch
 from expertline.health import Health
 from expertline.presence.service import create_presence_sources
 from expertline.reporting.service import create_reporting
-from expertline.runtime.service import RuntimeService, StoreConfigSource, create_runtime
+from expertline.runtime.service import RuntimeService, create_runtime
 from expertline.settings import Settings, parse_host_port
 from expertline.sip.front import create_sip_front
 from expertline.web.app import AppContext, create_app
@@ -137,7 +138,7 @@ class Node:
             watch=LeaseWatch.for_engine(engine),
             # A standby builds the stored configuration once (imports, CEL parser), so that
             # its runtime's start after a takeover does not pay for it.
-            warm=lambda: asyncio.to_thread(StoreConfigSource(), engine),
+            warm=lambda: asyncio.to_thread(Builder(engine)),
         )
         self.ctx.services.lease = keeper
         return keeper

@@ -120,3 +120,25 @@ def test_tokens_of_an_earlier_revision_survive_the_upgrade_unbound(tmp_path):
         assert info is not None and (info.role, info.expert_id) == ("expert", None)
     finally:
         engine.dispose()
+
+
+def test_a_token_check_without_the_database_is_a_prompt_503_never_a_500(tmp_path):
+    """Issue 17: while the database could not be read, the bearer-token check raised the
+    driver's error (a 500). Now: a token verified before stays valid (revoking one needs the
+    database too); an unknown one gets Unavailable (503, with a retry hint)."""
+    from expertline.errors import Unavailable
+    from expertline.web.auth import TokenVerifier
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate.upgrade(engine)
+    known = create_token(engine, "cc", "routing-client")
+    verify = TokenVerifier(engine, ttl=0.0)  # every call asks the database
+    assert verify(known) is not None
+    with engine.begin() as conn:  # the database cannot answer the question any more
+        conn.exec_driver_sql("alter table api_tokens rename to api_tokens_away")
+    info = verify(known)
+    assert info is not None and info.name == "cc"
+    with pytest.raises(Unavailable) as refused:
+        verify("never-seen")
+    assert refused.value.http_status == 503 and refused.value.retry_after
+    engine.dispose()

@@ -245,7 +245,7 @@ class RedundantSource:
         if chosen is not None:
             await chosen[1].async_accepted(offer)
 
-    async def async_notice(self, expert: ExpertSpec, message: str) -> None:
+    async def async_notice(self, expert: ExpertSpec, message: str, count: int = 0) -> None:
         chosen = self._link_for(expert.id)
         if chosen is not None:
-            await chosen[1].async_notice(expert, message)
+            await chosen[1].async_notice(expert, message, count)

@@ -43,14 +43,11 @@ class RuntimeDirectory:
         self._messages: dict[tuple[int, str], MessageSet] = {}
 
     def document(self) -> ConfigDocument | None:
-        doc = getattr(self._port, "document", None)
-        if doc is None:
-            doc = getattr(self._port, "_doc", None)
+        doc = self._port.document
         return doc if isinstance(doc, ConfigDocument) else self._fallback
 
     def version(self) -> int:
-        config = getattr(self._port, "config", None)
-        return int(getattr(config, "version", 0))
+        return self._port.config.version
 
     def experts(self, source_id: str) -> Sequence[ExpertSpec]:
         doc = self.document()
@@ -194,9 +191,7 @@ def create_presence_sources(
             source = redundant
         else:
             source = XmppSource(settings, port, directory, health)
-        register = getattr(port, "register_channel", None)
-        if callable(register):
-            register(source)
+        port.register_channel(source)
         sources.append(source)
         log.info(
             "presence source configured source=%s mode=%s jid=%s server=%s:%d",

@@ -988,12 +988,10 @@ class XmppSource:
             self._send(sender, line, "answer-outcome")
 
     def _tasks_of(self, expert_id: str) -> int | str:
-        state_of = getattr(self._port, "expert_state", None)
-        if callable(state_of):
-            with contextlib.suppress(Exception):
-                state = state_of(expert_id)
-                if state is not None:
-                    return len(state.get("active_tasks") or [])
+        with contextlib.suppress(Exception):
+            state = self._port.expert_state(expert_id)
+            if state is not None:
+                return len(state.get("active_tasks") or [])
         return "unknown"
 
     # -- health ------------------------------------------------------------------------------

@@ -27,10 +27,17 @@ from pydantic import (
 )
 
 from expertline import limits
-from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
+from expertline.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Problem,
+    Unavailable,
+)
 from expertline.records.feed import EVENT_TYPES, unknown_event_types
 from expertline.runtime import store
-from expertline.runtime.ports import OfferView, TaskRequest
+from expertline.runtime.ports import OfferView, RuntimePort, TaskRequest
+from expertline.runtime.projection import WAITING_STATUSES, task_json
 from expertline.runtime.webhooks import callback_url_problem
 from expertline.security.tokens import TokenInfo
 from expertline.visibility import show_caller
@@ -47,11 +54,6 @@ STATE_READER = require_on_loop(*STATE_READER_ROLES)
 
 PREFIX = "/api/v1"
 MAX_LIMIT = 1000
-
-
-class ServiceUnavailable(ExpertlineError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, [], "unavailable", 503)
 
 
 class _Body(BaseModel):
@@ -170,21 +172,19 @@ class AcceptBody(_Body):
 def router(ctx: AppContext) -> APIRouter:
     """The API's routes. Task creation, task events and offer answers are also served hot
     (``expertline.web.hot``): their handlers below are shared by both ways in."""
-    from expertline.runtime.service import WAITING_STATUSES, task_json
-
     r = ApiRouter(prefix=PREFIX, refusals=(401, 403, 404, 409, 413, 422, 503))
     hot = ctx.hot_routes
 
-    def runtime() -> Any:
+    def runtime() -> RuntimePort:
         service = ctx.services.runtime
-        if service is None or not getattr(service, "running", False):
+        if service is None or not service.running:
             lease = ctx.services.lease
             if lease is not None and not lease.active:
-                raise ServiceUnavailable(
+                raise Unavailable(
                     f"node {ctx.settings.node} is the standby of an HA pair: "
                     "send routing requests to the active node"
                 )
-            raise ServiceUnavailable("the routing runtime is not running on this node")
+            raise Unavailable("the routing runtime is not running on this node")
         return service
 
     # --- tasks ---------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def router(ctx: AppContext) -> APIRouter:
         _: Any = Depends(FEED_READER),
     ) -> dict[str, Any]:
         cursor = _cursor(after)
-        rows = await asyncio.to_thread(store.read_records, ctx.engine, kind, cursor, limit)
+        rows = await store.async_read(store.read_records, ctx.engine, kind, cursor, limit)
         items = [_record_json(row) for row in rows]
         last = rows[-1]["recovery_key"] if rows else cursor
         return {"items": items, "next": str(last)}
@@ -300,7 +300,7 @@ def router(ctx: AppContext) -> APIRouter:
     ) -> dict[str, Any]:
         _check_types(type)
         cursor = _cursor(after)
-        rows = await asyncio.to_thread(store.read_feed, ctx.engine, cursor, limit, type, task_id)
+        rows = await store.async_read(store.read_feed, ctx.engine, cursor, limit, type, task_id)
         last = rows[-1]["id"] if rows else cursor
         return {"items": [_event_json(row) for row in rows], "next": str(last)}
 
@@ -331,7 +331,7 @@ def router(ctx: AppContext) -> APIRouter:
                 if rows:
                     continue
                 service = ctx.services.runtime
-                if service is not None and getattr(service, "running", False):
+                if service is not None and service.running:
                     before = cursor
                     await service.async_wait_feed(cursor, 15.0)
                     if service.last_feed_id <= before:
@@ -393,7 +393,7 @@ def router(ctx: AppContext) -> APIRouter:
             raise NotFound(f"unknown expert {expert!r}")
         if status == "open":
             return {"items": [_offer_json(o) for o in service.open_offers(expert)[:limit]]}
-        rows = await asyncio.to_thread(
+        rows = await store.async_read(
             store.offers_of_expert, ctx.engine, expert, None if status == "all" else status, limit
         )
         return {"items": [_offer_row_json(service, row) for row in rows]}

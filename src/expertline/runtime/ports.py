@@ -9,9 +9,12 @@ of ``RoutingPort``; the XMPP adapter another; the SIP front uses the task half.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
+
+if TYPE_CHECKING:
+    from expertline.config.schema import ConfigDocument
 
 TaskEventType = Literal["connected", "ended", "abandoned", "failed"]
 
@@ -77,6 +80,32 @@ class RoutingPort(Protocol):
 
     def expert_by_im(self, address: str) -> ExpertSpec | None: ...
 
+    def offer(self, offer_id: str) -> OfferView | None: ...
+
+    def expert_state(self, expert_id: str) -> dict[str, Any] | None:
+        """The expert's live state (presence, state, tasks, open offers), or None."""
+        ...
+
+    def show_rules(self, queue_id: str) -> dict[str, str]:
+        """What an expert may see of the queue's tasks (callers and attributes)."""
+        ...
+
+    @property
+    def config(self) -> RoutingConfig:
+        """The routing configuration in effect (a new object whenever it changes)."""
+        ...
+
+    @property
+    def document(self) -> ConfigDocument | None:
+        """The configuration document in effect (texts, presence sources), if any."""
+        ...
+
+    def register_channel(self, channel: ExpertChannel) -> None:
+        """Offers and notices to the experts ``channel`` reaches go through it."""
+        ...
+
+    def unregister_channel(self, channel: ExpertChannel) -> None: ...
+
 
 class ExpertChannel(Protocol):
     """An adapter that reaches experts: it shows offers and outcomes to them."""
@@ -94,6 +123,11 @@ class ExpertChannel(Protocol):
     async def async_accepted(self, offer: OfferView) -> None: ...
 
     async def async_notice(self, expert: ExpertSpec, message: str, count: int = 0) -> None: ...
+
+    def resync_presence(self) -> None:
+        """The runtime (re)started from the database, which may hold another node's view
+        (an HA takeover): report every expert's presence again."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -142,6 +176,10 @@ class TaskPort(Protocol):
 
     def task(self, task_id: str) -> TaskView | None: ...
 
+    async def async_task(self, task_id: str) -> TaskView | None:
+        """Like ``task``, and also a task that ended long ago (read from the database)."""
+        ...
+
     async def async_wait_change(
         self, task_id: str, seen_status: str, timeout: float
     ) -> TaskView | None:
@@ -157,3 +195,23 @@ class TaskPort(Protocol):
         """The routing configuration in effect on this node (entry points' SIP modes, the
         experts' phones); a new object whenever the configuration changes."""
         ...
+
+
+class StatePort(Protocol):
+    """What the web API and pages read of the live state and the record feed."""
+
+    @property
+    def last_feed_id(self) -> int: ...
+
+    async def async_wait_feed(self, after: int, timeout: float) -> int:
+        """The last feed id once the feed has rows after ``after`` (or at ``timeout``)."""
+        ...
+
+    def queue_state(self, queue_id: str) -> dict[str, Any] | None: ...
+
+
+class RuntimePort(TaskPort, RoutingPort, StatePort, Protocol):
+    """Everything the HTTP API asks of the node's runtime."""
+
+    @property
+    def running(self) -> bool: ...

@@ -11,10 +11,12 @@ bottom.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -30,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import SQLAlchemyError
 
 from expertline.db.engine import as_utc
 from expertline.db.tables import (
@@ -43,6 +46,7 @@ from expertline.db.tables import (
     tcd,
     webhook_deliveries,
 )
+from expertline.errors import Unavailable
 from expertline.ha.lease import check_fence
 from expertline.routing.records import iso as record_iso
 from expertline.runtime import sqlwrite
@@ -449,3 +453,19 @@ def record_webhook_attempt(
             .where(webhook_deliveries.c.id == delivery_id)
             .values(**values)
         )
+
+
+READ_WITHIN = 3.0  # seconds a read on the request path may take before the caller hears 503
+R = TypeVar("R")
+
+
+async def async_read(read: Callable[..., R], *args: Any, within: float = READ_WITHIN) -> R:
+    """``read(*args)`` in a worker thread, for a caller waiting on it: a database that cannot
+    answer (unreachable, a primary being replaced) is ``Unavailable`` (503) at once, and one
+    that does not answer within ``within`` seconds too; never a 500, never a hang."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(read, *args), within)
+    except (SQLAlchemyError, TimeoutError) as exc:
+        raise Unavailable(
+            f"the database cannot be read now ({type(exc).__name__}); retry", retry_after=2
+        ) from exc

@@ -370,6 +370,8 @@ class SipFront:
         extra: tuple[tuple[str, str], ...] = ()
         if command.contact is not None:
             extra = (("Contact", f"<{contact_uri(command.contact)}>"),)
+        elif command.status == 503:  # the runtime cannot take the call now: try again soon
+            extra = (("Retry-After", STANDBY_RETRY_AFTER),)
         to_tag = None if command.status == 100 else call.to_tag
         response = make_response(
             call.invite, command.status, command.reason, to_tag=to_tag, extra=extra

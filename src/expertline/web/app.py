@@ -22,7 +22,7 @@ from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
 from expertline import __version__
-from expertline.errors import ExpertlineError, InvalidInput, Problem, TooLarge
+from expertline.errors import ExpertlineError, InvalidInput, Problem, TooLarge, Unavailable
 from expertline.health import Health
 from expertline.settings import Settings
 from expertline.web.auth import TokenVerifier
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the services import this module: their types only, for the 
     from expertline.feeds.delivery import RecordFeeds
     from expertline.ha.keeper import LeaseKeeper
     from expertline.node import Node
+    from expertline.presence.redundant import RedundantSource
     from expertline.presence.xmpp import XmppSource
     from expertline.reporting.service import ReportingService
     from expertline.runtime.service import RuntimeService
@@ -53,7 +54,7 @@ class Services:
     reporting: ReportingService | None = None
     reporting_engine: Engine | None = None  # a separate reporting database, opened on first use
     sip: SipFront | None = None
-    presence_sources: list[XmppSource] = field(default_factory=list)
+    presence_sources: list[XmppSource | RedundantSource] = field(default_factory=list)
     record_feeds: RecordFeeds | None = None  # RCD/TCD pushed to webhook targets
     config_version: Callable[[], int] | None = None  # the applied configuration's version
     web: Web | None = None  # the pages' shared state, made on first use
@@ -216,6 +217,8 @@ def problem_response(exc: ExpertlineError) -> JSONResponse:
     resp = error_response(exc.http_status, exc.code, exc.message, exc.details)
     if exc.http_status == 401:
         resp.headers.update({"WWW-Authenticate": "Bearer"})
+    elif isinstance(exc, Unavailable) and exc.retry_after is not None:
+        resp.headers.update({"Retry-After": str(exc.retry_after)})
     return resp
 
 

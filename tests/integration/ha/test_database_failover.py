@@ -113,13 +113,6 @@ def test_a_node_paused_past_its_lease_during_the_promotion_assigns_nothing_twice
     check_every_task_ends_once(pair, traffic, b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not yet: (1) a routing call that reached the active runtime before it stepped "
-    "down waits for its commit until the database is back (one waits forever: queued behind "
-    "the stopped writer); (2) the bearer-token check reads the database and answers 500 when "
-    "it cannot. Both need changes in the runtime and the HTTP front",
-)
 def test_calls_during_the_promotion_get_a_prompt_503_never_a_hang(
     cluster: ReplicatedPostgres, pair: Pair
 ) -> None:

@@ -102,6 +102,9 @@ class RecordingChannel:
     async def async_notice(self, expert: ExpertSpec, message: str, count: int = 0) -> None:
         self.calls.append(("notice", expert.id, ""))
 
+    def resync_presence(self) -> None:
+        return None
+
 
 @dataclass
 class Node:

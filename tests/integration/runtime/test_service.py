@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, select
 from expertline.db.tables import routing_feed, runtime_offers, runtime_outbox, tcd
 from expertline.routing.model import ExpertSpec, RoutingConfig
 from expertline.runtime.ports import OfferView, TaskRequest
+from expertline.runtime.projection import task_json
 from expertline.runtime.service import RuntimeService
 from support.wait import async_eventually
 
@@ -57,6 +58,9 @@ class RecordingChannel:
 
     async def async_notice(self, expert: ExpertSpec, message: str, count: int = 0) -> None:
         self.calls.append((f"notice:{message}", expert.id, str(count) if count else ""))
+
+    def resync_presence(self) -> None:
+        return None
 
 
 @pytest.fixture
@@ -162,6 +166,24 @@ async def test_sip_tasks_in_flight_end_with_tcd_27_after_a_restart(
     assert (await third.async_task(sip.id)).status == "failed"  # type: ignore[union-attr]
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(tcd)).scalar() == 1
+
+
+async def test_an_ended_task_has_the_same_shape_after_a_restart(
+    engine: Engine, started: Any
+) -> None:
+    """Issue 13.3: read on another node (or after a restart) an ended task lacked ``offers``
+    (present as ``[]`` on the node that ran it)."""
+    first = await started(engine)
+    task = await first.async_create_task(TaskRequest(queue="billing"))
+    ended = await first.async_task_event(task.id, "abandoned")
+    here = task_json(ended)
+    await first.async_stop()
+
+    second = await started(engine)
+    read_back = await second.async_task(task.id)
+    assert read_back is not None and second.task(task.id) is None  # read from the database
+    assert task_json(read_back) == here
+    assert here["offers"] == [] and here["status"] == "abandoned"
 
 
 async def test_a_new_configuration_version_is_picked_up_by_the_poller(

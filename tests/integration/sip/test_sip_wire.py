@@ -211,6 +211,7 @@ async def test_runtime_not_running_is_503(started: SipHarness, client: WireClien
     client.send(client.request())
     seen, final = await client.receive_final()
     assert seen == [100] and final.status == 503
+    assert final.headers.get("Retry-After") == "5"  # an upstream proxy tries again later
 
 
 class StartingPort(RecordingPort):
@@ -231,6 +232,7 @@ async def test_an_unavailable_runtime_is_503(started: SipHarness) -> None:
         client.send(client.request())
         seen, final = await client.receive_final()
         assert seen == [100] and final.status == 503
+        assert final.headers.get("Retry-After") == "5"
         assert len(port.requests) == 1 and front.stats.get("outcome_refused-503") == 1
         client.close()
     finally:
