@@ -7,11 +7,9 @@ reporting (``records.feed.TaskRecord``) carries the same facts with ISO 8601 UTC
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
-from expertline.instants import split
+from expertline.instants import iso as iso  # the core writes instants with it
 from expertline.records.feed import AttemptRecord, OfferRecord, TaskRecord
 from expertline.routing.live import Task
 from expertline.routing.states import TaskStatus
@@ -45,25 +43,6 @@ def abandon_disposition(task: Task) -> int:
 
 def handled_disposition(task: Task) -> int:
     return HANDLED_VOICE if task.channel == "voice" else HANDLED_CHAT
-
-
-@lru_cache(maxsize=8192)
-def iso(ts: float | None) -> str | None:
-    """Cached: the same instants recur in a task's events, records and expert states (a hit
-    costs no Python call).
-
-    Same text as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")``,
-    built from a per-second prefix (most events of a busy second share it).
-    """
-    if ts is None:
-        return None
-    secs, us = split(ts)
-    return f"{_second(secs)}.{us // 1000:03d}+00:00"
-
-
-@lru_cache(maxsize=4096)
-def _second(secs: int) -> str:
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def timings(task: Task) -> dict[str, float]:

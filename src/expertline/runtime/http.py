@@ -28,6 +28,7 @@ from pydantic import (
 
 from expertline import limits
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
+from expertline.instants import instants_as_text, iso
 from expertline.runtime import store
 from expertline.runtime.ports import OfferView, TaskRequest
 from expertline.runtime.webhooks import callback_url_problem
@@ -465,14 +466,14 @@ def _cursor(after: str | None) -> int:
     return int(after)
 
 
-def _when(value: Any) -> str | None:
-    if isinstance(value, datetime):
-        return store.as_utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return value
+def _when(value: Any) -> Any:
+    return iso(value) if isinstance(value, datetime) else value
 
 
 def _record_json(row: dict[str, Any]) -> dict[str, Any]:
-    body = {k: v for k, v in (row.get("data") or {}).items() if k not in row}
+    # The stored record keeps its instants (``at``, ``started_at``...) as POSIX seconds.
+    data = instants_as_text(row.get("data") or {})
+    body = {k: v for k, v in data.items() if k not in row}
     body.update({k: _when(v) for k, v in row.items() if k != "data"})
     return body
 
@@ -484,7 +485,7 @@ def _event_json(row: dict[str, Any]) -> dict[str, Any]:
         "task_id": row["task_id"],
         "expert_id": row["expert_id"],
         "at": _when(row["created_at"]),
-        "data": row["data"],
+        "data": instants_as_text(row["data"]) if row["data"] else row["data"],
     }
 
 
@@ -498,9 +499,9 @@ def _offer_json(o: OfferView) -> dict[str, Any]:
         "queue": o.queue_id,
         "queue_name": o.queue_name,
         "caller": o.caller,
-        "created_at": store.iso(o.created_at),
-        "expires_at": store.iso(o.expires_at),
-        "task_created_at": store.iso(o.task_created_at),
+        "created_at": iso(o.created_at),
+        "expires_at": iso(o.expires_at),
+        "task_created_at": iso(o.task_created_at),
         "notice_only": o.notice_only,
         "attributes": o.shown_attributes,
     }
@@ -518,9 +519,9 @@ def _offer_row_json(service: Any, row: dict[str, Any]) -> dict[str, Any]:
         "expert": row["expert_id"],
         "status": row["status"],
         "queue": s.get("queue_id"),
-        "created_at": store.iso(s.get("created_at")),
-        "expires_at": store.iso(s.get("expires_at")),
-        "ended_at": store.iso(s.get("ended_at")),
+        "created_at": iso(s.get("created_at")),
+        "expires_at": iso(s.get("expires_at")),
+        "ended_at": iso(s.get("ended_at")),
         "notice_only": bool(s.get("notice_only")),
     }
 

@@ -1470,7 +1470,7 @@ def _view_from_row(row: dict[str, Any]) -> TaskView:
         queue=row["queue_id"],
         expert=row.get("expert_id"),
         label=row.get("label"),
-        created_at=created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        created_at=store.iso(created) or "",
         extra={
             "channel": state.get("channel"),
             "caller": state.get("caller"),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -44,7 +43,7 @@ from expertline.db.tables import (
     webhook_deliveries,
 )
 from expertline.ha.lease import check_fence
-from expertline.routing.records import iso as record_iso
+from expertline.instants import iso as iso  # the runtime's modules write instants with it
 from expertline.runtime import sqlwrite
 
 RECORD_TABLES: dict[str, Table] = {"rcd": rcd, "tcd": tcd}
@@ -52,18 +51,6 @@ RECORD_TABLES: dict[str, Table] = {"rcd": rcd, "tcd": tcd}
 
 def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-def iso(ts: float | None) -> str | None:
-    """API form of an instant: UTC with milliseconds and ``Z`` (feed records say ``+00:00``)."""
-    if ts is None:
-        return None
-    return _iso_z(ts)
-
-
-@lru_cache(maxsize=8192)
-def _iso_z(ts: float) -> str:
-    return str(record_iso(ts))[:-6] + "Z"
 
 
 @dataclass
