@@ -27,8 +27,8 @@ import psutil
 from expertline.bench.common import BenchOptions, BenchResult, current_rss_mb, percentile
 from expertline.db import migrate
 from expertline.db.engine import make_engine
+from expertline.loops import loop_factory
 from expertline.net import free_port
-from expertline.node import loop_factory
 from expertline.routing import perf
 from expertline.routing.model import RoutingConfig
 from expertline.runtime.ports import TaskRequest

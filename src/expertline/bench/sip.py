@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from expertline.bench.common import BenchOptions, BenchResult
+from expertline.loops import loop_factory
 from expertline.net import free_port
-from expertline.node import loop_factory
 
 ENTRY = "+18005550100"
 RATES = (100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000, 2500, 3000)
