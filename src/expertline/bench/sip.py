@@ -37,6 +37,7 @@ from typing import Any
 from expertline.bench.common import BenchOptions, BenchResult
 from expertline.loops import loop_factory
 from expertline.net import free_port
+from expertline.routing.model import Presence
 
 ENTRY = "+18005550100"
 RATES = (100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000, 2500, 3000)
@@ -168,7 +169,7 @@ async def _node(conn: Connection, db_url: str | None, data_dir: str, experts: in
     )
     await service.async_start()
     for expert_id in specs:
-        await service.async_set_presence(expert_id, "available", "bench")
+        await service.async_set_presence(expert_id, Presence.AVAILABLE, "bench")
     front = SipFront(service, "127.0.0.1", 0, mode="redirect")
     await _serve(conn, front, [service])
     engine.dispose()

@@ -91,7 +91,13 @@ from expertline.routing.events import (
     TimerFired,
 )
 from expertline.routing.live import ExpertLive, Offer, Task
-from expertline.routing.model import MAX_TASK_LIFETIME, ExpertSpec, QueueSpec, RoutingConfig
+from expertline.routing.model import (
+    MAX_TASK_LIFETIME,
+    ExpertSpec,
+    Presence,
+    QueueSpec,
+    RoutingConfig,
+)
 from expertline.routing.phones import accepted_label
 from expertline.routing.states import (
     WAITING,
@@ -108,7 +114,7 @@ from expertline.routing.strategies import UNTRIED, FreeIndex, choose
 
 log = logging.getLogger("expertline.routing")
 
-PRESENCES = frozenset({"available", "away", "dnd", "offline"})
+PRESENCES = frozenset(Presence)
 CHANNELS = frozenset({"voice", "chat"})
 TIMER_TOLERANCE = 0.001  # a timer fired this much early still counts (clock rounding)
 RECENT_CLOSED_OFFERS = 50_000  # closed offers remembered to answer late replies with "closed"
@@ -408,7 +414,7 @@ class RoutingCore:
         e = self._experts.get(ev.expert_id)
         if e is None or ev.expert_id not in self._specs or ev.status not in PRESENCES:
             return
-        self._set_presence(e, ev.status, ev.source)
+        self._set_presence(e, Presence(ev.status), ev.source)
 
     def _on_task_created(self, ev: TaskCreated) -> None:
         tid = ev.task_id
@@ -1000,7 +1006,7 @@ class RoutingCore:
         self._dirty_experts.add(e.id)
         spec = self._queues.get(o.queue_id)
         limit = spec.max_no_answer if spec is not None else 0
-        if limit > 0 and e.no_answer >= limit and e.presence == "available":
+        if limit > 0 and e.no_answer >= limit and e.presence == Presence.AVAILABLE:
             log.info(
                 "expert=%s set away reason=max_no_answer count=%d queue=%s",
                 e.id,
@@ -1008,7 +1014,7 @@ class RoutingCore:
                 o.queue_id,
             )
             self._out.append(NotifyExpert(e.id, "set_away"))
-            self._set_presence(e, "away", "max_no_answer")
+            self._set_presence(e, Presence.AWAY, "max_no_answer")
 
     def _cooldown(self, t: Task, eid: str) -> None:
         """Remember that ``eid`` had this task; keep them off it for ``decline_cooldown``."""
@@ -1141,7 +1147,7 @@ class RoutingCore:
         if previous == status:
             return
         e.presence = status
-        if status == "available":
+        if status == Presence.AVAILABLE:
             e.idle_since = self._now
             e.no_answer = 0
             self._work_experts.add(e.id)
@@ -1167,7 +1173,7 @@ class RoutingCore:
         if (
             spec is not None
             and spec.enabled
-            and e.presence == "available"
+            and e.presence == Presence.AVAILABLE
             and e.wrapup_until is None
             and len(e.active) + len(e.pending) < spec.max_tasks
         ):
@@ -1198,7 +1204,7 @@ class RoutingCore:
             return "busy"
         if e.wrapup_until is not None:
             return "wrap_up"
-        if e.presence != "available":
+        if e.presence != Presence.AVAILABLE:
             return e.presence
         if e.pending:
             return "reserved"

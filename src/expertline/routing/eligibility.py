@@ -38,6 +38,7 @@ from celpy.celparser import CELParser
 
 from expertline.config.cel import SelectionCompiler, SelectionError
 from expertline.errors import InvalidInput, Problem
+from expertline.limits import PROFICIENCY_MAX, PROFICIENCY_MIN, is_proficiency
 
 if TYPE_CHECKING:
     from expertline.config.schema import ConfigDocument
@@ -46,7 +47,9 @@ log = logging.getLogger(__name__)
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-PROFICIENCY_RANGE = (0, 100)  # 0 = the default of an expert who does not list the skill
+# A proficiency column's values: 0, the default of an expert who does not list the skill, and
+# the proficiencies experts list.
+PROFICIENCY_RANGE = (0, PROFICIENCY_MAX)
 _SIZE_RANGE = (0, 2**31 - 1)
 
 
@@ -861,10 +864,15 @@ def _describe(value: Any) -> str:
 def _normalize(kind: str, value: Any) -> Any:
     """One attribute value as the columns store it; ValueError says what is wrong."""
     if kind == "proficiency":
-        if type(value) is not int or not PROFICIENCY_RANGE[0] <= value <= PROFICIENCY_RANGE[1]:
-            raise ValueError(f"expected a proficiency from 1 to 100, got {_describe(value)}")
+        if not is_proficiency(value):
+            raise ValueError(
+                f"expected a proficiency from {PROFICIENCY_MIN} to {PROFICIENCY_MAX}, "
+                f"got {_describe(value)}"
+            )
         return value
     if kind == "number":
+        # A column stores any float; which numbers an attribute may have (finite) is checked
+        # where values come in (limits.is_attribute_number).
         if type(value) not in (int, float):
             raise ValueError(f"expected a number, got {_describe(value)}")
         return float(value)

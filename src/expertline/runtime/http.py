@@ -29,6 +29,7 @@ from pydantic import (
 from expertline import limits
 from expertline.errors import Conflict, ExpertlineError, InvalidInput, NotFound, Problem
 from expertline.instants import instants_as_text, iso
+from expertline.routing.model import Presence
 from expertline.runtime import store
 from expertline.runtime.ports import OfferView, TaskRequest
 from expertline.runtime.webhooks import callback_url_problem
@@ -156,7 +157,7 @@ class TaskEvent(_Body):
 
 
 class PresenceBody(_Body):
-    status: Literal["available", "away", "dnd", "offline"]
+    status: Presence
 
 
 class AcceptBody(_Body):

@@ -38,7 +38,7 @@ from expertline.records.feed import EXPERT_STATE, TASK_RECORD
 from expertline.routing import commands as cmd
 from expertline.routing import events as ev
 from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
-from expertline.routing.records import FAILED_SOFTWARE
+from expertline.routing.records import DELIVERY_FAILURES, FAILED_SOFTWARE
 from expertline.routing.states import FINAL_TASK, WAITING, TaskStatus
 from expertline.runtime import store
 from expertline.runtime.core_adapter import CoreAdapter
@@ -428,7 +428,7 @@ class RuntimeService:
         return view
 
     async def async_delivery_failed(self, task_id: str, disposition: int) -> TaskView:
-        if disposition not in (8, 19):
+        if disposition not in DELIVERY_FAILURES:
             raise InvalidInput("disposition must be 19 (ring no answer) or 8 (busy)")
 
         def apply() -> None:
