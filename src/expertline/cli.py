@@ -16,12 +16,9 @@ from expertline.backup import cli as backup_cli
 from expertline.bench import cli as bench_cli
 from expertline.cli_support import GLOBALS, err, fail, migrated_engine, one_line, out
 from expertline.config import cli as config_cli
-from expertline.db import migrate
 from expertline.db.engine import DatabaseError
 from expertline.errors import ExpertlineError
 from expertline.reporting import cli as reporting_cli
-from expertline.reporting.migrate import upgrade_url
-from expertline.security.tokens import create_token, list_tokens, revoke_token
 from expertline.web import users_cli
 
 app = typer.Typer(
@@ -59,6 +56,9 @@ def _globals(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to this version."""
+    from expertline.db import migrate
+    from expertline.reporting.migrate import upgrade_url
+
     settings = GLOBALS.settings()
     engine = GLOBALS.engine(settings)
     try:
@@ -97,6 +97,8 @@ def tokens_create(
     ] = None,
 ) -> None:
     """Create a token; the token alone is printed on the last line."""
+    from expertline.security.tokens import create_token
+
     token = create_token(migrated_engine(), name, role, expert)
     bound = f" for expert {expert!r}" if expert is not None else ""
     out.print(f"created token {name!r} with role {role}{bound}; it is shown once:", highlight=False)
@@ -106,6 +108,8 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list() -> None:
     """List tokens (never their values)."""
+    from expertline.security.tokens import list_tokens
+
     table = Table("id", "name", "role", "expert", "created", "revoked")
     for t in list_tokens(migrated_engine()):
         table.add_row(
@@ -122,10 +126,15 @@ def tokens_list() -> None:
 @tokens_app.command("revoke")
 def tokens_revoke(name: str) -> None:
     """Revoke every live token with this name."""
+    from expertline.security.tokens import revoke_token
+
     count = revoke_token(migrated_engine(), name)
     out.print(f"revoked {count} token(s) named {name!r}")
 
 
+# The command modules import what their commands need when they run (alembic, the tables, a
+# node's parts): every command pays only for its own, and the command line starts in about a
+# second.
 for part in (node_cli, config_cli, reporting_cli, bench_cli, backup_cli, users_cli):
     part.register(app)
 

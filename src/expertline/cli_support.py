@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy import Engine
 
-from expertline.db import migrate
 from expertline.db.engine import DatabaseError, make_engine
 from expertline.settings import Settings, load_settings
 
@@ -60,6 +59,8 @@ GLOBALS = Globals()
 
 def migrated_engine(settings: Settings | None = None) -> Engine:
     """An engine whose schema is current, or a clear failure."""
+    from expertline.db import migrate  # alembic: loaded by the commands that use the database
+
     engine = GLOBALS.engine(settings)
     try:
         migrate.require_current(engine)

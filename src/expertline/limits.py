@@ -207,3 +207,20 @@ if __name__ == "__main__":  # rewrite the table in docs/api.md (from the reposit
 
     doc = Path("docs/api.md")
     doc.write_text(render_docs(doc.read_text()))
+
+
+# --- expert attribute values ------------------------------------------------------------------
+# The rules an expert's attribute value follows, wherever it is checked: the configuration's
+# validation and the eligibility columns that store it.
+
+PROFICIENCY_MIN, PROFICIENCY_MAX = 1, 100  # an expert's level in a skill they list
+
+
+def is_proficiency(value: Any) -> bool:
+    """A whole number from 1 to 100 (not a boolean)."""
+    return type(value) is int and PROFICIENCY_MIN <= value <= PROFICIENCY_MAX
+
+
+def is_attribute_number(value: Any) -> bool:
+    """A finite number (not a boolean, not NaN or Infinity)."""
+    return type(value) in (int, float) and math.isfinite(value)

@@ -29,6 +29,7 @@ from expertline.ha.keeper import LeaseKeeper
 from expertline.ha.lease import LeaseStore
 from expertline.ha.watch import LeaseWatch
 from expertline.health import Health
+from expertline.loops import loop_factory
 from expertline.presence.service import create_presence_sources
 from expertline.reporting.service import create_reporting
 from expertline.runtime.service import RuntimeService, create_runtime
@@ -260,17 +261,6 @@ def bind_http(host: str, port: int) -> socket.socket:
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.set_inheritable(True)
     return sock
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop a node runs on: uvloop when it is installed (it comes with
-    ``uvicorn[standard]``), else asyncio's own. Benchmarks use the same."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def serve(settings: Settings, setup: Callable[[Engine], None] | None = None) -> int:

@@ -13,10 +13,6 @@ import typer
 from sqlalchemy import Engine
 
 from expertline.cli_support import GLOBALS, fail, out
-from expertline.config.store import current_version, import_file
-from expertline.logs import setup_logging
-from expertline.node import StartupError, serve
-from expertline.security.tokens import create_token, list_tokens, revoke_token, verify_token
 from expertline.settings import Settings, parse_host_port
 
 
@@ -109,6 +105,10 @@ def register(app: typer.Typer) -> None:
         is kept in <data-dir>/demo-admin.token and printed at every start. A start that fails
         (busy port, database in use) changes nothing.
         """
+        # A node's parts are imported by the commands that run one, not by every command.
+        from expertline.config.store import current_version, import_file
+        from expertline.node import StartupError
+
         settings = GLOBALS.settings(http=http, presence=False)
         host, port = parse_host_port(settings.http)
 
@@ -140,6 +140,8 @@ DEMO_TOKEN_FILE = "demo-admin.token"
 def demo_token(engine: Engine, data_dir: Path) -> str:
     """The demo's one admin token: the one kept in ``<data_dir>/demo-admin.token`` while it is
     live, else a new one written there (mode 0600) in place of any earlier demo token."""
+    from expertline.security.tokens import create_token, list_tokens, revoke_token, verify_token
+
     path = data_dir / DEMO_TOKEN_FILE
     with contextlib.suppress(FileNotFoundError):
         kept = path.read_text(encoding="ascii").strip()
@@ -162,6 +164,9 @@ def _run(
     fail: Callable[[str], NoReturn],
     setup: Callable[[Engine], None] | None = None,
 ) -> None:
+    from expertline.logs import setup_logging
+    from expertline.node import StartupError, serve
+
     setup_logging(settings.log_level, settings.log_format)
     try:
         code = serve(settings, setup)

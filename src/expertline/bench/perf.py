@@ -25,7 +25,7 @@ from expertline.routing.events import (
     PresenceChanged,
     TaskCreated,
 )
-from expertline.routing.model import ExpertSpec, Order, QueueSpec, RoutingConfig
+from expertline.routing.model import ExpertSpec, Order, Presence, QueueSpec, RoutingConfig
 
 BACKLOG = "backlog"
 
@@ -148,7 +148,7 @@ def run(
     for eid in config.experts:
         if not eid.startswith("b"):
             now += 0.001
-            core.handle(PresenceChanged(eid, "available"), now)
+            core.handle(PresenceChanged(eid, Presence.AVAILABLE), now)
     for i in range(waiting):
         now += 0.001
         core.handle(TaskCreated(f"w{i}", BACKLOG, caller=f"+1555{i:07d}"), now)

@@ -41,11 +41,11 @@ from sqlalchemy.engine import make_url
 from expertline.bench.common import BenchOptions, BenchResult, Stopwatch, current_rss_mb
 from expertline.db import migrate
 from expertline.db.engine import make_engine
+from expertline.instants import iso
 from expertline.records.feed import EXPERT_STATE, TASK_RECORD
 from expertline.reporting import migrate as reporting_migrate
 from expertline.reporting.ingest import Ingester
 from expertline.reporting.reports import parse_range, queue_report
-from expertline.routing.records import iso
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -28,9 +28,9 @@ from expertline.bench import perf
 from expertline.bench.common import BenchOptions, BenchResult, current_rss_mb, percentile
 from expertline.db import migrate
 from expertline.db.engine import make_engine
+from expertline.loops import loop_factory
 from expertline.net import free_port
-from expertline.node import loop_factory
-from expertline.routing.model import RoutingConfig
+from expertline.routing.model import Presence, RoutingConfig
 from expertline.runtime.ports import TaskRequest
 from expertline.runtime.service import RuntimeService
 
@@ -55,7 +55,7 @@ async def _make_available(service: RuntimeService, config: RoutingConfig) -> Non
     ids = [e for e in config.experts if not e.startswith("b")]
     for start in range(0, len(ids), 2000):
         await asyncio.gather(
-            *(service.async_set_presence(e, "available") for e in ids[start : start + 2000])
+            *(service.async_set_presence(e, Presence.AVAILABLE) for e in ids[start : start + 2000])
         )
 
 

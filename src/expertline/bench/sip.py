@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from expertline.bench.common import BenchOptions, BenchResult
+from expertline.loops import loop_factory
 from expertline.net import free_port
-from expertline.node import loop_factory
+from expertline.routing.model import Presence
 
 ENTRY = "+18005550100"
 RATES = (100, 200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000, 2500, 3000)
@@ -191,7 +192,7 @@ async def _node(
     )
     await service.async_start()
     for expert_id in specs:
-        await service.async_set_presence(expert_id, "available", "bench")
+        await service.async_set_presence(expert_id, Presence.AVAILABLE, "bench")
     front = SipFront(service, "127.0.0.1", 0, mode=mode)  # type: ignore[arg-type]
     await _serve(conn, front, [service])
     engine.dispose()

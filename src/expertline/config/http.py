@@ -7,12 +7,12 @@ Admin tokens write; admin and reporting tokens read. The applied version is retu
 """
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PlainSerializer, ValidationError
 
 from expertline.config import store
 from expertline.config.export import document_data
@@ -30,6 +30,7 @@ from expertline.config.schema import (
 )
 from expertline.config.validate import check_yaml, validate_document, with_lines
 from expertline.errors import InvalidInput, Problem
+from expertline.instants import iso
 from expertline.limits import CONFIG_VERSION
 from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
@@ -56,7 +57,7 @@ class MessageSetObject(MessageSet):
 
 class VersionOut(BaseModel):
     version: int
-    applied_at: datetime
+    applied_at: Annotated[datetime, PlainSerializer(iso, return_type=str)]
     actor: str = Field(description="token:<name> for the API, cli:<user> for the command line.")
     source: str
     summary: str

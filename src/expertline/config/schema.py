@@ -31,6 +31,7 @@ from pydantic import (
 
 from expertline.errors import clip
 from expertline.limits import LABEL
+from expertline.routing.model import Presence
 
 # --- durations --------------------------------------------------------------------------------
 
@@ -468,8 +469,6 @@ class EntryPoint(_Model):
 
 # --- presence sources -------------------------------------------------------------------------
 
-PresenceStatus = Literal["available", "away", "dnd", "offline"]
-
 
 class StatusMap(_Model):
     """Which IM presence values (XMPP ``<show/>``; ``online`` = no show) mean what.
@@ -490,19 +489,19 @@ class StatusMap(_Model):
     @model_validator(mode="after")
     def _disjoint(self) -> StatusMap:
         seen: dict[str, str] = {}
-        for status in ("available", "away", "dnd"):
+        for status in (Presence.AVAILABLE, Presence.AWAY, Presence.DND):
             for show in getattr(self, status):
                 if show in seen:
                     raise ValueError(f"{clip(show)} is mapped to both {seen[show]} and {status}")
                 seen[show] = status
         return self
 
-    def status_of(self, show: str) -> PresenceStatus:
+    def status_of(self, show: str) -> Presence:
         if show in self.available:
-            return "available"
+            return Presence.AVAILABLE
         if show in self.dnd:
-            return "dnd"
-        return "away"
+            return Presence.DND
+        return Presence.AWAY
 
 
 class SubscribePace(_Model):

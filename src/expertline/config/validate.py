@@ -18,7 +18,6 @@ a field that failed in pass 2.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,7 +40,13 @@ from expertline.config.schema import (
 )
 from expertline.config.yamlio import deep_problem, format_path, locate, parse_yaml
 from expertline.errors import InvalidInput, Problem, clip
-from expertline.limits import MAX_NESTING
+from expertline.limits import (
+    MAX_NESTING,
+    PROFICIENCY_MAX,
+    PROFICIENCY_MIN,
+    is_attribute_number,
+    is_proficiency,
+)
 
 log = logging.getLogger(__name__)
 
@@ -480,11 +485,14 @@ def _value_checker(attr: Attribute) -> Callable[[Any], str | None]:
     if attr.type == "proficiency":
 
         def proficiency(value: Any) -> str | None:
-            if isinstance(value, bool) or not isinstance(value, int):
-                return f"expected a proficiency from 1 to 100, got {describe(value)}"
-            if not 1 <= value <= 100:
-                return f"proficiency {value} is out of range 1..100"
-            return None
+            if is_proficiency(value):
+                return None
+            if type(value) is not int:
+                return (
+                    f"expected a proficiency from {PROFICIENCY_MIN} to {PROFICIENCY_MAX}, "
+                    f"got {describe(value)}"
+                )
+            return f"proficiency {value} is out of range {PROFICIENCY_MIN}..{PROFICIENCY_MAX}"
 
         return proficiency
     if attr.type == "boolean":
@@ -492,11 +500,7 @@ def _value_checker(attr: Attribute) -> Callable[[Any], str | None]:
             None if isinstance(v, bool) else f"expected true or false, got {describe(v)}"
         )
     if attr.type == "number":
-        return lambda v: (
-            None
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            else f"expected a number, got {describe(v)}"
-        )
+        return lambda v: None if is_attribute_number(v) else f"expected a number, got {describe(v)}"
     if attr.type == "string":
         return lambda v: None if isinstance(v, str) else f"expected text, got {describe(v)}"
     allowed = set(attr.values or ())

@@ -19,11 +19,18 @@ from expertline.routing.model import Presence
 ONLINE: Final = "online"
 XMPP_SHOWS: Final = frozenset({"chat", ONLINE, "away", "xa", "dnd"})
 DEFAULT_STATUS_MAP: Final[dict[str, list[str]]] = {
-    "available": ["chat", ONLINE],
-    "away": ["away", "xa"],
-    "dnd": ["dnd"],
+    Presence.AVAILABLE: ["chat", ONLINE],
+    Presence.AWAY: ["away", "xa"],
+    Presence.DND: ["dnd"],
 }
-RANK: Final[dict[Presence, int]] = {"available": 3, "away": 2, "dnd": 1, "offline": 0}
+# The presences a status_map names (offline is the absence of any resource).
+MAPPED: Final = (Presence.AVAILABLE, Presence.AWAY, Presence.DND)
+RANK: Final[dict[Presence, int]] = {
+    Presence.AVAILABLE: 3,
+    Presence.AWAY: 2,
+    Presence.DND: 1,
+    Presence.OFFLINE: 0,
+}
 
 
 class StatusMapError(ValueError):
@@ -42,7 +49,7 @@ class StatusMap:
         raw = DEFAULT_STATUS_MAP if raw is None else raw
         by_show: dict[str, Presence] = {}
         for status, shows in raw.items():
-            if status not in ("available", "away", "dnd"):
+            if status not in MAPPED:
                 raise StatusMapError(f"status_map.{status}: expected available, away or dnd")
             for show in shows:
                 if show not in XMPP_SHOWS:
@@ -54,7 +61,7 @@ class StatusMap:
                     raise StatusMapError(
                         f"status_map.{status}: {show!r} is already mapped to {by_show[show]}"
                     )
-                by_show[show] = status  # type: ignore[assignment]
+                by_show[show] = Presence(status)
         return cls(by_show)
 
     @classmethod
@@ -65,11 +72,11 @@ class StatusMap:
 
     def map(self, show: str | None) -> Presence:
         """``show`` is the resource's <show/> ('' or None = plain online)."""
-        return self.by_show.get(show or ONLINE, "away")
+        return self.by_show.get(show or ONLINE, Presence.AWAY)
 
 
 def most_available(statuses: Iterable[Presence]) -> Presence:
-    best: Presence = "offline"
+    best = Presence.OFFLINE
     for status in statuses:
         if RANK[status] > RANK[best]:
             best = status
@@ -102,7 +109,7 @@ class RosterPresence:
         """Every resource of ``bare`` is gone (unsubscribed, removed from the roster)."""
         before = self.aggregate(bare)
         self._resources.pop(bare, None)
-        return "offline" if before != "offline" else None
+        return Presence.OFFLINE if before != Presence.OFFLINE else None
 
     def aggregate(self, bare: str) -> Presence:
         return most_available(self._resources.get(bare, {}).values())

@@ -133,7 +133,7 @@ class RedundantSource:
             said = view.get(expert_id)
             if link.up and said is not None and (latest is None or said[1] > latest[1]):
                 latest = said
-        return "offline" if latest is None else latest[0]
+        return Presence.OFFLINE if latest is None else latest[0]
 
     async def _tell(self, expert_id: str) -> None:
         status = self.presence_of(expert_id)

@@ -840,7 +840,7 @@ class XmppSource:
         """What this source currently makes of an expert (offline while the link is down)."""
         jid = self._jid_of.get(expert_id)
         if not self._link.up or jid is None:
-            return "offline"
+            return Presence.OFFLINE
         return self._roster.aggregate(jid)
 
     async def _presence_worker(self) -> None:

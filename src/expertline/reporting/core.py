@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from expertline.instants import iso
 from expertline.records.feed import TaskRecord
 
 BASE_INTERVAL_MINUTES = 15
@@ -32,13 +33,6 @@ def utc(value: datetime | str) -> datetime:
     if tz is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z``, the form every report uses."""
-    if value is None:
-        return None
-    return utc(value).isoformat().replace("+00:00", "Z")
 
 
 def interval_start(at: datetime, minutes: int) -> datetime:

@@ -26,9 +26,10 @@ from sqlalchemy import Engine
 
 from expertline.db.engine import DatabaseError
 from expertline.errors import ExpertlineError, InvalidInput, Problem
+from expertline.instants import iso
 from expertline.limits import TASK_ID, text_problem
 from expertline.reporting import migrate
-from expertline.reporting.core import QueueFigures, iso, utc
+from expertline.reporting.core import QueueFigures, utc
 from expertline.reporting.reports import (
     ReportRange,
     expert_report,

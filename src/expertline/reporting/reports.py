@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, Integer, and_, cast, func, or_, select, tuple_, type_coerce
 
 from expertline.errors import InvalidInput, Problem
+from expertline.instants import iso
 from expertline.limits import TASK_ID, text_problem
 from expertline.reporting.core import (
     AVAILABLE_STATES,
@@ -26,7 +27,6 @@ from expertline.reporting.core import (
     BASE_INTERVAL_MINUTES,
     BUSY_STATES,
     QueueFigures,
-    iso,
     overlap_seconds,
     parse_interval,
     queue_row,
@@ -425,7 +425,8 @@ def task_report(
         }
         for r in rows
     ]
-    nxt = f"{items[-1]['created_at']}|{items[-1]['task_id']}" if more and items else None
+    # The cursor keeps the full stored precision (the text form has milliseconds only).
+    nxt = f"{utc(rows[-1].created_at).isoformat()}|{rows[-1].task_id}" if more and rows else None
     return items, nxt
 
 

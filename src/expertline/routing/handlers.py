@@ -28,7 +28,7 @@ from expertline.routing.events import (
     TimerFired,
 )
 from expertline.routing.live import Task
-from expertline.routing.model import RoutingConfig
+from expertline.routing.model import Presence, RoutingConfig
 from expertline.routing.phones import accepted_label
 from expertline.routing.reconcile import Reconcile
 from expertline.routing.state import CHANNELS, PRESENCES, TIMER_TOLERANCE
@@ -73,7 +73,7 @@ class Handlers(Reconcile):
         e = self._experts.get(ev.expert_id)
         if e is None or ev.expert_id not in self._specs or ev.status not in PRESENCES:
             return
-        self._set_presence(e, ev.status, ev.source)
+        self._set_presence(e, Presence(ev.status), ev.source)
 
     def _on_task_created(self, ev: TaskCreated) -> None:
         tid = ev.task_id

@@ -275,7 +275,7 @@ class ExpertLive:
 
     def __init__(self, id: str) -> None:
         self.id = id
-        self.presence: Presence = "offline"
+        self.presence = Presence.OFFLINE
         self.active: dict[str, None] = {}  # task ids (ordered set)
         self.pending: dict[str, str] = {}  # offer id -> task id (ordered)
         self.wrapup_until: float | None = None
@@ -308,7 +308,7 @@ class ExpertLive:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExpertLive:
         e = cls(d["id"])
-        e.presence = d.get("presence", "offline")
+        e.presence = Presence(d.get("presence", Presence.OFFLINE))
         e.active = dict.fromkeys(d.get("active") or [])
         e.pending = dict(d.get("pending") or {})
         e.wrapup_until = d.get("wrapup_until")

@@ -9,12 +9,24 @@ matching expert ids and never evaluates an expression itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 Order = Literal[
     "longest_idle", "most_skilled", "least_busy", "round_robin", "random", "closest_match"
 ]
-Presence = Literal["available", "away", "dnd", "offline"]
+
+
+class Presence(StrEnum):
+    """An expert's presence: the one list of values, for the IM sources, the REST API, routing
+    and the pages. Only ``available`` experts are offered tasks."""
+
+    AVAILABLE = "available"
+    AWAY = "away"
+    DND = "dnd"
+    OFFLINE = "offline"
+
+
 Channel = Literal["voice", "chat"]
 SipMode = Literal["redirect", "proxy"]
 

@@ -7,30 +7,53 @@ reporting (``records.feed.TaskRecord``) carries the same facts with ISO 8601 UTC
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from functools import lru_cache
+from enum import IntEnum
 from typing import Any
 
-from expertline.instants import split
+from expertline.instants import iso as iso  # the core writes instants with it
 from expertline.records.feed import AttemptRecord, OfferRecord, TaskRecord
 from expertline.routing.live import Task
 from expertline.routing.states import TaskStatus
 
-HANDLED_VOICE = 13  # Disconnect/drop handled primary route
-HANDLED_CHAT = 38  # Normal End Task
-ABANDONED_QUEUE = 2  # Abandoned in Local Queue
-ABANDONED_RING = 3  # Abandoned Ring
-BUSY = 8
-FAILED_DEFAULT = 12  # Disconnect/drop reorder: the routing client says the delivery failed
-REDIRECTED = 15  # sent to a fallback label at max wait
-RING_NO_ANSWER = 19
-TIME_OUT = 22  # rejected: no expert and no fallback
-FAILED_SOFTWARE = 27  # outcome unknown because a node failed
-CHAT_ABANDONED_BEFORE_OFFER = 36
-CHAT_ABANDONED_WHILE_OFFERED = 37
-MAX_TASK_LIFETIME = 41  # Maximum Task Lifetime Exceeded: still with its expert, end never reported
 
-DELIVERY_FAILURES = frozenset({RING_NO_ANSWER, BUSY})
+class Disposition(IntEnum):
+    """The Unified ICM call disposition codes expertline writes in TCDs and attempts (SPEC §7).
+    Records carry the number; code names the meaning."""
+
+    ABANDONED_QUEUE = 2  # Abandoned in Local Queue
+    ABANDONED_RING = 3  # Abandoned Ring
+    BUSY = 8
+    FAILED_DEFAULT = 12  # Disconnect/drop reorder: the routing client says the delivery failed
+    HANDLED_VOICE = 13  # Disconnect/drop handled primary route
+    REDIRECTED = 15  # sent to a fallback label at max wait
+    RING_NO_ANSWER = 19
+    TIME_OUT = 22  # rejected: no expert and no fallback
+    FAILED_SOFTWARE = 27  # outcome unknown because a node failed
+    CHAT_ABANDONED_BEFORE_OFFER = 36
+    CHAT_ABANDONED_WHILE_OFFERED = 37
+    HANDLED_CHAT = 38  # Normal End Task
+    MAX_TASK_LIFETIME = (
+        41  # Maximum Task Lifetime Exceeded: still with its expert, end never reported
+    )
+
+
+# The names the core uses.
+HANDLED_VOICE = Disposition.HANDLED_VOICE
+HANDLED_CHAT = Disposition.HANDLED_CHAT
+ABANDONED_QUEUE = Disposition.ABANDONED_QUEUE
+ABANDONED_RING = Disposition.ABANDONED_RING
+BUSY = Disposition.BUSY
+FAILED_DEFAULT = Disposition.FAILED_DEFAULT
+REDIRECTED = Disposition.REDIRECTED
+RING_NO_ANSWER = Disposition.RING_NO_ANSWER
+TIME_OUT = Disposition.TIME_OUT
+FAILED_SOFTWARE = Disposition.FAILED_SOFTWARE
+CHAT_ABANDONED_BEFORE_OFFER = Disposition.CHAT_ABANDONED_BEFORE_OFFER
+CHAT_ABANDONED_WHILE_OFFERED = Disposition.CHAT_ABANDONED_WHILE_OFFERED
+MAX_TASK_LIFETIME = Disposition.MAX_TASK_LIFETIME
+
+# A delivery that failed at the phone: the task goes back to its queue.
+DELIVERY_FAILURES = frozenset({Disposition.RING_NO_ANSWER, Disposition.BUSY})
 
 
 def abandon_disposition(task: Task) -> int:
@@ -45,25 +68,6 @@ def abandon_disposition(task: Task) -> int:
 
 def handled_disposition(task: Task) -> int:
     return HANDLED_VOICE if task.channel == "voice" else HANDLED_CHAT
-
-
-@lru_cache(maxsize=8192)
-def iso(ts: float | None) -> str | None:
-    """Cached: the same instants recur in a task's events, records and expert states (a hit
-    costs no Python call).
-
-    Same text as ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")``,
-    built from a per-second prefix (most events of a busy second share it).
-    """
-    if ts is None:
-        return None
-    secs, us = split(ts)
-    return f"{_second(secs)}.{us // 1000:03d}+00:00"
-
-
-@lru_cache(maxsize=4096)
-def _second(secs: int) -> str:
-    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def timings(task: Task) -> dict[str, float]:

@@ -22,7 +22,13 @@ from expertline.records.feed import EXPERT_STATE, ExpertStateRecord
 from expertline.routing import records
 from expertline.routing.commands import CancelTimer, Command, Emit, SetTimer
 from expertline.routing.live import ExpertLive, Offer, Task
-from expertline.routing.model import MAX_TASK_LIFETIME, ExpertSpec, QueueSpec, RoutingConfig
+from expertline.routing.model import (
+    MAX_TASK_LIFETIME,
+    ExpertSpec,
+    Presence,
+    QueueSpec,
+    RoutingConfig,
+)
 from expertline.routing.states import WAITING
 from expertline.routing.strategies import FreeIndex
 from expertline.routing.timers import (
@@ -37,7 +43,7 @@ from expertline.routing.timers import (
 
 log = logging.getLogger("expertline.routing")
 
-PRESENCES = frozenset({"available", "away", "dnd", "offline"})
+PRESENCES = frozenset(Presence)
 CHANNELS = frozenset({"voice", "chat"})
 TIMER_TOLERANCE = 0.001  # a timer fired this much early still counts (clock rounding)
 RECENT_CLOSED_OFFERS = 50_000  # closed offers remembered to answer late replies with "closed"
@@ -120,7 +126,7 @@ class CoreState:
         if (
             spec is not None
             and spec.enabled
-            and e.presence == "available"
+            and e.presence == Presence.AVAILABLE
             and e.wrapup_until is None
             and len(e.active) + len(e.pending) < spec.max_tasks
         ):
@@ -151,7 +157,7 @@ class CoreState:
             return "busy"
         if e.wrapup_until is not None:
             return "wrap_up"
-        if e.presence != "available":
+        if e.presence != Presence.AVAILABLE:
             return e.presence
         if e.pending:
             return "reserved"

@@ -34,7 +34,9 @@ from expertline.errors import (
     Problem,
     Unavailable,
 )
+from expertline.instants import instants_as_text, iso
 from expertline.records.feed import EVENT_TYPES, unknown_event_types
+from expertline.routing.model import Presence
 from expertline.runtime import store
 from expertline.runtime.ports import OfferView, RuntimePort, TaskRequest
 from expertline.runtime.projection import WAITING_STATUSES, task_json
@@ -158,7 +160,7 @@ class TaskEvent(_Body):
 
 
 class PresenceBody(_Body):
-    status: Literal["available", "away", "dnd", "offline"]
+    status: Presence
 
 
 class AcceptBody(_Body):
@@ -468,10 +470,8 @@ def _cursor(after: str | None) -> int:
     return int(after)
 
 
-def _when(value: Any) -> str | None:
-    if isinstance(value, datetime):
-        return store.as_utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return value
+def _when(value: Any) -> Any:
+    return iso(value) if isinstance(value, datetime) else value
 
 
 def _record_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -497,7 +497,7 @@ def _event_json(row: dict[str, Any]) -> dict[str, Any]:
         "task_id": row["task_id"],
         "expert_id": row["expert_id"],
         "at": _when(row["created_at"]),
-        "data": row["data"],
+        "data": instants_as_text(row["data"]) if row["data"] else row["data"],
     }
 
 
@@ -511,9 +511,9 @@ def _offer_json(o: OfferView) -> dict[str, Any]:
         "queue": o.queue_id,
         "queue_name": o.queue_name,
         "caller": o.caller,
-        "created_at": store.iso(o.created_at),
-        "expires_at": store.iso(o.expires_at),
-        "task_created_at": store.iso(o.task_created_at),
+        "created_at": iso(o.created_at),
+        "expires_at": iso(o.expires_at),
+        "task_created_at": iso(o.task_created_at),
         "notice_only": o.notice_only,
         "attributes": o.shown_attributes,
     }
@@ -531,9 +531,9 @@ def _offer_row_json(service: Any, row: dict[str, Any]) -> dict[str, Any]:
         "expert": row["expert_id"],
         "status": row["status"],
         "queue": s.get("queue_id"),
-        "created_at": store.iso(s.get("created_at")),
-        "expires_at": store.iso(s.get("expires_at")),
-        "ended_at": store.iso(s.get("ended_at")),
+        "created_at": iso(s.get("created_at")),
+        "expires_at": iso(s.get("expires_at")),
+        "ended_at": iso(s.get("ended_at")),
         "notice_only": bool(s.get("notice_only")),
     }
 

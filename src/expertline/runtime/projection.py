@@ -94,7 +94,7 @@ def task_view_from_row(row: dict[str, Any]) -> TaskView:
         "call_disposition": stored_meta.get("call_disposition"),
     }
     created = store.as_utc(row["created_at"])
-    text = created.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    text = store.iso(created) or ""
     return task_view(d, meta, text)
 
 

@@ -38,6 +38,7 @@ from expertline.metrics import RuntimeMetrics
 from expertline.routing import commands as cmd
 from expertline.routing import events as ev
 from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
+from expertline.routing.records import DELIVERY_FAILURES
 from expertline.routing.timers import TimerKey
 from expertline.runtime import live, projection, recovery, store
 from expertline.runtime.batch import OpenBatch
@@ -429,7 +430,7 @@ class RuntimeService:
         return view
 
     async def async_delivery_failed(self, task_id: str, disposition: int) -> TaskView:
-        if disposition not in (8, 19):
+        if disposition not in DELIVERY_FAILURES:
             raise InvalidInput("disposition must be 19 (ring no answer) or 8 (busy)")
 
         def apply() -> None:

@@ -15,7 +15,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -48,7 +47,8 @@ from expertline.db.tables import (
 )
 from expertline.errors import Unavailable
 from expertline.ha.lease import check_fence
-from expertline.routing.records import iso as record_iso
+from expertline.instants import instants_as_text
+from expertline.instants import iso as iso  # the runtime's modules write instants with it
 from expertline.runtime import sqlwrite
 
 RECORD_TABLES: dict[str, Table] = {"rcd": rcd, "tcd": tcd}
@@ -56,18 +56,6 @@ RECORD_TABLES: dict[str, Table] = {"rcd": rcd, "tcd": tcd}
 
 def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-def iso(ts: float | None) -> str | None:
-    """API form of an instant: UTC with milliseconds and ``Z`` (feed records say ``+00:00``)."""
-    if ts is None:
-        return None
-    return _iso_z(ts)
-
-
-@lru_cache(maxsize=8192)
-def _iso_z(ts: float) -> str:
-    return str(record_iso(ts))[:-6] + "Z"
 
 
 @dataclass
@@ -343,15 +331,13 @@ def offers_of_expert(
 def record_json(row: dict[str, Any]) -> dict[str, Any]:
     """An RCD or TCD row as the feed shows it (``GET /api/v1/records/...``, feed webhooks):
     the record's data with the row's columns over it, times in the API's form."""
-    body = {k: v for k, v in (row.get("data") or {}).items() if k not in row}
-    body.update({k: _api_time(v) for k, v in row.items() if k != "data"})
+    # The stored record keeps its instants (``at``, ``started_at``...) as POSIX seconds.
+    data = instants_as_text(row.get("data") or {})
+    body = {k: v for k, v in data.items() if k not in row}
+    body.update(
+        {k: iso(v) if isinstance(v, datetime) else v for k, v in row.items() if k != "data"}
+    )
     return body
-
-
-def _api_time(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return as_utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return value
 
 
 def count_records(engine: Engine, kind: str, after: int) -> int:

@@ -33,6 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 from expertline.machine import IllegalTransition
+from expertline.routing.records import Disposition
 from expertline.runtime.ports import TaskEventType, TaskView
 from expertline.settings import SipMode
 from expertline.sip.call_states import FLOWS, CallState, CallStep
@@ -418,15 +419,17 @@ class CallFlow:
                 ReportEvent(self.task_id, "connected"),
                 StartCallTimer(CallTimer.MAX_CALL, self.max_call),
             ]
-        disposition = 8 if status in BUSY_STATUSES else 19
-        self._decide(f"phone answered {status} (branch {self.branch}); requeue ({disposition})")
+        disposition = Disposition.BUSY if status in BUSY_STATUSES else Disposition.RING_NO_ANSWER
+        self._decide(
+            f"phone answered {status} (branch {self.branch}); requeue ({int(disposition)})"
+        )
         return self._requeue(disposition, cancel=False)
 
     def _branch_failed(self, event: BranchFailed) -> list[CallCommand]:
         if event.branch != self.branch:
             return []
         self._decide(f"no response from the phone (branch {self.branch}); requeue (19)")
-        return self._requeue(19, cancel=False)
+        return self._requeue(Disposition.RING_NO_ANSWER, cancel=False)
 
     def _branch_refused(self, event: BranchRefused) -> list[CallCommand]:
         if event.branch != self.branch:
@@ -435,13 +438,13 @@ class CallFlow:
             f"the phone's host {event.host} is not an allowed SIP target (branch {self.branch});"
             " not called, requeue (19)"
         )
-        return self._requeue(19, cancel=False)
+        return self._requeue(Disposition.RING_NO_ANSWER, cancel=False)
 
     def _ring_timer(self, _: TimerFired) -> list[CallCommand]:
         self._decide(
             f"phone rang past ring_timeout={self.ring_timeout:g}s; cancel and requeue (19)"
         )
-        return self._requeue(19, cancel=True)
+        return self._requeue(Disposition.RING_NO_ANSWER, cancel=True)
 
     def _requeue(self, disposition: int, cancel: bool) -> list[CallCommand]:
         assert self.task_id is not None and self.branch is not None

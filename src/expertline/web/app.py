@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the services import this module: their types only, for the 
     from expertline.presence.redundant import RedundantSource
     from expertline.presence.xmpp import XmppSource
     from expertline.reporting.service import ReportingService
-    from expertline.runtime.service import RuntimeService
+    from expertline.runtime.ports import RuntimePort
     from expertline.sip.front import SipFront
     from expertline.web.admin.live import LiveBoard
     from expertline.web.pages import Web
@@ -49,7 +49,7 @@ class Services:
 
     health: Health = field(default_factory=Health)
     node: Node | None = None
-    runtime: RuntimeService | None = None
+    runtime: RuntimePort | None = None
     lease: LeaseKeeper | None = None  # HA (PostgreSQL): the runtime runs while it holds the lease
     reporting: ReportingService | None = None
     reporting_engine: Engine | None = None  # a separate reporting database, opened on first use

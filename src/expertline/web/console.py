@@ -23,6 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from expertline.errors import Forbidden, NotFound, Unavailable
+from expertline.routing.model import Presence
 from expertline.runtime.ports import OfferView
 from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
@@ -31,12 +32,12 @@ from expertline.web.pages import PageRoute, changing, render, signed_in, web_of
 from expertline.web.sessions import Session
 
 EXPERT_ROLES = frozenset({"expert"})
-PRESENCE = ("available", "away", "dnd", "offline")
+PRESENCE = tuple(Presence)
 PRESENCE_LABELS = {
-    "available": "Available",
-    "away": "Away",
-    "dnd": "Do not disturb",
-    "offline": "Offline",
+    Presence.AVAILABLE: "Available",
+    Presence.AWAY: "Away",
+    Presence.DND: "Do not disturb",
+    Presence.OFFLINE: "Offline",
 }
 PUSH_GAP = 0.1  # seconds: the least time between two pictures of one console
 RECHECK = 30.0
@@ -117,9 +118,10 @@ def router(ctx: AppContext) -> APIRouter:
     async def presence(request: Request) -> Response:
         session, form = await changing(request, EXPERT_ROLES)
         expert_id = _expert_of(session)
-        status = str(form.get("status") or "")
-        if status not in PRESENCE:
-            return _answer(request, 422, f"Unknown presence {status!r}.")
+        given = str(form.get("status") or "")
+        if given not in PRESENCE:
+            return _answer(request, 422, f"Unknown presence {given!r}.")
+        status = Presence(given)
         act_for(_as_token(session), expert_id)
         await runtime().async_set_presence(expert_id, status, "web")
         return _answer(request, 200, f"You are now {PRESENCE_LABELS[status].lower()}.")

@@ -69,7 +69,7 @@ def test_a_source_with_links_is_one_redundant_source(
     monkeypatch.setenv("EXPERTLINE_TEST_XMPP_PW", "pw")
     monkeypatch.setenv("EXPERTLINE_TEST_XMPP_SECRET2", "s2")
     ctx = AppContext(Settings(node="n"), engine)
-    ctx.services["health"] = Health()
+    ctx.services.health = Health()
     runtime = _Runtime()
     (corp,) = create_presence_sources(ctx, runtime)  # type: ignore[arg-type]
     assert isinstance(corp, RedundantSource) and runtime.channels == [corp]

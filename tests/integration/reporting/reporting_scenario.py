@@ -314,7 +314,7 @@ def write_all(engine: Engine) -> Feed:
 
 QUEUES_15M = [
     {
-        "interval_start": "2026-11-25T10:00:00Z",
+        "interval_start": "2026-11-25T10:00:00.000Z",
         "queue_id": "billing",
         "queue_name": "Billing",
         "offered": 3,
@@ -329,7 +329,7 @@ QUEUES_15M = [
         "service_level_2": 0.6667,
     },
     {
-        "interval_start": "2026-11-25T10:15:00Z",
+        "interval_start": "2026-11-25T10:15:00.000Z",
         "queue_id": "billing",
         "queue_name": "Billing Desk",
         "offered": 2,
@@ -344,7 +344,7 @@ QUEUES_15M = [
         "service_level_2": 0.5,
     },
     {
-        "interval_start": "2026-11-25T10:30:00Z",
+        "interval_start": "2026-11-25T10:30:00.000Z",
         "queue_id": "billing",
         "queue_name": "Billing Desk",
         "offered": 1,
@@ -359,7 +359,7 @@ QUEUES_15M = [
         "service_level_2": 0.0,
     },
     {
-        "interval_start": "2026-11-25T10:30:00Z",
+        "interval_start": "2026-11-25T10:30:00.000Z",
         "queue_id": "sales",
         "queue_name": "Sales",
         "offered": 2,
@@ -374,7 +374,7 @@ QUEUES_15M = [
         "service_level_2": None,
     },
     {
-        "interval_start": "2026-11-25T10:45:00Z",
+        "interval_start": "2026-11-25T10:45:00.000Z",
         "queue_id": "sales",
         "queue_name": "Sales",
         "offered": 2,
@@ -392,7 +392,7 @@ QUEUES_15M = [
 
 QUEUES_60M = [
     {
-        "interval_start": "2026-11-25T10:00:00Z",
+        "interval_start": "2026-11-25T10:00:00.000Z",
         "queue_id": "billing",
         "queue_name": "Billing Desk",
         "offered": 6,
@@ -407,7 +407,7 @@ QUEUES_60M = [
         "service_level_2": 0.5,
     },
     {
-        "interval_start": "2026-11-25T10:00:00Z",
+        "interval_start": "2026-11-25T10:00:00.000Z",
         "queue_id": "sales",
         "queue_name": "Sales",
         "offered": 4,

@@ -123,7 +123,9 @@ def test_pages_sign_in_once_and_keep_a_session(client: TestClient, engine: Engin
     assert tasks.text.count('<tr data-task="') == 9
     download = client.get("/reports/queues.csv", params={**HOUR, "interval": "60m"})
     assert download.headers["content-type"].startswith("text/csv")
-    assert download.text.splitlines()[1].startswith("2026-11-25T10:00:00Z,billing,Billing Desk,6,")
+    assert download.text.splitlines()[1].startswith(
+        "2026-11-25T10:00:00.000Z,billing,Billing Desk,6,"
+    )
     bad = client.get("/reports", params={"from": "nope"})
     assert "expected an ISO 8601" in bad.text
     csrf = page.text.split('name="csrf" value="')[1].split('"')[0]

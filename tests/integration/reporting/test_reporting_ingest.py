@@ -86,23 +86,23 @@ def test_golden_scenario_gives_exact_reports(rengine: Engine) -> None:
         "status": "completed",
         "call_disposition": 13,
         "expert_id": "bob",
-        "created_at": "2026-11-25T10:05:00Z",
-        "ended_at": "2026-11-25T10:06:25Z",
+        "created_at": "2026-11-25T10:05:00.000Z",
+        "ended_at": "2026-11-25T10:06:25.000Z",
         "wait": 25.0,
         "talk_time": 60.0,
         "offers": [
             {
                 "offer_id": "t2-o1",
                 "expert_id": "alice",
-                "created_at": "2026-11-25T10:05:01Z",
-                "ended_at": "2026-11-25T10:05:21Z",
+                "created_at": "2026-11-25T10:05:01.000Z",
+                "ended_at": "2026-11-25T10:05:21.000Z",
                 "outcome": "timeout",
             },
             {
                 "offer_id": "t2-o2",
                 "expert_id": "bob",
-                "created_at": "2026-11-25T10:05:21Z",
-                "ended_at": "2026-11-25T10:05:25Z",
+                "created_at": "2026-11-25T10:05:21.000Z",
+                "ended_at": "2026-11-25T10:05:25.000Z",
                 "outcome": "accepted",
             },
         ],
@@ -113,7 +113,7 @@ def test_golden_scenario_gives_exact_reports(rengine: Engine) -> None:
         "avg_wait,max_wait,service_level,avg_handle_time,service_level_2"
     )
     assert csv_text.splitlines()[2] == (
-        "2026-11-25T10:00:00Z,sales,Sales,4,1,0,2,1,88.333,120.0,1.0,120.0,1.0"
+        "2026-11-25T10:00:00.000Z,sales,Sales,4,1,0,2,1,88.333,120.0,1.0,120.0,1.0"
     )
     task_csv = "".join(to_csv("tasks", items)).splitlines()
     assert task_csv[2].endswith(",25.0,60.0,alice:timeout;bob:accepted")

@@ -1,4 +1,4 @@
-"""Record helpers: the fast ISO time text is the one ``datetime`` would write."""
+"""Record helpers: the fast ISO time text is the one ``datetime`` would write, with ``Z``."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from expertline.routing.states import TaskStatus
 
 @given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))
 def test_iso_matches_datetime(ts: float) -> None:
-    assert records.iso(ts) == datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    assert records.iso(ts) == expected.replace("+00:00", "Z")
 
 
 @given(st.integers(min_value=0, max_value=4_000_000_000_000).map(lambda ms: ms / 1000))
 def test_iso_of_whole_milliseconds(ts: float) -> None:
-    assert records.iso(ts) == datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    assert records.iso(ts) == expected.replace("+00:00", "Z")
 
 
 def test_iso_of_nothing_is_nothing() -> None:
@@ -70,7 +72,7 @@ def test_snapshot_and_records_keep_their_documented_key_order() -> None:
         "work_time", "config_version", "node", "offers", "attempts",
     ]  # fmt: skip
     assert record["wait"] == 1.0 and record["ring_time"] == 1.0 and record["talk_time"] == 8.0
-    assert record["offers"][0]["created_at"] == "1970-01-01T00:01:40.500+00:00"
+    assert record["offers"][0]["created_at"] == "1970-01-01T00:01:40.500Z"
     assert record["attempts"] == [
-        {"expert_id": "f", "disposition": 19, "at": "1970-01-01T00:01:40.250+00:00"}
+        {"expert_id": "f", "disposition": 19, "at": "1970-01-01T00:01:40.250Z"}
     ]
