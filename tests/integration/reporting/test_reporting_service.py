@@ -18,7 +18,7 @@ from expertline.reporting.reports import parse_range, queue_report
 from expertline.reporting.service import LAG, ReportingService, create_reporting
 from expertline.reporting.tables import report_tasks
 from expertline.settings import Settings
-from expertline.web.app import AppContext
+from expertline.web.app import AppContext, Services
 from support.wait import async_eventually
 
 HOUR = parse_range("2026-11-25T10:00:00Z", "2026-11-25T11:00:00Z", "60m")
@@ -34,7 +34,7 @@ async def test_service_ingests_stops_and_catches_up(
 ) -> None:
     reporting_migrate.upgrade(engine)
     health = Health()
-    ctx = AppContext(Settings(db=db_url, data_dir=tmp_path), engine, {"health": health})
+    ctx = AppContext(Settings(db=db_url, data_dir=tmp_path), engine, Services(health=health))
     service = create_reporting(ctx)
     service.poll_interval = 0.02
     LAG.set(-1)  # so that 0 below can only come from the service
