@@ -7,15 +7,38 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from expertline.net import free_port
 from support.wait import eventually
 
-__all__ = ["ServerProcess", "cli", "expertline_cmd", "free_port", "running_server"]
+__all__ = [
+    "ServerProcess",
+    "cli",
+    "expertline_cmd",
+    "free_port",
+    "running_server",
+    "stop_group",
+]
+
+
+def stop_group(process: subprocess.Popen[Any] | None, timeout: float = 5) -> None:
+    """Stop a process started in its own session and everything it started: SIGTERM to the
+    group, SIGKILL if it has not ended after ``timeout`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def expertline_cmd(*args: str) -> list[str]:
