@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from support.processes import stop_group
+from support.processes import start_group, stop_group
 from support.sipp import free_port
 
 BARESIP = shutil.which("baresip")
@@ -67,16 +67,9 @@ class BaresipPhone:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "config").write_text(CONFIG.format(port=self.port, modules=modules))
         (self.workdir / "accounts").write_text(f"<{self.uri}>;regint=0;answermode=auto\n")
-        out = open(self.workdir / "baresip.out", "wb")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            [BARESIP, "-f", str(self.workdir)],
-            cwd=self.workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+        self.process = start_group(
+            [BARESIP, "-f", str(self.workdir)], self.workdir, self.workdir / "baresip.out"
         )
-        out.close()
         self._wait_ready()
         return self
 

@@ -22,8 +22,23 @@ __all__ = [
     "expertline_cmd",
     "free_port",
     "running_server",
+    "start_group",
     "stop_group",
 ]
+
+
+def start_group(command: list[str], cwd: Path, output: Path) -> subprocess.Popen[bytes]:
+    """Start ``command`` in its own session (so ``stop_group`` reaches all it starts), its
+    standard output and error written to ``output``."""
+    with output.open("wb") as out:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def stop_group(process: subprocess.Popen[Any] | None, timeout: float = 5) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from support.processes import stop_group
+from support.processes import start_group, stop_group
 
 SIPP = shutil.which("sipp")
 
@@ -115,16 +115,9 @@ class Sipp:
 
     def start(self) -> Sipp:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        out = open(self.workdir / f"{self.scenario}.out", "wb")  # noqa: SIM115 - closed by the process
-        self.process = subprocess.Popen(
-            self.command(),
-            cwd=self.workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+        self.process = start_group(
+            self.command(), self.workdir, self.workdir / f"{self.scenario}.out"
         )
-        out.close()
         if self.remote is None:
             self._wait_listening()
         return self
