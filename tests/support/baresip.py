@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from support.processes import start_group, stop_group
 from support.sipp import free_port
 
 BARESIP = shutil.which("baresip")
@@ -72,19 +71,10 @@ class BaresipPhone:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "config").write_text(CONFIG.format(port=self.port, modules=modules))
         (self.workdir / "accounts").write_text(f"<{self.uri}>;regint=0;answermode=auto\n")
-        out = open(self.workdir / "baresip.out", "wb")  # noqa: SIM115 - owned by the child
         command = [BARESIP, "-f", str(self.workdir)]
         if self.dial is not None:
             command += ["-e", f"/dial {self.dial}", "-t", str(self.quit_after)]
-        self.process = subprocess.Popen(
-            command,
-            cwd=self.workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        out.close()
+        self.process = start_group(command, self.workdir, self.workdir / "baresip.out")
         self._wait_ready()
         return self
 
@@ -108,13 +98,4 @@ class BaresipPhone:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        stop_group(self.process)

@@ -11,16 +11,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from support.processes import stop_group
 from support.sipp import free_port
 
 DOCS_SIP = Path(__file__).resolve().parents[2] / "docs" / "sip.md"
@@ -133,16 +132,7 @@ class Kamailio:
         raise RuntimeError(f"kamailio did not listen on {self.port}: {self.log()[-2000:]}")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        stop_group(self.process, timeout=10)
 
     def log(self) -> str:
         path = self.workdir / "kamailio.log"

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import pytest
+
+from support.processes import start_group, stop_group
 
 SIPP = shutil.which("sipp")
 
@@ -115,16 +115,9 @@ class Sipp:
 
     def start(self) -> Sipp:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        out = open(self.workdir / f"{self.scenario}.out", "wb")  # noqa: SIM115 - closed by the process
-        self.process = subprocess.Popen(
-            self.command(),
-            cwd=self.workdir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+        self.process = start_group(
+            self.command(), self.workdir, self.workdir / f"{self.scenario}.out"
         )
-        out.close()
         if self.remote is None:
             self._wait_listening()
         return self
@@ -158,16 +151,7 @@ class Sipp:
             ) from None
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        stop_group(self.process)
 
     @property
     def running(self) -> bool:

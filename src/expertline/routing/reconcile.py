@@ -93,15 +93,29 @@ class Reconcile(Matching):
         meta: dict[str, Any] | None,
     ) -> None:
         """Fill a fresh core from exported dicts (``RoutingCore.restore``)."""
-        core = self
-        core._install_config(config)
+        self._install_config(config)
+        self._restore_experts(config, experts)
+        self._restore_tasks(tasks)
+        self._restore_offers(offers)
+        self._relink_restored()
+        if meta:
+            self._seq = max(self._seq, int(meta.get("seq", 0)))
+            self._rr = {str(k): str(v) for k, v in (meta.get("rr") or {}).items()}
+        self._rearm_restored()
+        self._forget_changes()
+
+    def _restore_experts(self, config: RoutingConfig, experts: Iterable[dict[str, Any]]) -> None:
+        """Stored experts without their links (rebuilt from the tasks), plus every configured one."""
         for d in experts:
             e = ExpertLive.from_dict(d)
             e.active = {}
             e.pending = {}
-            core._experts[e.id] = e
+            self._experts[e.id] = e
         for eid in config.experts:
-            core._experts.setdefault(eid, ExpertLive(eid))
+            self._experts.setdefault(eid, ExpertLive(eid))
+
+    def _restore_tasks(self, tasks: Iterable[dict[str, Any]]) -> None:
+        """Stored tasks still waiting or with an expert; ended ones stay ended."""
         for d in tasks:
             t = Task.from_dict(d)
             if t.status not in WAITING and t.status not in (
@@ -109,52 +123,62 @@ class Reconcile(Matching):
                 TaskStatus.CONNECTED,
             ):
                 continue
-            core._tasks[t.id] = t
-            core._take_code(t.code, t.id)
-            core._seq = max(core._seq, t.seq + 1)
+            self._tasks[t.id] = t
+            self._take_code(t.code, t.id)
+            self._seq = max(self._seq, t.seq + 1)
+
+    def _restore_offers(self, offers: Iterable[dict[str, Any]]) -> None:
+        """Stored open offers whose waiting task still names them as its offer to that expert."""
         for d in offers:
             if d.get("status", "open") != "open":
                 continue
             o = Offer.from_dict(d)
-            owner = core._tasks.get(o.task_id)
+            owner = self._tasks.get(o.task_id)
             if (
                 owner is None
                 or owner.status not in WAITING
                 or owner.open_offers.get(o.expert_id) != o.id
             ):
                 continue
-            core._offers[o.id] = o
-        for t in sorted(core._tasks.values(), key=lambda t: t.seq):
-            t.open_offers = {eid: oid for eid, oid in t.open_offers.items() if oid in core._offers}
+            self._offers[o.id] = o
+
+    def _relink_restored(self) -> None:
+        """Drop links to offers not restored, move each task's status through the task
+        lifecycle to match its open offers, and rebuild the experts' pending and active sets."""
+        for t in sorted(self._tasks.values(), key=lambda t: t.seq):
+            t.open_offers = {eid: oid for eid, oid in t.open_offers.items() if oid in self._offers}
             if t.status is TaskStatus.OFFERED and not t.open_offers:
                 t.status = TASK.fire(t.status, TaskTrigger.OFFERS_CLOSED)
             elif t.status is TaskStatus.QUEUED and t.open_offers:
                 t.status = TASK.fire(t.status, TaskTrigger.OFFER)
             for eid, oid in t.open_offers.items():
-                core._experts.setdefault(eid, ExpertLive(eid)).pending[oid] = t.id
+                self._experts.setdefault(eid, ExpertLive(eid)).pending[oid] = t.id
             if t.expert_id is not None and t.status not in WAITING:
-                core._experts.setdefault(t.expert_id, ExpertLive(t.expert_id)).active[t.id] = None
-        if meta:
-            core._seq = max(core._seq, int(meta.get("seq", 0)))
-            core._rr = {str(k): str(v) for k, v in (meta.get("rr") or {}).items()}
-        for o in core._offers.values():
+                self._experts.setdefault(t.expert_id, ExpertLive(t.expert_id)).active[t.id] = None
+
+    def _rearm_restored(self) -> None:
+        """Timers of the restored offers, tasks and wrap-ups, quietly; experts reindexed."""
+        for o in self._offers.values():
             if o.expires_at is not None:
-                core._set_timer(TimerKey(OFFER_TIMER, o.id), o.expires_at, quiet=True)
-        for t in core._tasks.values():
+                self._set_timer(TimerKey(OFFER_TIMER, o.id), o.expires_at, quiet=True)
+        for t in self._tasks.values():
             if t.status in WAITING:
-                core._arm_task_timers(t, quiet=True)
-                core._rehung(t)
+                self._arm_task_timers(t, quiet=True)
+                self._rehung(t)
             elif t.status in WITH_EXPERT:
-                core._arm_lifetime(t, quiet=True)
-        for e in core._experts.values():
+                self._arm_lifetime(t, quiet=True)
+        for e in self._experts.values():
             if e.wrapup_until is not None:
-                core._set_timer(TimerKey(WRAP_UP_TIMER, e.id), e.wrapup_until, quiet=True)
-            core._reindex(e)
-        core._dirty_tasks.clear()
-        core._dirty_offers.clear()
-        core._dirty_experts.clear()
-        core._dirty_meta = False
-        core._touched.clear()
-        core._work_tasks.clear()
-        core._work_experts.clear()
-        core._out = []
+                self._set_timer(TimerKey(WRAP_UP_TIMER, e.id), e.wrapup_until, quiet=True)
+            self._reindex(e)
+
+    def _forget_changes(self) -> None:
+        """A restored state is the stored one: nothing dirty to write, no work, no output."""
+        self._dirty_tasks.clear()
+        self._dirty_offers.clear()
+        self._dirty_experts.clear()
+        self._dirty_meta = False
+        self._touched.clear()
+        self._work_tasks.clear()
+        self._work_experts.clear()
+        self._out = []

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from expertline.db.engine import json_text
 from expertline.records.feed import EXPERT_STATE, TASK_RECORD
-from expertline.reporting.core import ConfigView, Version, utc
-from expertline.reporting.ingest import (
+from expertline.reporting.batch import (
     Batch,
     json_value,
     pg_time_text,
     sqlite_time_text,
 )
+from expertline.reporting.core import ConfigView, Version, utc
 
 SQLALCHEMY_SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLite
 
