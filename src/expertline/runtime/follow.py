@@ -41,6 +41,19 @@ def fixed_config(
     )
 
 
+def own_source(
+    engine: Engine,
+    loader: Callable[[Engine], tuple[RoutingConfig, Any]] | None,
+    probe: Callable[[Engine], int] | None,
+    poll: float,
+) -> ConfigSource:
+    """The source of a runtime the node gave none: over ``loader`` when given, else the
+    configuration stored in the database."""
+    if loader is not None:
+        return fixed_config(engine, loader, probe, poll)
+    return ConfigSource(engine, poll=poll)
+
+
 async def async_follow(
     source: ConfigPort,
     in_effect: Callable[[], int],

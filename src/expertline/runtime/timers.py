@@ -7,8 +7,11 @@ outnumber the live ones, so memory stays bounded by the number of live timers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import heapq
 import itertools
+from collections.abc import Callable
 
 from expertline.routing.timers import TimerKey
 
@@ -71,3 +74,27 @@ class TimerHeap:
     def _compact(self) -> None:
         self._heap = [(at, seq, key) for key, (at, seq) in self._live.items()]
         heapq.heapify(self._heap)
+
+
+async def async_run(
+    heap: Callable[[], TimerHeap],
+    wake: asyncio.Event,
+    clock: Callable[[], float],
+    due: Callable[[TimerKey], None],
+) -> None:
+    """Hand every key that falls due to ``due``, in due order; look again when ``wake`` is set
+    (a new earliest timer), at the next due time, or after a second at most. ``heap`` is read
+    each round (recovery replaces it)."""
+    while True:
+        wake.clear()
+        now = clock()
+        fired = heap().pop_due(now)
+        for key in fired:
+            due(key)
+        nxt = heap().next_due()
+        wait = 1.0 if nxt is None else max(0.0, min(1.0, nxt - now))
+        if fired and wait == 0.0:
+            await asyncio.sleep(0)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=wait)

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from typing import Any
 
 from expertline.runtime.ports import OfferView, TaskView
-from expertline.runtime.projection import ACTIVE_STATUSES
+from expertline.runtime.projection import ACTIVE_STATUSES, Closed
 
 RECENT_ENDED = 20_000  # ended tasks kept in memory for reads; older ones come from the database
 MAX_WAIT = 60.0  # longest long-poll
@@ -35,7 +35,19 @@ class CommittedViews:
     def known(self, task_id: str) -> bool:
         return task_id in self.live or task_id in self.ended
 
+    def offers_of(self, expert_id: str) -> list[OfferView]:
+        """The expert's open offers, oldest first."""
+        offers = self.open_offers.get(expert_id, {})
+        return sorted(offers.values(), key=lambda o: (o.created_at, o.id))
+
     # --- publishing ---------------------------------------------------------------------------
+
+    def publish(self, closed: Closed) -> None:
+        """A batch committed: its task and offer views are what callers read from now on."""
+        for view in closed.tasks.values():
+            self.publish_task(view)
+        for offer in closed.offers.values():
+            self.publish_offer(offer)
 
     def publish_task(self, view: TaskView) -> None:
         tid = view.id
@@ -106,3 +118,29 @@ class CommittedViews:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+
+
+class FeedCursor:
+    """The id of the last committed feed row; live pages and streams wait here for newer rows."""
+
+    def __init__(self) -> None:
+        self.last = 0
+        self._cond = asyncio.Condition()
+
+    def advance(self, last: int) -> None:
+        """A batch with feed rows up to ``last`` committed: wake whoever waits."""
+        self.last = last
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._cond:
+            self._cond.notify_all()
+
+    async def async_wait(self, after: int, timeout: float) -> int:
+        """The last feed id once the feed has rows after ``after`` (or at ``timeout``)."""
+        if self.last > after:
+            return self.last
+        async with self._cond:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cond.wait_for(lambda: self.last > after), timeout)
+        return self.last

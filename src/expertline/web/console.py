@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 
 from expertline.errors import Forbidden, NotFound, Unavailable
 from expertline.routing.model import Presence
-from expertline.runtime.ports import OfferView
+from expertline.runtime.ports import OfferView, RuntimePort
 from expertline.security.tokens import TokenInfo
 from expertline.web.app import AppContext
 from expertline.web.auth import act_for
@@ -54,9 +54,9 @@ def router(ctx: AppContext) -> APIRouter:
     r = APIRouter(route_class=PageRoute, include_in_schema=False)
     sessions = web_of(ctx).sessions
 
-    def runtime() -> Any:
+    def runtime() -> RuntimePort:
         service = ctx.services.runtime
-        if service is None or not getattr(service, "running", False):
+        if service is None or not service.running:
             raise Unavailable(
                 "Routing does not run on this node right now, so the console cannot work here."
             )
@@ -67,8 +67,7 @@ def router(ctx: AppContext) -> APIRouter:
         session = await run_in_threadpool(signed_in, request, EXPERT_ROLES)
         expert_id = _expert_of(session)
         service = ctx.services.runtime
-        running = service is not None and getattr(service, "running", False)
-        picture = _picture(service, expert_id) if running else None
+        picture = _picture(service, expert_id) if service is not None and service.running else None
         return render(
             request,
             "console.html",
@@ -192,7 +191,7 @@ def _message(request: Request) -> dict[str, str] | None:
     return None
 
 
-def _picture(service: Any, expert_id: str) -> dict[str, Any] | None:
+def _picture(service: RuntimePort, expert_id: str) -> dict[str, Any] | None:
     """What the console shows, as JSON-ready data (None: no such expert here)."""
     state = service.expert_state(expert_id)
     if state is None:

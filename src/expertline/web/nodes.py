@@ -44,7 +44,7 @@ class NodeInfo:
 
 
 def own_url(ctx: AppContext) -> str:
-    public = getattr(ctx.settings, "public_url", None)
+    public = ctx.settings.public_url
     if public:
         return str(public).rstrip("/")
     return f"http://{ctx.settings.http}"

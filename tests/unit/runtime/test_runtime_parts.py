@@ -9,16 +9,18 @@ from typing import Any
 
 import pytest
 
-from expertline.errors import Unavailable
+from expertline.errors import InvalidInput, NotFound, Unavailable
 from expertline.routing import events as ev
-from expertline.routing.model import ExpertSpec, QueueSpec, RoutingConfig
+from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
 from expertline.runtime import store
 from expertline.runtime.core_adapter import CoreAdapter
 from expertline.runtime.effects import Effect, EffectDelivery
+from expertline.runtime.operations import Operations
 from expertline.runtime.pipeline import Operation, Pending, Pipeline
 from expertline.runtime.ports import OfferView, TaskView
 from expertline.runtime.projection import Closed, Projector, task_json, task_view_from_row
 from expertline.runtime.replay import Host, Replayer
+from expertline.runtime.views import CommittedViews, FeedCursor
 
 NOW = 1_800_000_000.0
 
@@ -300,3 +302,64 @@ async def test_a_read_the_database_cannot_answer_is_a_prompt_503(tmp_path: Any) 
         await store.async_read(time.sleep, 2.0, within=0.1)
     assert time.monotonic() - started < 1.0
     assert await store.async_read(lambda x: x + 1, 1) == 2
+
+
+class OperationsHost:
+    """The runtime as the operations see it: committed views, a pipeline, the core's events."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.engine: Any = None  # no database: every case here is decided in memory
+        self.views = CommittedViews()
+        self.pipeline = pipeline
+        self.handled: list[ev.Event] = []
+
+    @property
+    def config(self) -> RoutingConfig:
+        return config()
+
+    def handle(self, event: ev.Event) -> list[Any]:
+        self.handled.append(event)
+        return [event]  # the core did something
+
+    def offer(self, offer_id: str) -> OfferView | None:
+        return None
+
+
+async def test_operations_refuse_bad_input_before_anything_reaches_the_core() -> None:
+    writer, stages = FakeWriter(), Stages()
+    host = OperationsHost(pipeline_of(writer, stages))
+    ops = Operations(host)
+    with pytest.raises(InvalidInput, match="unknown event type"):
+        await ops.async_task_event("t1", "rang", None, False)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="disposition must be"):
+        await ops.async_delivery_failed("t1", 5)
+    with pytest.raises(InvalidInput, match="unknown presence"):
+        await ops.async_set_presence("ann", "busy", "rest")  # type: ignore[arg-type]
+    with pytest.raises(NotFound, match="unknown expert"):
+        await ops.async_set_presence("cy", Presence.AVAILABLE, "rest")
+    with pytest.raises(InvalidInput, match="invalid phone"):
+        await ops.async_accept("o1", "x" * 10_000)
+    assert host.handled == [] and writer.committed == [] and host.views.meta == {}
+
+
+async def test_an_operation_is_answered_after_the_commit_holding_its_event() -> None:
+    writer, stages = FakeWriter(), Stages()
+    host = OperationsHost(pipeline_of(writer, stages))
+    runner = asyncio.create_task(host.pipeline.async_run())
+    try:
+        await Operations(host).async_set_presence("ann", Presence.AWAY, "console")
+        assert host.handled == [ev.PresenceChanged("ann", Presence.AWAY, "console")]
+        assert stages.published  # answered once a batch was published
+    finally:
+        runner.cancel()
+
+
+async def test_the_feed_cursor_wakes_waiters_for_newer_rows_only() -> None:
+    feed = FeedCursor()
+    feed.last = 7
+    assert await feed.async_wait(6, 5.0) == 7  # already newer: at once
+    assert await feed.async_wait(7, 0.05) == 7  # nothing newer: at the timeout
+    waiting = asyncio.create_task(feed.async_wait(7, 5.0))
+    await asyncio.sleep(0)
+    feed.advance(9)
+    assert await asyncio.wait_for(waiting, 2.0) == 9

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from expertline.runtime.timers import TimerHeap
+import asyncio
+
+from expertline.runtime.timers import TimerHeap, async_run
+from support.wait import async_eventually
 
 
 def test_timers_fire_in_due_order_and_only_when_due() -> None:
@@ -42,3 +45,20 @@ def test_pop_due_respects_its_limit() -> None:
         timers.set(f"k{i}", 1.0)
     assert len(timers.pop_due(2.0, limit=4)) == 4
     assert len(timers) == 6
+
+
+async def test_the_timer_loop_hands_due_keys_in_order_and_looks_again_when_woken() -> None:
+    heap, wake, now = TimerHeap(), asyncio.Event(), [100.0]
+    heap.set("b", 90.0)
+    heap.set("a", 80.0)
+    heap.set("later", 200.0)
+    fired: list[str] = []
+    loop = asyncio.create_task(async_run(lambda: heap, wake, lambda: now[0], fired.append))
+    try:
+        await async_eventually(lambda: fired == ["a", "b"])
+        now[0] = 300.0  # a fake clock moved: nothing fires until the loop looks again
+        heap.set("c", 250.0)
+        wake.set()  # at once, not at the loop's next look a second later
+        await async_eventually(lambda: fired == ["a", "b", "later", "c"], timeout=0.8)
+    finally:
+        loop.cancel()

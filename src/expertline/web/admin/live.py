@@ -136,7 +136,7 @@ class LiveBoard:
         """Sleep one tick; with a runtime in this process, wake early for new events."""
         runtime = self.ctx.services.runtime
         start = time.monotonic()
-        if runtime is not None and getattr(runtime, "running", False):
+        if runtime is not None and runtime.running:
             with contextlib.suppress(Exception):
                 await runtime.async_wait_feed(self.board.cursor, QUIET)
         elapsed = time.monotonic() - start
