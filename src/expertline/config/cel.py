@@ -55,8 +55,9 @@ class SelectionCompiler:
     """Compiles selections for one set of attribute declarations, once per distinct text."""
 
     def __init__(self, attributes: Iterable[Attribute], untyped: Iterable[str] = ()) -> None:
-        """``untyped`` names are declared as ``dyn``: known to exist, type unknown."""
-        self.variables = {a.name: CEL_TYPES[a.type] for a in attributes}
+        """``untyped`` names are declared as ``dyn``: known to exist, type unknown. So is an
+        attribute whose own type failed validation (salvaged with no type)."""
+        self.variables = {a.name: CEL_TYPES.get(a.type, cel.Type.DYN) for a in attributes}
         for name in untyped:
             self.variables.setdefault(name, cel.Type.DYN)
         self._env = cel.NewEnv(variables=self.variables)

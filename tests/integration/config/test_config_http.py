@@ -362,3 +362,17 @@ def test_a_body_with_a_bad_key_is_also_checked_against_the_configuration(api: Ap
     ]
     history = c.get("/api/v1/config/history", headers=api.reader).json()["items"]
     assert [v["version"] for v in history] == [1]
+
+
+def test_an_object_whose_own_type_is_bad_is_checked_without_a_server_error(api: Api) -> None:
+    # Found by fuzzing: an attribute with an unknown type is salvaged with no type and
+    # checked against the document; the CEL compiler then declared it with no type (500).
+    r = api.client.post(
+        "/api/v1/attributes",
+        json={"description": None, "name": "A", "type": "AAA", "values": []},
+        headers=api.admin,
+    )
+    assert r.status_code == 422, r.text
+    assert "type" in {d["path"] for d in r.json()["error"]["details"]}
+    history = api.client.get("/api/v1/config/history", headers=api.reader).json()["items"]
+    assert [v["version"] for v in history] == [1]

@@ -37,6 +37,7 @@ def xmpp_server(prosody: XmppServer) -> XmppServer:
     mutants answer the next offer; the parser under test does not depend on the server."""
     return prosody
 
+
 BATCHES = 8
 PER_BATCH = 60
 
