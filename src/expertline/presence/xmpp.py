@@ -39,7 +39,7 @@ from slixmpp.stanza import Presence as PresenceStanza
 
 from expertline.errors import InvalidInput, NotFound
 from expertline.health import Health
-from expertline.presence.link import Backoff, Link
+from expertline.presence.link import Backoff, Link, LinkEvent, LinkState
 from expertline.presence.mapping import RosterPresence, StatusMap
 from expertline.presence.protocol import (
     SILENT_WITHDRAWALS,
@@ -247,7 +247,7 @@ class XmppSource:
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
-    def link_state(self) -> str:
+    def link_state(self) -> LinkState:
         """The state of the server link (``presence/link.py``), read by metrics."""
         return self._link.state
 
@@ -281,8 +281,7 @@ class XmppSource:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self._drop_client()
-        if self._link.state != "stopped":
-            self._link.fire("stop")
+        self._link.fire(LinkEvent.STOP)
         self._report_health(False, "stopped")
         log.info("presence source stopped source=%s", self.id)
 
@@ -387,13 +386,13 @@ class XmppSource:
 
     async def _supervise(self) -> None:
         """Connect, serve, and after any failure wait (capped backoff) and connect again."""
-        self._link.fire("start")
+        self._link.fire(LinkEvent.START)
         while True:
             await self._until_component_is_ours()
             try:
                 client = await self._connect()
             except LinkFailed as exc:
-                self._link.fire("failed")
+                self._link.fire(LinkEvent.FAILED)
                 self.failed_attempts += 1
                 delay = self._backoff.next_delay()
                 if exc.kind == "tls_failed":
@@ -415,11 +414,11 @@ class XmppSource:
                 )
                 self._report_health(False, health)
                 await asyncio.sleep(delay)
-                self._link.fire("retry")
+                self._link.fire(LinkEvent.RETRY)
                 continue
             started = time.monotonic()
             self._said = ""
-            self._link.fire("connected")
+            self._link.fire(LinkEvent.CONNECTED)
             self.connections += 1
             self._mark_all_dirty()  # presence that arrived during setup now counts
             self._report_health(True, f"connected as {self.address}; {len(self._served)} experts")
@@ -432,7 +431,7 @@ class XmppSource:
                 self.connections,
             )
             reason = await self._until_lost(client)
-            self._link.fire("lost")
+            self._link.fire(LinkEvent.LOST)
             await self._drop_client()
             self._roster.clear()
             self._mark_all_dirty()  # everyone offline until we know better
@@ -447,7 +446,7 @@ class XmppSource:
             )
             self._report_health(False, f"link lost ({reason}); retry in {delay:.1f}s")
             await asyncio.sleep(delay)
-            self._link.fire("retry")
+            self._link.fire(LinkEvent.RETRY)
 
     async def _until_component_is_ours(self) -> None:
         """Component mode connects only while this node's runtime runs. ejabberd accepts a
