@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
 from expertline.db.tables import webhook_deliveries
+from expertline.presence.link import LinkState
 from expertline.routing.states import FINAL_TASK, TaskStatus
 
 log = logging.getLogger("expertline.metrics")
@@ -43,7 +44,7 @@ OFFER_OUTCOMES: dict[str, str] = {
 }
 LIVE_TASK_STATUSES = tuple(s.value for s in TaskStatus if s not in FINAL_TASK)
 EXPERT_STATES = ("offline", "away", "dnd", "available", "reserved", "busy", "wrap_up")
-LINK_STATES = ("stopped", "connecting", "online", "waiting")
+LINK_STATES = tuple(LinkState)
 DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BACKLOG_TIMEOUT = 2.0  # seconds a scrape waits for the backlog query before leaving it out

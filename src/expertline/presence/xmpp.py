@@ -17,6 +17,11 @@ One ``XmppSource`` is one link to one XMPP server. It
   XEP-0199 pings;
 - carries offer texts out and answers in (``protocol``); an answer counts only from the bare
   JID the offers went to.
+
+The parts live by job: the link (supervision, connection, session, presence in) here; the
+roster and subscriptions in ``xmpp_roster``; offers over IM in ``xmpp_im``; settings, the
+component class, failures and the state the parts share in ``xmpp_stream``. The names other
+modules import from here (``XmppSource``, ``XmppSettings``, ``UNSUBSCRIBED``...) stay here.
 """
 
 from __future__ import annotations
@@ -26,177 +31,64 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from prometheus_client import Gauge
 from slixmpp import JID, ClientXMPP, ComponentXMPP
 from slixmpp.exceptions import IqError, IqTimeout
-from slixmpp.stanza import Message
 from slixmpp.stanza import Presence as PresenceStanza
 
 from expertline.errors import InvalidInput, NotFound
 from expertline.health import Health
-from expertline.presence.link import Backoff, Link
-from expertline.presence.mapping import RosterPresence, StatusMap
-from expertline.presence.protocol import (
-    SILENT_WITHDRAWALS,
-    Accept,
-    Decline,
-    MessageSet,
-    ReplyBudget,
-    Say,
-    Unclear,
-    answer_outcome,
-    decide,
-    parse_reply,
-    render_accepted,
-    render_offer,
-    render_withdrawn,
+from expertline.presence.link import Backoff, Link, LinkEvent
+from expertline.presence.mapping import RosterPresence
+from expertline.presence.protocol import ReplyBudget
+from expertline.presence.xmpp_im import RECENT_OFFERS, ImChannel
+from expertline.presence.xmpp_roster import (
+    CONVERGE_TICK,
+    ROSTER_GROUP,
+    ROSTER_WINDOW,
+    UNSUBSCRIBED,
+    RosterKeeper,
+)
+from expertline.presence.xmpp_stream import (
+    UNREADABLE,
+    Component,
+    Directory,
+    FailureKind,
+    LinkFailed,
+    XmppSettings,
+    _encrypted,
+    bare,
+    read_show,
 )
 from expertline.routing.model import ExpertSpec, Presence
 from expertline.runtime.ports import OfferView, RoutingPort
+
+__all__ = [
+    "CONVERGE_TICK",
+    "RECENT_OFFERS",
+    "ROSTER_GROUP",
+    "ROSTER_WINDOW",
+    "UNSUBSCRIBED",
+    "Component",
+    "Directory",
+    "LinkFailed",
+    "XmppSettings",
+    "XmppSource",
+    "_encrypted",
+    "bare",
+    "read_show",
+]
 
 log = logging.getLogger("expertline.presence.xmpp")
 
 STANDBY_RECHECK = 10.0  # seconds between looks at a runtime that is not running
 STANDBY_POLL = 0.2  # component mode: seconds between looks at whether this node is active
 
-ROSTER_GROUP = "expertline"
-ROSTER_WINDOW = 64  # roster updates in flight at once
-RECENT_OFFERS = 20  # per expert, to tell a late answer from an unknown code
-CONVERGE_TICK = 1.0  # seconds between looks at the roster for missing subscriptions
 
-UNSUBSCRIBED = Gauge(
-    "expertline_presence_unsubscribed",
-    "Experts of a presence source whose presence the router is not subscribed to, by reason "
-    "(asked: a request is out, awaiting the expert's approval or dropped by a server rate "
-    "limit, and is re-sent paced; queued: waiting for the pace to send it)",
-    ["source", "reason"],
-)
-
-
-class Directory(Protocol):
-    """What a source needs from the configuration in effect (it changes with config versions)."""
-
-    def experts(self, source_id: str) -> Sequence[ExpertSpec]:
-        """Enabled or not, the experts with an ``im`` that this source tracks."""
-        ...
-
-    def messages(self, locale: str) -> MessageSet: ...
-
-    def show_rules(self, queue_id: str) -> Mapping[str, str]: ...
-
-    def version(self) -> int:
-        """The configuration version in effect; a change makes the source follow it."""
-        ...
-
-
-@dataclass(frozen=True)
-class XmppSettings:
-    """One source's connection settings (secrets already read from the environment)."""
-
-    id: str
-    mode: Literal["account", "component"]
-    jid: str  # account: the router's JID; component: the component domain
-    secret: str  # account password or component secret
-    host: str
-    port: int
-    status_map: StatusMap
-    connect_timeout: float = 10.0
-    ping_interval: float = 15.0
-    ping_timeout: float = 5.0
-    backoff_initial: float = 0.5
-    backoff_cap: float = 30.0
-    stable_after: float = 10.0  # a session this long resets the backoff
-    config_poll: float = 1.0  # how often to look for a new configuration version
-    # Subscription requests still unanswered are re-sent in bursts of ``subscribe_burst``
-    # with ``subscribe_pause`` of silence between bursts: ejabberd's default
-    # mod_pres_counter (5 a minute, the window restarting with every stanza it lets through)
-    # silently drops the rest. One request of the 5 is left for the router's own answers.
-    subscribe_burst: int = 4
-    subscribe_pause: float = 65.0
-    subscribe_retry_cap: float = 3600.0  # an expert who does not approve is asked this rarely
-    tls_mode: Literal["required", "opportunistic", "off"] = "opportunistic"
-    ca_file: str | None = None  # PEM of the authorities to trust; None: the system's
-
-
-CLIENT_NS = "jabber:client"
-UNREADABLE = "(unreadable)"  # a show no status_map names: such a resource counts as away
-
-
-class Component(ComponentXMPP):
-    """A XEP-0114 component that takes stanzas in either namespace.
-
-    jabberd2 (and others) deliver a component's stanzas in ``jabber:client`` rather than
-    ``jabber:component:accept``. slixmpp renames only the top element, so the ``<show/>`` of
-    an away expert and the ``<body/>`` of an answer stayed in the other namespace and were not
-    read: the expert looked available and answers looked empty. Every element of the stanza
-    in ``jabber:client`` is renamed here, extensions in their own namespaces are left alone."""
-
-    def incoming_filter(self, xml: Any) -> Any:
-        prefix = "{" + CLIENT_NS + "}"
-        if not xml.tag.startswith(prefix) and not any(
-            child.tag.startswith(prefix) for child in xml
-        ):
-            return xml
-        target = "{" + self.default_ns + "}"
-        for element in xml.iter():
-            if isinstance(element.tag, str) and element.tag.startswith(prefix):
-                element.tag = target + element.tag[len(prefix) :]
-        return xml
-
-
-def read_show(stanza: PresenceStanza) -> str | None:
-    """The stanza's ``<show/>`` (None: plain available), or ``UNREADABLE`` when it carries a
-    show this adapter cannot read (another namespace): never read as available."""
-    show = stanza["show"] or None
-    if show is not None:
-        return str(show)
-    for child in stanza.xml:
-        if isinstance(child.tag, str) and child.tag.rsplit("}", 1)[-1] == "show":
-            return UNREADABLE
-    return None
-
-
-class _SaidOnce(logging.Filter):
-    """slixmpp logs a TLS or SASL failure at ERROR on every attempt; the source says it once,
-    in its own words (``xmpp connect failed ... kind=tls_failed``)."""
-
-    QUIET = ("CERT: Invalid certificate trust chain.", "No appropriate login method.")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() not in self.QUIET
-
-
-for _name in ("slixmpp.xmlstream.xmlstream", "slixmpp.features.feature_mechanisms.mechanisms"):
-    logging.getLogger(_name).addFilter(_SaidOnce())
-
-FailureKind = Literal["not_ready", "auth_failed", "tls_failed"]
-
-
-class LinkFailed(Exception):
-    """A connection attempt failed; ``kind`` says whether retrying can help."""
-
-    def __init__(self, kind: FailureKind, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
-
-
-def _encrypted(client: ClientXMPP | ComponentXMPP) -> bool:
-    transport = client.transport
-    return transport is not None and transport.get_extra_info("ssl_object") is not None
-
-
-def bare(jid: str) -> str:
-    """Normalized bare JID: what offers are addressed to and answers are checked against."""
-    return JID(jid).bare.lower()
-
-
-class XmppSource:
+class XmppSource(RosterKeeper, ImChannel):
     """A presence source (``async_start``/``async_stop``) and an ``ExpertChannel``."""
 
     def __init__(
@@ -246,20 +138,6 @@ class XmppSource:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    @property
-    def link_state(self) -> str:
-        """The state of the server link (``presence/link.py``), read by metrics."""
-        return self._link.state
-
-    @property
-    def address(self) -> str:
-        """The JID offers come from."""
-        return bare(self.settings.jid)
-
-    @property
-    def up(self) -> bool:
-        return self._link.up
-
     async def async_start(self) -> None:
         """Start connecting in the background; experts count as offline until the link is up."""
         if self._supervisor is not None:
@@ -281,8 +159,7 @@ class XmppSource:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self._drop_client()
-        if self._link.state != "stopped":
-            self._link.fire("stop")
+        self._link.fire(LinkEvent.STOP)
         self._report_health(False, "stopped")
         log.info("presence source stopped source=%s", self.id)
 
@@ -306,16 +183,6 @@ class XmppSource:
                 self._probe_subscribed(client, added)
         self._mark_all_dirty()
 
-    def _probe_subscribed(self, client: ClientXMPP, jids: Sequence[str]) -> None:
-        """Experts added back whose subscription never went (a shared roster keeps it): the
-        server sends nothing new, so ask for their current presence. Safe: only contacts the
-        roster says we are subscribed to are probed (see the component note on probes)."""
-        roster = client.client_roster
-        for jid in jids:
-            if roster.has_jid(jid) and roster[jid]["subscription"] in ("to", "both"):
-                client.send_presence(pto=JID(jid), ptype="probe")
-                log.info("presence probe sent source=%s to=%s reason=added-back", self.id, jid)
-
     async def _watch_config(self) -> None:
         while True:
             await asyncio.sleep(self.settings.config_poll)
@@ -333,67 +200,17 @@ class XmppSource:
                 except Exception:
                     log.exception("following the configuration failed source=%s", self.id)
 
-    # -- ExpertChannel -----------------------------------------------------------------------
-
-    def reaches(self, expert: ExpertSpec) -> bool:
-        return expert.im is not None and bare(expert.im) in self._served
-
-    async def async_offer(self, offer: OfferView) -> None:
-        expert = self._port.expert(offer.expert_id)
-        if expert is None or expert.im is None:
-            log.warning("offer not sent offer=%s expert=%s reason=no-im", offer.id, offer.expert_id)
-            return
-        recent = self._sent.setdefault(expert.id, {})
-        recent[offer.code] = offer
-        while len(recent) > RECENT_OFFERS:
-            del recent[next(iter(recent))]
-        messages = self._directory.messages(expert.locale)
-        text = render_offer(
-            offer, messages, self._clock(), self._directory.show_rules(offer.queue_id)
-        )
-        self._send(expert.im, text, f"offer={offer.id} code={offer.code}")
-
-    async def async_withdrawn(self, offer: OfferView, reason: str) -> None:
-        expert = self._port.expert(offer.expert_id)
-        if expert is None or expert.im is None or reason in SILENT_WITHDRAWALS:
-            return
-        text = render_withdrawn(offer, reason, self._directory.messages(expert.locale))
-        self._send(expert.im, text, f"withdrawn={offer.id} reason={reason}")
-
-    async def async_accepted(self, offer: OfferView) -> None:
-        expert = self._port.expert(offer.expert_id)
-        if expert is None or expert.im is None:
-            return
-        text = render_accepted(offer, self._directory.messages(expert.locale))
-        self._send(expert.im, text, f"accepted={offer.id}")
-
-    async def async_notice(self, expert: ExpertSpec, message: str, count: int = 0) -> None:
-        if expert.im is None:
-            return
-        messages = self._directory.messages(expert.locale)
-        text = messages.render(message, count=count) if message in messages.templates else message
-        self._send(expert.im, text, f"notice={message}")
-
-    def _send(self, to: str, text: str, what: str) -> None:
-        client = self._client
-        if client is None or not self._link.up:
-            log.warning("im not sent source=%s to=%s %s reason=link-down", self.id, to, what)
-            return
-        mfrom = JID(self.address) if self.settings.mode == "component" else None
-        client.send_message(mto=JID(to), mbody=text, mtype="chat", mfrom=mfrom)
-        log.info("im sent source=%s to=%s %s", self.id, to, what)
-
     # -- link supervision --------------------------------------------------------------------
 
     async def _supervise(self) -> None:
         """Connect, serve, and after any failure wait (capped backoff) and connect again."""
-        self._link.fire("start")
+        self._link.fire(LinkEvent.START)
         while True:
             await self._until_component_is_ours()
             try:
                 client = await self._connect()
             except LinkFailed as exc:
-                self._link.fire("failed")
+                self._link.fire(LinkEvent.FAILED)
                 self.failed_attempts += 1
                 delay = self._backoff.next_delay()
                 if exc.kind == "tls_failed":
@@ -415,11 +232,11 @@ class XmppSource:
                 )
                 self._report_health(False, health)
                 await asyncio.sleep(delay)
-                self._link.fire("retry")
+                self._link.fire(LinkEvent.RETRY)
                 continue
             started = time.monotonic()
             self._said = ""
-            self._link.fire("connected")
+            self._link.fire(LinkEvent.CONNECTED)
             self.connections += 1
             self._mark_all_dirty()  # presence that arrived during setup now counts
             self._report_health(True, f"connected as {self.address}; {len(self._served)} experts")
@@ -432,7 +249,7 @@ class XmppSource:
                 self.connections,
             )
             reason = await self._until_lost(client)
-            self._link.fire("lost")
+            self._link.fire(LinkEvent.LOST)
             await self._drop_client()
             self._roster.clear()
             self._mark_all_dirty()  # everyone offline until we know better
@@ -447,7 +264,7 @@ class XmppSource:
             )
             self._report_health(False, f"link lost ({reason}); retry in {delay:.1f}s")
             await asyncio.sleep(delay)
-            self._link.fire("retry")
+            self._link.fire(LinkEvent.RETRY)
 
     async def _until_component_is_ours(self) -> None:
         """Component mode connects only while this node's runtime runs. ejabberd accepts a
@@ -621,179 +438,6 @@ class XmppSource:
         if filters is not None and not filters.done():
             filters.cancel()
 
-    # -- roster ------------------------------------------------------------------------------
-
-    def _refresh_served(self) -> None:
-        served: dict[str, ExpertSpec] = {}
-        for expert in self._directory.experts(self.id):
-            if expert.im:
-                served[bare(expert.im)] = expert
-        self._served = served
-        self._jid_of = {expert.id: jid for jid, expert in served.items()}
-
-    async def _sync_subscriptions(self, client: ClientXMPP | ComponentXMPP) -> None:
-        """Subscribe to every served expert; drop roster entries of experts no longer served.
-
-        Only a node whose runtime runs does this: the two nodes of an HA pair share the
-        router's account and roster, and a standby (whose view of the configuration may be
-        older) only listens."""
-        if not self._port.running:
-            log.info("roster left to the active node source=%s", self.id)
-            return
-        wanted = set(self._served)
-        if isinstance(client, ComponentXMPP):
-            # No server roster for components: subscribe at every session. A contact already
-            # subscribed is answered by its server at once with "subscribed"; Prosody sends
-            # the current presence too, ejabberd does not, so each "subscribed" is followed by
-            # a probe (_on_subscribed). Never a probe before it: Prosody answers a probe that
-            # races a first subscription request with "unsubscribed", which turns the
-            # expert's approval into a mere pre-approval.
-            for jid in sorted(wanted):
-                client.send_presence_subscription(pto=JID(jid), pfrom=JID(self.address))
-                client.send_presence(pto=JID(jid), pfrom=JID(self.address))
-            return
-        roster = client.client_roster
-        present = {bare(str(j)): roster[j] for j in roster}
-        subscribed = 0
-        gate = asyncio.Semaphore(ROSTER_WINDOW)
-
-        async def add(jid: str) -> None:
-            async with gate:
-                with contextlib.suppress(IqError, IqTimeout):
-                    sent = client.update_roster(
-                        JID(jid),
-                        name=self._served[jid].name,
-                        groups=[ROSTER_GROUP],
-                        timeout=self.settings.connect_timeout,
-                    )
-                    if sent is not None:  # None for a component, which keeps no roster
-                        await sent
-
-        missing = [
-            j
-            for j in sorted(wanted)
-            if j not in present or ROSTER_GROUP not in present[j]["groups"]
-        ]
-        await asyncio.gather(*(add(j) for j in missing))  # a window of IQs in flight
-        now = time.monotonic()
-        for jid in sorted(wanted):
-            item = present.get(jid)
-            if item is None or item["subscription"] in ("none", "from"):
-                if jid in self._asked:
-                    continue  # already out this session: the converger re-sends it paced
-                self._ask(client, jid, now)
-                subscribed += 1
-        if subscribed:
-            self._pace_open_at = now + self.settings.subscribe_pause
-        removed = 0
-        for jid, item in present.items():
-            if jid not in wanted and ROSTER_GROUP in item["groups"]:
-                with contextlib.suppress(IqError, IqTimeout):
-                    await client.del_roster_item(JID(jid))
-                self._roster.contact_gone(jid)
-                removed += 1
-        log.info(
-            "roster synced source=%s experts=%d subscribe_sent=%d removed=%d",
-            self.id,
-            len(wanted),
-            subscribed,
-            removed,
-        )
-
-    def _on_subscribed(self, stanza: PresenceStanza) -> None:
-        """Component mode: an expert's server says we are subscribed (a first approval, or
-        the answer to the re-subscribe of a new session); ask for the current presence, which
-        not every server sends with it (RFC 6121 leaves that to the server)."""
-        client = self._client
-        who = stanza["from"].bare.lower()
-        if client is None or who not in self._served:
-            return
-        client.send_presence(pto=JID(who), ptype="probe", pfrom=JID(self.address))
-        log.debug("presence probe sent source=%s to=%s", self.id, who)
-
-    def _ask(self, client: ClientXMPP, jid: str, now: float) -> None:
-        requests = self._asked.get(jid, (0, 0.0))[0] + 1
-        retry = min(
-            self.settings.subscribe_pause * 2 ** (requests - 1), self.settings.subscribe_retry_cap
-        )
-        self._asked[jid] = (requests, now + retry)
-        client.send_presence_subscription(pto=JID(jid))
-        self.subscribe_requests += 1
-
-    def _missing(self, client: ClientXMPP) -> list[str]:
-        """Served experts whose presence the roster says we are not subscribed to."""
-        roster = client.client_roster
-        missing = []
-        for jid in self._served:
-            if not roster.has_jid(jid) or roster[jid]["subscription"] not in ("to", "both"):
-                missing.append(jid)
-        return sorted(missing)
-
-    async def _converge(self, client: ClientXMPP) -> None:
-        """Keep asking, paced, until every served expert's presence is subscribed to.
-
-        The roster is the truth (the server pushes each change): an expert still without a
-        ``to`` subscription is asked again when their retry is due (the pause, doubling per
-        request, capped), at most ``subscribe_burst`` requests per ``subscribe_pause``, so a
-        server's subscription flood limit lets them through instead of dropping them."""
-        s = self.settings
-        while True:
-            await asyncio.sleep(CONVERGE_TICK)
-            if not self._port.running:
-                continue  # the active node keeps the roster
-            now = time.monotonic()
-            missing = self._missing(client)
-            for jid in list(self._asked):
-                if jid not in missing:
-                    del self._asked[jid]
-            if now >= self._pace_open_at:
-                due = [j for j in missing if self._asked.get(j, (0, 0.0))[1] <= now]
-                due.sort(key=lambda j: (self._asked.get(j, (0, 0.0))[0], j))
-                burst = due[: s.subscribe_burst]
-                for jid in burst:
-                    self._ask(client, jid, now)
-                if burst:
-                    self._pace_open_at = now + s.subscribe_pause
-                    log.info(
-                        "subscription requests re-sent source=%s sent=%d unsubscribed=%d "
-                        "next_burst_in=%.0fs",
-                        self.id,
-                        len(burst),
-                        len(missing),
-                        s.subscribe_pause,
-                    )
-            self._set_unsubscribed({j: "asked" if j in self._asked else "queued" for j in missing})
-
-    def _set_unsubscribed(self, unsubscribed: dict[str, str]) -> None:
-        before = self.unsubscribed
-        self.unsubscribed = unsubscribed
-        for reason in ("asked", "queued"):
-            UNSUBSCRIBED.labels(source=self.id, reason=reason).set(
-                sum(1 for r in unsubscribed.values() if r == reason)
-            )
-        if unsubscribed.keys() == before.keys() or not self._link.up:
-            return
-        if unsubscribed:
-            asked = sum(1 for r in unsubscribed.values() if r == "asked")
-            detail = (
-                f"connected as {self.address}; {len(self._served)} experts; "
-                f"{len(unsubscribed)} not subscribed ({asked} asked, awaiting approval or "
-                f"held by the server's rate limit; {len(unsubscribed) - asked} queued)"
-            )
-            log.info(
-                "presence subscriptions missing source=%s unsubscribed=%d asked=%d queued=%d",
-                self.id,
-                len(unsubscribed),
-                asked,
-                len(unsubscribed) - asked,
-            )
-        else:
-            detail = f"connected as {self.address}; {len(self._served)} experts; all subscribed"
-            log.info(
-                "presence subscriptions complete source=%s experts=%d", self.id, len(self._served)
-            )
-        self._report_health(True, detail)
-
     # -- presence ----------------------------------------------------------------------------
 
     def _on_presence(self, stanza: PresenceStanza) -> None:
@@ -835,13 +479,6 @@ class XmppSource:
         for expert_id in list(self._reported):
             self._dirty[expert_id] = None
         self._wake.set()
-
-    def presence_of(self, expert_id: str) -> Presence:
-        """What this source currently makes of an expert (offline while the link is down)."""
-        jid = self._jid_of.get(expert_id)
-        if not self._link.up or jid is None:
-            return Presence.OFFLINE
-        return self._roster.aggregate(jid)
 
     async def _presence_worker(self) -> None:
         """Tell the runtime about changes: one call per expert per burst, a burst's calls in
@@ -916,86 +553,3 @@ class XmppSource:
             self._link.state,
         )
         return True
-
-    # -- answers -----------------------------------------------------------------------------
-
-    async def _on_message(self, msg: Message) -> None:
-        if msg["type"] not in ("chat", "normal"):
-            return
-        body = msg["body"]
-        if not body:
-            return  # chat states, receipts
-        sender = msg["from"].bare.lower()
-        expert = self._served.get(sender)
-        if expert is None or expert.im is None or bare(expert.im) != sender:
-            log.info("im ignored source=%s from=%s reason=not-an-expert", self.id, sender)
-            return
-        if not self._port.running:
-            # The standby of an HA pair: the server may hand it a copy of an answer sent to
-            # the router's bare JID; the active node's session answers it.
-            log.info("im ignored source=%s from=%s reason=runtime-not-running", self.id, sender)
-            return
-        known = self._port.expert(expert.id)
-        if known is None:
-            return
-        messages = self._directory.messages(known.locale)
-        reply = parse_reply(body)
-        offers = self._port.open_offers(known.id)
-        open_ids = {o.id for o in offers}
-        offers += [
-            replace(o, status="closed")
-            for o in self._sent.get(known.id, {}).values()
-            if o.id not in open_ids
-        ]
-        decision = decide(
-            reply,
-            offers,
-            messages,
-            presence=self.presence_of(known.id),
-            tasks=self._tasks_of(known.id),
-        )
-        unclear = isinstance(decision, Say) and isinstance(reply, Unclear)
-        if unclear and not self._budget.allow(sender, time.monotonic()):
-            log.info(
-                "im reply held back source=%s expert=%s reason=reply-budget", self.id, known.id
-            )
-            return
-        if isinstance(decision, Say):
-            log.info(
-                "im answer source=%s expert=%s reply=%s decision=say",
-                self.id,
-                known.id,
-                type(reply).__name__,
-            )
-            self._send(sender, decision.text, "reply")
-            return
-        if isinstance(decision, Accept):
-            result = await self._port.async_accept(decision.offer_id, decision.phone)
-        else:
-            assert isinstance(decision, Decline)
-            result = await self._port.async_decline(decision.offer_id)
-        log.info(
-            "im answer source=%s expert=%s decision=%s offer=%s ok=%s reason=%s",
-            self.id,
-            known.id,
-            type(decision).__name__.lower(),
-            decision.offer_id,
-            result.ok,
-            result.reason or "-",
-        )
-        line = answer_outcome(decision, result, messages)
-        if line:
-            self._send(sender, line, "answer-outcome")
-
-    def _tasks_of(self, expert_id: str) -> int | str:
-        with contextlib.suppress(Exception):
-            state = self._port.expert_state(expert_id)
-            if state is not None:
-                return len(state.get("active_tasks") or [])
-        return "unknown"
-
-    # -- health ------------------------------------------------------------------------------
-
-    def _report_health(self, up: bool, detail: str) -> None:
-        if self._health is not None:
-            self._health.report(f"presence:{self.id}", up, detail, self._health_required)
