@@ -88,6 +88,16 @@ STANDBY_RECHECK = 10.0  # seconds between looks at a runtime that is not running
 STANDBY_POLL = 0.2  # component mode: seconds between looks at whether this node is active
 
 
+def raise_if_cancelling() -> None:
+    """Honour a cancel that was swallowed: on Python 3.11 ``asyncio.wait_for`` can lose a
+    cancel that arrives as the awaited future completes (a connection refused at the moment
+    the source is stopped); the task still counts it (``Task.cancelling``), so a supervisor
+    that checks stops instead of retrying forever and leaving ``async_stop`` waiting."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class XmppSource(RosterKeeper, ImChannel):
     """A presence source (``async_start``/``async_stop``) and an ``ExpertChannel``."""
 
@@ -206,10 +216,12 @@ class XmppSource(RosterKeeper, ImChannel):
         """Connect, serve, and after any failure wait (capped backoff) and connect again."""
         self._link.fire(LinkEvent.START)
         while True:
+            raise_if_cancelling()
             await self._until_component_is_ours()
             try:
                 client = await self._connect()
             except LinkFailed as exc:
+                raise_if_cancelling()  # a stop that came as the attempt failed ends here
                 self._link.fire(LinkEvent.FAILED)
                 self.failed_attempts += 1
                 delay = self._backoff.next_delay()
