@@ -125,6 +125,7 @@ class EjabberdServer:
                 "status",
                 "srg_create",
                 "srg_user_add",
+                "add_rosteritem",
             ],
         }
         modules: dict[str, Any] = config["modules"]
@@ -318,6 +319,21 @@ class EjabberdServer:
             self.api(
                 "srg_user_add", user=user, host=self.domain, group=group, grouphost=self.domain
             )
+
+    def add_roster_item(self, user: str, contact: str, subscription: str) -> None:
+        """Put ``contact`` (a bare JID, a component's domain too) in ``user``'s roster with
+        the given subscription state, as an earlier approval leaves it."""
+        name, _, host = contact.rpartition("@")
+        self.api(
+            "add_rosteritem",
+            localuser=user,
+            localhost=self.domain,
+            user=name,
+            host=host,
+            nick=contact,
+            group="",
+            subs=subscription,
+        )
 
     def roster_of(self, user: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.api("get_roster", user=user, server=self.domain)

@@ -7,7 +7,8 @@ One ``XmppSource`` is one link to one XMPP server. It
   (subscribe to added ones, remove dropped ones from its ``expertline`` roster group), re-sends
   unanswered subscription requests paced under a server's flood limit until the roster shows
   every subscription, and resyncs presence after every (re)connect (component mode: a probe
-  after each ``subscribed``, as not every server sends presence with it);
+  to every expert, a subscription request only where the answer says none, and a probe after
+  each ``subscribed``, as not every server sends presence with it);
 - maps each expert's resources through the ``status_map`` (most available resource wins) and
   tells the runtime through ``RoutingPort.async_set_presence``; one worker does the telling, in
   order, coalescing bursts, so a presence storm costs one call per expert, not per stanza;
@@ -138,6 +139,7 @@ class XmppSource(RosterKeeper, ImChannel):
         self._converger: asyncio.Task[None] | None = None
         self._asked: dict[str, tuple[int, float]] = {}  # bare jid -> (requests, next due)
         self._pace_open_at = 0.0  # monotonic time the next burst of requests may go
+        self._confirmed: set[str] = set()  # component mode: subscribed, said by the server
         self.subscribe_requests = 0  # subscription requests sent (tests read it)
         self.unsubscribed: dict[str, str] = {}  # bare jid -> reason (asked | queued)
         self.connections = 0  # successful sessions so far (tests and metrics read it)
@@ -283,7 +285,7 @@ class XmppSource(RosterKeeper, ImChannel):
         second connection for a component domain and shares the domain's stanzas between the
         two (presence, answers, even ping replies), so an HA standby connected beside the
         active node would take half of its traffic. The standby connects when it takes over;
-        the re-subscribe and probes bring every expert's presence within a second or two."""
+        its probes bring every expert's presence within a second or two."""
         if self.settings.mode != "component" or self._port.running:
             return
         self._report_health(False, "standby: the component connects when this node is active")
@@ -298,6 +300,7 @@ class XmppSource(RosterKeeper, ImChannel):
             client = Component(s.jid, s.secret, s.host, s.port)
             client.auto_authorize = True
             client.add_event_handler("presence_subscribed", self._on_subscribed)
+            client.add_event_handler("presence_unsubscribed", self._on_unsubscribed)
         else:
             # Without TLS, SCRAM keeps the password off the wire; PLAIN only over loopback.
             loopback = s.host in ("127.0.0.1", "::1", "localhost")
@@ -391,17 +394,21 @@ class XmppSource(RosterKeeper, ImChannel):
                 lost.set_result(f"disconnected ({reason})" if reason else "disconnected")
 
         client.add_event_handler("disconnected", on_disconnected)
+        self._asked.clear()
+        self._pace_open_at = 0.0
         if isinstance(client, ClientXMPP):
             await client.get_roster(timeout=self.settings.connect_timeout)
-            self._asked.clear()
-            self._pace_open_at = 0.0
             await self._sync_subscriptions(client)
             client.send_presence()  # the server now sends us every subscribed contact's presence
-            self._converger = asyncio.create_task(
-                self._converge(client), name=f"{self.name}:subscriptions"
-            )
         else:
+            self._confirmed.clear()  # a component probes every expert at every session
             await self._sync_subscriptions(client)
+        # A server's flood limit drops requests beyond it (ejabberd's mod_pres_counter counts a
+        # component's too): the converger asks again, paced, until every expert is subscribed
+        # (for a component it also sends the first requests, once the probes had their answer).
+        self._converger = asyncio.create_task(
+            self._converge(client), name=f"{self.name}:subscriptions"
+        )
 
     async def _until_lost(self, client: ClientXMPP | ComponentXMPP) -> str:
         """Wait for a disconnect, pinging the server so a silent dead link is noticed too."""
@@ -460,6 +467,7 @@ class XmppSource(RosterKeeper, ImChannel):
         who = sender.bare.lower()
         if who == self.address or who not in self._served:
             return
+        self._confirmed.add(who)  # their server sends us presence: we are subscribed
         show = read_show(stanza)
         if show == UNREADABLE:
             log.warning(

@@ -25,6 +25,7 @@ log = logging.getLogger("expertline.presence.xmpp")
 ROSTER_GROUP = "expertline"
 ROSTER_WINDOW = 64  # roster updates in flight at once
 CONVERGE_TICK = 1.0  # seconds between looks at the roster for missing subscriptions
+PROBE_ANSWER_WINDOW = 2.0  # seconds a component waits for a probe's answer before asking
 
 UNSUBSCRIBED = Gauge(
     "expertline_presence_unsubscribed",
@@ -67,15 +68,25 @@ class RosterKeeper(SourceBase):
             return
         wanted = set(self._served)
         if isinstance(client, ComponentXMPP):
-            # No server roster for components: subscribe at every session. A contact already
-            # subscribed is answered by its server at once with "subscribed"; Prosody sends
-            # the current presence too, ejabberd does not, so each "subscribed" is followed by
-            # a probe (_on_subscribed). Never a probe before it: Prosody answers a probe that
-            # races a first subscription request with "unsubscribed", which turns the
-            # expert's approval into a mere pre-approval.
-            for jid in sorted(wanted):
-                client.send_presence_subscription(pto=JID(jid), pfrom=JID(self.address))
-                client.send_presence(pto=JID(jid), pfrom=JID(self.address))
+            # No roster on our side, but each expert's server keeps the subscription we hold.
+            # Probe first: a probe is not a subscription stanza, so no flood limit counts it
+            # (ejabberd's mod_pres_counter lets a component send 5 requests a minute), and
+            # every expert still subscribed answers with their presence (available or not) at
+            # once, a takeover included. Only those whose server says "unsubscribed", or says
+            # nothing within PROBE_ANSWER_WINDOW, are asked (by the converger). Never a request
+            # racing the probe: Prosody answers a probe that races a first subscription request
+            # with "unsubscribed", which turns the expert's approval into a mere pre-approval.
+            now = time.monotonic()
+            fresh = sorted(j for j in wanted if j not in self._confirmed and j not in self._asked)
+            for jid in fresh:
+                client.send_presence(pto=JID(jid), ptype="probe", pfrom=JID(self.address))
+                self._asked[jid] = (0, now + PROBE_ANSWER_WINDOW)  # asked after the window
+            log.info(
+                "presence probes sent source=%s experts=%d probed=%d (component)",
+                self.id,
+                len(wanted),
+                len(fresh),
+            )
             return
         roster = client.client_roster
         present = {bare(str(j)): roster[j] for j in roster}
@@ -127,26 +138,47 @@ class RosterKeeper(SourceBase):
 
     def _on_subscribed(self, stanza: PresenceStanza) -> None:
         """Component mode: an expert's server says we are subscribed (a first approval, or
-        the answer to the re-subscribe of a new session); ask for the current presence, which
+        the answer to a request after a probe found none); ask for the current presence, which
         not every server sends with it (RFC 6121 leaves that to the server)."""
         client = self._client
         who = stanza["from"].bare.lower()
         if client is None or who not in self._served:
             return
+        self._confirmed.add(who)
         client.send_presence(pto=JID(who), ptype="probe", pfrom=JID(self.address))
         log.debug("presence probe sent source=%s to=%s", self.id, who)
 
-    def _ask(self, client: ClientXMPP, jid: str, now: float) -> None:
+    def _on_unsubscribed(self, stanza: PresenceStanza) -> None:
+        """Component mode: the expert's server says we are not subscribed (the answer to a
+        probe, or the expert revoked): ask at the converger's next look, first round unpaced
+        when it answers a probe, paced and backed off after that."""
+        who = stanza["from"].bare.lower()
+        if who not in self._served:
+            return
+        self._confirmed.discard(who)
+        requests, due = self._asked.get(who, (0, 0.0))
+        if requests == 0:
+            self._asked[who] = (0, min(due, time.monotonic()))
+        log.info("not subscribed source=%s expert=%s; asking", self.id, who)
+
+    def _ask(self, client: ClientXMPP | ComponentXMPP, jid: str, now: float) -> None:
         requests = self._asked.get(jid, (0, 0.0))[0] + 1
         retry = min(
             self.settings.subscribe_pause * 2 ** (requests - 1), self.settings.subscribe_retry_cap
         )
         self._asked[jid] = (requests, now + retry)
-        client.send_presence_subscription(pto=JID(jid))
+        if isinstance(client, ComponentXMPP):
+            client.send_presence_subscription(pto=JID(jid), pfrom=JID(self.address))
+            client.send_presence(pto=JID(jid), pfrom=JID(self.address))
+        else:
+            client.send_presence_subscription(pto=JID(jid))
         self.subscribe_requests += 1
 
-    def _missing(self, client: ClientXMPP) -> list[str]:
-        """Served experts whose presence the roster says we are not subscribed to."""
+    def _missing(self, client: ClientXMPP | ComponentXMPP) -> list[str]:
+        """Served experts whose presence the roster says we are not subscribed to (for a
+        component, which has no roster: whose server has not said so since the session began)."""
+        if isinstance(client, ComponentXMPP):
+            return sorted(j for j in self._served if j not in self._confirmed)
         roster = client.client_roster
         missing = []
         for jid in self._served:
@@ -154,7 +186,7 @@ class RosterKeeper(SourceBase):
                 missing.append(jid)
         return sorted(missing)
 
-    async def _converge(self, client: ClientXMPP) -> None:
+    async def _converge(self, client: ClientXMPP | ComponentXMPP) -> None:
         """Keep asking, paced, until every served expert's presence is subscribed to.
 
         The roster is the truth (the server pushes each change): an expert still without a
@@ -171,7 +203,19 @@ class RosterKeeper(SourceBase):
             for jid in list(self._asked):
                 if jid not in missing:
                     del self._asked[jid]
-            if now >= self._pace_open_at:
+            # A component's first round: probed, not subscribed, asked all at once.
+            probed = [j for j in missing if self._asked.get(j, (1, 0.0))[0] == 0]
+            probed = [j for j in probed if self._asked[j][1] <= now]
+            for jid in probed:
+                self._ask(client, jid, now)
+            if probed:
+                self._pace_open_at = now + s.subscribe_pause
+                log.info(
+                    "subscriptions requested source=%s experts=%d (component, not subscribed)",
+                    self.id,
+                    len(probed),
+                )
+            elif now >= self._pace_open_at:
                 due = [j for j in missing if self._asked.get(j, (0, 0.0))[1] <= now]
                 due.sort(key=lambda j: (self._asked.get(j, (0, 0.0))[0], j))
                 burst = due[: s.subscribe_burst]

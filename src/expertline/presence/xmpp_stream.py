@@ -162,6 +162,7 @@ class SourceBase:
     _budget: ReplyBudget
     _asked: dict[str, tuple[int, float]]  # bare jid -> (requests, next due)
     _pace_open_at: float  # monotonic time the next burst of requests may go
+    _confirmed: set[str]  # component mode: experts whose server said we are subscribed
     subscribe_requests: int
     unsubscribed: dict[str, str]
 
