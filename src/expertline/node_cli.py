@@ -61,6 +61,14 @@ def register(app: typer.Typer) -> None:
                 "keep it below an upstream proxy's INVITE timer)."
             ),
         ] = None,
+        sip_upstream_lifetime: Annotated[
+            float | None,
+            typer.Option(
+                help="INVITE lifetime of the SIP proxy in front, in seconds (default 180, "
+                "Kamailio's max_inv_lifetime; 0: off): a CANCEL without a Reason at that age "
+                "is recorded as the proxy's timer (TCD 1), not the caller's abandon."
+            ),
+        ] = None,
         presence: Annotated[
             bool | None,
             typer.Option(
@@ -83,6 +91,7 @@ def register(app: typer.Typer) -> None:
             sip_attach_key_env=sip_attach_key_env,
             sip_targets=sip_targets,
             sip_refresh=sip_refresh,
+            sip_upstream_lifetime=sip_upstream_lifetime,
             presence=presence,
             log_level=log_level,
             log_format=log_format,

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # Seconds between the 182 Queued a waiting caller gets (keeps an upstream proxy's INVITE
     # timer, e.g. Kamailio's fr_inv_timer or Timer C, from giving up): below the proxy's timer.
     sip_refresh: float = Field(default=60.0, ge=1.0, le=3600.0)
+    # The INVITE lifetime of the proxy in front (Kamailio's max_inv_lifetime, 180 s by
+    # default): a CANCEL without a Reason that a proxy relays at that age is the proxy's timer,
+    # not the caller (Kamailio's own timer CANCEL carries none). 0: never infer it.
+    sip_upstream_lifetime: float = Field(default=180.0, ge=0.0, le=86400.0)
     # The address people reach this node's pages at (behind a proxy: its public URL); the
     # other node of a pair links to it. Default: http://<http>.
     public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")

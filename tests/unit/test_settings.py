@@ -79,3 +79,13 @@ def test_sip_refresh_is_bounded() -> None:
     for bad in (0, 0.5, 3601, "soon"):
         with pytest.raises(ValidationError, match="sip_refresh"):
             Settings(node="n", sip_refresh=bad)
+
+
+def test_sip_upstream_lifetime_defaults_to_kamailios_and_is_bounded(clean_env):
+    assert Settings(node="n").sip_upstream_lifetime == 180.0
+    assert Settings(node="n", sip_upstream_lifetime="0").sip_upstream_lifetime == 0.0
+    clean_env.setenv("EXPERTLINE_SIP_UPSTREAM_LIFETIME", "900")
+    assert load_settings().sip_upstream_lifetime == 900.0
+    for bad in (-1, 86401, "soon"):
+        with pytest.raises(ValidationError, match="sip_upstream_lifetime"):
+            Settings(node="n", sip_upstream_lifetime=bad)

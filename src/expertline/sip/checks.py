@@ -58,6 +58,12 @@ def upstream_timeout(request: Request) -> str | None:
     return None
 
 
+def via_count(request: Request) -> int:
+    """How many Via entries a request carries (one per hop it came through; RFC 3261 §20.42
+    lets several share a header line, comma-separated)."""
+    return sum(value.count(",") + 1 for value in request.headers.get_all("Via"))
+
+
 def bad_request(problem: str) -> str:
     """The reason phrase of a 400 that says what was wrong, bounded."""
     return f"Bad Request ({problem})"[:REASON_MAX]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -41,6 +42,7 @@ from expertline.sip.checks import (
     stamp_via,
     upstream_timeout,
     validate,
+    via_count,
 )
 from expertline.sip.layer import TransactionLayer, TxKey
 from expertline.sip.message import (
@@ -63,6 +65,7 @@ from expertline.sip.trust import AttachPolicy, OutboundTargets, attach_policy
 
 log = logging.getLogger("expertline.sip")
 
+LIFETIME_SLACK = 1.0  # seconds either side of the upstream INVITE lifetime
 STANDBY_RETRY_AFTER = "5"  # seconds an upstream proxy waits before it tries this node again
 
 
@@ -83,9 +86,12 @@ class SipFront:
         attach: AttachPolicy | None = None,
         targets: OutboundTargets | None = None,
         refresh: float = calls.QUEUED_REFRESH,
+        upstream_lifetime: float = 0.0,
     ) -> None:
         self.port = port
         self.refresh = refresh  # seconds between 182 Queued while a caller waits
+        # The INVITE lifetime of the proxy in front (0: unknown), see _proxy_timer_cancel.
+        self.upstream_lifetime = upstream_lifetime
         # Who may join a call to an existing task (default: nobody), and where calls may go.
         self.attach = attach or AttachPolicy()
         self.targets = targets or OutboundTargets(config=lambda: port.config)
@@ -231,7 +237,24 @@ class SipFront:
         self.layer.respond(entry, make_response(request, 200, to_tag=None))
         call = self.registry.get(invite_key)
         if call is not None:
-            self._feed(call, calls.CallerCancel(upstream_timeout(request)))
+            reason = upstream_timeout(request) or self._proxy_timer_cancel(call)
+            self._feed(call, calls.CallerCancel(reason))
+
+    def _proxy_timer_cancel(self, call: Call) -> str | None:
+        """A CANCEL without a timer Reason is still the proxy's timer when the INVITE came
+        through a proxy (two Vias or more; the proxy's CANCEL has only its own) and the CANCEL
+        came just as the INVITE reached the proxy's INVITE lifetime: Kamailio's
+        max_inv_lifetime CANCEL says nothing of why. The proxy started its clock a moment
+        before the INVITE got here, so ``LIFETIME_SLACK`` either side counts."""
+        if self.upstream_lifetime <= 0 or via_count(call.invite) < 2:
+            return None
+        age = time.monotonic() - call.received_at
+        if abs(age - self.upstream_lifetime) > LIFETIME_SLACK:
+            return None
+        return (
+            f"none, relayed at the INVITE's age {age:.1f} s, the upstream proxy's INVITE "
+            f"lifetime ({self.upstream_lifetime:g} s)"
+        )
 
     def _on_invite(self, request: Request, peer: Peer, key: TxKey, to: NameAddr) -> None:
         found = self._routing_request(request, peer, to)
@@ -421,6 +444,7 @@ def create_sip_front(ctx: Any, port: TaskPort, environ: dict[str, str] | None = 
         attach=attach,
         targets=targets,
         refresh=settings.sip_refresh,
+        upstream_lifetime=settings.sip_upstream_lifetime,
     )
     log.info(
         "sip trust attach=%s trusted=%s extra_targets=%s",

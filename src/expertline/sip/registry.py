@@ -9,6 +9,7 @@ or retransmitted 2xx still finds its way.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class Call:
     waiter: asyncio.Task[Any] | None = None
     wait_failures: int = 0  # consecutive failed waits (capped exponential backoff)
     timers: dict[calls.CallTimer, asyncio.TimerHandle] = field(default_factory=dict)
+    received_at: float = field(default_factory=time.monotonic)  # the INVITE's arrival
 
     @property
     def call_id(self) -> str:

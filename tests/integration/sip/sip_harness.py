@@ -113,6 +113,7 @@ class SipHarness:
         attach: AttachPolicy | None = None,
         targets: tuple[str, ...] = (),
         refresh: float = 60.0,
+        upstream_lifetime: float = 180.0,
     ) -> None:
         self.service = RuntimeService(
             self.engine,
@@ -132,6 +133,7 @@ class SipHarness:
             attach=attach,
             targets=OutboundTargets(targets, config=lambda: config),
             refresh=refresh,
+            upstream_lifetime=upstream_lifetime,
         )
         await self.front.async_start()
         ctx = AppContext(Settings(node="test-node"), self.engine)

@@ -5,6 +5,7 @@ recorded as such, not as a caller who gave up."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -153,12 +154,17 @@ def hang_up(client: WireClient, remote: str, ok: Response) -> None:
     )
 
 
-async def test_kamailio_default_lifetime_cuts_the_wait_without_refreshes_helping(
+async def test_kamailio_default_lifetime_cuts_the_wait_and_the_record_says_so(
     sip: SipHarness, kamailio: KamailioPool, caller: list[WireClient]
 ) -> None:
     """Kamailio's defaults (scaled): the caller gets 408 at max_inv_lifetime whatever the
-    refreshes; this is what the documented max_inv_lifetime prevents."""
-    await sip.start(sip_config({"alice": PHONE}, max_wait=300 / SCALE), refresh=REFRESH)
+    refreshes (this is what the documented max_inv_lifetime prevents), and Kamailio's own
+    CANCEL, which carries no Reason, comes at the INVITE lifetime the front knows: TCD 1."""
+    await sip.start(
+        sip_config({"alice": PHONE}, max_wait=300 / SCALE),
+        refresh=REFRESH,
+        upstream_lifetime=180 / SCALE,
+    )
     timers = {"fr_inv_timer": int(120_000 / SCALE), "max_inv_lifetime": int(180_000 / SCALE)}
     proxy = kamailio.documented(sip.remote, timers=timers)
     client, _ = dial(caller, proxy.remote)
@@ -166,7 +172,35 @@ async def test_kamailio_default_lifetime_cuts_the_wait_without_refreshes_helping
     final = await responses.until(done=99, timeout=10.0)
     assert final.status == 408
     assert 170 / SCALE <= responses.seen[-1][0] - responses.queued()[0] <= 200 / SCALE
-    assert (await sip.one_tcd())["status"] == "abandoned"  # a CANCEL without a Reason
+    tcd = await sip.one_tcd()
+    assert (tcd["call_disposition"], tcd["status"]) == (1, "failed")
+
+
+@pytest.mark.parametrize("through_kamailio", [False, True])
+async def test_a_cancel_without_reason_is_the_callers_unless_a_proxy_relays_it_at_its_lifetime(
+    sip: SipHarness, kamailio: KamailioPool, caller: list[WireClient], through_kamailio: bool
+) -> None:
+    """A caller's own CANCEL at the INVITE lifetime's age: sent directly (one Via) it is the
+    caller's (TCD 2); relayed by a proxy at that age it is taken for the proxy's timer (1).
+    Long before the lifetime, a relayed CANCEL is the caller's too (test_sip_kamailio)."""
+    lifetime = 1.5
+    await sip.start(sip_config({"alice": PHONE}), upstream_lifetime=lifetime)
+    remote = kamailio.documented(sip.remote).remote if through_kamailio else sip.remote
+    branch, call_id = new_branch(), f"wait-{new_tag()}"
+    client, _ = dial(caller, remote, branch=branch, call_id=call_id)
+    sent = time.monotonic()
+    await TimedResponses(client).until(done=1, timeout=5.0)
+    await asyncio.sleep(max(0.0, sent + lifetime - time.monotonic()))  # the age under test
+    client.send(
+        client.request(
+            "CANCEL", uri=f"sip:{ENTRY}@{remote}", branch=branch, call_id=call_id, cseq="1 CANCEL"
+        )
+    )
+    statuses = {r.status for r in [await client.receive(), await client.receive()]}
+    assert statuses == {200, 487}
+    tcd = await sip.one_tcd()
+    expected = (1, "failed") if through_kamailio else (2, "abandoned")
+    assert (tcd["call_disposition"], tcd["status"]) == expected
 
 
 @pytest.mark.parametrize("through_kamailio", [False, True])
