@@ -30,6 +30,7 @@ from expertline.feeds import cursors
 from expertline.feeds.signing import HEADER, sign
 from expertline.feeds.targets import RecordFeedTarget, check_unique
 from expertline.runtime import store
+from expertline.runtime.ports import RuntimePort
 from expertline.runtime.webhooks import backoff, error_text
 
 log = logging.getLogger("expertline.feeds")
@@ -57,7 +58,7 @@ class RecordFeeds:
         self,
         engine: Engine,
         targets: list[RecordFeedTarget],
-        runtime: Any = None,
+        runtime: RuntimePort | None = None,
         *,
         base_delay: float = 1.0,
         max_delay: float = 300.0,
@@ -111,7 +112,7 @@ class RecordFeeds:
     # --- a lane ---------------------------------------------------------------------------
 
     def _active(self) -> bool:
-        return self._runtime is None or bool(getattr(self._runtime, "running", False))
+        return self._runtime is None or self._runtime.running
 
     async def _idle(self, seen: int) -> None:
         """Wait for the runtime's next commit after feed id ``seen``, at most ``poll``."""
@@ -150,7 +151,7 @@ class RecordFeeds:
         if lane.cursor is None:
             loaded = await asyncio.to_thread(cursors.load, self._engine, lane.target.id)
             lane.cursor = loaded.get(lane.kind, 0)
-        seen = int(getattr(self._runtime, "last_feed_id", 0))
+        seen = self._runtime.last_feed_id if self._runtime is not None else 0
         rows = await asyncio.to_thread(self._page, lane)
         if not rows:
             await self._idle(seen)
