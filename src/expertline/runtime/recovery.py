@@ -19,7 +19,6 @@ from expertline.runtime.core_adapter import CoreAdapter
 from expertline.runtime.effects import Effect, EffectDelivery
 from expertline.runtime.pipeline import MAX_BACKOFF
 from expertline.runtime.projection import task_view
-from expertline.runtime.timers import TimerHeap
 from expertline.runtime.writer import CommitRefused
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ async def async_recover(rt: RuntimeService, state: store.StoredState) -> None:
             len(lost),
         )
         rt.batch.seq = await asyncio.to_thread(store.load_sequences, rt.engine)
-        rt.timers = TimerHeap()
+        rt.timers.clear()
         rt.batch.discard()
         rt.effects.take_done()
         await _restore(rt, state, frozenset(), failover)
@@ -149,7 +148,7 @@ async def async_rewind(rt: RuntimeService) -> None:
         rt.report(True, "database reachable again")
     rt.restore_committed_config()
     rt.views.forget_uncommitted()
-    rt.timers = TimerHeap()
+    rt.timers.clear()
     rt.batch.discard()
     try:
         await _restore(rt, state, frozenset(), failover=False, resume=False)

@@ -40,6 +40,16 @@ class TimerHeap:
     def cancel(self, key: TimerKey) -> None:
         self._live.pop(key, None)
 
+    def clear(self) -> None:
+        """Forget every timer (a rewind: the restored core sets its timers again). The heap
+        stays the same object, so whoever holds its ``set`` or ``cancel`` keeps reaching it."""
+        self._heap.clear()
+        self._live.clear()
+
+    def keys(self) -> list[TimerKey]:
+        """The live timers, in no particular order."""
+        return list(self._live)
+
     def due_at(self, key: TimerKey) -> float | None:
         entry = self._live.get(key)
         return entry[0] if entry else None
