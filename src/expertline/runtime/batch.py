@@ -66,11 +66,11 @@ class OpenBatch:
         feed = self.pending.batch.feed
         seq = self.seq
         version = self._config().version
-        emit = cmd.Emit
+        emit, row, node = cmd.Emit, projection.feed_row, self.node
         for c in commands:
             if type(c) is emit:
                 seq.feed += 1
-                feed.append(projection.feed_row(c, seq.feed, self.node, version, now))
+                feed.append(row(c, seq.feed, node, version, now))
             elif isinstance(c, cmd.WriteRecord):
                 self._record(c, now)
             elif isinstance(c, cmd.SetTimer):
