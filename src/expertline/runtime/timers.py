@@ -46,7 +46,7 @@ class TimerHeap:
         self._heap.clear()
         self._live.clear()
 
-    def keys(self) -> list[TimerKey]:
+    def live(self) -> list[TimerKey]:
         """The live timers, in no particular order."""
         return list(self._live)
 
