@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from expertline.routing import commands as cmd
+from expertline.routing.commands import CancelTimer, Emit, SetTimer, WriteRecord
 from expertline.routing.model import RoutingConfig
 from expertline.routing.timers import TimerKey
 from expertline.runtime import projection, store
@@ -24,7 +25,10 @@ from expertline.runtime.projection import Projector
 
 log = logging.getLogger("expertline.runtime")
 
-_CHANNEL_EFFECTS = (cmd.SendOffer, cmd.WithdrawOffer, cmd.ConfirmAccepted, cmd.NotifyExpert)
+# Channel commands: each becomes an outbox row and an effect after the commit.
+_CHANNEL_EFFECTS = frozenset(
+    {cmd.SendOffer, cmd.WithdrawOffer, cmd.ConfirmAccepted, cmd.NotifyExpert}
+)
 
 
 class OpenBatch:
@@ -62,22 +66,26 @@ class OpenBatch:
         self.pending = Pending()
 
     def absorb(self, commands: list[cmd.Command], now: float) -> None:
-        """Turn the core's commands into rows of the open batch and post-commit effects."""
+        """Turn the core's commands into rows of the open batch and post-commit effects.
+
+        Every event's commands pass here (about twenty a call lifecycle): the types are told
+        apart by identity, most frequent first, and the callables are bound once."""
         feed = self.pending.batch.feed
         seq = self.seq
         version = self._config().version
-        emit, row, node = cmd.Emit, projection.feed_row, self.node
+        row, node = projection.feed_row, self.node
+        set_timer, cancel_timer = self._set_timer, self._cancel_timer
         for c in commands:
-            if type(c) is emit:
+            if type(c) is Emit:
                 seq.feed += 1
                 feed.append(row(c, seq.feed, node, version, now))
-            elif isinstance(c, cmd.WriteRecord):
+            elif type(c) is SetTimer:
+                set_timer(c.key, c.at)
+            elif type(c) is CancelTimer:
+                cancel_timer(c.key)
+            elif type(c) is WriteRecord:
                 self._record(c, now)
-            elif isinstance(c, cmd.SetTimer):
-                self._set_timer(c.key, c.at)
-            elif isinstance(c, cmd.CancelTimer):
-                self._cancel_timer(c.key)
-            elif isinstance(c, _CHANNEL_EFFECTS):
+            elif type(c) in _CHANNEL_EFFECTS:
                 self._channel_effect(c, now)
             # ReturnLabel: the label is part of the task's state (view, webhook, RCD record);
             # AnswerRefused: returned to whoever answered.

@@ -43,8 +43,15 @@ class ExpertState:
 class CoreAdapter:
     def __init__(self, core: RoutingCore) -> None:
         self.core = core
-        # Every event goes through here: the core's own method, without a frame of ours.
+        # Every event and every dirty object goes through these: the core's own methods,
+        # without a frame of ours.
         self.handle: Callable[[ev.Event, float], list[cmd.Command]] = core.handle
+        self.drain_dirty: Callable[[], Dirty] = core.drain_dirty
+        # fresh snapshot dicts: a task live or ended, an offer open or closed, since the
+        # last two drains
+        self.export_task: Callable[[str], dict[str, Any] | None] = core.export_task
+        self.export_offer: Callable[[str], dict[str, Any] | None] = core.export_offer
+        self.export_expert: Callable[[str], dict[str, Any] | None] = core.export_expert
 
     @classmethod
     def restore(cls, config: RoutingConfig, state: Any, now: float) -> CoreAdapter:
@@ -60,17 +67,6 @@ class CoreAdapter:
         )
         return cls(core)
 
-    def drain_dirty(self) -> Dirty:
-        return self.core.drain_dirty()
-
-    def export_task(self, task_id: str) -> dict[str, Any] | None:
-        """A fresh snapshot dict of the task (live, or ended since the last two drains)."""
-        return self.core.export_task(task_id)
-
-    def export_offer(self, offer_id: str) -> dict[str, Any] | None:
-        """A fresh snapshot dict of the offer (open, or closed since the last two drains)."""
-        return self.core.export_offer(offer_id)
-
     def expert(self, expert_id: str) -> ExpertState | None:
         d = self.core.expert_state(expert_id)
         return ExpertState.of(d) if d is not None else None
@@ -78,9 +74,6 @@ class CoreAdapter:
     def is_available(self, expert_id: str) -> bool:
         d = self.core.expert_state(expert_id)
         return bool(d and d.get("free"))
-
-    def export_expert(self, expert_id: str) -> dict[str, Any] | None:
-        return self.core.export_expert(expert_id)
 
     def census(self) -> Census:
         return self.core.census()

@@ -161,7 +161,7 @@ class Operations:
                 raise NotFound(f"unknown task {task_id!r}")
             raise Conflict(f"task {task_id} is {ended.status}; it has ended")
         await self.host.pipeline.async_submit(apply)
-        view = await self.async_task(task_id)
+        view = self.host.views.task(task_id) or await self.async_task(task_id)
         assert view is not None
         return view
 

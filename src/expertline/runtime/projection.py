@@ -9,10 +9,11 @@ on every node, before and after a restart or a failover.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from expertline.instants import iso
 from expertline.records.feed import EXPERT_STATE, TASK_RECORD
 from expertline.routing import commands as cmd
 from expertline.routing.core import Dirty
@@ -43,34 +44,45 @@ class CoreReader(Protocol):
 
 
 def task_view(d: dict[str, Any], meta: dict[str, Any], created_at: str | None = None) -> TaskView:
-    """The API view of an exported task (``RoutingCore.export_task``) and its metadata
-    (origin, callback URL, disposition). ``created_at``: the text already shown, if any."""
-    ended = d.get("ended_at")
-    created_ts = d.get("created_at")
+    """The API view of an exported task (``RoutingCore.export_task``: every key present) and
+    its metadata (origin, callback URL, disposition). ``created_at``: the text already shown,
+    if any. Runs for every task of every batch, hence the plain indexing."""
+    ended = d["ended_at"]
+    created_ts = d["created_at"]
     return TaskView(
         id=d["id"],
         code=d["code"],
         status=d["status"],
         queue=d["queue_id"],
-        expert=d.get("expert_id"),
-        label=d.get("label"),
-        created_at=created_at or store.iso(created_ts) or "",
+        expert=d["expert_id"],
+        label=d["label"],
+        created_at=created_at or iso(created_ts) or "",
         extra={
-            "channel": d.get("channel"),
-            "caller": d.get("caller"),
-            "priority": d.get("priority"),
-            "external_id": d.get("external_id"),
-            "dialed_number": d.get("dialed_number"),
+            "channel": d["channel"],
+            "caller": d["caller"],
+            "priority": d["priority"],
+            "external_id": d["external_id"],
+            "dialed_number": d["dialed_number"],
             "call_disposition": meta.get("call_disposition"),
-            "ended_at": None if ended is None else store.iso(ended),
+            "ended_at": None if ended is None else iso(ended),
             "origin": meta.get("origin", "http"),
             "callback_url": meta.get("callback_url"),
-            "offers": [
-                {"id": oid, "expert": eid} for eid, oid in (d.get("open_offers") or {}).items()
-            ],
+            "offers": [{"id": oid, "expert": eid} for eid, oid in d["open_offers"].items()],
             "_created_ts": created_ts,
         },
     )
+
+
+# What a stored task's state may lack (rows written by an older version, or a bare state).
+_STORED_DEFAULTS: dict[str, Any] = {
+    "channel": None,
+    "caller": None,
+    "priority": None,
+    "dialed_number": None,
+    "created_at": None,
+    "ended_at": None,
+    "open_offers": {},
+}
 
 
 def task_view_from_row(row: dict[str, Any]) -> TaskView:
@@ -79,6 +91,7 @@ def task_view_from_row(row: dict[str, Any]) -> TaskView:
     state = row.get("state") or {}
     stored_meta = state.get("_meta") or {}
     d = {
+        **_STORED_DEFAULTS,
         **state,
         "id": row["task_id"],
         "code": row["code"],
@@ -88,6 +101,8 @@ def task_view_from_row(row: dict[str, Any]) -> TaskView:
         "label": row.get("label"),
         "external_id": row.get("external_id"),
     }
+    if d["open_offers"] is None:
+        d["open_offers"] = {}
     meta = {
         "origin": row.get("origin") or stored_meta.get("origin", "http"),
         "callback_url": row.get("callback_url"),
@@ -275,17 +290,21 @@ class Projector:
     def close(
         self, core: CoreReader, dirty: Dirty, batch: store.Batch, out: Closed, now: float
     ) -> None:
+        # Runs over every object of every batch: the lookups it repeats are bound once.
         exported: dict[str, dict[str, Any]] = {}  # this batch's task snapshots, for offers
+        export_task, committed, all_meta = core.export_task, self.committed, self.meta
+        views, rows = out.tasks, batch.tasks
         for tid in dirty.tasks:
-            d = core.export_task(tid)  # a fresh dict: the row's state and the view's source
+            d = export_task(tid)  # a fresh dict: the row's state and the view's source
             if d is None:
                 continue
             exported[tid] = d
-            meta = self.meta.get(tid, {})
-            old = self.committed(tid)
-            view = out.tasks[tid] = task_view(d, meta, old.created_at if old else None)
+            meta = all_meta.get(tid) or {}
+            old = committed(tid)
+            view = views[tid] = task_view(d, meta, old.created_at if old else None)
             d["_meta"] = dict(meta)
-            batch.tasks[tid] = {
+            url = meta.get("callback_url")
+            rows[tid] = {
                 "task_id": tid,
                 "code": view.code,
                 "external_id": d["external_id"],
@@ -295,35 +314,50 @@ class Projector:
                 "expert_id": view.expert,
                 "label": view.label,
                 "origin": meta.get("origin", "http"),
-                "callback_url": meta.get("callback_url"),
+                "callback_url": url,
                 "created_at": d["created_at"],
                 "updated_at": now,
                 "state": d,
             }
-            url = meta.get("callback_url")
             if url and (old is None or old.status != view.status or old.label != view.label):
                 batch.webhooks.append(self._webhook(tid, url, view, now))
                 out.webhooks = True
-        for oid in dirty.offers:
+        if dirty.offers:
+            self._offers(core, dirty.offers, exported, batch, out, now)
+        if dirty.experts:
+            export_expert, experts = core.export_expert, batch.experts
+            for eid in dirty.experts:
+                export = export_expert(eid)
+                if export is not None:
+                    experts[eid] = {"expert_id": eid, "updated_at": now, "state": export}
+        if dirty.meta:
+            batch.meta["core"] = core.export_meta()
+
+    def _offers(
+        self,
+        core: CoreReader,
+        offer_ids: Iterable[str],
+        exported: dict[str, dict[str, Any]],
+        batch: store.Batch,
+        out: Closed,
+        now: float,
+    ) -> None:
+        config, show_rules = self.config(), self.show_rules
+        for oid in offer_ids:
             o = core.export_offer(oid)
             if o is None:
                 continue
-            t = exported.get(o["task_id"]) or core.export_task(o["task_id"])
-            out.offers[oid] = offer_view(o, t, self.config(), self.show_rules(o["queue_id"]))
+            task_id = o["task_id"]
+            t = exported.get(task_id) or core.export_task(task_id)
+            out.offers[oid] = offer_view(o, t, config, show_rules(o["queue_id"]))
             batch.offers[oid] = {
                 "offer_id": oid,
-                "task_id": o["task_id"],
+                "task_id": task_id,
                 "expert_id": o["expert_id"],
                 "status": o["status"],
                 "updated_at": now,
                 "state": o,
             }
-        for eid in dirty.experts:
-            export = core.export_expert(eid)
-            if export is not None:
-                batch.experts[eid] = {"expert_id": eid, "updated_at": now, "state": export}
-        if dirty.meta:
-            batch.meta["core"] = core.export_meta()
 
     def _webhook(self, tid: str, url: str, view: TaskView, now: float) -> dict[str, Any]:
         return {

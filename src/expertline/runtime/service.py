@@ -135,7 +135,7 @@ class RuntimeService:
                 publish=self.publish,
                 rewind=functools.partial(recovery.async_rewind, self),
                 ending=self.ending,
-                drop_timer=lambda key: self.timers.cancel(key),
+                drop_timer=self.timers.cancel,
                 wake=self.pipeline.wake,
                 give_back=lambda done: self.effects.done.extend(done),
                 stopped=lambda: Unavailable(NOT_ACTIVE),
@@ -238,7 +238,7 @@ class RuntimeService:
         self._tasks = [
             asyncio.create_task(self.pipeline.async_run(), name="runtime-writer"),
             asyncio.create_task(
-                timers.async_run(lambda: self.timers, self._timer_wake, self.clock, self._due),
+                timers.async_run(self.timers, self._timer_wake, self.clock, self._due),
                 name="runtime-timers",
             ),
             asyncio.create_task(self.effects.async_run(), name="runtime-effects"),

@@ -87,21 +87,21 @@ class TimerHeap:
 
 
 async def async_run(
-    heap: Callable[[], TimerHeap],
+    heap: TimerHeap,
     wake: asyncio.Event,
     clock: Callable[[], float],
     due: Callable[[TimerKey], None],
 ) -> None:
     """Hand every key that falls due to ``due``, in due order; look again when ``wake`` is set
-    (a new earliest timer), at the next due time, or after a second at most. ``heap`` is read
-    each round (recovery replaces it)."""
+    (a new earliest timer), at the next due time, or after a second at most. The heap is the
+    node's one heap for its life: a rewind clears it in place."""
     while True:
         wake.clear()
         now = clock()
-        fired = heap().pop_due(now)
+        fired = heap.pop_due(now)
         for key in fired:
             due(key)
-        nxt = heap().next_due()
+        nxt = heap.next_due()
         wait = 1.0 if nxt is None else max(0.0, min(1.0, nxt - now))
         if fired and wait == 0.0:
             await asyncio.sleep(0)

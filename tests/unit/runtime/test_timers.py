@@ -53,7 +53,7 @@ async def test_the_timer_loop_hands_due_keys_in_order_and_looks_again_when_woken
     heap.set("a", 80.0)
     heap.set("later", 200.0)
     fired: list[str] = []
-    loop = asyncio.create_task(async_run(lambda: heap, wake, lambda: now[0], fired.append))
+    loop = asyncio.create_task(async_run(heap, wake, lambda: now[0], fired.append))
     try:
         await async_eventually(lambda: fired == ["a", "b"])
         now[0] = 300.0  # a fake clock moved: nothing fires until the loop looks again
