@@ -198,6 +198,11 @@ def test_five_mistakes_give_five_path_named_problems() -> None:
             "presence[0]: account mode needs password_env (or use component mode)",
         ),
         (
+            "password_env: XMPP_PASSWORD}",
+            "password_env: XMPP_PASSWORD, links: [{password_env: XMPP_PASSWORD}]}",
+            "presence[0].links[0]: account mode needs jid (or use component mode)",
+        ),
+        (
             "{name: certified, type: boolean}",
             "{name: certified, type: boolean, values: [a]}",
             "attributes[2]: `values` is only for list attributes, not boolean",
