@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+Visibility = Literal["visible", "masked", "hidden"]  # one rule of a queue's ``show``
 Unlisted = Literal["visible", "hidden"]
 
 

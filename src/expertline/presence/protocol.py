@@ -61,8 +61,6 @@ _CODE = re.compile(r"#?([A-Za-z0-9]{1,16})")
 _PHONE = re.compile(r"\+?[0-9][0-9().\-]{2,30}|(?:sips?|tel):[^\s]{1,120}", re.IGNORECASE)
 _TRAILING = ".,;:!"
 
-ShowRule = Literal["visible", "masked", "hidden"]
-
 
 class _SafeFormatter(string.Formatter):
     """``str.format`` that leaves unknown ``{fields}`` as written instead of raising."""

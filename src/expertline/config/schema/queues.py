@@ -20,8 +20,7 @@ from expertline.config.durations import Duration
 from expertline.config.schema.fields import ID_PATTERN, ObjectId, StrictModel
 from expertline.errors import clip
 from expertline.routing.model import MAX_TASK_LIFETIME, Order, SipMode
-
-Visibility = Literal["visible", "masked", "hidden"]
+from expertline.visibility import Visibility
 
 
 class OnMaxWait(StrictModel):
