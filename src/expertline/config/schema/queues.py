@@ -97,7 +97,9 @@ _ON_MAX_WAIT_SCHEMA: dict[str, Any] = {
         },
         {
             "type": "object",
-            "properties": {"label": {"type": "string", "minLength": 1, "maxLength": 255}},
+            "properties": {
+                "label": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^\S+$"}
+            },
             "required": ["label"],
             "additionalProperties": False,
         },
