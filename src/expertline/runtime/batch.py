@@ -26,9 +26,7 @@ from expertline.runtime.projection import Projector
 log = logging.getLogger("expertline.runtime")
 
 # Channel commands: each becomes an outbox row and an effect after the commit.
-_CHANNEL_EFFECTS = frozenset(
-    {cmd.SendOffer, cmd.WithdrawOffer, cmd.ConfirmAccepted, cmd.NotifyExpert}
-)
+_CHANNEL_EFFECTS = frozenset(projection.EFFECT_KINDS)
 
 
 class OpenBatch:

@@ -9,6 +9,7 @@ on every node, before and after a restart or a failover.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -176,34 +177,18 @@ def offer_from_payload(p: dict[str, Any]) -> OfferView:
     )
 
 
+# The commands the channels deliver, by the outbox kind they are stored as.
+EFFECT_KINDS: dict[type[cmd.Command], str] = {
+    cmd.SendOffer: "offer",
+    cmd.WithdrawOffer: "withdrawn",
+    cmd.ConfirmAccepted: "accepted",
+    cmd.NotifyExpert: "notice",
+}
+
+
 def effect_payload(c: cmd.Command) -> tuple[str, dict[str, Any]]:
-    """A channel command as an outbox row's kind and payload."""
-    if isinstance(c, cmd.SendOffer):
-        return "offer", {
-            "offer_id": c.offer_id,
-            "task_id": c.task_id,
-            "expert_id": c.expert_id,
-            "code": c.code,
-            "expires_at": c.expires_at,
-            "notice_only": c.notice_only,
-        }
-    if isinstance(c, cmd.WithdrawOffer):
-        return "withdrawn", {
-            "offer_id": c.offer_id,
-            "task_id": c.task_id,
-            "expert_id": c.expert_id,
-            "code": c.code,
-            "reason": c.reason,
-        }
-    if isinstance(c, cmd.ConfirmAccepted):
-        return "accepted", {
-            "offer_id": c.offer_id,
-            "task_id": c.task_id,
-            "expert_id": c.expert_id,
-            "code": c.code,
-        }
-    assert isinstance(c, cmd.NotifyExpert)
-    return "notice", {"expert_id": c.expert_id, "message": c.message, "count": c.count}
+    """A channel command as an outbox row's kind and payload (the command's fields)."""
+    return EFFECT_KINDS[type(c)], {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
 
 
 # --- records -----------------------------------------------------------------------------------
