@@ -1,19 +1,6 @@
 """The throwaway Prosody used by tests (shared with ``expertline bench xmpp``)."""
 
-from expertline.presence.prosody import (
-    COMPONENT,
-    DOMAIN,
-    ProsodyServer,
-    free_port,
-    prosody_available,
-    running_prosody,
-)
+from expertline.presence.loopback_server import COMPONENT, DOMAIN
+from expertline.presence.prosody import ProsodyServer, prosody_available
 
-__all__ = [
-    "COMPONENT",
-    "DOMAIN",
-    "ProsodyServer",
-    "free_port",
-    "prosody_available",
-    "running_prosody",
-]
+__all__ = ["COMPONENT", "DOMAIN", "ProsodyServer", "prosody_available"]

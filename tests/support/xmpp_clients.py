@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -310,3 +310,17 @@ class Lab:
         await src.async_start()
         self.sources.append(src)
         return src
+
+
+@contextlib.asynccontextmanager
+async def lab_on(server: XmppServer) -> AsyncIterator[Lab]:
+    """A lab on ``server`` with an empty port; afterwards its sources are stopped and its
+    experts signed out."""
+    port = FakePort({})
+    lab = Lab(server, port, FakeDirectory(port))
+    try:
+        yield lab
+    finally:
+        for src in lab.sources:
+            await src.async_stop()
+        await asyncio.gather(*(client.disconnect() for client in lab.clients))

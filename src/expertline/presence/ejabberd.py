@@ -21,12 +21,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +30,8 @@ import httpx
 import yaml
 
 from expertline.net import free_port
+from expertline.presence.loopback_server import COMPONENT, DOMAIN, LoopbackServer, port_open
 
-DOMAIN = "example.test"
-COMPONENT = "expertline.example.test"
-COMPONENT_SECRET = "component-secret"
 DEBIAN_CONFIG = Path("/etc/ejabberd/ejabberd.yml")
 ERL = "/usr/bin/erl"
 ERL_LIBS = "/usr/lib/x86_64-linux-gnu"  # where Debian puts ejabberd and its dependencies
@@ -52,8 +46,13 @@ def ejabberd_available() -> bool:
     )
 
 
-class EjabberdServer:
+class EjabberdServer(LoopbackServer):
     """One ejabberd node with a virtual host ``example.test`` and a component listener."""
+
+    name = "ejabberd"
+    start_timeout = 60.0
+    stop_timeout = 20.0  # SIGTERM is the VM's init:stop(), which closes Mnesia cleanly
+    poll_interval = 0.1
 
     def __init__(
         self,
@@ -63,12 +62,7 @@ class EjabberdServer:
         overrides: Mapping[str, Any] | None = None,
         c2s_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.directory = directory
-        self.domain = domain
-        self.component = component
-        self.component_secret = COMPONENT_SECRET
-        self.c2s_port = free_port()
-        self.component_port = free_port()
+        super().__init__(directory, domain, component)
         self.http_port = free_port()
         self.dist_port = free_port()
         self.node = f"expertline-ej-{secrets.token_hex(4)}"
@@ -76,7 +70,6 @@ class EjabberdServer:
         self.spool = directory / "spool"
         self.logs = directory / "logs"
         self.config = directory / "ejabberd.yml"
-        self.process: subprocess.Popen[bytes] | None = None
         self.spool.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         self._overrides = dict(overrides or {})
@@ -182,9 +175,7 @@ class EjabberdServer:
             "ejabberd",
         ]
 
-    def start(self, timeout: float = 60.0) -> None:
-        if self.process is not None:
-            raise RuntimeError("ejabberd already running")
+    def _launch(self) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             "HOME": str(self.directory),
@@ -196,27 +187,11 @@ class EjabberdServer:
             "ERL_MAX_ETS_TABLES": "1400",
             "ERL_DIST_PORT": str(self.dist_port),
         }
-        out = open(self.directory / "ejabberd.stdout", "ab")  # noqa: SIM115 - lives with the process
-        self.process = subprocess.Popen(
-            self._command(),
-            cwd=self.spool,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
-        out.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ejabberd exited at start:\n{self.tail()}")
-            ports = (self.c2s_port, self.component_port, self.http_port)
-            if all(map(self._listening, ports)) and self._api_answers():
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"ejabberd did not listen within {timeout}s:\n{self.tail()}")
+        return self._spawn(self._command(), cwd=self.spool, env=env)
+
+    def _ready(self) -> bool:
+        ports = (self.c2s_port, self.component_port, self.http_port)
+        return all(map(port_open, ports)) and self._api_answers()
 
     def _api_answers(self) -> bool:
         try:
@@ -225,55 +200,8 @@ class EjabberdServer:
             return False
         return response.status_code == 200 and "started" in response.text
 
-    def stop(self, timeout: float = 20.0) -> None:
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)  # the VM's init:stop(): Mnesia is closed cleanly
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
-
-    def kill(self) -> None:
-        """End the server at once (SIGKILL), as a crashed or unplugged host would."""
-        proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used (Linux ``/proc``); 0 if unknown."""
-        if self.process is None:
-            return 0.0
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _listening(port: int) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.2)
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-
-    def tail(self, lines: int = 40) -> str:
-        parts = []
-        for path in (self.directory / "ejabberd.stdout", self.logs / "ejabberd.log"):
-            if path.exists():
-                text = path.read_text(errors="replace")
-                parts.append(f"--- {path.name}\n" + "\n".join(text.splitlines()[-lines:]))
-        return "\n".join(parts)
+    def _log_files(self) -> list[Path]:
+        return [self.directory / "ejabberd.stdout", self.logs / "ejabberd.log"]
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -338,14 +266,3 @@ class EjabberdServer:
     def roster_of(self, user: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.api("get_roster", user=user, server=self.domain)
         return result
-
-
-@contextmanager
-def running_ejabberd(directory: Path, **kw: Any) -> Iterator[EjabberdServer]:
-    """Start an ejabberd in ``directory``; always stop it."""
-    server = EjabberdServer(directory, **kw)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -1,8 +1,10 @@
 """A throwaway Prosody XMPP server: generated config in a temp dir, free loopback ports.
 
-Used by the presence integration tests and ``expertline bench xmpp`` (never by a node). The server runs in the
-foreground as a child process; ``stop()`` ends it, ``restart()`` stops and starts it again on
-the same ports with the same data (rosters survive), which is how tests cut the router's link.
+Used by the presence integration tests and ``expertline bench xmpp`` (never by a node). The
+server runs in the foreground as a child process (the lifecycle is ``loopback_server``'s);
+``stop()`` ends it, ``kill()`` ends it at once as a crashed host would, ``restart()`` stops and
+starts it again on the same ports with the same data (rosters survive), which is how tests cut
+the router's link.
 
 Plain authentication without TLS is allowed because everything stays on loopback. Accounts
 are registered with ``prosodyctl register`` (a few users) or written straight into the
@@ -13,19 +15,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 
-from expertline.net import free_port
-
-DOMAIN = "example.test"
-COMPONENT = "expertline.example.test"
-COMPONENT_SECRET = "component-secret"
+from expertline.presence.loopback_server import COMPONENT, DOMAIN, LoopbackServer
 
 
 def prosody_available() -> bool:
@@ -37,20 +31,16 @@ def _encode_node(name: str) -> str:
     return "".join(c if c.isalnum() and c.isascii() else f"%{ord(c):02x}" for c in name)
 
 
-class ProsodyServer:
+class ProsodyServer(LoopbackServer):
     """One Prosody process with a virtual host ``example.test`` and a component."""
 
+    name = "prosody"
+
     def __init__(self, directory: Path, domain: str = DOMAIN, component: str = COMPONENT) -> None:
-        self.directory = directory
-        self.domain = domain
-        self.component = component
-        self.component_secret = COMPONENT_SECRET
-        self.c2s_port = free_port()
-        self.component_port = free_port()
+        super().__init__(directory, domain, component)
         self.data = directory / "data"
         self.config = directory / "prosody.cfg.lua"
         self.log_file = directory / "prosody.log"
-        self.process: subprocess.Popen[bytes] | None = None
         self.data.mkdir(parents=True, exist_ok=True)
         (directory / "certs").mkdir(exist_ok=True)
         self._write_config()
@@ -86,72 +76,12 @@ Component "{self.component}"
 """
         )
 
-    # -- lifecycle -------------------------------------------------------------------------
+    def _launch(self) -> subprocess.Popen[bytes]:
+        return self._spawn(["prosody", "-F", "--config", str(self.config)])
 
-    def start(self, timeout: float = 15.0) -> None:
-        if self.process is not None:
-            raise RuntimeError("prosody already running")
-        out = open(self.directory / "prosody.stdout", "ab")  # noqa: SIM115 - lives with the process
-        self.process = subprocess.Popen(
-            ["prosody", "-F", "--config", str(self.config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        out.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prosody exited at start:\n{self.tail()}")
-            if self._listening(self.c2s_port) and self._listening(self.component_port):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"prosody did not listen within {timeout}s:\n{self.tail()}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used (Linux ``/proc``); 0 if unknown."""
-        if self.process is None:
-            return 0.0
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _listening(port: int) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.2)
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-
-    def tail(self, lines: int = 40) -> str:
-        parts = []
-        for name in ("prosody.stdout", "prosody.err", "prosody.log"):
-            path = self.directory / name
-            if path.exists():
-                parts.append(f"--- {name}\n" + "\n".join(path.read_text().splitlines()[-lines:]))
-        return "\n".join(parts)
+    def _log_files(self) -> list[Path]:
+        d = self.directory
+        return [d / "prosody.stdout", d / "prosody.err", self.log_file]
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -209,14 +139,3 @@ Component "{self.component}"
             "return {\n"
             '\t[false] = { ["version"] = 1; ["pending"] = {}; };\n' + "\n".join(items) + "\n};\n"
         )
-
-
-@contextmanager
-def running_prosody(directory: Path) -> Iterator[ProsodyServer]:
-    """Start a Prosody in ``directory``; always stop it."""
-    server = ProsodyServer(directory)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from support.ejabberd import EjabberdServer, ejabberd_available
+from support.ejabberd import EjabberdServer, ejabberd_available, ejabberd_with_router
 from support.prosody import ProsodyServer, prosody_available
-from support.xmpp_clients import FakeDirectory, FakePort, Lab, XmppServer
+from support.xmpp_clients import Lab, XmppServer, lab_on
 
 pytestmark = pytest.mark.prosody
 
@@ -30,23 +30,14 @@ def prosody(tmp_path: Path) -> Iterator[ProsodyServer]:
     _need(prosody_available(), "prosody")
     server = ProsodyServer(tmp_path / "prosody")
     server.register("router", "router-pw")
-    server.start()
-    try:
+    with server.started():
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def ejabberd(tmp_path: Path) -> Iterator[EjabberdServer]:
     _need(ejabberd_available(), "ejabberd")
-    server = EjabberdServer(tmp_path / "ejabberd")
-    server.start()
-    try:
-        server.register("router", "router-pw")
-        yield server
-    finally:
-        server.stop()
+    yield from ejabberd_with_router(tmp_path / "ejabberd")
 
 
 @pytest.fixture(
@@ -62,12 +53,5 @@ def xmpp_server(request: pytest.FixtureRequest) -> XmppServer:
 
 @pytest.fixture
 async def lab(xmpp_server: XmppServer) -> AsyncIterator[Lab]:
-    port = FakePort({})
-    lab = Lab(xmpp_server, port, FakeDirectory(port))
-    try:
+    async with lab_on(xmpp_server) as lab:
         yield lab
-    finally:
-        for src in lab.sources:
-            await src.async_stop()
-        for client in lab.clients:
-            await client.disconnect()

@@ -22,7 +22,7 @@ import pytest
 
 from support.ejabberd import EjabberdServer, ejabberd_available
 from support.wait import async_eventually
-from support.xmpp_clients import FakeDirectory, FakePort, Lab
+from support.xmpp_clients import Lab, lab_on
 
 pytestmark = pytest.mark.ejabberd
 
@@ -34,24 +34,14 @@ def shipped(tmp_path: Path) -> Iterator[EjabberdServer]:
     """ejabberd with Debian's shipped configuration (mod_pres_counter: count 5, interval 60)."""
     if not ejabberd_available():
         pytest.skip("ejabberd is not installed")
-    server = EjabberdServer(tmp_path / "ejabberd")
-    server.start()
-    try:
+    with EjabberdServer(tmp_path / "ejabberd").started() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 async def shipped_lab(shipped: EjabberdServer) -> AsyncIterator[Lab]:
-    port = FakePort({})
-    lab = Lab(shipped, port, FakeDirectory(port))
-    try:
+    async with lab_on(shipped) as lab:
         yield lab
-    finally:
-        for src in lab.sources:
-            await src.async_stop()
-        await asyncio.gather(*(client.disconnect() for client in lab.clients))
 
 
 @pytest.mark.timeout(300)

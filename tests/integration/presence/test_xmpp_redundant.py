@@ -4,9 +4,7 @@ availability and no offer."""
 
 from __future__ import annotations
 
-import os
-import signal
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,21 +23,17 @@ pytestmark = [pytest.mark.ejabberd, pytest.mark.prosody]
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> AsyncIterator[tuple[EjabberdServer, ProsodyServer]]:
+def servers(tmp_path: Path) -> Iterator[tuple[EjabberdServer, ProsodyServer]]:
     if not (ejabberd_available() and prosody_available()):
         pytest.skip("needs ejabberd and prosody")
-    first = EjabberdServer(tmp_path / "ejabberd")
-    second = ProsodyServer(tmp_path / "prosody")
-    first.start()
-    second.start()
-    try:
+    with (
+        EjabberdServer(tmp_path / "ejabberd").started() as first,
+        ProsodyServer(tmp_path / "prosody").started() as second,
+    ):
         for server in (first, second):
             server.register("router", "router-pw")
             server.register("alice", "alice-pw")
         yield first, second
-    finally:
-        first.stop()
-        second.stop()
 
 
 async def _client(server: XmppServer, resource: str) -> ExpertClient:
@@ -79,10 +73,7 @@ async def test_killing_one_of_two_links_loses_no_presence_and_no_offer(
         offer = make_offer("alice", port)
         await source.async_offer(offer)
         await on_first.wait_for(rf"^Offer #{offer.code}")  # the first live link carries it
-        assert first.process is not None
-        os.killpg(first.process.pid, signal.SIGKILL)  # the server host dies
-        first.process.wait(10)
-        first.process = None
+        first.kill()  # the server host dies
         await async_eventually(lambda: not source.links[0].up, timeout=10)
         # The open offer goes out again over the live link, and is answered there.
         await on_second.wait_for(rf"^Offer #{offer.code}", timeout=10)

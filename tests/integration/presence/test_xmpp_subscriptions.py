@@ -10,61 +10,37 @@ from pathlib import Path
 import pytest
 
 from expertline.presence.xmpp import UNSUBSCRIBED
-from support.ejabberd import EjabberdServer, ejabberd_available
+from support.ejabberd import EjabberdServer, ejabberd_with_router
 from support.wait import async_eventually
-from support.xmpp_clients import FakeDirectory, FakePort, Lab
+from support.xmpp_clients import Lab, lab_on
 
 pytestmark = pytest.mark.ejabberd
-
-
-def _server(directory: Path, **kw: object) -> Iterator[EjabberdServer]:
-    if not ejabberd_available():
-        pytest.skip("ejabberd is not installed")
-    server = EjabberdServer(directory, **kw)  # type: ignore[arg-type]
-    server.start()
-    try:
-        server.register("router", "router-pw")
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def shipped(tmp_path: Path) -> Iterator[EjabberdServer]:
     """ejabberd exactly as Debian ships it (mod_pres_counter: count 5, interval 60)."""
-    yield from _server(tmp_path / "ejabberd")
+    yield from ejabberd_with_router(tmp_path / "ejabberd")
 
 
 @pytest.fixture
 def fast_limit(tmp_path: Path) -> Iterator[EjabberdServer]:
     """The same limit, 5 requests, over a 2 s window instead of a minute."""
-    yield from _server(
+    yield from ejabberd_with_router(
         tmp_path / "ejabberd",
         overrides={"modules": {"mod_pres_counter": {"count": 5, "interval": 2}}},
     )
 
 
-async def _lab(server: EjabberdServer) -> AsyncIterator[Lab]:
-    port = FakePort({})
-    lab = Lab(server, port, FakeDirectory(port))
-    try:
-        yield lab
-    finally:
-        for src in lab.sources:
-            await src.async_stop()
-        for client in lab.clients:
-            await client.disconnect()
-
-
 @pytest.fixture
 async def shipped_lab(shipped: EjabberdServer) -> AsyncIterator[Lab]:
-    async for lab in _lab(shipped):
+    async with lab_on(shipped) as lab:
         yield lab
 
 
 @pytest.fixture
 async def fast_lab(fast_limit: EjabberdServer) -> AsyncIterator[Lab]:
-    async for lab in _lab(fast_limit):
+    async with lab_on(fast_limit) as lab:
         yield lab
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from expertline.presence.xmpp import _encrypted
-from support.ejabberd import EjabberdServer, ejabberd_available
+from support.ejabberd import EjabberdServer, ejabberd_with_router
 from support.wait import async_eventually
-from support.xmpp_clients import FakeDirectory, FakePort, Lab
+from support.xmpp_clients import Lab, lab_on
 
 pytestmark = pytest.mark.ejabberd
 
@@ -57,21 +57,9 @@ def ca(tmp_path: Path) -> tuple[Path, Path]:
     return make_private_ca(tmp_path / "pki", "example.test")
 
 
-def _server(directory: Path, **kw: object) -> Iterator[EjabberdServer]:
-    if not ejabberd_available():
-        pytest.skip("ejabberd is not installed")
-    server = EjabberdServer(directory, **kw)  # type: ignore[arg-type]
-    server.start()
-    try:
-        server.register("router", "router-pw")
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def tls_server(tmp_path: Path, ca: tuple[Path, Path]) -> Iterator[EjabberdServer]:
-    yield from _server(
+    yield from ejabberd_with_router(
         tmp_path / "ejabberd",
         overrides={"certfiles": [str(ca[1])]},
         c2s_options={"starttls": True},
@@ -80,28 +68,18 @@ def tls_server(tmp_path: Path, ca: tuple[Path, Path]) -> Iterator[EjabberdServer
 
 @pytest.fixture
 def plain_server(tmp_path: Path) -> Iterator[EjabberdServer]:
-    yield from _server(tmp_path / "ejabberd")
-
-
-async def _lab(server: EjabberdServer) -> AsyncIterator[Lab]:
-    port = FakePort({})
-    lab = Lab(server, port, FakeDirectory(port))
-    try:
-        yield lab
-    finally:
-        for src in lab.sources:
-            await src.async_stop()
+    yield from ejabberd_with_router(tmp_path / "ejabberd")
 
 
 @pytest.fixture
 async def tls_lab(tls_server: EjabberdServer) -> AsyncIterator[Lab]:
-    async for lab in _lab(tls_server):
+    async with lab_on(tls_server) as lab:
         yield lab
 
 
 @pytest.fixture
 async def plain_lab(plain_server: EjabberdServer) -> AsyncIterator[Lab]:
-    async for lab in _lab(plain_server):
+    async with lab_on(plain_server) as lab:
         yield lab
 
 
