@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support.processes import start_group, stop_group
+from expertline.processes import start_group, stop_group
 from support.sipp import free_port
 
 BARESIP = shutil.which("baresip")
@@ -74,7 +74,7 @@ class BaresipPhone:
         command = [BARESIP, "-f", str(self.workdir)]
         if self.dial is not None:
             command += ["-e", f"/dial {self.dial}", "-t", str(self.quit_after)]
-        self.process = start_group(command, self.workdir, self.workdir / "baresip.out")
+        self.process = start_group(command, cwd=self.workdir, output=self.workdir / "baresip.out")
         self._wait_ready()
         return self
 

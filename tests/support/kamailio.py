@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support.processes import stop_group
+from expertline.processes import start_group, stop_group, wait_bound
 from support.sipp import free_port
 
 DOCS_SIP = Path(__file__).resolve().parents[2] / "docs" / "sip.md"
@@ -92,44 +92,24 @@ class Kamailio:
         check = subprocess.run(self._command(binary, "-c"), capture_output=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio.cfg rejected: {check.stderr.decode()[-1500:]}")
-        log = open(self.workdir / "kamailio.log", "wb")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            self._command(
-                binary,
-                "-DD",
-                "-E",
-                "-m",
-                "32",
-                "-M",
-                "8",
-                "-w",
-                str(self.workdir),
-                "-Y",
-                str(self.workdir),
-                "-P",
-                str(self.workdir / "kamailio.pid"),
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
+        command = self._command(
+            binary, "-DD", "-E", "-m", "32", "-M", "8",
+            "-w", str(self.workdir), "-Y", str(self.workdir),
+            "-P", str(self.workdir / "kamailio.pid"),
+        )  # fmt: skip
+        self.process = start_group(command, output=self.workdir / "kamailio.log")
         self.started = time.monotonic()
         self._wait_listening()
         return self
 
     def _wait_listening(self, timeout: float = 10.0) -> None:
         """Ready once its UDP and TCP ports are taken."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"kamailio exited while starting: {self.log()[-2000:]}")
-            if all(_taken(self.port, kind) for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"kamailio did not listen on {self.port}: {self.log()[-2000:]}")
+        assert self.process is not None
+        kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM)
+        try:
+            wait_bound(self.process, self.port, kinds, timeout)
+        except RuntimeError as e:
+            raise RuntimeError(f"kamailio: {e}: {self.log()[-2000:]}") from e
 
     def stop(self) -> None:
         stop_group(self.process, timeout=10)
@@ -137,17 +117,6 @@ class Kamailio:
     def log(self) -> str:
         path = self.workdir / "kamailio.log"
         return path.read_text(errors="replace") if path.exists() else ""
-
-
-def _taken(port: int, kind: int) -> bool:
-    probe = socket.socket(socket.AF_INET, kind)
-    try:
-        probe.bind(("127.0.0.1", port))
-    except OSError:
-        return True
-    finally:
-        probe.close()
-    return False
 
 
 class KamailioPool:

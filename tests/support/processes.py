@@ -7,9 +7,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -22,38 +21,7 @@ __all__ = [
     "expertline_cmd",
     "free_port",
     "running_server",
-    "start_group",
-    "stop_group",
 ]
-
-
-def start_group(command: list[str], cwd: Path, output: Path) -> subprocess.Popen[bytes]:
-    """Start ``command`` in its own session (so ``stop_group`` reaches all it starts), its
-    standard output and error written to ``output``."""
-    with output.open("wb") as out:
-        return subprocess.Popen(
-            command,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-
-def stop_group(process: subprocess.Popen[Any] | None, timeout: float = 5) -> None:
-    """Stop a process started in its own session and everything it started: SIGTERM to the
-    group, SIGKILL if it has not ended after ``timeout`` seconds."""
-    if process is None or process.poll() is not None:
-        return
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
 
 
 def expertline_cmd(*args: str) -> list[str]:

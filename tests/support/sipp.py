@@ -11,14 +11,13 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from support.processes import start_group, stop_group
+from expertline.processes import start_group, stop_group, wait_bound
 
 SIPP = shutil.which("sipp")
 
@@ -116,7 +115,7 @@ class Sipp:
     def start(self) -> Sipp:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = start_group(
-            self.command(), self.workdir, self.workdir / f"{self.scenario}.out"
+            self.command(), cwd=self.workdir, output=self.workdir / f"{self.scenario}.out"
         )
         if self.remote is None:
             self._wait_listening()
@@ -124,21 +123,12 @@ class Sipp:
 
     def _wait_listening(self, timeout: float = 5.0) -> None:
         """A server is ready once its UDP/TCP port is taken."""
-        deadline = time.monotonic() + timeout
+        assert self.process is not None
         kind = socket.SOCK_STREAM if self.transport.startswith("t") else socket.SOCK_DGRAM
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sipp {self.scenario} exited early: {self.output()[-2000:]}")
-            probe = socket.socket(socket.AF_INET, kind)
-            try:
-                probe.bind(("127.0.0.1", self.port))
-            except OSError:
-                return
-            finally:
-                probe.close()
-            time.sleep(0.02)
-        raise RuntimeError(f"sipp {self.scenario} did not start listening on {self.port}")
+        try:
+            wait_bound(self.process, self.port, (kind,), timeout)
+        except RuntimeError as e:
+            raise RuntimeError(f"sipp {self.scenario}: {e}: {self.output()[-2000:]}") from e
 
     def wait(self, timeout: float | None = None) -> int:
         assert self.process is not None

@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 import yaml
 
-from expertline.net import free_port
-from expertline.presence.loopback_server import COMPONENT, DOMAIN, LoopbackServer, port_open
+from expertline.net import free_port, port_open
+from expertline.presence.loopback_server import COMPONENT, DOMAIN, LoopbackServer
 
 DEBIAN_CONFIG = Path("/etc/ejabberd/ejabberd.yml")
 ERL = "/usr/bin/erl"

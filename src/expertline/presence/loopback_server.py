@@ -3,53 +3,28 @@
 Each runs one server in the foreground as a child process in its own session, on free loopback
 ports, with its files in one directory. This module holds the lifecycle they share: start and
 wait until the server listens (bounded), stop with SIGTERM and then SIGKILL to the process
-group, kill at once as a crashed host would, CPU time from ``/proc``, and the log tail that
+group, kill at once as a crashed host would, CPU time, and the log tail that
 goes into every start error. A subclass says how to launch its server, when it is ready, and
 which files to show.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
-from expertline.net import free_port
+from expertline.net import free_port, port_open
+from expertline.processes import cpu_seconds, kill_group, start_group
 
 DOMAIN = "example.test"
 COMPONENT = "expertline.example.test"
 COMPONENT_SECRET = "component-secret"
-
-
-def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
-    """Whether something accepts a TCP connection on ``host:port`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        return sock.connect_ex((host, port)) == 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time process ``pid`` has used (Linux ``/proc``); 0 if unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def kill_group(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """SIGKILL to the process group ``process`` leads (started with ``start_new_session``),
-    then reap it within ``timeout`` seconds."""
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout)
 
 
 class LoopbackServer(ABC):
@@ -85,16 +60,8 @@ class LoopbackServer(ABC):
         self, command: list[str], cwd: Path | None = None, env: Mapping[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
         """Run ``command`` in its own session, its output appended to ``<name>.stdout``."""
-        with open(self.directory / f"{self.name}.stdout", "ab") as out:
-            return subprocess.Popen(
-                command,
-                cwd=cwd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-            )
+        output = self.directory / f"{self.name}.stdout"
+        return start_group(command, output=output, append=True, cwd=cwd, env=env)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -4,17 +4,15 @@ SIGTERM, or starts a child of its own)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from expertline.presence.loopback_server import LoopbackServer, cpu_seconds, kill_group, port_open
+from expertline.net import port_open
+from expertline.presence.loopback_server import LoopbackServer
 from support.wait import eventually
 
 SERVER = """
@@ -66,44 +64,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
-
-
-def test_port_open_sees_a_listening_socket_and_not_a_closed_one() -> None:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        assert port_open(port)
-    assert not port_open(port)
-
-
-def test_cpu_seconds_reads_user_and_system_time_from_proc() -> None:
-    before = time.process_time()
-    measured = cpu_seconds(os.getpid())
-    after = time.process_time()
-    tick = 1 / os.sysconf("SC_CLK_TCK")
-    assert before - 2 * tick <= measured <= after + 2 * tick
-
-
-def test_cpu_seconds_of_no_such_process_is_zero() -> None:
-    process = subprocess.Popen(["true"])
-    process.wait(5)  # reaped: the pid is gone
-    assert cpu_seconds(process.pid) == 0.0
-
-
-def test_kill_group_ends_the_leader_and_what_it_started() -> None:
-    process = subprocess.Popen(
-        ["sh", "-c", "sleep 60 & echo $!; wait"],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    child = int(process.stdout.readline())
-    process.stdout.close()
-    assert _alive(child)
-    kill_group(process, timeout=5)
-    assert process.returncode == -signal.SIGKILL
-    eventually(lambda: not _alive(child), timeout=5)
 
 
 def test_started_waits_for_both_listeners_and_always_stops(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from expertline.bench.sip.processes import stop_group, wait_udp_bound
+from expertline.processes import start_group, stop_group, wait_bound
 
 REDIRECT_CFG = """#!KAMAILIO
 debug=0
@@ -129,30 +129,13 @@ class Kamailio:
         check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, timeout=30)
         if check.returncode != 0:
             raise RuntimeError(f"kamailio.cfg rejected: {check.stderr.decode()[-500:]}")
-        with (self.workdir / "kamailio.log").open("wb") as log:  # the child keeps its own copy
-            self.process = subprocess.Popen(
-                [
-                    binary,
-                    "-f",
-                    str(cfg),
-                    "-DD",
-                    "-E",
-                    "-m",
-                    "64",
-                    "-M",
-                    "8",
-                    "-w",
-                    str(self.workdir),
-                    "-Y",
-                    str(self.workdir),
-                    "-P",
-                    str(self.workdir / "kamailio.pid"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                start_new_session=True,
-            )
-        wait_udp_bound(self.port, self.process)
+        command = [
+            binary, "-f", str(cfg), "-DD", "-E", "-m", "64", "-M", "8",
+            "-w", str(self.workdir), "-Y", str(self.workdir),
+            "-P", str(self.workdir / "kamailio.pid"),
+        ]  # fmt: skip
+        self.process = start_group(command, output=self.workdir / "kamailio.log")
+        wait_bound(self.process, self.port)
 
     def stop(self) -> None:
         stop_group(self.process)

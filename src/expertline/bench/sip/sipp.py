@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
-from expertline.bench.sip.processes import stop_group, wait_udp_bound
 from expertline.net import free_port
+from expertline.processes import start_group, stop_group, wait_bound
 
 CALL_TIMEOUT_MS = 5000  # a call with no final answer within this fails
 
@@ -163,15 +163,8 @@ class SippPhone:
             "-max_recv_loops", "100000", "-max_sched_loops", "100000", "-buff_size", "4194304",
             "-deadcall_wait", "1000",
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            cmd,
-            cwd=self.workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_udp_bound(self.port, self.process)
+        self.process = start_group(cmd, cwd=self.workdir)
+        wait_bound(self.process, self.port)
         return self
 
     def stop(self) -> None:
