@@ -8,10 +8,8 @@ import hashlib
 import hmac
 import json
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -34,60 +32,12 @@ from expertline.runtime.service import RuntimeService
 from expertline.security.tokens import create_token
 from expertline.settings import Settings
 from support.databases import sqlite_url
+from support.http_receiver import Receiver
 from support.processes import running_server
 from support.wait import async_eventually, eventually
 
 SECRET = "whsec-0123456789abcdef"
 FAST = {"base_delay": 0.05, "max_delay": 0.2, "timeout": 2.0, "poll": 0.2}
-
-
-class Receiver:
-    """A real HTTP server on loopback; answers ``status`` (a callable: 503 while failing)."""
-
-    def __init__(self) -> None:
-        self.failing = 0  # requests still to refuse with 503
-        self.requests: list[dict[str, Any]] = []
-        self.accepted: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                entry = {
-                    "raw": raw,
-                    "body": json.loads(raw),
-                    "signature": self.headers["X-Expertline-Signature"],
-                    "delivery": self.headers["X-Expertline-Delivery"],
-                    "attempt": int(self.headers["X-Expertline-Attempt"]),
-                }
-                receiver.requests.append(entry)
-                if receiver.failing > 0:
-                    receiver.failing -= 1
-                    self.send_response(503)
-                else:
-                    receiver.accepted.append(entry)
-                    self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/feed"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def items(self, kind: str) -> list[dict[str, Any]]:
-        return [i for e in self.accepted if e["body"]["kind"] == kind for i in e["body"]["items"]]
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture

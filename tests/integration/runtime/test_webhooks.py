@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -16,50 +13,8 @@ from sqlalchemy import Engine, insert, select
 from expertline.db.engine import as_utc
 from expertline.db.tables import webhook_deliveries
 from expertline.runtime.webhooks import WebhookSender
+from support.http_receiver import Receiver
 from support.wait import async_eventually
-
-
-class Receiver:
-    """A real HTTP server on loopback that fails the first ``failures`` requests with 503."""
-
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.requests: list[dict[str, Any]] = []
-        self.accepted: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                entry = {
-                    "body": body,
-                    "delivery": self.headers["X-Expertline-Delivery"],
-                    "attempt": int(self.headers["X-Expertline-Attempt"]),
-                }
-                receiver.requests.append(entry)
-                if len(receiver.requests) <= receiver.failures:
-                    self.send_response(503)
-                else:
-                    receiver.accepted.append(entry)
-                    self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -69,7 +24,7 @@ def service_options() -> dict[str, Any]:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    with Receiver(failures=2) as r:
+    with Receiver("/hook", failing=2, status=200) as r:
         yield r
 
 
@@ -157,7 +112,7 @@ async def test_undeliverable_stored_deliveries_never_block_a_good_one(engine: En
     then a good one: the good one goes out at once; each bad one counts an attempt and waits
     its backoff."""
     bad = ["http://[::1"] * 200
-    with Receiver(failures=0) as good:
+    with Receiver("/hook", status=200) as good:
         _store_deliveries(engine, [*bad, good.url])
         sender = WebhookSender(engine, base_delay=60.0, max_delay=60.0, timeout=2.0)
         await sender.async_start()
