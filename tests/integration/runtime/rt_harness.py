@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -147,3 +147,22 @@ def make_service(engine: Engine, config: RoutingConfig, **options: Any) -> Runti
         version_probe=lambda _e: config.version,
         **options,
     )
+
+
+def polling_service(engine: Engine, configs: dict[str, RoutingConfig]) -> RuntimeService:
+    """A runtime that polls ``configs["current"]`` every 50 ms: a test hands it a new
+    configuration version by replacing that entry."""
+    return RuntimeService(
+        engine,
+        node="test-node",
+        config_loader=lambda _e: (configs["current"], None),
+        version_probe=lambda _e: configs["current"].version,
+        config_poll=0.05,
+    )
+
+
+def without_queue(config: RoutingConfig, queue: str, version: int) -> RoutingConfig:
+    """``config`` as version ``version``, with ``queue`` and its matches removed."""
+    queues = {k: v for k, v in config.queues.items() if k != queue}
+    matches = {k: v for k, v in config.matches.items() if k != queue}
+    return replace(config, version=version, queues=queues, matches=matches)

@@ -12,13 +12,13 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from rt_harness import PHONES, make_service, routing_config
+from rt_harness import PHONES, make_service, polling_service, routing_config, without_queue
 from sqlalchemy import Engine, func, select, text
 
 from expertline.db.tables import routing_feed, runtime_tasks, tcd, webhook_deliveries
@@ -438,22 +438,13 @@ async def test_a_configuration_change_the_database_refuses_is_not_tried_again_an
     the configuration version is not applied, said once, and routing goes on with the one in
     effect."""
     configs = {"current": routing_config(version=1)}
-    service = RuntimeService(
-        engine,
-        node="test-node",
-        config_loader=lambda _e: (configs["current"], None),
-        version_probe=lambda _e: configs["current"].version,
-        config_poll=0.05,
-    )
+    service = polling_service(engine, configs)
     await service.async_start()
     try:
         refuse_rows(engine, status="rejected")
         waiting = await service.async_create_task(TaskRequest(queue="support", caller=POISON))
         caplog.set_level(logging.INFO, logger="expertline.runtime")
-        old = configs["current"]
-        queues = {k: v for k, v in old.queues.items() if k != "support"}
-        matches = {k: v for k, v in old.matches.items() if k != "support"}
-        configs["current"] = replace(old, version=2, queues=queues, matches=matches)
+        configs["current"] = without_queue(configs["current"], "support", version=2)
         await async_eventually(lambda: service.replay.refused == 1)
         await asyncio.sleep(0.5)  # ten polls of the configuration
         assert service.replay.refused == 1

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
-from rt_harness import PHONES, make_service, routing_config
+from rt_harness import PHONES, make_service, polling_service, routing_config, without_queue
 from sqlalchemy import Engine, func, select
 
 from expertline.db.tables import routing_feed, runtime_offers, runtime_outbox, tcd
@@ -190,20 +189,11 @@ async def test_a_new_configuration_version_is_picked_up_by_the_poller(
     engine: Engine, started: Any
 ) -> None:
     configs = {"current": routing_config(version=1)}
-    service = RuntimeService(
-        engine,
-        node="test-node",
-        config_loader=lambda _e: (configs["current"], None),
-        version_probe=lambda _e: configs["current"].version,
-        config_poll=0.05,
-    )
+    service = polling_service(engine, configs)
     await service.async_start()
     try:
         waiting = await service.async_create_task(TaskRequest(queue="support"))
-        old = configs["current"]
-        queues = {k: v for k, v in old.queues.items() if k != "support"}
-        matches = {k: v for k, v in old.matches.items() if k != "support"}
-        configs["current"] = replace(old, version=2, queues=queues, matches=matches)
+        configs["current"] = without_queue(configs["current"], "support", version=2)
         await async_eventually(lambda: service.config.version == 2)
         await async_eventually(
             lambda: (service.task(waiting.id) or waiting).status == "rejected", timeout=5
