@@ -33,6 +33,7 @@ from expertline.runtime.writer import (
     writer_for,
 )
 from support.databases import postgres_database, sqlite_url
+from support.rows import task_row
 from support.wait import async_eventually, eventually
 
 
@@ -274,26 +275,6 @@ async def test_the_process_writer_says_refused_behind_or_failed(
     assert _feed_ids(engine) == [1]
 
 
-def _task_row(**values: Any) -> dict[str, Any]:
-    row = {
-        "task_id": "t1",
-        "code": "1234",
-        "external_id": None,
-        "status": "queued",
-        "active": True,
-        "queue_id": "q",
-        "expert_id": None,
-        "label": None,
-        "origin": "http",
-        "callback_url": None,
-        "created_at": 1_795_000_000.0,
-        "updated_at": 1_795_000_000.0,
-        "state": {"caller": "+1"},
-    }
-    row.update(values)
-    return row
-
-
 @pytest.mark.postgres
 @pytest.mark.parametrize(
     ("values", "reason"),
@@ -314,7 +295,7 @@ async def test_postgresql_refusals_are_told_apart_from_outages(
         migrate.upgrade(engine)
         writer = ThreadWriter(engine)
         batch = store.Batch(seq=1)
-        batch.tasks["t1"] = _task_row(**values)
+        batch.tasks["t1"] = task_row(**values)
         with pytest.raises(CommitRefused) as refused:
             await writer.async_write(batch)
         assert refused.value.reason == reason  # one line: no SQL, no row values

@@ -13,6 +13,7 @@ from expertline.db import migrate
 from expertline.db.engine import make_engine, sqlite_time
 from expertline.db.tables import routing_feed, runtime_tasks
 from expertline.runtime import store
+from support.rows import task_row
 
 
 def test_rows_written_by_the_fast_path_read_back_identically(tmp_path: Path) -> None:
@@ -31,21 +32,7 @@ def test_rows_written_by_the_fast_path_read_back_identically(tmp_path: Path) -> 
             "created_at": other_zone,
         }
     )
-    row = {
-        "task_id": "t1",
-        "code": "1234",
-        "external_id": None,
-        "status": "queued",
-        "active": True,
-        "queue_id": "q",
-        "expert_id": None,
-        "label": None,
-        "origin": "http",
-        "callback_url": None,
-        "created_at": at,
-        "updated_at": at,
-        "state": {"id": "t1"},
-    }
+    row = task_row(created_at=at, updated_at=at)
     batch.tasks["t1"] = row
     store.write_batch(engine, batch)
     again = store.Batch()
