@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from support.ha_pair import Pair, Traffic, ready, state
+from support.ha_traffic import active_and_standby, routing_traffic
 from support.processes import ServerProcess
 from support.replication import ReplicatedPostgres, replicated_postgres
 from support.wait import eventually
@@ -40,6 +41,13 @@ def cluster() -> Iterator[ReplicatedPostgres]:
 def pair(cluster: ReplicatedPostgres, tmp_path: Path) -> Iterator[Pair]:
     with ExitStack() as stack:
         yield Pair(cluster.url, tmp_path, stack)
+
+
+def fail_over(cluster: ReplicatedPostgres) -> None:
+    """What a failover manager does: the primary dies; it notices, decides, and promotes."""
+    cluster.kill_primary()
+    time.sleep(PROMOTION_DELAY)
+    cluster.promote_replica()
 
 
 def active(pair: Pair, *nodes: ServerProcess) -> ServerProcess | None:
@@ -62,15 +70,10 @@ def check_every_task_ends_once(pair: Pair, traffic: Traffic, node: ServerProcess
 def test_a_promoted_replica_takes_over_and_nothing_acknowledged_is_lost(
     cluster: ReplicatedPostgres, pair: Pair
 ) -> None:
-    a = pair.node("a")
-    b = pair.node("b")
-    assert ready(a) and not ready(b)
-    with Traffic(pair, [a, b], experts=("alice", "bob")) as traffic:
-        eventually(lambda: len(traffic.accepted) >= 5, timeout=30)
+    a, b = active_and_standby(pair)
+    with routing_traffic(pair, [a, b]) as traffic:
         killed = time.monotonic()
-        cluster.kill_primary()
-        time.sleep(PROMOTION_DELAY)  # the failover manager notices and decides
-        cluster.promote_replica()
+        fail_over(cluster)
         resumed = eventually(lambda: traffic.acked_after(killed), timeout=60, interval=0.02)
         eventually(lambda: len(traffic.acked_after(killed)) >= 20, timeout=60)
         print(f"routing resumed {resumed[0][1] - killed:.2f} s after the primary was killed")
@@ -87,16 +90,11 @@ def test_a_promoted_replica_takes_over_and_nothing_acknowledged_is_lost(
 def test_a_node_paused_past_its_lease_during_the_promotion_assigns_nothing_twice(
     cluster: ReplicatedPostgres, pair: Pair
 ) -> None:
-    a = pair.node("a")
-    b = pair.node("b")
-    assert ready(a) and not ready(b)
-    with Traffic(pair, [a, b], experts=("alice", "bob")) as traffic:
-        eventually(lambda: len(traffic.accepted) >= 5, timeout=30)
+    a, b = active_and_standby(pair)
+    with routing_traffic(pair, [a, b]) as traffic:
         a.proc.send_signal(signal.SIGSTOP)  # a believes it is active throughout
         try:
-            cluster.kill_primary()
-            time.sleep(PROMOTION_DELAY)
-            cluster.promote_replica()
+            fail_over(cluster)
             # b takes the lease once a's grant lapsed: a is paused past its lease.
             eventually(lambda: ready(b), timeout=60, interval=0.05)
             since = time.monotonic()
@@ -116,9 +114,7 @@ def test_a_node_paused_past_its_lease_during_the_promotion_assigns_nothing_twice
 def test_calls_during_the_promotion_get_a_prompt_503_never_a_hang(
     cluster: ReplicatedPostgres, pair: Pair
 ) -> None:
-    a = pair.node("a")
-    b = pair.node("b")
-    assert ready(a) and not ready(b)
+    a, b = active_and_standby(pair)
     answers: list[tuple[str, float, int | str]] = []  # (node, seconds to answer, status)
 
     def call(node: ServerProcess) -> None:

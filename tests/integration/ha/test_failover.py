@@ -20,7 +20,8 @@ from sqlalchemy import text
 
 from expertline.ha.decide import LeaseTimes
 from support.databases import postgres_database
-from support.ha_pair import Pair, Traffic, ready, state
+from support.ha_pair import Pair, ready, state
+from support.ha_traffic import active_and_standby, routing_traffic
 from support.wait import eventually
 
 pytestmark = pytest.mark.postgres
@@ -115,11 +116,8 @@ def test_routing_resumes_within_3_s_of_a_kill_9_under_load(pair: Pair) -> None:
     """The default settings' promise: from kill -9 of the active node to the other one
     creating tasks, at most the lease time and the new node's start (the figure, over rounds,
     is in ``expertline bench ha``)."""
-    a = pair.node("a")
-    b = pair.node("b")
-    assert ready(a) and not ready(b)
-    with Traffic(pair, [a, b], experts=("alice", "bob")) as traffic:
-        eventually(lambda: len(traffic.accepted) >= 5, timeout=30)
+    a, b = active_and_standby(pair)
+    with routing_traffic(pair, [a, b]) as traffic:
         killed = time.monotonic()
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait(timeout=10)
@@ -148,8 +146,7 @@ def test_a_rolling_upgrade_by_handover_loses_no_call(pair: Pair) -> None:
     the handover."""
     a = pair.node("a")
     b = pair.node("b")
-    with Traffic(pair, [a, b], experts=("alice", "bob"), retry=True) as traffic:
-        eventually(lambda: len(traffic.accepted) >= 5, timeout=30)
+    with routing_traffic(pair, [a, b], retry=True) as traffic:
         b.stop()
         with pair.engine.begin() as conn:  # what an additive revision does
             conn.execute(text("ALTER TABLE runtime_tasks ADD COLUMN upgrade_note TEXT"))

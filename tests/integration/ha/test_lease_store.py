@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import OperationalError
 
-from expertline.db import migrate
-from expertline.db.engine import connect_params, make_engine
+from expertline.db.engine import connect_params
 from expertline.db.tables import routing_feed
 from expertline.ha.lease import CHANNEL, Fenced, Grant, Held, LeaseStore, check_fence
 from expertline.runtime import store
-from support.databases import postgres_database
 from support.wait import eventually
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg() -> Iterator[Engine]:
-    with postgres_database() as url:
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        yield engine
-        engine.dispose()
 
 
 def test_one_holder_at_a_time_and_every_grant_a_new_token(pg: Engine) -> None:

@@ -3,28 +3,14 @@ when its connection is cut."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import Engine, text
 
-from expertline.db import migrate
-from expertline.db.engine import make_engine
 from expertline.ha.lease import Grant, LeaseStore
 from expertline.ha.watch import APPLICATION, LeaseWatch
-from support.databases import postgres_database
 from support.wait import async_eventually
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg() -> Iterator[Engine]:
-    with postgres_database() as url:
-        engine = make_engine(url)
-        migrate.upgrade(engine)
-        yield engine
-        engine.dispose()
 
 
 async def test_a_release_reaches_the_listener_and_a_cut_connection_is_made_again(
