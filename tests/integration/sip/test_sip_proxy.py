@@ -3,10 +3,34 @@ path (Record-Route) and reports answer, hang-up, no answer and busy to the real 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sip_harness import ENTRY, SipHarness, sip_config
 
+from support.sipp import Sipp
+
 pytestmark = pytest.mark.sipp
+
+
+async def call_alice_then_bob(
+    sip: SipHarness, alice_phone: Sipp, bob_phone: Sipp, **options: Any
+) -> Sipp:
+    """Proxy mode, alice available and bob not yet, each on a phone; a caller calls."""
+    config = sip_config(
+        {"alice": f"sip:1001@{alice_phone.uri_host}", "bob": f"sip:1002@{bob_phone.uri_host}"},
+        **options,
+    )
+    await sip.start(config, mode="proxy")
+    await sip.available("alice")
+    return sip.sipp.caller("caller_proxy", sip.remote, ENTRY, pause_ms=300)
+
+
+async def requeue_to_bob(sip: SipHarness) -> dict[str, Any]:
+    """Alice goes offline; bob comes available and accepts the offer of the task."""
+    await sip.available("alice", status="offline")
+    await sip.available("bob")
+    return await sip.accept_next_offer("bob")
 
 
 @pytest.mark.parametrize("caller_transport", ["u1", "t1"])
@@ -49,18 +73,10 @@ async def test_no_answer_is_cancelled_at_ring_timeout_and_requeued_to_the_next_e
     sip = sip_any_db
     silent = sip.sipp.phone("phone_no_answer")
     answering = sip.sipp.phone("phone_answer")
-    config = sip_config(
-        {"alice": f"sip:1001@{silent.uri_host}", "bob": f"sip:1002@{answering.uri_host}"},
-        ring_timeout=1.0,
-    )
-    await sip.start(config, mode="proxy")
-    await sip.available("alice")
-    caller = sip.sipp.caller("caller_proxy", sip.remote, ENTRY, pause_ms=300)
+    caller = await call_alice_then_bob(sip, silent, answering, ring_timeout=1.0)
     first = await sip.accept_next_offer("alice")
     await sip.finish(silent)  # rang, was cancelled (200 + 487), got its ACK
-    await sip.available("alice", status="offline")
-    await sip.available("bob")
-    second = await sip.accept_next_offer("bob")
+    second = await requeue_to_bob(sip)
     assert second["task_id"] == first["task_id"]
     await sip.finish(caller)
     await sip.finish(answering)
@@ -73,17 +89,10 @@ async def test_no_answer_is_cancelled_at_ring_timeout_and_requeued_to_the_next_e
 async def test_busy_phone_requeues_with_attempt_8(sip: SipHarness) -> None:
     busy = sip.sipp.phone("phone_busy")
     answering = sip.sipp.phone("phone_answer")
-    config = sip_config(
-        {"alice": f"sip:1001@{busy.uri_host}", "bob": f"sip:1002@{answering.uri_host}"}
-    )
-    await sip.start(config, mode="proxy")
-    await sip.available("alice")
-    caller = sip.sipp.caller("caller_proxy", sip.remote, ENTRY, pause_ms=300)
+    caller = await call_alice_then_bob(sip, busy, answering)
     await sip.accept_next_offer("alice")
     await sip.finish(busy)
-    await sip.available("alice", status="offline")
-    await sip.available("bob")
-    await sip.accept_next_offer("bob")
+    await requeue_to_bob(sip)
     await sip.finish(caller)
     tcd = await sip.one_tcd()
     assert tcd["call_disposition"] == 13 and tcd["expert_id"] == "bob"
@@ -139,18 +148,10 @@ async def test_entry_point_mode_comes_from_the_runtimes_routing_configuration(
 async def test_a_phone_answering_after_it_was_given_up_is_hung_up(sip: SipHarness) -> None:
     late = sip.sipp.phone("phone_answer_late")
     answering = sip.sipp.phone("phone_answer")
-    config = sip_config(
-        {"alice": f"sip:1001@{late.uri_host}", "bob": f"sip:1002@{answering.uri_host}"},
-        ring_timeout=1.0,
-    )
-    await sip.start(config, mode="proxy")
-    await sip.available("alice")
-    caller = sip.sipp.caller("caller_proxy", sip.remote, ENTRY, pause_ms=300)
+    caller = await call_alice_then_bob(sip, late, answering, ring_timeout=1.0)
     await sip.accept_next_offer("alice")
     await sip.finish(late)  # its late 200 OK was acknowledged, then it got a BYE
-    await sip.available("alice", status="offline")
-    await sip.available("bob")
-    await sip.accept_next_offer("bob")
+    await requeue_to_bob(sip)
     await sip.finish(caller)
     tcd = await sip.one_tcd()
     assert tcd["call_disposition"] == 13 and tcd["expert_id"] == "bob"
