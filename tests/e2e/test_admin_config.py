@@ -10,28 +10,22 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from expertline.db import migrate
-from expertline.db.engine import make_engine
 from expertline.web import users
 from support.browser import PASSWORD, sign_in
-from support.processes import ServerProcess, cli, running_server
+from support.processes import ServerProcess
 from support.runtime_client import TWO_QUEUES_YAML
+from support.sqlite_node import configured_sqlite, serving
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[ServerProcess]:
-    url = f"sqlite:///{tmp_path / 'expertline.db'}"
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    (tmp_path / "config.yaml").write_text(TWO_QUEUES_YAML)
-    cli("--db", url, "config", "import", str(tmp_path / "config.yaml"), check=True)
+    url, engine = configured_sqlite(tmp_path, TWO_QUEUES_YAML)
     users.create_user(engine, "ann", "admin", PASSWORD)
     users.create_user(engine, "sam", "supervisor", PASSWORD)
     engine.dispose()
-    env = {"EXPERTLINE_DB": url, "EXPERTLINE_DATA_DIR": str(tmp_path)}
-    with running_server(tmp_path, "--no-presence", env=env) as server:
+    with serving(tmp_path, url, "--no-presence") as server:
         yield server
 
 

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from expertline.db import migrate
-from expertline.db.engine import make_engine
 from expertline.web import users
 from support.browser import PASSWORD, sign_in
-from support.processes import ServerProcess, cli, running_server
+from support.processes import ServerProcess
+from support.sqlite_node import configured_sqlite, serving
 
 pytestmark = pytest.mark.browser
 
@@ -25,7 +24,7 @@ EXPERTS = 100_000
 BOUND_S = 2.0
 
 
-def big_config(path: Path) -> None:
+def big_config() -> str:
     lines = [
         "attributes:",
         "  - {name: billing, type: proficiency}",
@@ -38,20 +37,15 @@ def big_config(path: Path) -> None:
         for i in range(EXPERTS)
     ]
     lines += ["queues:", "  - {id: billing, name: Billing, select: 'billing >= 50'}"]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[ServerProcess]:
-    url = f"sqlite:///{tmp_path / 'expertline.db'}"
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    big_config(tmp_path / "big.yaml")
-    cli("--db", url, "config", "import", str(tmp_path / "big.yaml"), check=True)
+    url, engine = configured_sqlite(tmp_path, big_config())
     users.create_user(engine, "ann", "admin", PASSWORD)
     engine.dispose()
-    env = {"EXPERTLINE_DB": url, "EXPERTLINE_DATA_DIR": str(tmp_path)}
-    with running_server(tmp_path, "--role", "runtime", "--no-presence", env=env) as server:
+    with serving(tmp_path, url, "--role", "runtime", "--no-presence") as server:
         yield server
 
 

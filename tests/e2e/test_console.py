@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from expertline.db import migrate
-from expertline.db.engine import make_engine
 from expertline.security.tokens import create_token
 from expertline.web import users
 from support.browser import PASSWORD, sign_in, sign_in_with_token
-from support.processes import ServerProcess, cli, running_server
+from support.processes import ServerProcess
+from support.sqlite_node import configured_sqlite, serving
 from support.wait import eventually
 
 pytestmark = pytest.mark.browser
@@ -47,19 +46,14 @@ class Node:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
-    url = f"sqlite:///{tmp_path / 'expertline.db'}"
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    (tmp_path / "config.yaml").write_text(CONFIG)
-    cli("--db", url, "config", "import", str(tmp_path / "config.yaml"), check=True)
+    url, engine = configured_sqlite(tmp_path, CONFIG)
     users.create_user(engine, "alice", "expert", PASSWORD, expert_id="alice")
     tokens = {
         "cc": create_token(engine, "cc", "routing-client"),
         "bob": create_token(engine, "bob-phone", "expert", "bob"),
     }
     engine.dispose()
-    env = {"EXPERTLINE_DB": url, "EXPERTLINE_DATA_DIR": str(tmp_path)}
-    with running_server(tmp_path, "--no-presence", env=env) as server:
+    with serving(tmp_path, url, "--no-presence") as server:
         yield Node(server, tokens)
 
 

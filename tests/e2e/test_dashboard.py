@@ -13,25 +13,20 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import Engine, func, insert, select
 
-from expertline.db import migrate
-from expertline.db.engine import make_engine
 from expertline.db.tables import routing_feed
 from expertline.security.tokens import create_token
 from expertline.web import users
 from support.browser import PASSWORD, sign_in
-from support.processes import ServerProcess, cli, running_server
+from support.processes import ServerProcess
 from support.runtime_client import TWO_QUEUES_YAML
+from support.sqlite_node import configured_sqlite, serving
 from support.wait import eventually
 
 pytestmark = pytest.mark.browser
 
 
 def prepared(tmp_path: Path, yaml: str = TWO_QUEUES_YAML) -> tuple[str, Engine]:
-    url = f"sqlite:///{tmp_path / 'expertline.db'}"
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    (tmp_path / "config.yaml").write_text(yaml)
-    cli("--db", url, "config", "import", str(tmp_path / "config.yaml"), check=True)
+    url, engine = configured_sqlite(tmp_path, yaml)
     users.create_user(engine, "sam", "supervisor", PASSWORD)
     return url, engine
 
@@ -39,8 +34,7 @@ def prepared(tmp_path: Path, yaml: str = TWO_QUEUES_YAML) -> tuple[str, Engine]:
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[tuple[ServerProcess, Engine]]:
     url, engine = prepared(tmp_path)
-    env = {"EXPERTLINE_DB": url, "EXPERTLINE_DATA_DIR": str(tmp_path)}
-    with running_server(tmp_path, "--no-presence", env=env) as server:
+    with serving(tmp_path, url, "--no-presence") as server:
         yield server, engine
     engine.dispose()
 
@@ -91,9 +85,8 @@ def test_the_dashboard_stays_smooth_at_1000_events_a_second(
         f"  - {{id: x{i}, name: X {i}, phone: 'sip:{i}@pbx'}}\n" for i in range(experts)
     )
     url, engine = prepared(tmp_path, yaml)
-    env = {"EXPERTLINE_DB": url, "EXPERTLINE_DATA_DIR": str(tmp_path)}
     # An admin node (no runtime of its own): the test writes the feed rows a runtime would.
-    with running_server(tmp_path, "--role", "admin", env=env) as server:
+    with serving(tmp_path, url, "--role", "admin") as server:
         page = new_page()
         sign_in(page, server.base_url, "/admin", "sam")
         expect(page.locator("#live-state")).to_have_text("Live")

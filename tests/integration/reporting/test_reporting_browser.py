@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,39 +12,21 @@ from sqlalchemy import Engine
 from expertline.db import migrate
 from expertline.db.engine import make_engine
 from expertline.security.tokens import create_token
+from support.chromium import chromium_browser
 from support.processes import running_server
 from support.wait import eventually
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RANGE = "from=2026-11-25T10:00&to=2026-11-25T11:00"
 
 
 @pytest.fixture
 def browser_page() -> Iterator[object]:
-    if shutil.which(CHROMIUM) is None:
-        if os.environ.get("CI"):
-            raise RuntimeError("Chromium is required in CI (apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
-            yield page
-        finally:
-            browser.close()
+    with chromium_browser() as browser:
+        page = browser.new_page()
+        page.set_default_timeout(15_000)
+        yield page
 
 
 @pytest.fixture
