@@ -139,6 +139,17 @@ class Harness:
         return list(r.json()["items"])
 
 
+class FakeClock:
+    """The runtime's clock (a callable returning seconds), standing still until a test sets
+    ``now``."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def make_service(engine: Engine, config: RoutingConfig, **options: Any) -> RuntimeService:
     return RuntimeService(
         engine,

@@ -18,7 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from rt_harness import PHONES, make_service, polling_service, routing_config, without_queue
+from rt_harness import (
+    PHONES,
+    FakeClock,
+    make_service,
+    polling_service,
+    routing_config,
+    without_queue,
+)
 from sqlalchemy import Engine, func, select, text
 
 from expertline.db.tables import routing_feed, runtime_tasks, tcd, webhook_deliveries
@@ -69,14 +76,6 @@ def refuse_rows(engine: Engine, status: str | None = None, unless: str | None = 
         conn.execute(
             text(f"ALTER TABLE runtime_tasks ADD CONSTRAINT test_poison CHECK ({allowed})")
         )
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RecordingChannel:

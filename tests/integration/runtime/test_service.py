@@ -7,7 +7,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from rt_harness import PHONES, make_service, polling_service, routing_config, without_queue
+from rt_harness import (
+    PHONES,
+    FakeClock,
+    make_service,
+    polling_service,
+    routing_config,
+    without_queue,
+)
 from sqlalchemy import Engine, func, select
 
 from expertline.db.tables import routing_feed, runtime_offers, runtime_outbox, tcd
@@ -16,14 +23,6 @@ from expertline.runtime.ports import OfferView, TaskRequest
 from expertline.runtime.projection import task_json
 from expertline.runtime.service import RuntimeService
 from support.wait import async_eventually
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RecordingChannel:
