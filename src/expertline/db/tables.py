@@ -6,6 +6,8 @@ UTC, stored as timezone-aware datetimes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -21,18 +23,10 @@ from sqlalchemy import (
 )
 
 from expertline import limits
+from expertline.db.conventions import NAMING, BigId
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 metadata = MetaData(naming_convention=NAMING)
 
-# BIGINT autoincrement is only an alias of ROWID on SQLite when declared INTEGER.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 # --- configuration -------------------------------------------------------------------------
 # Every configuration object (attribute, expert, queue, entry point, presence source, message
@@ -164,22 +158,39 @@ runtime_meta = Table(
     Column("value", JSON, nullable=False),
 )
 
+
+def _call_detail_head() -> list[Column[Any]]:
+    """The leading columns of both call detail records (RCD and TCD): which record, when, and
+    which call; new columns each time, as a column belongs to one table."""
+    return [
+        Column("recovery_key", BigId, primary_key=True, autoincrement=False),
+        Column("datetime", DateTime(timezone=True), nullable=False),
+        Column("task_id", String(limits.TASK_ID.max_chars), nullable=False),
+        Column("peripheral_call_key", String(limits.CODE.max_chars)),
+        Column("router_call_key", String(limits.EXTERNAL_ID.max_chars)),
+        Column("dialed_number", String(limits.ID.max_chars)),
+        Column("ani", String(limits.CALLER.max_chars)),
+    ]
+
+
+def _call_detail_tail() -> list[Column[Any]]:
+    """The trailing columns of both call detail records: the expert and queue, the node that
+    wrote the record, and the record's data."""
+    return [
+        Column("expert_id", String(limits.ID.max_chars)),
+        Column("queue_id", String(limits.ID.max_chars)),
+        Column("node", String(limits.ID.max_chars), nullable=False),
+        Column("data", JSON, nullable=False),
+    ]
+
+
 # Route call detail: one row per label returned.
 rcd = Table(
     "rcd",
     metadata,
-    Column("recovery_key", BigId, primary_key=True, autoincrement=False),
-    Column("datetime", DateTime(timezone=True), nullable=False),
-    Column("task_id", String(limits.TASK_ID.max_chars), nullable=False),
-    Column("peripheral_call_key", String(limits.CODE.max_chars)),
-    Column("router_call_key", String(limits.EXTERNAL_ID.max_chars)),
-    Column("dialed_number", String(limits.ID.max_chars)),
-    Column("ani", String(limits.CALLER.max_chars)),
+    *_call_detail_head(),
     Column("label", Text),
-    Column("expert_id", String(limits.ID.max_chars)),
-    Column("queue_id", String(limits.ID.max_chars)),
-    Column("node", String(limits.ID.max_chars), nullable=False),
-    Column("data", JSON, nullable=False),
+    *_call_detail_tail(),
 )
 Index("ix_rcd_task_id", rcd.c.task_id)
 
@@ -187,23 +198,14 @@ Index("ix_rcd_task_id", rcd.c.task_id)
 tcd = Table(
     "tcd",
     metadata,
-    Column("recovery_key", BigId, primary_key=True, autoincrement=False),
-    Column("datetime", DateTime(timezone=True), nullable=False),
-    Column("task_id", String(limits.TASK_ID.max_chars), nullable=False),
-    Column("peripheral_call_key", String(limits.CODE.max_chars)),
-    Column("router_call_key", String(limits.EXTERNAL_ID.max_chars)),
-    Column("dialed_number", String(limits.ID.max_chars)),
-    Column("ani", String(limits.CALLER.max_chars)),
+    *_call_detail_head(),
     Column("call_disposition", Integer, nullable=False),
     Column("duration", Float, nullable=False),
     Column("delay_time", Float, nullable=False),
     Column("ring_time", Float, nullable=False),
     Column("talk_time", Float, nullable=False),
     Column("work_time", Float, nullable=False),
-    Column("expert_id", String(limits.ID.max_chars)),
-    Column("queue_id", String(limits.ID.max_chars)),
-    Column("node", String(limits.ID.max_chars), nullable=False),
-    Column("data", JSON, nullable=False),
+    *_call_detail_tail(),
     UniqueConstraint("task_id"),
 )
 

@@ -24,16 +24,10 @@ from sqlalchemy import (
     Table,
 )
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from expertline.db.conventions import NAMING
+
 metadata = MetaData(naming_convention=NAMING)
 
-BigId = BigInteger().with_variant(Integer(), "sqlite")
 VERSION_TABLE = "reporting_alembic_version"
 
 # Where each consumer stopped. ``feed`` = last ``routing_feed.id`` ingested, ``config`` = last
