@@ -77,6 +77,7 @@ __all__ = [
     "plan_document",
     "replace_object",
     "token_actor",
+    "unknown_expert",
     "validated",
 ]
 
@@ -113,6 +114,25 @@ def get_object(engine: Engine, section: str, oid: str) -> Any:
     if found is None:
         raise NotFound(f"no {KINDS[section].replace('_', ' ')} {oid!r}")
     return found[1]
+
+
+def unknown_expert(engine: Engine, expert_id: str) -> Problem | None:
+    """Why a token or a user cannot be bound to ``expert_id``: the stored configuration has no
+    such expert (one indexed read). None when it has."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(config_objects.c.object_id).where(
+                config_objects.c.kind == KINDS["experts"],
+                config_objects.c.object_id == expert_id,
+            )
+        ).first()
+    if found is not None:
+        return None
+    return Problem(
+        "expert",
+        f"no expert {expert_id!r} in the configuration; import it first "
+        "(expertline config import) or check the id",
+    )
 
 
 def _find(doc: ConfigDocument, section: str, oid: str) -> tuple[int, Any] | None:

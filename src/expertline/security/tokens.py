@@ -20,7 +20,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from expertline import limits
 from expertline.db.engine import as_utc
-from expertline.db.tables import api_tokens, config_objects
+from expertline.db.tables import api_tokens
 from expertline.errors import InvalidInput, NotFound, Problem
 
 Role = Literal["admin", "supervisor", "routing-client", "reporting", "expert"]
@@ -64,14 +64,11 @@ def create_token(engine: Engine, name: str, role: str, expert_id: str | None = N
         why = limits.text_problem(expert_id, limits.ID)
         if why:
             problems.append(Problem("expert", f"the expert id {why}"))
-        elif not _expert_configured(engine, expert_id):
-            problems.append(
-                Problem(
-                    "expert",
-                    f"no expert {expert_id!r} in the configuration; "
-                    "import it first (expertline config import) or check the id",
-                )
-            )
+        else:
+            from expertline.config.store import unknown_expert
+
+            if (problem := unknown_expert(engine, expert_id)) is not None:
+                problems.append(problem)
     if problems:
         raise InvalidInput("cannot create token", problems)
     token = PREFIX + secrets.token_urlsafe(32)
@@ -81,19 +78,6 @@ def create_token(engine: Engine, name: str, role: str, expert_id: str | None = N
     with engine.begin() as conn:
         conn.execute(insert(api_tokens).values(created_at=datetime.now(UTC), **row))
     return token
-
-
-def _expert_configured(engine: Engine, expert_id: str) -> bool:
-    from expertline.config.store import KINDS
-
-    with engine.connect() as conn:
-        found = conn.execute(
-            select(config_objects.c.object_id).where(
-                config_objects.c.kind == KINDS["experts"],
-                config_objects.c.object_id == expert_id,
-            )
-        ).first()
-    return found is not None
 
 
 def list_tokens(engine: Engine) -> list[TokenInfo]:

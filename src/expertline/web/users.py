@@ -20,7 +20,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from expertline.db.engine import as_utc
-from expertline.db.tables import config_objects, web_users
+from expertline.db.tables import web_users
 from expertline.errors import Conflict, InvalidInput, NotFound, Problem
 
 log = logging.getLogger(__name__)
@@ -112,29 +112,12 @@ def _identity_problems(
         problems.append(Problem("expert", "an expert user is one expert: give --expert EXPERT_ID"))
     elif role != "expert" and expert_id is not None:
         problems.append(Problem("expert", f"only expert users are bound to an expert, not {role}"))
-    elif expert_id is not None and not expert_configured(engine, expert_id):
-        problems.append(
-            Problem(
-                "expert",
-                f"no expert {expert_id!r} in the configuration; import it first "
-                "(expertline config import) or check the id",
-            )
-        )
+    elif expert_id is not None:
+        from expertline.config.store import unknown_expert
+
+        if (problem := unknown_expert(engine, expert_id)) is not None:
+            problems.append(problem)
     return problems
-
-
-def expert_configured(engine: Engine, expert_id: str) -> bool:
-    """True when the stored configuration has this expert (one indexed read)."""
-    from expertline.config.store import KINDS
-
-    with engine.connect() as conn:
-        found = conn.execute(
-            select(config_objects.c.object_id).where(
-                config_objects.c.kind == KINDS["experts"],
-                config_objects.c.object_id == expert_id,
-            )
-        ).first()
-    return found is not None
 
 
 def authenticate(engine: Engine, username: str, password: str) -> User | None:
