@@ -111,14 +111,11 @@ def _given(url: str) -> Iterator[Engine]:
 
 @contextlib.contextmanager
 def _temp_sqlite() -> Iterator[Engine]:
-    with tempfile.TemporaryDirectory(prefix="expertline-bench-") as tmp:
-        engine = make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
-        try:
-            migrate.upgrade(engine)
-            reporting_migrate.upgrade(engine)
-            yield engine
-        finally:
-            engine.dispose()
+    with (
+        tempfile.TemporaryDirectory(prefix="expertline-bench-") as tmp,
+        _given(f"sqlite:///{Path(tmp) / 'bench.db'}") as engine,
+    ):
+        yield engine
 
 
 def _pg_up() -> bool:
@@ -139,13 +136,10 @@ def _temp_postgres() -> Iterator[Engine]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
     try:
-        migrate.upgrade(engine)
-        reporting_migrate.upgrade(engine)
-        yield engine
+        with _given(url) as engine:
+            yield engine
     finally:
-        engine.dispose()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
