@@ -10,12 +10,16 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+from rich.console import Console
 
 from expertline.cli_support import err, fail, migrated_engine, out
 from expertline.errors import Problem
+
+if TYPE_CHECKING:
+    from expertline.config.schema import ConfigDocument
 
 config_app = typer.Typer(
     help="Configuration: import, validate, export, history.", no_args_is_help=True
@@ -38,21 +42,32 @@ def _read(file: str) -> str:
         fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
 
 
-def _report(file: str, problems: list[Problem], text: str | None = None) -> None:
+def _say(text: str, console: Console = out) -> None:
+    """Print ``text`` as it is: no markup, no highlighting, long lines kept whole."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _report(file: str, problems: list[Problem], text: str | None = None) -> NoReturn:
     from expertline.config.validate import with_lines
 
     n = len(problems)
     if text is not None:
         problems = with_lines(text, problems)
-    err.print(
-        f"error: {file}: {n} problem{'s' if n != 1 else ''}; nothing was applied",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
-    )
+    _say(f"error: {file}: {n} problem{'s' if n != 1 else ''}; nothing was applied", err)
     for problem in problems:
-        err.print(f"  {problem}", markup=False, highlight=False, soft_wrap=True)
+        _say(f"  {problem}", err)
     raise typer.Exit(EXIT_INVALID)
+
+
+def _checked(file: str) -> ConfigDocument:
+    """The configuration in FILE, valid; its problems reported (and exit) when it is not."""
+    from expertline.config.validate import check_yaml
+
+    text = _read(file)
+    doc, problems = check_yaml(text)
+    if doc is None:
+        _report(file, problems, text)
+    return doc
 
 
 @config_app.command("validate")
@@ -60,20 +75,11 @@ def validate_cmd(
     file: Annotated[str, typer.Argument(help="YAML file ('-' for standard input).")],
 ) -> None:
     """Check a configuration file without applying it (no database needed)."""
-    from expertline.config.validate import check_yaml
-
-    text = _read(file)
-    doc, problems = check_yaml(text)
-    if doc is None:
-        _report(file, problems, text)
-        return
-    out.print(
+    doc = _checked(file)
+    _say(
         f"{file}: valid ({len(doc.attributes)} attributes, {len(doc.experts)} experts, "
         f"{len(doc.queues)} queues, {len(doc.entry_points)} entry points, "
-        f"{len(doc.presence)} presence sources, {len(doc.messages)} message sets)",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+        f"{len(doc.presence)} presence sources, {len(doc.messages)} message sets)"
     )
 
 
@@ -86,13 +92,8 @@ def import_cmd(
 ) -> None:
     """Apply a whole configuration atomically: every object as in FILE, or nothing."""
     from expertline.config.store import apply_document, cli_actor, plan_document
-    from expertline.config.validate import check_yaml
 
-    text = _read(file)
-    doc, problems = check_yaml(text)
-    if doc is None:
-        _report(file, problems, text)
-        return
+    doc = _checked(file)
     engine = migrated_engine()
     if dry_run:
         plan = plan_document(engine, doc)
@@ -102,23 +103,15 @@ def import_cmd(
             if not plan.unchanged
             else f"dry run: no changes; the configuration stays at version {plan.version}"
         )
-        out.print(text, markup=False, highlight=False, soft_wrap=True)
+        _say(text)
         return
     result = apply_document(engine, doc, cli_actor(), source="import")
     if result.unchanged:
-        out.print(
-            f"no changes; the configuration stays at version {result.version}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        _say(f"no changes; the configuration stays at version {result.version}")
     else:
-        out.print(
+        _say(
             f"applied version {result.version}: added {result.added}, changed "
-            f"{result.changed}, removed {result.removed}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
+            f"{result.changed}, removed {result.removed}"
         )
 
 
