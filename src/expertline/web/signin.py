@@ -160,15 +160,7 @@ def _form(
         username=username,
         form_csrf=form_csrf,
     )
-    resp.set_cookie(
-        FORM_COOKIE,
-        form_csrf,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path="/sign-in",
-        max_age=3600,
-    )
+    _set_strict_cookie(request, resp, FORM_COOKIE, form_csrf, path="/sign-in", max_age=3600)
     return resp
 
 
@@ -197,14 +189,23 @@ def _by_token(request: Request, token: str) -> tuple[Principal | None, str]:
 
 
 def set_session_cookie(request: Request, resp: Response, key: str, session: Session) -> None:
+    max_age = int((session.expires_at - session.created_at).total_seconds())
+    _set_strict_cookie(request, resp, COOKIE, key, path="/", max_age=max_age)
+
+
+def _set_strict_cookie(
+    request: Request, resp: Response, name: str, value: str, *, path: str, max_age: int
+) -> None:
+    """Every cookie these pages set: out of scripts' reach, sent on same-site requests only,
+    and over HTTPS only when the page came over HTTPS."""
     resp.set_cookie(
-        COOKIE,
-        key,
+        name,
+        value,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
-        path="/",
-        max_age=int((session.expires_at - session.created_at).total_seconds()),
+        path=path,
+        max_age=max_age,
     )
 
 
