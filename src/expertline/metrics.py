@@ -2,8 +2,9 @@
 
 Counting on the routing path would cost every task, so almost nothing is counted there: the
 runtime hands each committed batch to ``RuntimeMetrics.committed`` (a C-level count of its
-feed rows by type and one increment per ended task, after the commit) and observes two timings per batch (the core's
-decisions, the commit). Everything else is read at scrape time by ``NodeCollector``: tasks in
+feed rows by type and one increment per ended task, after the commit) and observes two timings
+per batch (the core's decisions, the commit) into plain buckets, which need no lock on the one
+event loop that writes them. Everything else is read at scrape time by ``NodeCollector``: tasks in
 flight, queue depth and oldest wait, expert states (one pass over the core), presence links,
 SIP responses (the transaction layer's counts), and webhook backlogs (one bounded query,
 made off the event loop before the scrape).
@@ -17,14 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
 from operator import itemgetter
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine, func, select
 
 from expertline.db.tables import webhook_deliveries
@@ -50,23 +58,50 @@ COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 BACKLOG_TIMEOUT = 2.0  # seconds a scrape waits for the backlog query before leaving it out
 
 
+class Timings:
+    """Durations counted into fixed buckets by the one event loop that observes them (no lock,
+    two list operations an observation), exported as a Prometheus histogram at scrape time."""
+
+    __slots__ = ("bounds", "counts", "doc", "name", "total")
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        """The histogram as Prometheus reads it: cumulative buckets, ``+Inf`` last."""
+        buckets: list[tuple[str, float]] = []
+        seen = 0
+        for bound, count in zip(
+            (*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True
+        ):
+            seen += count
+            buckets.append((bound, seen))
+        return HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self.total)
+
+
 class RuntimeMetrics:
     """What the runtime counts as it commits (plain numbers; exported by ``NodeCollector``)."""
 
     def __init__(self) -> None:
         self.events: Counter[str] = Counter()  # feed rows committed, by type
         self.ended: dict[tuple[str, int], int] = {}  # tasks ended, by (status, disposition)
-        self.decision = Histogram(
+        self.decision = Timings(
             f"{PREFIX}_runtime_decision_seconds",
             "Time the routing core took to handle one batch of operations (before its commit)",
-            buckets=DECISION_BUCKETS,
-            registry=None,
+            DECISION_BUCKETS,
         )
-        self.commit = Histogram(
+        self.commit = Timings(
             f"{PREFIX}_runtime_commit_seconds",
             "Time one batch took to commit (the durable write every answer waits for)",
-            buckets=COMMIT_BUCKETS,
-            registry=None,
+            COMMIT_BUCKETS,
         )
 
     def decided(self, seconds: float) -> None:
@@ -153,8 +188,8 @@ def _runtime_metrics(runtime: Any) -> Iterator[Metric]:
     for kind, count in sorted(m.events.items()):
         events.add_metric([kind], count)
     yield events
-    yield from m.decision.collect()
-    yield from m.commit.collect()
+    yield m.decision.family()
+    yield m.commit.family()
     census = runtime.census() if runtime.running else None
     if census is None:
         return
