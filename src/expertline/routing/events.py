@@ -4,62 +4,64 @@ The core is ``RoutingCore.handle(event, now) -> list[Command]``. Events come fro
 (which got them from HTTP, SIP, IM, timers, configuration changes). Ids of tasks are chosen
 outside the core (so a request can be retried idempotently); offer ids and codes are chosen by
 the core, deterministically.
+
+Events are read-only values, as commands are (``Final`` fields, see ``commands``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from expertline.routing.model import Channel, Presence, RoutingConfig
 from expertline.routing.timers import TimerKey
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConfigChanged:
     """A new configuration version (also the first event a fresh core receives)."""
 
-    config: RoutingConfig
+    config: Final[RoutingConfig]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PresenceChanged:
-    expert_id: str
-    status: Presence
-    source: str = "rest"
+    expert_id: Final[str]
+    status: Final[Presence]
+    source: Final[str] = "rest"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskCreated:
-    task_id: str
-    queue_id: str
-    channel: Channel = "voice"
-    priority: int | None = None  # None: the queue's priority
-    caller: str | None = None
-    dialed_number: str | None = None
-    external_id: str | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
+    task_id: Final[str]
+    queue_id: Final[str]
+    channel: Final[Channel] = "voice"
+    priority: Final[int | None] = None  # None: the queue's priority
+    caller: Final[str | None] = None
+    dialed_number: Final[str | None] = None
+    external_id: Final[str | None] = None
+    attributes: Final[dict[str, Any]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OfferAccepted:
-    offer_id: str
-    phone: str | None = None  # the expert asks for the call on another number
+    offer_id: Final[str]
+    phone: Final[str | None] = None  # the expert asks for the call on another number
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OfferDeclined:
-    offer_id: str
+    offer_id: Final[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallConnected:
     """The routing client (or SIP proxy) says the call reached the expert and was answered."""
 
-    task_id: str
+    task_id: Final[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallEnded:
     """The call or chat ended normally after being connected (or the client ends an assigned task).
 
@@ -67,41 +69,41 @@ class CallEnded:
     the 302 is the end of it for expertline), so its talk time is 0, not assigned-to-end.
     """
 
-    task_id: str
-    handed_off: bool = False
+    task_id: Final[str]
+    handed_off: Final[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskAbandoned:
     """The caller gave up (routing client cancel, SIP CANCEL)."""
 
-    task_id: str
+    task_id: Final[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskFailed:
     """The routing client reports a failure; ``disposition`` overrides the TCD code if given."""
 
-    task_id: str
-    disposition: int | None = None
+    task_id: Final[str]
+    disposition: Final[int | None] = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeliveryFailed:
     """SIP proxy: the expert's phone did not answer (19) or was busy (8); the task is requeued."""
 
-    task_id: str
-    disposition: int  # 19 ring no answer, 8 busy
+    task_id: Final[str]
+    disposition: Final[int]  # 19 ring no answer, 8 busy
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TimerFired:
     """A timer set by a ``SetTimer`` command is due. Stale timers are ignored by the core."""
 
-    key: TimerKey
+    key: Final[TimerKey]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recovered:
     """The runtime restored the core from the database after a restart or failover.
 
@@ -110,8 +112,8 @@ class Recovered:
     before this one; every expert with an offer or a task in flight is told so.
     """
 
-    lost_tasks: frozenset[str] = frozenset()
-    failover: bool = False
+    lost_tasks: Final[frozenset[str]] = frozenset()
+    failover: Final[bool] = False
 
 
 Event = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Final, Literal
 
 Order = Literal[
     "longest_idle", "most_skilled", "least_busy", "round_robin", "random", "closest_match"
@@ -26,6 +26,10 @@ class Presence(StrEnum):
     DND = "dnd"
     OFFLINE = "offline"
 
+
+# The value routing compares on its hot paths, as a module constant: reading an enum member as a
+# class attribute (``Presence.AVAILABLE``) costs about 0.2 µs on Python 3.11.
+AVAILABLE: Final = Presence.AVAILABLE
 
 Channel = Literal["voice", "chat"]
 SipMode = Literal["redirect", "proxy"]

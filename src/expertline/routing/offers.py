@@ -16,7 +16,7 @@ from expertline.routing.commands import (
     WriteRecord,
 )
 from expertline.routing.live import ExpertLive, Offer, Task
-from expertline.routing.model import Presence, QueueSpec
+from expertline.routing.model import AVAILABLE, Presence, QueueSpec
 from expertline.routing.state import RECENT_CLOSED_OFFERS, CoreState
 from expertline.routing.states import (
     OFFER,
@@ -219,7 +219,7 @@ class Offers(CoreState):
         self, e: ExpertLive, notice: Literal["set_away", "phone_failed"], count: int, queue: str
     ) -> None:
         """Set an available expert away after too many misses in a row, telling them why."""
-        if e.presence != Presence.AVAILABLE:
+        if e.presence != AVAILABLE:
             return
         reason = "max_no_answer" if notice == "set_away" else "max_delivery_failures"
         log.info("expert=%s set away reason=%s count=%d queue=%s", e.id, reason, count, queue)
@@ -247,7 +247,7 @@ class Offers(CoreState):
         if previous == status:
             return
         e.presence = status
-        if status == Presence.AVAILABLE:
+        if status == AVAILABLE:
             e.idle_since = self._now
             e.no_answer = 0
             e.delivery_failures = 0

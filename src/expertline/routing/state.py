@@ -14,7 +14,7 @@ import math
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
@@ -23,6 +23,7 @@ from expertline.routing import records
 from expertline.routing.commands import CancelTimer, Command, Emit, SetTimer
 from expertline.routing.live import ExpertLive, Offer, Task
 from expertline.routing.model import (
+    AVAILABLE,
     MAX_TASK_LIFETIME,
     ExpertSpec,
     Presence,
@@ -51,28 +52,28 @@ RECENT_CLOSED_OFFERS = 50_000  # closed offers remembered to answer late replies
 _Slot = tuple[str, int]  # (queue id, escalation step)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Dirty:
     """What changed since the previous ``drain_dirty``: persist these before any effect."""
 
-    tasks: frozenset[str]
-    offers: frozenset[str]
-    experts: frozenset[str]
-    meta: bool
+    tasks: Final[frozenset[str]]
+    offers: Final[frozenset[str]]
+    experts: Final[frozenset[str]]
+    meta: Final[bool]
 
     def __bool__(self) -> bool:
         return bool(self.tasks or self.offers or self.experts or self.meta)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Census:
     """What is live now: tasks by status, waiting tasks per queue (count and the oldest's
     creation time), configured experts by their announced state, open offers."""
 
-    tasks: dict[str, int]
-    waiting: dict[str, tuple[int, float]]
-    experts: dict[str, int]
-    open_offers: int
+    tasks: Final[dict[str, int]]
+    waiting: Final[dict[str, tuple[int, float]]]
+    experts: Final[dict[str, int]]
+    open_offers: Final[int]
 
 
 _CLEAN = Dirty(frozenset(), frozenset(), frozenset(), False)
@@ -126,7 +127,7 @@ class CoreState:
         if (
             spec is not None
             and spec.enabled
-            and e.presence == Presence.AVAILABLE
+            and e.presence == AVAILABLE
             and e.wrapup_until is None
             and len(e.active) + len(e.pending) < spec.max_tasks
         ):
@@ -157,7 +158,7 @@ class CoreState:
             return "busy"
         if e.wrapup_until is not None:
             return "wrap_up"
-        if e.presence != Presence.AVAILABLE:
+        if e.presence != AVAILABLE:
             return e.presence
         if e.pending:
             return "reserved"

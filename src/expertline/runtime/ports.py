@@ -4,12 +4,15 @@
 runtime hands each offer-related command to the channel that reaches that expert; channels call
 the ``RoutingPort`` for everything they learn. The REST presence/offer endpoints are one user
 of ``RoutingPort``; the XMPP adapter another; the SIP front uses the task half.
+
+The values that cross these ports are read-only by type (``Final`` fields), not ``frozen``
+(see ``routing.commands``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from expertline.routing.model import ExpertSpec, Presence, QueueSpec, RoutingConfig
 
@@ -19,45 +22,45 @@ if TYPE_CHECKING:
 TaskEventType = Literal["connected", "ended", "abandoned", "failed"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OfferView:
     """An offer as shown to an expert, with what the text templates need."""
 
-    id: str
-    task_id: str
-    code: str
-    expert_id: str
-    status: str  # open | accepted | declined | timeout | withdrawn
-    queue_id: str
-    queue_name: str
-    caller: str | None  # after the queue's ``show`` rule for ``caller`` (None when hidden)
-    created_at: float  # epoch seconds
-    expires_at: float | None
-    task_created_at: float
-    notice_only: bool
+    id: Final[str]
+    task_id: Final[str]
+    code: Final[str]
+    expert_id: Final[str]
+    status: Final[str]  # open | accepted | declined | timeout | withdrawn
+    queue_id: Final[str]
+    queue_name: Final[str]
+    caller: Final[str | None]  # after the queue's ``show`` rule for ``caller`` (None when hidden)
+    created_at: Final[float]  # epoch seconds
+    expires_at: Final[float | None]
+    task_created_at: Final[float]
+    notice_only: Final[bool]
     # Task attributes after the queue's ``show`` rules: hidden ones removed, masked ones masked.
-    shown_attributes: dict[str, str] = field(default_factory=dict)
+    shown_attributes: Final[dict[str, str]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AnswerResult:
     """The outcome of an accept/decline: ``ok`` or why it changed nothing."""
 
-    ok: bool
-    offer: OfferView | None
-    reason: str | None = None  # unknown | closed | capacity | phone | forbidden
+    ok: Final[bool]
+    offer: Final[OfferView | None]
+    reason: Final[str | None] = None  # unknown | closed | capacity | phone | forbidden
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TaskView:
-    id: str
-    code: str
-    status: str
-    queue: str
-    expert: str | None
-    label: str | None
-    created_at: str  # ISO 8601 UTC
-    extra: dict[str, Any] = field(default_factory=dict)
+    id: Final[str]
+    code: Final[str]
+    status: Final[str]
+    queue: Final[str]
+    expert: Final[str | None]
+    label: Final[str | None]
+    created_at: Final[str]  # ISO 8601 UTC
+    extra: Final[dict[str, Any]] = field(default_factory=dict)
 
 
 class RoutingPort(Protocol):
@@ -130,19 +133,19 @@ class ExpertChannel(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TaskRequest:
     """A routing request from a routing client (HTTP) or the SIP front."""
 
-    entry_point: str | None = None  # dialed number / route key
-    queue: str | None = None
-    caller: str | None = None
-    channel: Literal["voice", "chat"] = "voice"
-    attributes: dict[str, Any] = field(default_factory=dict)
-    priority: int | None = None
-    external_id: str | None = None
-    callback_url: str | None = None
-    origin: Literal["http", "sip"] = "http"
+    entry_point: Final[str | None] = None  # dialed number / route key
+    queue: Final[str | None] = None
+    caller: Final[str | None] = None
+    channel: Final[Literal["voice", "chat"]] = "voice"
+    attributes: Final[dict[str, Any]] = field(default_factory=dict)
+    priority: Final[int | None] = None
+    external_id: Final[str | None] = None
+    callback_url: Final[str | None] = None
+    origin: Final[Literal["http", "sip"]] = "http"
 
 
 class TaskPort(Protocol):
