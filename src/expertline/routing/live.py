@@ -294,7 +294,7 @@ class ExpertLive:
         return {
             "v": SNAPSHOT_VERSION,
             "id": self.id,
-            "presence": self.presence,
+            "presence": str(self.presence),  # the plain text: rows and snapshots carry no enums
             "active": list(self.active),
             "pending": self.pending.copy(),
             "wrapup_until": self.wrapup_until,

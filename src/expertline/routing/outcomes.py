@@ -87,6 +87,7 @@ class Outcomes(Offers):
         self._arm_escalation(t, spec)
 
     def _end(self, t: Task, trigger: TaskTrigger, disposition: int) -> None:
+        disposition = int(disposition)  # the plain number: records and rows carry no enums
         now = self._now
         if t.open_offers:
             self._withdraw_task_offers(t, "ended")
